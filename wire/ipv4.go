@@ -1,0 +1,115 @@
+package wire
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// IPv4 header constants (RFC 791 §3.1).
+const (
+	IPv4MinHeaderLen = 20
+	IPv4MaxHeaderLen = 60
+	IPv4FlagDF       = 0x4000 // don't fragment, in the flags/fragment-offset word
+	IPv4FlagMF       = 0x2000 // more fragments
+	ipv4OffsetMask   = 0x1fff
+)
+
+var ipv4Errors = newErrors("ipv4")
+
+// IPv4 is a view over an IPv4 header and what follows it.
+type IPv4 []byte
+
+// ParseIPv4 validates an IPv4 header: version 4, IHL at least 5 and within b, total length
+// within b and no shorter than the header, header checksum correct. Options are skipped
+// (their length is covered by IHL). Bytes past total length (link padding) are cut off.
+func ParseIPv4(b []byte) (IPv4, error) {
+	if len(b) < IPv4MinHeaderLen {
+		return nil, ipv4Errors[ErrTooShort]
+	}
+	if b[0]>>4 != 4 {
+		return nil, ipv4Errors[ErrBadVersion]
+	}
+	hl := int(b[0]&0x0f) * 4
+	if hl < IPv4MinHeaderLen || hl > len(b) {
+		return nil, ipv4Errors[ErrBadLength]
+	}
+	total := int(binary.BigEndian.Uint16(b[2:]))
+	if total < hl || total > len(b) {
+		return nil, ipv4Errors[ErrBadLength]
+	}
+	if Checksum(b[:hl], 0) != 0xffff {
+		return nil, ipv4Errors[ErrBadChecksum]
+	}
+	return IPv4(b[:total]), nil
+}
+
+func (h IPv4) HeaderLen() int      { return int(h[0]&0x0f) * 4 }
+func (h IPv4) TOS() uint8          { return h[1] }
+func (h IPv4) TotalLen() int       { return int(binary.BigEndian.Uint16(h[2:])) }
+func (h IPv4) ID() uint16          { return binary.BigEndian.Uint16(h[4:]) }
+func (h IPv4) Flags() uint16       { return binary.BigEndian.Uint16(h[6:]) &^ ipv4OffsetMask }
+func (h IPv4) DontFragment() bool  { return binary.BigEndian.Uint16(h[6:])&IPv4FlagDF != 0 }
+func (h IPv4) MoreFragments() bool { return binary.BigEndian.Uint16(h[6:])&IPv4FlagMF != 0 }
+
+// FragmentOffset is the offset of this fragment's payload in bytes.
+func (h IPv4) FragmentOffset() int { return int(binary.BigEndian.Uint16(h[6:])&ipv4OffsetMask) * 8 }
+
+// IsFragment reports whether the packet is a fragment (MF set or a non-zero offset).
+func (h IPv4) IsFragment() bool {
+	return binary.BigEndian.Uint16(h[6:])&(IPv4FlagMF|ipv4OffsetMask) != 0
+}
+func (h IPv4) TTL() uint8           { return h[8] }
+func (h IPv4) Protocol() uint8      { return h[9] }
+func (h IPv4) Checksum() uint16     { return binary.BigEndian.Uint16(h[10:]) }
+func (h IPv4) Src() netip.Addr      { return netip.AddrFrom4([4]byte(h[12:16])) }
+func (h IPv4) Dst() netip.Addr      { return netip.AddrFrom4([4]byte(h[16:20])) }
+func (h IPv4) Options() []byte      { return h[IPv4MinHeaderLen:h.HeaderLen()] }
+func (h IPv4) Payload() []byte      { return h[h.HeaderLen():] }
+func (h IPv4) SetTTL(ttl uint8)     { h.updateWord(8, uint16(ttl)<<8|uint16(h[9])) }
+func (h IPv4) SetDst(a netip.Addr)  { h.setAddr(16, a) }
+func (h IPv4) SetSrc(a netip.Addr)  { h.setAddr(12, a) }
+func (h IPv4) SetChecksum(c uint16) { binary.BigEndian.PutUint16(h[10:], c) }
+
+// updateWord rewrites the 16-bit word at off and patches the checksum (RFC 1624).
+func (h IPv4) updateWord(off int, v uint16) {
+	old := binary.BigEndian.Uint16(h[off:])
+	binary.BigEndian.PutUint16(h[off:], v)
+	h.SetChecksum(ChecksumUpdate16(h.Checksum(), old, v))
+}
+
+func (h IPv4) setAddr(off int, a netip.Addr) {
+	b := a.Unmap().As4()
+	old := binary.BigEndian.Uint32(h[off:])
+	v := binary.BigEndian.Uint32(b[:])
+	binary.BigEndian.PutUint32(h[off:], v)
+	h.SetChecksum(ChecksumUpdate32(h.Checksum(), old, v))
+}
+
+// IPv4Fields describes an IPv4 header without options, for Encode.
+type IPv4Fields struct {
+	TOS            uint8
+	TotalLen       int // header + payload
+	ID             uint16
+	Flags          uint16 // IPv4FlagDF, IPv4FlagMF
+	FragmentOffset int    // in bytes, a multiple of 8
+	TTL            uint8
+	Protocol       uint8
+	Src, Dst       netip.Addr
+}
+
+// Encode writes a 20-byte header with its checksum into b[:20].
+func (f *IPv4Fields) Encode(b []byte) {
+	_ = b[IPv4MinHeaderLen-1]
+	b[0] = 0x45
+	b[1] = f.TOS
+	binary.BigEndian.PutUint16(b[2:], uint16(f.TotalLen))
+	binary.BigEndian.PutUint16(b[4:], f.ID)
+	binary.BigEndian.PutUint16(b[6:], f.Flags|uint16(f.FragmentOffset/8)&ipv4OffsetMask)
+	b[8] = f.TTL
+	b[9] = f.Protocol
+	b[10], b[11] = 0, 0
+	s, d := f.Src.Unmap().As4(), f.Dst.Unmap().As4()
+	copy(b[12:16], s[:])
+	copy(b[16:20], d[:])
+	binary.BigEndian.PutUint16(b[10:], ^Checksum(b[:IPv4MinHeaderLen], 0))
+}
