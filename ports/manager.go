@@ -1,11 +1,14 @@
 package ports
 
 import (
+	crand "crypto/rand"
+	"encoding/binary"
+	"math/bits"
+	"math/rand/v2"
 	"net/netip"
+	"sync"
+	"syscall"
 )
-
-// NOTE: this file fixes the Manager's API that the transport protocols (tcp, udp) and the
-// stack program against. Bodies marked "unimplemented" are being written.
 
 // Protocol is a transport protocol number whose ports a Manager manages.
 type Protocol uint8
@@ -50,6 +53,18 @@ func itoa(n int) string {
 // Range is an inclusive range of ports.
 type Range struct{ Low, High Port }
 
+// Contains reports whether p lies in r.
+func (r Range) Contains(p Port) bool { return r.Low <= p && p <= r.High }
+
+// DefaultLocalPortRange is IANA's dynamic (ephemeral) range, RFC 6335 §6.
+var DefaultLocalPortRange = Range{49152, 65535}
+
+// LinuxLocalPortRange is Linux's default net.ipv4.ip_local_port_range.
+var LinuxLocalPortRange = Range{32768, 60999}
+
+// DefaultUnprivilegedPortStart is Linux's default net.ipv4.ip_unprivileged_port_start.
+const DefaultUnprivilegedPortStart Port = 1024
+
 // Config holds a Manager's settings, named after the Linux sysctls they mirror.
 type Config struct {
 	// LocalPortRange is net.ipv4.ip_local_port_range: where ephemeral ports come from.
@@ -68,6 +83,10 @@ type Config struct {
 	// TupleReclaimable, when set, is asked about an owner holding a 4-tuple that Connect
 	// wants: true lets Connect take the 4-tuple over (TCP uses it to reuse TIME-WAIT
 	// entries safely). The callback must tear down the old owner itself.
+	//
+	// The Manager calls it without holding its lock (the callback may call Release on the
+	// old binding); when it returns true and the 4-tuple is still held by the same binding,
+	// the Manager removes that binding itself (a later Release of it is a no-op).
 	TupleReclaimable func(owner any) bool
 }
 
@@ -83,30 +102,641 @@ type BindOptions struct {
 	Listening bool
 }
 
+// perturbSize is the size of RFC 6056 Algorithm 4's table of perturbation counters. Linux
+// uses 2^16 entries (since 5.18, against device tracking through shared counters); 2^12
+// keeps a Manager at 16 KiB while still spreading destinations widely.
+const perturbSize = 1 << 12
+
+// key kinds: a bound (address, port) entry, or the IPv4 view of a dual-stack "::" socket.
+const (
+	kindAddr uint8 = iota
+	kindDual
+)
+
+// epKey is a fixed-size, comparable (address, port) key. IPv4 addresses are stored in
+// their IPv4-mapped 16-byte form, so 0.0.0.0 and :: are different keys.
+type epKey struct {
+	a    [16]byte
+	port Port
+	kind uint8
+}
+
+// tupleKey is a connected 4-tuple.
+type tupleKey struct {
+	la, ra [16]byte
+	lp, rp Port
+}
+
+func mkTuple(local, remote netip.AddrPort) tupleKey {
+	return tupleKey{la: local.Addr().As16(), ra: remote.Addr().As16(), lp: Port(local.Port()), rp: Port(remote.Port())}
+}
+
+// tuple4 is an IPv4 4-tuple: 12 bytes, a third of tupleKey, so the IPv4 table is smaller
+// and hashes faster.
+type tuple4 struct {
+	la, ra [4]byte
+	lp, rp uint16
+}
+
+// connTable holds the connected 4-tuples, IPv4 and IPv6 apart. Both ends of a 4-tuple are
+// of one family (Connect and Register check it). Entries carry a copy of the owner so that
+// Lookup does not touch the Binding (one cache miss less with many connections); SetOwner
+// keeps the copy current.
+type connTable struct {
+	v4 map[tuple4]connEntry
+	v6 map[tupleKey]connEntry
+}
+
+type connEntry struct {
+	owner any
+	b     *Binding
+}
+
+func (t *connTable) get(l, r netip.AddrPort) *Binding {
+	if l.Addr().Is4() {
+		if !r.Addr().Is4() {
+			return nil
+		}
+		return t.v4[tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()}].b
+	}
+	return t.v6[mkTuple(l, r)].b
+}
+
+// set stores b under (l, r) with b's current owner.
+func (t *connTable) set(l, r netip.AddrPort, b *Binding) {
+	e := connEntry{b.owner, b}
+	if l.Addr().Is4() {
+		t.v4[tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()}] = e
+		return
+	}
+	t.v6[mkTuple(l, r)] = e
+}
+
+func (t *connTable) del(l, r netip.AddrPort) {
+	if l.Addr().Is4() {
+		delete(t.v4, tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()})
+		return
+	}
+	delete(t.v6, mkTuple(l, r))
+}
+
+// group is every unconnected binding on one (address, port), in bind order, and the members
+// that receive packets (recv): one socket, or a SO_REUSEPORT group.
+type group struct {
+	members []*Binding
+	recv    []*Binding
+}
+
+// portEntry is the bind-table bucket of one port (Linux's inet_bind_bucket): every binding
+// that takes part in bind conflicts on it.
+type portEntry struct {
+	owners   []*Binding // explicit binds, autobinds and connect-time ephemeral users
+	explicit int        // owners that came from Bind (or UDP autobind): Connect skips the port
+	conns    int        // Register'd 4-tuples on the port (they make it "used" for bind(0))
+}
+
+func (e *portEntry) empty() bool { return len(e.owners) == 0 && e.conns == 0 }
+
+// bitmap has one bit per port.
+type bitmap [1024]uint64
+
+func (b *bitmap) set(p Port, v bool) {
+	if v {
+		b[p>>6] |= 1 << (p & 63)
+	} else {
+		b[p>>6] &^= 1 << (p & 63)
+	}
+}
+func (b *bitmap) get(p Port) bool { return b[p>>6]&(1<<(p&63)) != 0 }
+
 // Manager owns every port binding of one transport protocol on one stack: the bind table
 // keyed by (local address, port), the table of connected 4-tuples, ephemeral port
 // selection, and the demultiplexing lookup. It is safe for concurrent use.
 type Manager struct {
 	proto Protocol
+
+	mu    sync.RWMutex
 	cfg   Config
+	k0    uint64 // SipHash key (from cfg.Secret)
+	k1    uint64
+	ports map[Port]*portEntry
+	bound map[epKey]*group
+	conns connTable
+	n     int // live bindings
+
+	busyBind  bitmap // ports with explicit binds: never chosen by Connect
+	busyAny   bitmap // ports with any binding: never chosen by bind(0) / UDP autobind
+	reserved  bitmap // ip_local_reserved_ports
+	perturb   [perturbSize]uint32
+	rng       *rand.Rand
+	reuseSeed uint64
 }
 
-// NewManager returns a Manager for proto with cfg (zero fields take their defaults).
+// NewManager returns a Manager for proto with cfg (zero fields take their defaults). It
+// panics on a configuration that SetConfig rejects (an inverted range, or one holding port
+// 0), as regexp.MustCompile does: that is a programming error.
 func NewManager(proto Protocol, cfg Config) *Manager {
-	panic("unimplemented")
+	var seed [32]byte
+	_, _ = crand.Read(seed[:])
+	m := &Manager{
+		proto: proto,
+		ports: make(map[Port]*portEntry),
+		bound: make(map[epKey]*group),
+		conns: connTable{v4: make(map[tuple4]connEntry), v6: make(map[tupleKey]connEntry)},
+		rng:   rand.New(rand.NewChaCha8(seed)),
+	}
+	m.reuseSeed = m.rng.Uint64()
+	if err := m.setConfigLocked(cfg); err != nil {
+		panic("ports: NewManager: invalid config: " + err.Error())
+	}
+	return m
 }
 
-// Config returns the current settings; SetConfig replaces them (existing bindings stay).
-func (m *Manager) Config() Config { panic("unimplemented") }
+// Config returns the current settings, with defaults filled in (LocalPortRange,
+// UnprivilegedPortStart and the Secret in use); SetConfig replaces them (existing bindings
+// stay).
+func (m *Manager) Config() Config {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c := m.cfg
+	c.ReservedPorts = append([]Range(nil), c.ReservedPorts...)
+	return c
+}
 
 // SetConfig replaces the settings; it fails with EINVAL on an empty or inverted range.
-func (m *Manager) SetConfig(cfg Config) error { panic("unimplemented") }
+func (m *Manager) SetConfig(cfg Config) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.setConfigLocked(cfg)
+}
+
+func (m *Manager) setConfigLocked(cfg Config) error {
+	if cfg.LocalPortRange == (Range{}) {
+		cfg.LocalPortRange = DefaultLocalPortRange
+	}
+	r := cfg.LocalPortRange
+	if r.Low == 0 || r.Low > r.High {
+		return syscall.EINVAL
+	}
+	for _, rr := range cfg.ReservedPorts {
+		if rr.Low > rr.High {
+			return syscall.EINVAL
+		}
+	}
+	if cfg.UnprivilegedPortStart == 0 {
+		cfg.UnprivilegedPortStart = DefaultUnprivilegedPortStart
+	}
+	if cfg.Secret == ([16]byte{}) {
+		if m.cfg.Secret != ([16]byte{}) {
+			cfg.Secret = m.cfg.Secret // keep the key: changing it reshuffles nothing useful
+		} else {
+			_, _ = crand.Read(cfg.Secret[:])
+		}
+	}
+	cfg.ReservedPorts = append([]Range(nil), cfg.ReservedPorts...)
+	m.cfg = cfg
+	m.k0 = binary.LittleEndian.Uint64(cfg.Secret[:8])
+	m.k1 = binary.LittleEndian.Uint64(cfg.Secret[8:])
+	m.reserved = bitmap{}
+	for _, rr := range cfg.ReservedPorts {
+		for p := int(rr.Low); p <= int(rr.High); p++ {
+			m.reserved.set(Port(p), true)
+		}
+	}
+	return nil
+}
+
+// Len reports the number of live bindings (bound plus connected).
+func (m *Manager) Len() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.n
+}
+
+// Binding is one entry in a Manager: a bound (address, port), and once connected, its
+// remote end.
+type Binding struct {
+	m      *Manager
+	local  netip.AddrPort
+	remote netip.AddrPort
+	owner  any
+	opts   BindOptions
+
+	inTable   bool // in m.ports[port].owners (takes part in bind conflicts)
+	explicit  bool // counted in portEntry.explicit
+	inGroup   bool // in m.bound (unconnected, receives by (addr, port))
+	connected bool // in m.conns
+	counted   bool // counted in portEntry.conns (Register)
+	released  bool
+}
+
+// Local returns the bound local address and port.
+func (b *Binding) Local() netip.AddrPort {
+	b.m.mu.RLock()
+	defer b.m.mu.RUnlock()
+	return b.local
+}
+
+// Remote returns the remote end, or the zero AddrPort while unconnected.
+func (b *Binding) Remote() netip.AddrPort {
+	b.m.mu.RLock()
+	defer b.m.mu.RUnlock()
+	return b.remote
+}
+
+// Owner returns the socket the binding belongs to; SetOwner changes it (TCP hands a
+// 4-tuple from a connection to its TIME-WAIT record).
+func (b *Binding) Owner() any {
+	b.m.mu.RLock()
+	defer b.m.mu.RUnlock()
+	return b.owner
+}
+
+func (b *Binding) SetOwner(o any) {
+	m := b.m
+	m.mu.Lock()
+	b.owner = o
+	if b.connected && m.conns.get(b.local, b.remote) == b {
+		m.conns.set(b.local, b.remote, b)
+	}
+	m.mu.Unlock()
+}
+
+// SetListening marks (or unmarks) the binding as a TCP listener. It does not check the
+// reuse rules again; Listen does, as Linux's listen() does.
+func (b *Binding) SetListening(v bool) {
+	m := b.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if b.released {
+		return
+	}
+	b.opts.Listening = v
+	m.regroup(b)
+}
+
+// Listen checks that b may start listening and marks it a listener. On Linux two sockets
+// with SO_REUSEADDR may share a port while bound, but the second listen() then fails with
+// EADDRINUSE: SO_REUSEADDR never lets two TCP listeners share an address (SO_REUSEPORT does).
+func (b *Binding) Listen() error {
+	m := b.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if b.released || b.connected {
+		return syscall.EINVAL
+	}
+	if b.opts.Listening {
+		return nil
+	}
+	opts := b.opts
+	opts.Listening = true
+	if e := m.ports[Port(b.local.Port())]; e != nil {
+		for _, o := range e.owners {
+			if o != b && m.conflicts(b.local.Addr(), opts, o) {
+				return syscall.EADDRINUSE
+			}
+		}
+	}
+	b.opts.Listening = true
+	m.regroup(b)
+	return nil
+}
+
+// Options returns the binding's socket options.
+func (b *Binding) Options() BindOptions {
+	b.m.mu.RLock()
+	defer b.m.mu.RUnlock()
+	return b.opts
+}
+
+// Release removes the binding; releasing twice is a no-op.
+func (b *Binding) Release() {
+	m := b.m
+	m.mu.Lock()
+	m.releaseLocked(b)
+	m.mu.Unlock()
+}
+
+func (m *Manager) releaseLocked(b *Binding) {
+	if b.released {
+		return
+	}
+	b.released = true
+	m.n--
+	port := Port(b.local.Port())
+	if b.connected {
+		if m.conns.get(b.local, b.remote) == b {
+			m.conns.del(b.local, b.remote)
+		}
+		b.connected = false
+	}
+	if b.inGroup {
+		m.ungroup(b)
+	}
+	e := m.ports[port]
+	if e == nil {
+		return
+	}
+	if b.inTable {
+		for i, o := range e.owners {
+			if o == b {
+				last := len(e.owners) - 1
+				e.owners[i] = e.owners[last]
+				e.owners[last] = nil
+				e.owners = e.owners[:last]
+				break
+			}
+		}
+		b.inTable = false
+		if b.explicit {
+			e.explicit--
+			b.explicit = false
+		}
+	}
+	if b.counted {
+		e.conns--
+		b.counted = false
+	}
+	m.updatePort(port, e)
+}
+
+func (m *Manager) updatePort(port Port, e *portEntry) {
+	if e.empty() {
+		delete(m.ports, port)
+	}
+	m.busyBind.set(port, e.explicit > 0)
+	m.busyAny.set(port, !e.empty())
+}
+
+func (m *Manager) entry(port Port) *portEntry {
+	e := m.ports[port]
+	if e == nil {
+		e = &portEntry{}
+		m.ports[port] = e
+	}
+	return e
+}
+
+// groupKeys returns the demux keys under which an unconnected binding receives: its own
+// (address, port), and for a dual-stack "::" socket also the IPv4 view.
+func groupKeys(b *Binding) (k epKey, dual epKey, hasDual bool) {
+	a := b.local.Addr()
+	k = epKey{a: a.As16(), port: Port(b.local.Port())}
+	if a.Is6() && a.IsUnspecified() && !b.opts.V6Only {
+		dual = epKey{port: Port(b.local.Port()), kind: kindDual}
+		hasDual = true
+	}
+	return
+}
+
+func (m *Manager) group(b *Binding) {
+	k, d, hasDual := groupKeys(b)
+	m.addTo(k, b)
+	if hasDual {
+		m.addTo(d, b)
+	}
+	b.inGroup = true
+}
+
+func (m *Manager) addTo(k epKey, b *Binding) {
+	g := m.bound[k]
+	if g == nil {
+		g = &group{}
+		m.bound[k] = g
+	}
+	g.members = append(g.members, b)
+	m.recompute(g)
+}
+
+func (m *Manager) ungroup(b *Binding) {
+	k, d, hasDual := groupKeys(b)
+	m.removeFrom(k, b)
+	if hasDual {
+		m.removeFrom(d, b)
+	}
+	b.inGroup = false
+}
+
+func (m *Manager) removeFrom(k epKey, b *Binding) {
+	g := m.bound[k]
+	if g == nil {
+		return
+	}
+	for i, o := range g.members {
+		if o == b {
+			g.members = append(g.members[:i], g.members[i+1:]...)
+			break
+		}
+	}
+	if len(g.members) == 0 {
+		delete(m.bound, k)
+		return
+	}
+	m.recompute(g)
+}
+
+// regroup recomputes the receivers of b's groups after its options changed.
+func (m *Manager) regroup(b *Binding) {
+	if !b.inGroup {
+		return
+	}
+	k, d, hasDual := groupKeys(b)
+	if g := m.bound[k]; g != nil {
+		m.recompute(g)
+	}
+	if hasDual {
+		if g := m.bound[d]; g != nil {
+			m.recompute(g)
+		}
+	}
+}
+
+// recompute decides who receives unicast packets for a group. For TCP only listeners get
+// packets through the bind table (a bound, non-listening socket gets nothing: RST). The
+// newest eligible member receives (Linux UDP with SO_REUSEADDR: the last bound socket wins);
+// if it is in a SO_REUSEPORT group, every eligible SO_REUSEPORT member of the same UID
+// shares the traffic by a hash of the 4-tuple.
+func (m *Manager) recompute(g *group) {
+	g.recv = g.recv[:0]
+	var last *Binding
+	for i := len(g.members) - 1; i >= 0; i-- {
+		o := g.members[i]
+		if m.proto == TCP && !o.opts.Listening {
+			continue
+		}
+		last = o
+		break
+	}
+	if last == nil {
+		return
+	}
+	if !last.opts.ReusePort {
+		g.recv = append(g.recv, last)
+		return
+	}
+	for _, o := range g.members {
+		if m.proto == TCP && !o.opts.Listening {
+			continue
+		}
+		if o.opts.ReusePort && o.opts.UID == last.opts.UID {
+			g.recv = append(g.recv, o)
+		}
+	}
+}
+
+// overlap reports whether binds on addresses a and b (same port) compete for packets:
+// equal addresses, 0.0.0.0 against any IPv4 address, "::" against any IPv6 address, and a
+// dual-stack "::" (not v6only) against IPv4 addresses too.
+func overlap(a netip.Addr, aV6Only bool, b netip.Addr, bV6Only bool) bool {
+	if a == b {
+		return true
+	}
+	if a.Is4() == b.Is4() {
+		return a.IsUnspecified() || b.IsUnspecified()
+	}
+	// Different families: only a dual-stack "::" covers IPv4.
+	if a.Is6() {
+		return a.IsUnspecified() && !aV6Only
+	}
+	return b.IsUnspecified() && !bV6Only
+}
+
+// conflicts reports whether a new bind of addr with opts may not share its port with the
+// existing binding o (Linux inet_bind_conflict / inet_csk_bind_conflict):
+//   - addresses that do not overlap never conflict;
+//   - SO_REUSEADDR on both: no conflict, unless (TCP) the existing one is a listener;
+//   - SO_REUSEPORT on both with the same UID: no conflict (a reuseport group);
+//   - anything else conflicts.
+func (m *Manager) conflicts(addr netip.Addr, opts BindOptions, o *Binding) bool {
+	if !overlap(addr, opts.V6Only, o.local.Addr(), o.opts.V6Only) {
+		return false
+	}
+	// Linux looks only at whether the existing socket listens: bind happens before listen,
+	// and listen() re-runs this check (Binding.Listen) when the others are listening.
+	if opts.ReuseAddr && o.opts.ReuseAddr && (m.proto != TCP || !o.opts.Listening) {
+		return false
+	}
+	if opts.ReusePort && o.opts.ReusePort && opts.UID == o.opts.UID {
+		return false
+	}
+	return true
+}
 
 // Bind reserves local (address and port) for owner. Port 0 picks a free port at random from
 // LocalPortRange (bind(0)). Errors are syscall errnos: EADDRINUSE, EACCES (below the
-// privileged floor without Privileged), EADDRNOTAVAIL (no free port).
+// privileged floor without Privileged), EADDRNOTAVAIL (no free port). A zero (invalid)
+// address binds "::", like ":80" in Go's net.Listen; IPv4-mapped addresses are unmapped.
+//
+// bind(0) picks a port no binding of this Manager uses at all, starting at a random point
+// of the range and preferring ports of the parity opposite to Connect's (as Linux does);
+// reserved ports are skipped.
 func (m *Manager) Bind(local netip.AddrPort, opts BindOptions, owner any) (*Binding, error) {
-	panic("unimplemented")
+	addr := local.Addr().Unmap()
+	if !addr.IsValid() {
+		// No address at all (":80") means every address, as in Go's net.Listen: "::",
+		// dual-stack unless V6Only.
+		addr = netip.IPv6Unspecified()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	port := Port(local.Port())
+	if port == 0 {
+		p, ok := m.pickFree(m.rng.Uint32(), 1)
+		if !ok {
+			return nil, syscall.EADDRNOTAVAIL
+		}
+		port = p
+	} else {
+		if !m.cfg.NoPrivilegedPorts && port < m.cfg.UnprivilegedPortStart && !opts.Privileged {
+			return nil, syscall.EACCES
+		}
+		if e := m.ports[port]; e != nil {
+			for _, o := range e.owners {
+				if m.conflicts(addr, opts, o) {
+					return nil, syscall.EADDRINUSE
+				}
+			}
+		}
+	}
+	b := &Binding{m: m, local: netip.AddrPortFrom(addr, uint16(port)), owner: owner, opts: opts}
+	m.addOwner(b, true)
+	m.group(b)
+	m.n++
+	return b, nil
+}
+
+func (m *Manager) addOwner(b *Binding, explicit bool) {
+	port := Port(b.local.Port())
+	e := m.entry(port)
+	e.owners = append(e.owners, b)
+	b.inTable = true
+	if explicit {
+		e.explicit++
+		b.explicit = true
+	}
+	m.updatePort(port, e)
+}
+
+// pickFree returns a port of the local range that no binding uses and that is not reserved,
+// starting at offset (mod the range size). parity 1 prefers ports whose distance from the
+// range's low end is odd, 0 even; the other parity is tried next.
+func (m *Manager) pickFree(offset uint32, parity uint32) (Port, bool) {
+	r := m.cfg.LocalPortRange
+	n := uint32(r.High-r.Low) + 1
+	start := offset % n
+	for pass := 0; pass < 2; pass++ {
+		want := (uint32(r.Low) + parity) & 1 // absolute parity of the ports wanted
+		if n == 1 {
+			want = uint32(r.Low) & 1
+		}
+		if p, ok := m.scan(r, Port(uint32(r.Low)+start), want, &m.busyAny); ok {
+			return p, true
+		}
+		if n == 1 {
+			break
+		}
+		parity ^= 1
+	}
+	return 0, false
+}
+
+// parityMask selects the bits of a bitmap word whose port has absolute parity want.
+func parityMask(want uint32) uint64 {
+	if want == 0 {
+		return 0x5555555555555555
+	}
+	return 0xaaaaaaaaaaaaaaaa
+}
+
+// scan finds the first port of absolute parity want, from `from` up to r.High and then
+// wrapping from r.Low, that is neither reserved nor marked in busy. It looks at 64 ports at
+// a time, so a nearly full range costs a few word operations per 64 ports, not a probe per
+// port.
+func (m *Manager) scan(r Range, from Port, want uint32, busy *bitmap) (Port, bool) {
+	if p, ok := m.scanSpan(from, r.High, want, busy); ok {
+		return p, true
+	}
+	if from > r.Low {
+		return m.scanSpan(r.Low, from-1, want, busy)
+	}
+	return 0, false
+}
+
+func (m *Manager) scanSpan(lo, hi Port, want uint32, busy *bitmap) (Port, bool) {
+	pm := parityMask(want)
+	for w := int(lo >> 6); w <= int(hi>>6); w++ {
+		free := ^(busy[w] | m.reserved[w]) & pm
+		if w == int(lo>>6) {
+			free &= ^uint64(0) << (lo & 63)
+		}
+		if w == int(hi>>6) && hi&63 != 63 {
+			free &= (uint64(1) << (hi&63 + 1)) - 1
+		}
+		if free != 0 {
+			return Port(w<<6 + bits.TrailingZeros64(free)), true
+		}
+	}
+	return 0, false
 }
 
 // Connect gives a socket its remote end and registers the 4-tuple.
@@ -121,14 +751,224 @@ func (m *Manager) Bind(local netip.AddrPort, opts BindOptions, owner any) (*Bind
 // Errors: EADDRNOTAVAIL when no port (or no unique 4-tuple) is left — at once, never a hang;
 // EADDRINUSE when b's 4-tuple is taken.
 func (m *Manager) Connect(b *Binding, local netip.Addr, remote netip.AddrPort, owner any) (*Binding, error) {
-	panic("unimplemented")
+	local = local.Unmap()
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if !remote.Addr().IsValid() || remote.Port() == 0 {
+		return nil, syscall.EINVAL
+	}
+	if b != nil {
+		return m.connectBound(b, local, remote, owner)
+	}
+	if !local.IsValid() || local.IsUnspecified() || local.Is4() != remote.Addr().Is4() {
+		return nil, syscall.EINVAL
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proto != TCP {
+		// Linux autobind: an exclusive port at random, then connected.
+		p, ok := m.pickFree(m.rng.Uint32(), 1)
+		if !ok {
+			return nil, syscall.EADDRNOTAVAIL
+		}
+		nb := &Binding{m: m, local: netip.AddrPortFrom(local, uint16(p)), remote: remote, owner: owner}
+		m.addOwner(nb, true)
+		m.conns.set(nb.local, remote, nb)
+		nb.connected = true
+		m.n++
+		return nb, nil
+	}
+	return m.connectAlg4(local, remote, owner)
+}
+
+// connectAlg4 is RFC 6056 §3.3.4 (Algorithm 4, "double-hash port selection") as Linux's
+// __inet_hash_connect implements it:
+//
+//	offset = F(local, remote, rport, secret) + table[G(local, remote, rport, secret)]
+//
+// then walk the range from offset, trying ports of one parity first (bind(0) prefers the
+// other), skipping reserved ports and ports held by explicit binds; a port that only
+// connected sockets use is fine when the 4-tuple is unique. Afterwards the counter
+// table[G] advances by the distance walked plus 2, so the next connection to the same
+// destination gets a new port, while destinations with other G values are unaffected
+// (no global counter leaking connection rates).
+func (m *Manager) connectAlg4(local netip.Addr, remote netip.AddrPort, owner any) (*Binding, error) {
+	r := m.cfg.LocalPortRange
+	n := uint32(r.High-r.Low) + 1
+	h := m.hash3(local, remote)
+	idx := uint32(h) & (perturbSize - 1) // G
+	offset := (uint32(h>>32) + m.perturb[idx]) % n
+	if n > 1 {
+		offset &^= 1
+	}
+	for pass := uint32(0); pass < 2; pass++ {
+		o := offset + pass
+		if o >= n {
+			o -= n
+		}
+		want := (uint32(r.Low) + o) & 1
+		cur := Port(uint32(r.Low) + o)
+		walked := uint32(0)
+		for walked < n {
+			p, ok := m.scan(r, cur, want, &m.busyBind)
+			if !ok {
+				break
+			}
+			d := (uint32(p) + n - uint32(r.Low) - o) % n // distance from the start
+			if d < walked {
+				break // wrapped round to ports already tried
+			}
+			walked = d
+			lap := netip.AddrPortFrom(local, uint16(p))
+			got, err := m.takeTuple(lap, remote)
+			if err != nil {
+				return nil, err
+			}
+			if got {
+				if m.busyBind.get(p) || m.reserved.get(p) {
+					// The lock was dropped while asking TupleReclaimable and someone bound
+					// the port: keep walking.
+					walked++
+					cur = nextPort(r, p)
+					continue
+				}
+				// Linux adds 2 plus the walk; once in 16 it adds 2 more so that the
+				// counters do not advance in lockstep with connection counts.
+				inc := walked + 2
+				if walked == 0 && m.rng.Uint32N(16) == 0 {
+					inc += 2
+				}
+				m.perturb[idx] += inc
+				nb := &Binding{m: m, local: lap, remote: remote, owner: owner}
+				m.addOwner(nb, false)
+				m.conns.set(lap, remote, nb)
+				nb.connected = true
+				m.n++
+				return nb, nil
+			}
+			walked++
+			cur = nextPort(r, p)
+		}
+		if n == 1 {
+			break
+		}
+	}
+	return nil, syscall.EADDRNOTAVAIL
+}
+
+func nextPort(r Range, p Port) Port {
+	if p >= r.High {
+		return r.Low
+	}
+	return p + 1
+}
+
+// takeTuple reports whether the 4-tuple (local, remote) is free, asking TupleReclaimable
+// (with the lock dropped) about a current holder; a reclaimed holder is removed. m.mu is
+// held on entry and on return.
+func (m *Manager) takeTuple(local, remote netip.AddrPort) (bool, error) {
+	for tries := 0; tries < 4; tries++ {
+		old := m.conns.get(local, remote)
+		if old == nil {
+			return true, nil
+		}
+		reclaim := m.cfg.TupleReclaimable
+		if reclaim == nil {
+			return false, nil
+		}
+		owner := old.owner
+		m.mu.Unlock()
+		ok := reclaim(owner)
+		m.mu.Lock()
+		if !ok {
+			return false, nil
+		}
+		if m.conns.get(local, remote) == old {
+			m.releaseLocked(old)
+		}
+	}
+	return false, nil
+}
+
+func (m *Manager) connectBound(b *Binding, local netip.Addr, remote netip.AddrPort, owner any) (*Binding, error) {
+	if b.m != m {
+		return nil, syscall.EINVAL
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if b.released {
+		return nil, syscall.EINVAL
+	}
+	la := b.local.Addr()
+	if la.IsUnspecified() {
+		switch {
+		case !local.IsValid() || local.IsUnspecified():
+			return nil, syscall.EINVAL
+		case la.Is4() && !local.Is4():
+			return nil, syscall.EINVAL
+		case la.Is6() && local.Is4() && b.opts.V6Only:
+			return nil, syscall.EINVAL
+		}
+		la = local
+	}
+	if la.Is4() != remote.Addr().Is4() {
+		return nil, syscall.EINVAL
+	}
+	lap := netip.AddrPortFrom(la, b.local.Port())
+	if b.connected && b.local == lap && b.remote == remote {
+		b.owner = owner
+		m.conns.set(lap, remote, b)
+		return b, nil
+	}
+	ok, err := m.takeTuple(lap, remote)
+	if err != nil {
+		return nil, err
+	}
+	if b.released {
+		return nil, syscall.EINVAL
+	}
+	if !ok {
+		return nil, syscall.EADDRINUSE
+	}
+	if b.connected { // reconnect (UDP): drop the old 4-tuple
+		m.conns.del(b.local, b.remote)
+	}
+	if b.inGroup {
+		m.ungroup(b)
+	}
+	b.local = lap
+	b.remote = remote
+	b.owner = owner
+	m.conns.set(lap, remote, b)
+	b.connected = true
+	return b, nil
 }
 
 // Register adds a connected 4-tuple on a port that is already held (a TCP connection
 // accepted by a listener, or a TIME-WAIT entry): no port is allocated and the bind table is
 // not consulted. EADDRINUSE if the 4-tuple exists.
+//
+// Registered 4-tuples make their port "used" for bind(0) but do not make later explicit
+// binds of the port fail (as if every such socket had SO_REUSEADDR, which Go's and most
+// servers' listeners set): restarting a server while its old connections sit in TIME-WAIT
+// works.
 func (m *Manager) Register(local, remote netip.AddrPort, owner any) (*Binding, error) {
-	panic("unimplemented")
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if !local.Addr().IsValid() || !remote.Addr().IsValid() || local.Addr().Is4() != remote.Addr().Is4() {
+		return nil, syscall.EINVAL
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conns.get(local, remote) != nil {
+		return nil, syscall.EADDRINUSE
+	}
+	b := &Binding{m: m, local: local, remote: remote, owner: owner, connected: true, counted: true}
+	m.conns.set(local, remote, b)
+	e := m.entry(Port(local.Port()))
+	e.conns++
+	m.updatePort(Port(local.Port()), e)
+	m.n++
+	return b, nil
 }
 
 // Lookup demultiplexes an inbound packet addressed to local from remote and returns the
@@ -137,36 +977,153 @@ func (m *Manager) Register(local, remote netip.AddrPort, owner any) (*Binding, e
 // socket without V6Only counts). A SO_REUSEPORT group answers with one member chosen by a
 // hash of the 4-tuple. Bound sockets that are connected match only their remote. It costs
 // O(1) whatever the number of bindings and does not allocate.
+//
+// For TCP only listeners (BindOptions.Listening / SetListening / Listen) are found through
+// the bind table; a bound socket that does not listen gets no packets. Addresses must be
+// unmapped (IPv4 as 4-byte addresses).
 func (m *Manager) Lookup(local, remote netip.AddrPort) (owner any, ok bool) {
-	panic("unimplemented")
+	port := Port(local.Port())
+	l4 := local.Addr().Is4()
+	if l4 != remote.Addr().Is4() {
+		return nil, false // mixed families: no socket can match
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if l4 {
+		if e, ok := m.conns.v4[tuple4{local.Addr().As4(), remote.Addr().As4(), local.Port(), remote.Port()}]; ok {
+			return e.owner, true
+		}
+	} else if e, ok := m.conns.v6[mkTuple(local, remote)]; ok {
+		return e.owner, true
+	}
+	if !m.busyBind.get(port) {
+		return nil, false // nothing bound on the port: skip the bind-table probes
+	}
+	la := local.Addr().As16()
+	k := epKey{a: la, port: port}
+	if g := m.bound[k]; g != nil && len(g.recv) > 0 {
+		return m.pick(g, local, remote), true
+	}
+	if l4 {
+		k.a = [16]byte{10: 0xff, 11: 0xff} // 0.0.0.0
+		if g := m.bound[k]; g != nil && len(g.recv) > 0 {
+			return m.pick(g, local, remote), true
+		}
+		k = epKey{port: port, kind: kindDual}
+	} else {
+		k.a = [16]byte{} // ::
+	}
+	if g := m.bound[k]; g != nil && len(g.recv) > 0 {
+		return m.pick(g, local, remote), true
+	}
+	return nil, false
+}
+
+func (m *Manager) pick(g *group, local, remote netip.AddrPort) any {
+	if len(g.recv) == 1 {
+		return g.recv[0].owner
+	}
+	la, ra := local.Addr().As16(), remote.Addr().As16()
+	h := m.reuseSeed ^ uint64(local.Port())<<16 ^ uint64(remote.Port())
+	for i := 0; i < 16; i += 8 {
+		h = mix(h ^ binary.LittleEndian.Uint64(la[i:]))
+		h = mix(h ^ binary.LittleEndian.Uint64(ra[i:]))
+	}
+	return g.recv[h%uint64(len(g.recv))].owner
+}
+
+// mix is a 64-bit finalizer (splitmix64): cheap and well spread, for the SO_REUSEPORT choice.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }
 
 // LookupAll calls f for every owner bound to local's port that would accept a datagram
-// from remote (UDP multicast/broadcast delivery). Unused for unicast.
+// from remote (UDP multicast/broadcast delivery). Unused for unicast. f is called after the
+// Manager's lock is released, so it may call back into the Manager.
 func (m *Manager) LookupAll(local, remote netip.AddrPort, f func(owner any)) {
-	panic("unimplemented")
+	la := local.Addr().Unmap()
+	ra := netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	var buf [8]any
+	owners := buf[:0]
+	m.mu.RLock()
+	if e := m.ports[Port(local.Port())]; e != nil {
+		for _, o := range e.owners {
+			if o.connected && o.remote != ra {
+				continue // connected sockets hear only their peer
+			}
+			oa := o.local.Addr()
+			if oa == la || oa.IsUnspecified() && overlap(oa, o.opts.V6Only, la, false) {
+				owners = append(owners, o.owner)
+			}
+		}
+	}
+	m.mu.RUnlock()
+	for _, o := range owners {
+		f(o)
+	}
 }
 
-// Len reports the number of live bindings (bound plus connected).
-func (m *Manager) Len() int { panic("unimplemented") }
-
-// Binding is one entry in a Manager: a bound (address, port), and once connected, its
-// remote end.
-type Binding struct {
-	m *Manager
+// hash3 is F and G of RFC 6056 §3.3.4: SipHash-2-4, keyed with the secret, of (local
+// address, remote address, remote port). The low bits index the perturbation table (G) and
+// the high 32 bits are the offset (F), as Linux derives both from one siphash.
+func (m *Manager) hash3(local netip.Addr, remote netip.AddrPort) uint64 {
+	var buf [34]byte
+	la := local.As16()
+	ra := remote.Addr().As16()
+	copy(buf[:16], la[:])
+	copy(buf[16:32], ra[:])
+	binary.BigEndian.PutUint16(buf[32:], uint16(remote.Port()))
+	return sipHash24(m.k0, m.k1, buf[:])
 }
 
-// Local returns the bound local address and port.
-func (b *Binding) Local() netip.AddrPort { panic("unimplemented") }
-
-// Remote returns the remote end, or the zero AddrPort while unconnected.
-func (b *Binding) Remote() netip.AddrPort { panic("unimplemented") }
-
-// Owner returns the socket the binding belongs to; SetOwner changes it (TCP hands a
-// 4-tuple from a connection to its TIME-WAIT record).
-func (b *Binding) Owner() any        { panic("unimplemented") }
-func (b *Binding) SetOwner(o any)    { panic("unimplemented") }
-func (b *Binding) SetListening(bool) { panic("unimplemented") }
-
-// Release removes the binding; releasing twice is a no-op.
-func (b *Binding) Release() { panic("unimplemented") }
+// sipHash24 is SipHash-2-4 (Aumasson and Bernstein, 2012).
+func sipHash24(k0, k1 uint64, p []byte) uint64 {
+	v0 := k0 ^ 0x736f6d6570736575
+	v1 := k1 ^ 0x646f72616e646f6d
+	v2 := k0 ^ 0x6c7967656e657261
+	v3 := k1 ^ 0x7465646279746573
+	round := func() {
+		v0 += v1
+		v1 = bits.RotateLeft64(v1, 13)
+		v1 ^= v0
+		v0 = bits.RotateLeft64(v0, 32)
+		v2 += v3
+		v3 = bits.RotateLeft64(v3, 16)
+		v3 ^= v2
+		v0 += v3
+		v3 = bits.RotateLeft64(v3, 21)
+		v3 ^= v0
+		v2 += v1
+		v1 = bits.RotateLeft64(v1, 17)
+		v1 ^= v2
+		v2 = bits.RotateLeft64(v2, 32)
+	}
+	n := len(p)
+	for len(p) >= 8 {
+		mm := binary.LittleEndian.Uint64(p)
+		v3 ^= mm
+		round()
+		round()
+		v0 ^= mm
+		p = p[8:]
+	}
+	var last [8]byte
+	copy(last[:], p)
+	last[7] = byte(n)
+	mm := binary.LittleEndian.Uint64(last[:])
+	v3 ^= mm
+	round()
+	round()
+	v0 ^= mm
+	v2 ^= 0xff
+	round()
+	round()
+	round()
+	round()
+	return v0 ^ v1 ^ v2 ^ v3
+}

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/berthnet/berth/ports"
+)
+
+func init() {
+	register(&command{
+		name:    "port",
+		summary: "show a port's RFC 6335 category and registered services",
+		usage:   "port N|NAME",
+		help: `Prints the port number, its category by RFC 6335 §6 — system (well-known)
+0-1023, user (registered) 1024-49151, dynamic (ephemeral) 49152-65535 — and the
+service names IANA registered for it.
+
+Example:
+  berth port 443
+  443 system (well-known) 0-1023: https (tcp, udp, sctp)`,
+		run: runPort,
+	})
+}
+
+func runPort(args []string) int {
+	c := commands["port"]
+	if len(args) != 1 {
+		return usageError(c, "want one port")
+	}
+	p, err := ports.ParsePort(args[0])
+	if err != nil {
+		return fail(c.name, "%v", err)
+	}
+	cat := p.Category()
+	r := cat.Range()
+	line := fmt.Sprintf("%d %s %d-%d", p, cat, r.Low, r.High)
+	if names := serviceSummary(p); names != "" {
+		line += ": " + names
+	}
+	fmt.Fprintln(stdout, line)
+	return exitOK
+}
+
+// serviceSummary lists the names registered for p with their protocols:
+// "https (tcp, udp, sctp)".
+func serviceSummary(p ports.Port) string {
+	var order []string
+	protos := map[string][]string{}
+	for _, s := range ports.LookupPort(p, "") {
+		if _, ok := protos[s.Name]; !ok {
+			order = append(order, s.Name)
+		}
+		protos[s.Name] = append(protos[s.Name], s.Protocol)
+	}
+	var parts []string
+	for _, n := range order {
+		ps := protos[n]
+		sort.SliceStable(ps, func(i, j int) bool { return protoRank(ps[i]) < protoRank(ps[j]) })
+		parts = append(parts, n+" ("+strings.Join(ps, ", ")+")")
+	}
+	return strings.Join(parts, ", ")
+}
+
+func protoRank(p string) int {
+	switch p {
+	case "tcp":
+		return 0
+	case "udp":
+		return 1
+	case "sctp":
+		return 2
+	}
+	return 3
+}
