@@ -14,7 +14,22 @@ func Checksum(b []byte, initial uint16) uint16 {
 	var carry uint64
 	// Eight bytes at a time: ones'-complement addition is byte-order independent
 	// (RFC 1071 §2(B)), so big-endian 64-bit words sum correctly with end-around carry.
-	for len(b) >= 32 {
+	// One ADC chain over 64 bytes per iteration: measured 1.2x (1500 B) to 1.4x (64 KiB)
+	// faster than 32 bytes per iteration (see BenchmarkChecksum*); little-endian loads
+	// with a final byte swap and split 32-bit accumulators measured no better or worse.
+	for len(b) >= 64 {
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[0:8]), 0)
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[8:16]), carry)
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[16:24]), carry)
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[24:32]), carry)
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[32:40]), carry)
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[40:48]), carry)
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[48:56]), carry)
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[56:64]), carry)
+		sum += carry // cannot overflow: after a carry out, sum <= 2^64-2
+		b = b[64:]
+	}
+	if len(b) >= 32 {
 		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[0:8]), 0)
 		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[8:16]), carry)
 		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[16:24]), carry)

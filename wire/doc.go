@@ -6,6 +6,14 @@
 // place; a Parse function validates the bytes once and returns the view or a typed *Error.
 // Builders (the Encode methods of the *Fields structs) write a header into a caller's
 // buffer. Nothing here allocates on the packet path.
+//
+// IPv6 extension headers (RFC 8200 §4) are walked by IPv6.Upper, which returns the
+// upper-layer protocol, its offset and the fragment header if any, or step by step by the
+// IPv6ExtIter from IPv6.Extensions. ICMP errors quote the offending datagram: its IPv4
+// header is read with ParseIPv4Quote, which accepts the truncation.
+//
+// Every parser has a fuzz target (fuzz_test.go) and is cross-checked against gopacket and
+// against packets captured from the Linux kernel (testdata/kernel.pcap).
 package wire
 
 import "fmt"
