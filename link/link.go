@@ -31,3 +31,20 @@ type DispatcherFunc func(pkts [][]byte)
 
 // DeliverPackets calls f(pkts).
 func (f DispatcherFunc) DeliverPackets(pkts [][]byte) { f(pkts) }
+
+// GSOEndpoint is an Endpoint that also takes TCP super-segments and cuts them into
+// MSS-sized segments itself (generic segmentation offload: the Linux kernel behind a TUN
+// device with a virtio-net header). It is optional: check with a type assertion, and
+// fall back to WritePackets when GSOMaxSize is 0.
+type GSOEndpoint interface {
+	Endpoint
+	// GSOMaxSize is the largest super-segment WriteGSO takes, IP header included; 0 when
+	// the link cannot segment (offload refused by the kernel).
+	GSOMaxSize() int
+	// WriteGSO sends pkt — one IPv4 or IPv6 packet carrying one TCP segment (IP header,
+	// TCP header, payload up to GSOMaxSize) — as segments of at most mss payload bytes,
+	// each with the headers copied, sequence numbers advanced and checksums set. The TCP
+	// checksum field of pkt may hold anything (full, partial or zero): the link computes
+	// every segment's checksum itself. Does not retain pkt.
+	WriteGSO(pkt []byte, mss int) error
+}

@@ -1,0 +1,494 @@
+//go:build linux
+
+// Package tun connects a link.Endpoint to a Linux TUN device: the kernel on one side, a
+// berth stack on the other, IP packets without a link-layer header (IFF_TUN|IFF_NO_PI).
+//
+// With Options.VnetHdr every packet carries a virtio-net header (IFF_VNET_HDR) and the
+// kernel may hand over TCP super-segments (TSO) and packets whose checksum it left
+// partial. The endpoint completes partial checksums before delivery, so the stack only
+// ever sees valid packets, and delivers super-segments whole: inbound packets may then be
+// larger than MTU, up to MaxInboundSize. Outbound, WriteGSO (link.GSOEndpoint) lets the
+// kernel cut a large TCP segment into MSS-sized ones.
+package tun
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berthnet/berth/link"
+	"github.com/berthnet/berth/wire"
+)
+
+const (
+	// vnetHdrLen is struct virtio_net_hdr without num_buffers (linux/virtio_net.h): the
+	// size set with TUNSETVNETHDRSZ.
+	vnetHdrLen = 10
+	// maxPacket is the largest IP packet (IPv4 total length): the read buffer size, and
+	// the largest super-segment the kernel sends when GSO is on (no BIG TCP).
+	maxPacket = 65535
+	batchSize = 64
+	devPath   = "/dev/net/tun"
+)
+
+// Options configure Open.
+type Options struct {
+	// MTU, when positive, is set on the device; otherwise the device's MTU is used.
+	MTU int
+	// VnetHdr enables the virtio-net header and asks the kernel for checksum and TCP
+	// segmentation offloads (TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6), falling back to fewer
+	// when refused; Offloads reports what is on.
+	VnetHdr bool
+}
+
+// Offloads says which offloads the kernel accepted (TUNSETOFFLOAD).
+type Offloads struct {
+	Csum, TSO4, TSO6 bool
+}
+
+// Stats counts the endpoint's traffic.
+type Stats struct {
+	RxPackets, RxBytes uint64
+	RxGSO              uint64 // super-segments delivered whole
+	RxCsumCompleted    uint64 // partial checksums finished before delivery
+	RxDropped          uint64 // malformed virtio-net header, or no Dispatcher attached
+	TxPackets, TxBytes uint64
+	TxGSO              uint64 // WriteGSO super-segments
+	TxDropped          uint64 // the device's queue was full (EAGAIN)
+}
+
+// Endpoint is an open TUN device. It implements link.Endpoint and link.GSOEndpoint.
+type Endpoint struct {
+	name     string
+	mtu      int
+	vnet     bool
+	offloads Offloads
+	file     *os.File
+	rc       syscall.RawConn
+	disp     atomic.Pointer[dispatcherBox]
+	wg       sync.WaitGroup
+	once     sync.Once
+	closed   atomic.Bool
+	fd       int          // the device descriptor, for writes (see writev)
+	wmu      sync.RWMutex // writers hold it shared; Close exclusively before closing fd
+	readErr  atomic.Pointer[error]
+
+	rxPackets, rxBytes, rxGSO, rxCsum, rxDropped atomic.Uint64
+	txPackets, txBytes, txGSO, txDropped         atomic.Uint64
+}
+
+var _ link.GSOEndpoint = (*Endpoint)(nil)
+
+type dispatcherBox struct{ d link.Dispatcher }
+
+// Open creates the TUN device name (the kernel picks one when name is empty or holds a
+// pattern like "berth%d"), or attaches to an existing TUN device of that name, and starts
+// the reader goroutine. The caller needs CAP_NET_ADMIN.
+func Open(name string, opts Options) (*Endpoint, error) {
+	fd, err := unix.Open(devPath, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		switch {
+		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+			return nil, fmt.Errorf("tun: no TUN support: open %s: %w (load the tun module, or create the node: mknod %s c 10 200)", devPath, err, devPath)
+		case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+			return nil, fmt.Errorf("tun: open %s: %w (needs CAP_NET_ADMIN or access to the device node)", devPath, err)
+		}
+		return nil, &os.PathError{Op: "open", Path: devPath, Err: err}
+	}
+	e, err := setup(fd, name, opts)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	// A non-blocking descriptor joins the runtime poller, so the reader waits without
+	// holding a thread and Close wakes it.
+	e.fd = fd
+	e.file = os.NewFile(uintptr(fd), devPath)
+	if e.rc, err = e.file.SyscallConn(); err != nil {
+		e.file.Close()
+		return nil, fmt.Errorf("tun: %w", err)
+	}
+	e.wg.Add(1)
+	go e.reader()
+	return e, nil
+}
+
+func setup(fd int, name string, opts Options) (*Endpoint, error) {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return nil, fmt.Errorf("tun: device name %q: %w", name, err)
+	}
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if opts.VnetHdr {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		why := ""
+		switch {
+		case errors.Is(err, unix.EPERM):
+			why = " (needs CAP_NET_ADMIN)"
+		case errors.Is(err, unix.EBUSY):
+			why = " (a device of that name is in use, or was created with other flags)"
+		case errors.Is(err, unix.EINVAL):
+			why = " (a non-TUN device of that name exists?)"
+		}
+		return nil, fmt.Errorf("tun: TUNSETIFF %q: %w%s", name, err, why)
+	}
+	e := &Endpoint{name: ifr.Name(), vnet: opts.VnetHdr}
+	if opts.VnetHdr {
+		if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
+			return nil, fmt.Errorf("tun: TUNSETVNETHDRSZ: %w", err)
+		}
+		// Ask for the most, then less: old kernels refuse flags they do not know with
+		// EINVAL. USO (TUN_F_USO4/6) is not asked for: a UDP super-segment holds several
+		// datagrams, which the stack cannot take as one packet.
+		for _, try := range []struct {
+			flags int
+			o     Offloads
+		}{
+			{unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6, Offloads{true, true, true}},
+			{unix.TUN_F_CSUM | unix.TUN_F_TSO4, Offloads{true, true, false}},
+			{unix.TUN_F_CSUM, Offloads{Csum: true}},
+		} {
+			if unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, try.flags) == nil {
+				e.offloads = try.o
+				break
+			}
+		}
+	}
+	if err := e.setMTU(opts.MTU); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// setMTU sets (mtu > 0) or reads the device MTU through an ordinary socket's ioctl.
+func (e *Endpoint) setMTU(mtu int) error {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("tun: socket for MTU ioctl: %w", err)
+	}
+	defer unix.Close(s)
+	ifr, _ := unix.NewIfreq(e.name)
+	if mtu > 0 {
+		ifr.SetUint32(uint32(mtu))
+		if err := unix.IoctlIfreq(s, unix.SIOCSIFMTU, ifr); err != nil {
+			return fmt.Errorf("tun: set MTU %d on %s: %w", mtu, e.name, err)
+		}
+		e.mtu = mtu
+		return nil
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFMTU, ifr); err != nil {
+		return fmt.Errorf("tun: read MTU of %s: %w", e.name, err)
+	}
+	e.mtu = int(ifr.Uint32())
+	return nil
+}
+
+// Err reports why the reader stopped early (a read error other than Close), or nil.
+func (e *Endpoint) Err() error {
+	if p := e.readErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Name is the device's name.
+func (e *Endpoint) Name() string { return e.name }
+
+// MTU is the device MTU as of Open.
+func (e *Endpoint) MTU() int { return e.mtu }
+
+// Offloads reports which offloads are on (all false without Options.VnetHdr).
+func (e *Endpoint) Offloads() Offloads { return e.offloads }
+
+// MaxInboundSize is the largest packet the endpoint delivers: the MTU, or 65535 when the
+// kernel may send TCP super-segments.
+func (e *Endpoint) MaxInboundSize() int {
+	if e.offloads.TSO4 || e.offloads.TSO6 {
+		return maxPacket
+	}
+	return e.mtu
+}
+
+// GSOMaxSize is the largest super-segment WriteGSO takes (0 without the vnet header).
+func (e *Endpoint) GSOMaxSize() int {
+	if !e.vnet {
+		return 0
+	}
+	return maxPacket
+}
+
+// Attach sets where inbound packets go; nil detaches (packets are then dropped).
+func (e *Endpoint) Attach(d link.Dispatcher) {
+	if d == nil {
+		e.disp.Store(nil)
+		return
+	}
+	e.disp.Store(&dispatcherBox{d})
+}
+
+// Stats returns a snapshot of the counters.
+func (e *Endpoint) Stats() Stats {
+	return Stats{
+		RxPackets: e.rxPackets.Load(), RxBytes: e.rxBytes.Load(), RxGSO: e.rxGSO.Load(),
+		RxCsumCompleted: e.rxCsum.Load(), RxDropped: e.rxDropped.Load(),
+		TxPackets: e.txPackets.Load(), TxBytes: e.txBytes.Load(), TxGSO: e.txGSO.Load(),
+		TxDropped: e.txDropped.Load(),
+	}
+}
+
+// Close closes the device (a non-persistent device disappears), wakes the reader and
+// waits for it to end.
+func (e *Endpoint) Close() error {
+	err := net.ErrClosed
+	e.once.Do(func() {
+		e.wmu.Lock()
+		e.closed.Store(true)
+		e.wmu.Unlock()
+		err = e.file.Close()
+		e.wg.Wait()
+	})
+	return err
+}
+
+// WritePackets writes each packet to the device. A full device queue (EAGAIN) drops and
+// counts the packet instead of waiting. Packets longer than the MTU stop the batch with
+// EMSGSIZE; after Close, net.ErrClosed.
+func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
+	var hdr [vnetHdrLen]byte // GSO_NONE, no flags: the packet is complete as it is
+	for i, p := range pkts {
+		if len(p) > e.mtu {
+			return i, syscall.EMSGSIZE
+		}
+		if err := e.write(hdr[:], p); err != nil {
+			return i, err
+		}
+	}
+	return len(pkts), nil
+}
+
+// WriteGSO implements link.GSOEndpoint: the kernel segments pkt (one IPv4 or IPv6 TCP
+// packet) into mss-sized segments. The TCP checksum field is overwritten with the
+// pseudo-header sum that VIRTIO_NET_HDR_F_NEEDS_CSUM asks for; the kernel finishes every
+// segment's checksum.
+func (e *Endpoint) WriteGSO(pkt []byte, mss int) error {
+	if !e.vnet {
+		return fmt.Errorf("tun: WriteGSO on %s without the vnet header: %w", e.name, syscall.EOPNOTSUPP)
+	}
+	if len(pkt) > maxPacket || mss <= 0 {
+		return syscall.EMSGSIZE
+	}
+	var ipLen, tcpOff int
+	var src, dst []byte
+	var gsoType uint8
+	switch {
+	case len(pkt) >= wire.IPv4MinHeaderLen && pkt[0]>>4 == 4:
+		ip, err := wire.ParseIPv4(pkt)
+		if err != nil || ip.Protocol() != wire.ProtoTCP {
+			return fmt.Errorf("tun: WriteGSO: not an IPv4 TCP packet: %w", syscall.EINVAL)
+		}
+		ipLen, gsoType = ip.HeaderLen(), unix.VIRTIO_NET_HDR_GSO_TCPV4
+		src, dst = pkt[12:16], pkt[16:20]
+	case len(pkt) >= wire.IPv6HeaderLen && pkt[0]>>4 == 6 && pkt[6] == wire.ProtoTCP:
+		ipLen, gsoType = wire.IPv6HeaderLen, unix.VIRTIO_NET_HDR_GSO_TCPV6
+		src, dst = pkt[8:24], pkt[24:40]
+	default:
+		return fmt.Errorf("tun: WriteGSO: not a TCP packet (IPv6 extension headers unsupported): %w", syscall.EINVAL)
+	}
+	tcpOff = ipLen
+	if len(pkt) < tcpOff+wire.TCPMinHeaderLen {
+		return syscall.EINVAL
+	}
+	thl := int(pkt[tcpOff+12]>>4) * 4
+	if thl < wire.TCPMinHeaderLen || tcpOff+thl > len(pkt) {
+		return syscall.EINVAL
+	}
+	payload := len(pkt) - tcpOff - thl
+	hdr := [vnetHdrLen]byte{}
+	if payload > mss {
+		hdr[1] = gsoType
+		binary.LittleEndian.PutUint16(hdr[2:], uint16(tcpOff+thl)) // hdr_len
+		binary.LittleEndian.PutUint16(hdr[4:], uint16(mss))        // gso_size
+	}
+	hdr[0] = unix.VIRTIO_NET_HDR_F_NEEDS_CSUM
+	binary.LittleEndian.PutUint16(hdr[6:], uint16(tcpOff)) // csum_start
+	binary.LittleEndian.PutUint16(hdr[8:], 16)             // csum_offset: TCP checksum field
+	// The partial checksum is the pseudo-header sum, not complemented (virtio spec
+	// §5.1.6.2), over this packet's TCP length; the kernel adjusts it per segment.
+	sa, _ := netip.AddrFromSlice(src)
+	da, _ := netip.AddrFromSlice(dst)
+	var csum [2]byte
+	binary.BigEndian.PutUint16(csum[:], wire.PseudoHeaderChecksum(wire.ProtoTCP, sa, da, len(pkt)-tcpOff))
+	// The checksum goes in through its own iovec: the caller's packet is never modified.
+	if err := e.writev([][]byte{hdr[:], pkt[:tcpOff+16], csum[:], pkt[tcpOff+18:]}, len(pkt)); err != nil {
+		return err
+	}
+	e.txGSO.Add(1)
+	return nil
+}
+
+// write writes one packet, with the virtio-net header first when enabled.
+func (e *Endpoint) write(hdr, p []byte) error {
+	if e.vnet {
+		return e.writev([][]byte{hdr, p}, len(p))
+	}
+	return e.writev([][]byte{p}, len(p))
+}
+
+// writev writes one packet gathered from iov (at most 4 pieces; n bytes of IP packet).
+// It calls writev(2) directly on the descriptor, with the iovecs on the stack, so a write
+// allocates nothing; wmu keeps Close from closing the descriptor during the call.
+func (e *Endpoint) writev(iov [][]byte, n int) error {
+	var vec [4]unix.Iovec
+	for i, b := range iov {
+		vec[i].Base = unsafe.SliceData(b)
+		vec[i].SetLen(len(b))
+	}
+	e.wmu.RLock()
+	if e.closed.Load() {
+		e.wmu.RUnlock()
+		return net.ErrClosed
+	}
+	_, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(e.fd), uintptr(unsafe.Pointer(&vec[0])), uintptr(len(iov)))
+	e.wmu.RUnlock()
+	var werr error
+	if errno != 0 {
+		werr = errno
+	}
+	switch {
+	case werr == nil:
+		e.txPackets.Add(1)
+		e.txBytes.Add(uint64(n))
+	case errors.Is(werr, unix.EAGAIN), errors.Is(werr, unix.ENOBUFS):
+		e.txDropped.Add(1)
+	case errors.Is(werr, unix.EIO):
+		// The link is down (no carrier): like a real NIC, the packet is lost.
+		e.txDropped.Add(1)
+	default:
+		return &net.OpError{Op: "write", Net: "tun", Err: os.NewSyscallError("write", werr)}
+	}
+	return nil
+}
+
+// reader reads batches until Close: it drains what the device has queued (up to
+// batchSize packets), then hands the batch to the Dispatcher on this goroutine.
+func (e *Endpoint) reader() {
+	defer e.wg.Done()
+	// Buffers for the largest packet, not the MTU: the device's MTU may be raised after
+	// Open, and a short read would truncate packets.
+	size := maxPacket
+	if e.vnet {
+		size += vnetHdrLen
+	}
+	bufs := make([][]byte, batchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	sizes := make([]int, batchSize)
+	batch := make([][]byte, 0, batchSize)
+	// One closure for the goroutine's life: a closure per read would allocate per batch.
+	var n int
+	var rerr error
+	readBatch := func(fd uintptr) bool {
+		for n < batchSize {
+			m, err := unix.Read(int(fd), bufs[n])
+			if err == unix.EAGAIN {
+				return n > 0 // nothing yet: wait in the poller
+			}
+			if err != nil {
+				rerr = err
+				return true
+			}
+			sizes[n] = m
+			n++
+		}
+		return true
+	}
+	for {
+		n, rerr = 0, nil
+		if err := e.rc.Read(readBatch); err != nil {
+			return // closed
+		}
+		batch = batch[:0]
+		for i := 0; i < n; i++ {
+			if p := e.inbound(bufs[i][:sizes[i]]); p != nil {
+				batch = append(batch, p)
+			}
+		}
+		if len(batch) > 0 {
+			if b := e.disp.Load(); b != nil {
+				b.d.DeliverPackets(batch)
+			} else {
+				e.rxDropped.Add(uint64(len(batch)))
+			}
+		}
+		if rerr != nil && !errors.Is(rerr, unix.EINTR) {
+			// EBADFD (the device was deleted under us) or worse: nothing more will come,
+			// and retrying would spin. Err reports it.
+			err := error(&net.OpError{Op: "read", Net: "tun", Err: os.NewSyscallError("read", rerr)})
+			e.readErr.Store(&err)
+			return
+		}
+	}
+}
+
+// inbound strips and applies the virtio-net header; it returns nil for a packet to drop.
+func (e *Endpoint) inbound(b []byte) []byte {
+	if !e.vnet {
+		e.rxPackets.Add(1)
+		e.rxBytes.Add(uint64(len(b)))
+		return b
+	}
+	if len(b) < vnetHdrLen {
+		e.rxDropped.Add(1)
+		return nil
+	}
+	flags, gsoType := b[0], b[1]&^unix.VIRTIO_NET_HDR_GSO_ECN
+	csumStart := int(binary.LittleEndian.Uint16(b[6:]))
+	csumOff := int(binary.LittleEndian.Uint16(b[8:]))
+	p := b[vnetHdrLen:]
+	if flags&unix.VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+		// The kernel left the transport checksum partial: the field holds the
+		// pseudo-header sum; summing from csum_start to the end and complementing
+		// finishes it (virtio spec §5.1.6.2.1).
+		at := csumStart + csumOff
+		// An odd offset cannot be a 16-bit checksum field of the sum started at csumStart.
+		if at+2 > len(p) || csumStart >= len(p) || csumOff%2 != 0 {
+			e.rxDropped.Add(1)
+			return nil
+		}
+		c := ^wire.Checksum(p[csumStart:], 0)
+		if c == 0 && gsoType != unix.VIRTIO_NET_HDR_GSO_TCPV4 && gsoType != unix.VIRTIO_NET_HDR_GSO_TCPV6 && isUDP(p) {
+			c = 0xffff // RFC 768: a computed zero is sent as all ones
+		}
+		binary.BigEndian.PutUint16(p[at:], c)
+		e.rxCsum.Add(1)
+	}
+	if gsoType != unix.VIRTIO_NET_HDR_GSO_NONE {
+		e.rxGSO.Add(1)
+	}
+	e.rxPackets.Add(1)
+	e.rxBytes.Add(uint64(len(p)))
+	return p
+}
+
+func isUDP(p []byte) bool {
+	switch p[0] >> 4 {
+	case 4:
+		return len(p) >= 20 && p[9] == wire.ProtoUDP
+	case 6:
+		return len(p) >= 40 && p[6] == wire.ProtoUDP
+	}
+	return false
+}
