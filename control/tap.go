@@ -1,0 +1,239 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berthnet/berth/link"
+	"github.com/berthnet/berth/link/pcap"
+)
+
+// Tap records the packets of the links it wraps while captures run. With no capture
+// running it costs one atomic load per batch: wrap a host's links at start-up so that
+// captures can start at any time.
+type Tap struct {
+	mu       sync.Mutex                 // serialises changes to sessions
+	sessions atomic.Pointer[[]*session] // running captures, replaced on change
+	// SinkBytes bounds the bytes buffered for one capture's reader (0: 4 MiB). A capture
+	// whose reader falls behind loses records rather than slowing the links down.
+	SinkBytes int
+}
+
+// Wrap returns ep with its outbound and inbound packets recorded by t's captures.
+// Closing the returned endpoint closes ep.
+func (t *Tap) Wrap(ep link.Endpoint) link.Endpoint {
+	e := &tapEndpoint{inner: ep, t: t}
+	if g, ok := ep.(link.GSOEndpoint); ok {
+		return &gsoTapEndpoint{tapEndpoint: e, g: g}
+	}
+	return e
+}
+
+// Capture implements Capturer: it writes a pcap stream (LINKTYPE_RAW) of the packets of
+// every wrapped link to w.
+func (t *Tap) Capture(ctx context.Context, w io.Writer, count int) error {
+	max := t.SinkBytes
+	if max <= 0 {
+		max = 4 << 20
+	}
+	s := &session{count: int64(count), done: make(chan struct{}), sink: &sink{max: max, wake: make(chan struct{}, 1)}}
+	pw, err := pcap.NewWriter(s.sink, 0)
+	if err != nil {
+		return err
+	}
+	s.w = pw
+	t.add(s)
+	defer t.remove(s)
+	var werr error
+	flushed := make(chan struct{})
+	go func() {
+		defer close(flushed)
+		werr = s.sink.drain(w, s.done)
+		s.finish() // a failed reader ends the capture
+	}()
+	select {
+	case <-ctx.Done():
+		s.finish()
+	case <-s.done:
+	}
+	t.remove(s) // no more records; drain writes what is buffered
+	<-flushed
+	return werr
+}
+
+func (t *Tap) add(s *session) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var cur []*session
+	if p := t.sessions.Load(); p != nil {
+		cur = *p
+	}
+	next := append(slices.Clone(cur), s)
+	t.sessions.Store(&next)
+}
+
+func (t *Tap) remove(s *session) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.sessions.Load()
+	if p == nil {
+		return
+	}
+	next := slices.DeleteFunc(slices.Clone(*p), func(x *session) bool { return x == s })
+	t.sessions.Store(&next)
+}
+
+// record gives pkts to every running capture.
+func (t *Tap) record(pkts [][]byte, mtu int) {
+	p := t.sessions.Load()
+	if p == nil || len(*p) == 0 {
+		return
+	}
+	now := time.Now()
+	for _, s := range *p {
+		for _, pkt := range pkts {
+			if mtu > 0 && len(pkt) > mtu {
+				break // the link rejects it and stops the batch there
+			}
+			if !s.record(now, pkt) {
+				break
+			}
+		}
+	}
+}
+
+// session is one running capture.
+type session struct {
+	count int64 // packets wanted; 0: no limit
+	n     atomic.Int64
+	w     *pcap.Writer
+	sink  *sink
+	once  sync.Once
+	done  chan struct{} // closed when the capture has all it wants, or failed
+}
+
+func (s *session) finish() { s.once.Do(func() { close(s.done) }) }
+
+// record writes one packet unless the session is complete; false when it is.
+func (s *session) record(now time.Time, pkt []byte) bool {
+	n := s.n.Add(1)
+	if s.count > 0 && n > s.count {
+		return false
+	}
+	if s.w.WritePacket(now, pkt) != nil || n == s.count {
+		s.finish()
+		return false
+	}
+	return true
+}
+
+// sink buffers a capture between the links' goroutines, which must never block, and the
+// capture's reader. pcap.Writer writes each record with one Write, so dropping a Write
+// drops a whole record.
+type sink struct {
+	mu      sync.Mutex
+	buf     []byte
+	spare   []byte
+	max     int
+	dropped uint64
+	failed  bool
+	wake    chan struct{}
+}
+
+func (k *sink) Write(p []byte) (int, error) {
+	k.mu.Lock()
+	if k.failed {
+		k.mu.Unlock()
+		return 0, errSinkFailed
+	}
+	if len(k.buf)+len(p) > k.max {
+		k.dropped++
+	} else {
+		k.buf = append(k.buf, p...)
+	}
+	k.mu.Unlock()
+	select {
+	case k.wake <- struct{}{}:
+	default:
+	}
+	return len(p), nil
+}
+
+var errSinkFailed = errors.New("capture reader failed")
+
+// drain copies buffered bytes to w until done is closed and the buffer is empty, or a
+// write fails.
+func (k *sink) drain(w io.Writer, done <-chan struct{}) error {
+	finishing := false
+	for {
+		k.mu.Lock()
+		b := k.buf
+		k.buf, k.spare = k.spare[:0], nil
+		k.mu.Unlock()
+		if len(b) > 0 {
+			if _, err := w.Write(b); err != nil {
+				k.mu.Lock()
+				k.failed = true
+				k.mu.Unlock()
+				return err
+			}
+		}
+		k.mu.Lock()
+		k.spare = b[:0]
+		empty := len(k.buf) == 0
+		k.mu.Unlock()
+		if finishing && empty {
+			return nil
+		}
+		if !empty {
+			continue
+		}
+		select {
+		case <-k.wake:
+		case <-done:
+			finishing = true
+		}
+	}
+}
+
+type tapEndpoint struct {
+	inner link.Endpoint
+	t     *Tap
+}
+
+func (e *tapEndpoint) MTU() int     { return e.inner.MTU() }
+func (e *tapEndpoint) Close() error { return e.inner.Close() }
+
+func (e *tapEndpoint) Attach(d link.Dispatcher) {
+	if d == nil {
+		e.inner.Attach(nil)
+		return
+	}
+	e.inner.Attach(link.DispatcherFunc(func(pkts [][]byte) {
+		e.t.record(pkts, 0)
+		d.DeliverPackets(pkts)
+	}))
+}
+
+func (e *tapEndpoint) WritePackets(pkts [][]byte) (int, error) {
+	// Recorded before the write, so that the peer's answer cannot be recorded first.
+	e.t.record(pkts, e.inner.MTU())
+	return e.inner.WritePackets(pkts)
+}
+
+type gsoTapEndpoint struct {
+	*tapEndpoint
+	g link.GSOEndpoint
+}
+
+func (e *gsoTapEndpoint) GSOMaxSize() int { return e.g.GSOMaxSize() }
+
+func (e *gsoTapEndpoint) WriteGSO(pkt []byte, mss int) error {
+	e.t.record([][]byte{pkt}, 0)
+	return e.g.WriteGSO(pkt, mss)
+}

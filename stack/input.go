@@ -1,0 +1,301 @@
+package stack
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+
+	"github.com/berthnet/berth/wire"
+)
+
+// input processes one inbound IP packet to completion on the caller's goroutine.
+func (s *Stack) input(ifc *Interface, p []byte) {
+	if s.closed.Load() || len(p) == 0 {
+		return
+	}
+	switch p[0] >> 4 {
+	case 4:
+		s.input4(ifc, p)
+	case 6:
+		s.input6(ifc, p)
+	default:
+		// Unknown version: count it where Linux does (the link gave us no ethertype).
+		s.ip4.InReceives.Add(1)
+		s.ip4.InHdrErrors.Add(1)
+	}
+}
+
+var errTooShort = &wire.Error{Kind: wire.ErrTooShort}
+var errBadLength = &wire.Error{Kind: wire.ErrBadLength}
+var errBadChecksum = &wire.Error{Kind: wire.ErrBadChecksum}
+
+// martian4 reports source addresses a host must not accept (RFC 1122 §3.2.1.3, RFC 1812
+// §5.3.7): multicast, limited broadcast, "this network" and, off the loopback interface,
+// 127/8.
+func martian4(ifc *Interface, src netip.Addr) bool {
+	b := src.As4()
+	return src.IsMulticast() || src == netip.AddrFrom4([4]byte{255, 255, 255, 255}) ||
+		b[0] == 0 || (!ifc.loopback && b[0] == 127)
+}
+
+func (s *Stack) input4(ifc *Interface, p []byte) {
+	c := &s.ip4
+	c.InReceives.Add(1)
+	h, err := wire.ParseIPv4(p)
+	if err != nil {
+		// RFC 1122 §3.2.1.1-2: silently discard bad version, length or checksum.
+		switch {
+		case errors.Is(err, errBadChecksum):
+			c.InCsumErrors.Add(1)
+			c.InHdrErrors.Add(1)
+		case errors.Is(err, errTooShort), errors.Is(err, errBadLength):
+			c.InTruncatedPkts.Add(1)
+			c.InHdrErrors.Add(1)
+		default:
+			c.InHdrErrors.Add(1)
+		}
+		return
+	}
+	src, dst := h.Src(), h.Dst()
+	if martian4(ifc, src) {
+		c.InMartians.Add(1)
+		c.InAddrErrors.Add(1)
+		return
+	}
+	t := s.tab.Load()
+	if !t.isLocal(dst) || (!ifc.loopback && dst.As4()[0] == 127) {
+		if dst.IsMulticast() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			// No multicast or broadcast receivers yet.
+			c.InAddrErrors.Add(1)
+			return
+		}
+		if h.IsFragment() || !s.takeUnmatched(h.Protocol(), src, dst, h.Payload()) {
+			s.forward4(ifc, h)
+		}
+		return
+	}
+	if h.IsFragment() {
+		// RFC 791 §3.2, RFC 815: reassemble before delivery.
+		s.reasm.add4(ifc, h)
+		return
+	}
+	s.deliver(ifc, h, src, dst, h.Protocol(), h.Payload())
+}
+
+// takeUnmatched offers a segment to the unmatched-flow hook.
+func (s *Stack) takeUnmatched(proto uint8, src, dst netip.Addr, seg []byte) bool {
+	if hp := s.unmatched.Load(); hp != nil {
+		return (*hp)(proto, src, dst, seg)
+	}
+	return false
+}
+
+// deliver hands a local datagram's payload to ICMP or its transport protocol. ip is the
+// whole IP packet (header included), quoted by any ICMP error sent in reply.
+func (s *Stack) deliver(ifc *Interface, ip []byte, src, dst netip.Addr, proto uint8, payload []byte) {
+	v4 := dst.Is4()
+	if v4 {
+		s.ip4.InDelivers.Add(1)
+	} else {
+		s.ip6.InDelivers.Add(1)
+	}
+	switch {
+	case v4 && proto == wire.ProtoICMPv4:
+		s.icmp4Input(ifc, ip, src, dst, payload)
+		return
+	case !v4 && proto == wire.ProtoICMPv6:
+		s.icmp6Input(ifc, ip, src, dst, payload)
+		return
+	}
+	h := s.transports.Load()[proto]
+	if h == nil {
+		// RFC 1122 §3.2.2.1 / RFC 8200 §4: protocol unreachable / unrecognized next header.
+		if v4 {
+			s.ip4.InUnknownProtos.Add(1)
+			s.icmp4Error(ifc, ip, wire.ICMPv4DestUnreachable, wire.ICMPv4CodeProtocolUnreachable, 0)
+		} else {
+			s.ip6.InUnknownProtos.Add(1)
+		}
+		return
+	}
+	if h.HandlePacket(src, dst, payload) && !s.takeUnmatched(proto, src, dst, payload) {
+		// No socket: port unreachable (RFC 1122 §3.2.2.1; RFC 4443 §3.1 code 4).
+		if v4 {
+			s.icmp4Error(ifc, ip, wire.ICMPv4DestUnreachable, wire.ICMPv4CodePortUnreachable, 0)
+		} else {
+			s.icmp6Error(ifc, ip, wire.ICMPv6DestUnreachable, wire.ICMPv6CodePortUnreachable, 0)
+		}
+	}
+}
+
+// forward4 routes a datagram that is not for us (RFC 1812 §5.2), or drops it when
+// forwarding is off.
+func (s *Stack) forward4(in *Interface, h wire.IPv4) {
+	c := &s.ip4
+	if !s.opts.Forwarding {
+		c.InAddrErrors.Add(1)
+		return
+	}
+	dst := h.Dst()
+	if h.TTL() <= 1 {
+		// RFC 1812 §5.3.1: time exceeded in transit.
+		c.InHdrErrors.Add(1)
+		s.icmp4Error(in, h, wire.ICMPv4TimeExceeded, wire.ICMPv4CodeTTLExceeded, 0)
+		return
+	}
+	ifc, _, err := s.resolve(dst)
+	if err != nil || ifc.loopback {
+		c.OutNoRoutes.Add(1)
+		s.icmp4Error(in, h, wire.ICMPv4DestUnreachable, wire.ICMPv4CodeNetUnreachable, 0)
+		return
+	}
+	// Copy: the link's buffer is only lent to us, and the TTL is rewritten.
+	bp := getBuf(len(h) + wire.NetworkHeadroom)
+	defer putBuf(bp)
+	out := (*bp)[wire.NetworkHeadroom : wire.NetworkHeadroom+len(h)]
+	copy(out, h)
+	oh := wire.IPv4(out)
+	oh.SetTTL(h.TTL() - 1)
+	c.ForwDatagrams.Add(1)
+	if len(out) <= ifc.mtu {
+		_ = s.transmit(ifc, out)
+		return
+	}
+	if h.DontFragment() {
+		// RFC 1191 §4 / RFC 1812 §5.2.7.1: fragmentation needed, with the next-hop MTU.
+		c.FragFails.Add(1)
+		s.icmp4Error(in, h, wire.ICMPv4DestUnreachable, wire.ICMPv4CodeFragNeeded, ifc.mtu)
+		return
+	}
+	if len(h.Options()) != 0 || h.IsFragment() {
+		// Refragmenting fragments and copying options is not implemented.
+		c.FragFails.Add(1)
+		return
+	}
+	_ = s.fragment4(ifc, h.Src(), dst, h.Protocol(), h.ID(), h.TTL()-1, h.Payload())
+}
+
+// input6 validates the fixed header, walks the extension headers (RFC 8200 §4.1) and
+// delivers the upper-layer payload.
+func (s *Stack) input6(ifc *Interface, p []byte) {
+	c := &s.ip6
+	c.InReceives.Add(1)
+	h, err := wire.ParseIPv6(p)
+	if err != nil {
+		if errors.Is(err, errTooShort) || errors.Is(err, errBadLength) {
+			c.InTruncatedPkts.Add(1)
+		}
+		c.InHdrErrors.Add(1)
+		return
+	}
+	src, dst := h.Src(), h.Dst()
+	// RFC 4291 §2.5.2-3: the unspecified address is never a destination, ::1 never crosses
+	// a link, and a multicast source is invalid.
+	if src.IsMulticast() || (!ifc.loopback && (src.IsLoopback() || dst.IsLoopback())) || dst.IsUnspecified() {
+		c.InAddrErrors.Add(1)
+		return
+	}
+	t := s.tab.Load()
+	if _, ok := t.local[dst]; !ok {
+		if dst.IsMulticast() {
+			// No multicast listeners (and no NDP: berth's links carry bare IP packets).
+			c.InAddrErrors.Add(1)
+			return
+		}
+		if proto, off, _, ok := walk6(h); !ok || !s.takeUnmatched(proto, src, dst, h[off:]) {
+			s.forward6(ifc, h)
+		}
+		return
+	}
+	proto, off, frag, ok := walk6(h)
+	if !ok {
+		c.InHdrErrors.Add(1)
+		return
+	}
+	if frag >= 0 {
+		fh := h[frag : frag+8]
+		fo := binary.BigEndian.Uint16(fh[2:])
+		if fo&^6 == 0 {
+			// RFC 6946: an atomic fragment (offset 0, M clear) is processed as is.
+			s.deliver(ifc, h, src, dst, fh[0], h[frag+8:])
+			return
+		}
+		s.reasm.add6(ifc, h, frag)
+		return
+	}
+	s.deliver(ifc, h, src, dst, proto, h[off:])
+}
+
+// walk6 skips hop-by-hop, routing and destination options headers and finds either the
+// upper-layer header (proto, off) or a fragment header (frag is its offset, else -1).
+// Options inside are not interpreted; a routing header with segments left is refused
+// (RFC 8200 §4.4; berth is not a router of source routes).
+func walk6(h wire.IPv6) (proto uint8, off int, frag int, ok bool) {
+	nh := h.NextHeader()
+	off = wire.IPv6HeaderLen
+	for i := 0; i < 16; i++ {
+		switch nh {
+		case wire.ProtoHopByHop, wire.ProtoRouting, wire.ProtoDestOpts:
+			if nh == wire.ProtoHopByHop && i != 0 {
+				return 0, 0, -1, false // RFC 8200 §4.1: hop-by-hop only right after the header
+			}
+			if len(h)-off < 8 {
+				return 0, 0, -1, false
+			}
+			l := (int(h[off+1]) + 1) * 8
+			if len(h)-off < l {
+				return 0, 0, -1, false
+			}
+			if nh == wire.ProtoRouting && h[off+3] != 0 {
+				return 0, 0, -1, false
+			}
+			nh = h[off]
+			off += l
+		case wire.ProtoFragment:
+			if len(h)-off < 8 {
+				return 0, 0, -1, false
+			}
+			return wire.ProtoFragment, off, off, true
+		default:
+			return nh, off, -1, true
+		}
+	}
+	return 0, 0, -1, false
+}
+
+// forward6 routes a packet that is not for us (RFC 8200 §3: hop limit), or drops it.
+// IPv6 routers never fragment: too big means Packet Too Big (RFC 8201 §4, RFC 4443 §3.2).
+func (s *Stack) forward6(in *Interface, h wire.IPv6) {
+	c := &s.ip6
+	if !s.opts.Forwarding {
+		c.InAddrErrors.Add(1)
+		return
+	}
+	if h.Src().IsLinkLocalUnicast() || h.Dst().IsLinkLocalUnicast() {
+		c.InAddrErrors.Add(1) // RFC 4291 §2.5.6: link-local is never forwarded
+		return
+	}
+	if h.HopLimit() <= 1 {
+		c.InHdrErrors.Add(1)
+		s.icmp6Error(in, h, wire.ICMPv6TimeExceeded, wire.ICMPv6CodeHopLimitExceeded, 0)
+		return
+	}
+	ifc, _, err := s.resolve(h.Dst())
+	if err != nil || ifc.loopback {
+		c.InNoRoutes.Add(1)
+		s.icmp6Error(in, h, wire.ICMPv6DestUnreachable, wire.ICMPv6CodeNoRoute, 0)
+		return
+	}
+	if len(h) > ifc.mtu {
+		c.InTooBigErrors.Add(1)
+		s.icmp6Error(in, h, wire.ICMPv6PacketTooBig, 0, ifc.mtu)
+		return
+	}
+	bp := getBuf(len(h))
+	defer putBuf(bp)
+	out := (*bp)[:len(h)]
+	copy(out, h)
+	wire.IPv6(out).SetHopLimit(h.HopLimit() - 1)
+	c.ForwDatagrams.Add(1)
+	_ = s.transmit(ifc, out)
+}

@@ -1,0 +1,283 @@
+package stack
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"syscall"
+
+	"github.com/berthnet/berth/wire"
+)
+
+// Packet buffers come from two pools, so neither the loopback queue nor fragmentation
+// allocates in steady state.
+const (
+	smallBuf = 2048
+	largeBuf = 65536 + wire.NetworkHeadroom
+)
+
+var (
+	smallPool = sync.Pool{New: func() any { b := make([]byte, smallBuf); return &b }}
+	largePool = sync.Pool{New: func() any { b := make([]byte, largeBuf); return &b }}
+	batchPool = sync.Pool{New: func() any { return new([1][]byte) }}
+)
+
+// getBuf returns a pooled buffer of at least n bytes (n <= largeBuf).
+func getBuf(n int) *[]byte {
+	if n <= smallBuf {
+		return smallPool.Get().(*[]byte)
+	}
+	return largePool.Get().(*[]byte)
+}
+
+func putBuf(b *[]byte) {
+	switch cap(*b) {
+	case smallBuf:
+		*b = (*b)[:smallBuf]
+		smallPool.Put(b)
+	case largeBuf:
+		*b = (*b)[:largeBuf]
+		largePool.Put(b)
+	}
+}
+
+// Output sends one transport packet (Network contract): pkt[:wire.NetworkHeadroom] is free
+// for the IP header. TCP packets are sent with DF (RFC 1191 path MTU discovery) and fail with
+// EMSGSIZE when too big; other protocols are fragmented by the source as needed (RFC 791
+// §3.2, RFC 8200 §4.5).
+func (s *Stack) Output(src, dst netip.Addr, proto uint8, pkt []byte) error {
+	if len(pkt) < wire.NetworkHeadroom {
+		return syscall.EINVAL
+	}
+	if s.closed.Load() {
+		return syscall.ENETDOWN
+	}
+	src, dst = src.Unmap(), dst.Unmap()
+	ifc, rsrc, err := s.resolve(dst)
+	if err != nil {
+		if dst.Is4() {
+			s.ip4.OutNoRoutes.Add(1)
+		} else {
+			s.ip6.OutNoRoutes.Add(1)
+		}
+		return err
+	}
+	if !src.IsValid() {
+		src = rsrc
+	}
+	if src.Is4() != dst.Is4() {
+		return syscall.EAFNOSUPPORT
+	}
+	return s.outputIP(ifc, src, dst, proto, pkt, proto == wire.ProtoTCP, s.opts.DefaultTTL)
+}
+
+// outputIP writes the IP header into pkt's headroom and sends it on ifc, fragmenting when
+// allowed. pkt[:NetworkHeadroom] is headroom; the transport packet follows.
+func (s *Stack) outputIP(ifc *Interface, src, dst netip.Addr, proto uint8, pkt []byte, df bool, ttl uint8) error {
+	payload := len(pkt) - wire.NetworkHeadroom
+	if dst.Is4() {
+		s.ip4.OutRequests.Add(1)
+		total := wire.IPv4MinHeaderLen + payload
+		if total > 0xffff {
+			s.ip4.OutDiscards.Add(1)
+			return syscall.EMSGSIZE
+		}
+		id := uint16(s.ipID.Add(1))
+		if total > ifc.mtu {
+			if df {
+				s.ip4.FragFails.Add(1)
+				return syscall.EMSGSIZE
+			}
+			return s.fragment4(ifc, src, dst, proto, id, ttl, pkt[wire.NetworkHeadroom:])
+		}
+		h := pkt[wire.NetworkHeadroom-wire.IPv4MinHeaderLen:]
+		f := wire.IPv4Fields{TotalLen: total, ID: id, TTL: ttl, Protocol: proto, Src: src, Dst: dst}
+		if df {
+			f.Flags = wire.IPv4FlagDF
+		}
+		f.Encode(h)
+		return s.transmit(ifc, h)
+	}
+	s.ip6.OutRequests.Add(1)
+	if payload > 0xffff {
+		s.ip6.OutDiscards.Add(1)
+		return syscall.EMSGSIZE
+	}
+	if wire.IPv6HeaderLen+payload > ifc.mtu {
+		if df {
+			s.ip6.FragFails.Add(1)
+			return syscall.EMSGSIZE
+		}
+		return s.fragment6(ifc, src, dst, proto, ttl, pkt[wire.NetworkHeadroom:])
+	}
+	h := pkt[wire.NetworkHeadroom-wire.IPv6HeaderLen:]
+	f := wire.IPv6Fields{PayloadLen: payload, NextHeader: proto, HopLimit: ttl, Src: src, Dst: dst}
+	f.Encode(h)
+	return s.transmit(ifc, h)
+}
+
+// transmit hands one complete IP packet to ifc's link (or the loopback queue).
+func (s *Stack) transmit(ifc *Interface, p []byte) error {
+	if ifc.loopback {
+		s.loop.enqueue(p)
+		return nil
+	}
+	b := batchPool.Get().(*[1][]byte)
+	b[0] = p
+	_, err := ifc.ep.WritePackets(b[:])
+	b[0] = nil
+	batchPool.Put(b)
+	if err != nil {
+		// A full link queue drops without an error (WritePackets took fewer); an error means
+		// the link is down or the packet is too big for it.
+		s.linkTxErrs.Add(1)
+		if err == syscall.EMSGSIZE {
+			return err
+		}
+		return syscall.ENETDOWN
+	}
+	return nil
+}
+
+// fragment4 splits an IPv4 datagram's payload into fragments that fit ifc's MTU
+// (RFC 791 §3.2: fragment payloads are multiples of 8 bytes except the last).
+func (s *Stack) fragment4(ifc *Interface, src, dst netip.Addr, proto uint8, id uint16, ttl uint8, payload []byte) error {
+	per := (ifc.mtu - wire.IPv4MinHeaderLen) &^ 7
+	if per < 8 {
+		s.ip4.FragFails.Add(1)
+		return syscall.EMSGSIZE
+	}
+	bp := getBuf(wire.IPv4MinHeaderLen + per)
+	defer putBuf(bp)
+	for off := 0; off < len(payload); off += per {
+		end := min(off+per, len(payload))
+		f := wire.IPv4Fields{TotalLen: wire.IPv4MinHeaderLen + end - off, ID: id, TTL: ttl,
+			Protocol: proto, Src: src, Dst: dst, FragmentOffset: off}
+		if end < len(payload) {
+			f.Flags = wire.IPv4FlagMF
+		}
+		b := (*bp)[:f.TotalLen]
+		f.Encode(b)
+		copy(b[wire.IPv4MinHeaderLen:], payload[off:end])
+		if err := s.transmit(ifc, b); err != nil {
+			s.ip4.FragFails.Add(1)
+			return err
+		}
+		s.ip4.FragCreates.Add(1)
+	}
+	s.ip4.FragOKs.Add(1)
+	return nil
+}
+
+// fragment6 is source fragmentation for IPv6 (RFC 8200 §4.5): every fragment carries the
+// fixed header and a Fragment header; the offset counts 8-octet units.
+func (s *Stack) fragment6(ifc *Interface, src, dst netip.Addr, proto uint8, ttl uint8, payload []byte) error {
+	const hl = wire.IPv6HeaderLen + 8
+	per := (ifc.mtu - hl) &^ 7
+	if per < 8 {
+		s.ip6.FragFails.Add(1)
+		return syscall.EMSGSIZE
+	}
+	id := s.frag6.Add(1)
+	bp := getBuf(hl + per)
+	defer putBuf(bp)
+	for off := 0; off < len(payload); off += per {
+		end := min(off+per, len(payload))
+		b := (*bp)[:hl+end-off]
+		f := wire.IPv6Fields{PayloadLen: 8 + end - off, NextHeader: wire.ProtoFragment, HopLimit: ttl, Src: src, Dst: dst}
+		f.Encode(b)
+		fh := b[wire.IPv6HeaderLen:hl]
+		fh[0], fh[1] = proto, 0
+		w := uint16(off)
+		if end < len(payload) {
+			w |= 1
+		}
+		binary.BigEndian.PutUint16(fh[2:], w)
+		binary.BigEndian.PutUint32(fh[4:], id)
+		copy(b[hl:], payload[off:end])
+		if err := s.transmit(ifc, b); err != nil {
+			s.ip6.FragFails.Add(1)
+			return err
+		}
+		s.ip6.FragCreates.Add(1)
+	}
+	s.ip6.FragOKs.Add(1)
+	return nil
+}
+
+// loopback is the "lo" device: a bounded queue and one goroutine that feeds packets back into
+// the stack, so Output never re-enters a transport protocol on the caller's goroutine.
+type loopback struct {
+	s    *Stack
+	ifc  *Interface
+	q    chan loItem
+	done chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.RWMutex // excludes enqueue while closing
+	shut bool
+}
+
+type loItem struct {
+	b *[]byte
+	n int
+}
+
+func newLoopback(s *Stack, ifc *Interface) *loopback {
+	l := &loopback{s: s, ifc: ifc, q: make(chan loItem, loopbackQueue), done: make(chan struct{})}
+	l.wg.Add(1)
+	go l.run()
+	return l
+}
+
+func (l *loopback) enqueue(p []byte) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.shut {
+		return
+	}
+	b := getBuf(len(p))
+	n := copy(*b, p)
+	select {
+	case l.q <- loItem{b, n}:
+	default:
+		// Like netdev_max_backlog: a full backlog drops rather than blocks.
+		putBuf(b)
+		l.s.loDrops.Add(1)
+	}
+}
+
+func (l *loopback) run() {
+	defer l.wg.Done()
+	var batch [1][]byte
+	for {
+		select {
+		case it := <-l.q:
+			batch[0] = (*it.b)[:it.n]
+			l.ifc.DeliverPackets(batch[:])
+			batch[0] = nil
+			putBuf(it.b)
+		case <-l.done:
+			return
+		}
+	}
+}
+
+func (l *loopback) close() {
+	l.mu.Lock()
+	if l.shut {
+		l.mu.Unlock()
+		return
+	}
+	l.shut = true
+	close(l.done)
+	l.mu.Unlock()
+	l.wg.Wait()
+	for {
+		select {
+		case it := <-l.q:
+			putBuf(it.b)
+		default:
+			return
+		}
+	}
+}

@@ -1,0 +1,481 @@
+// Package stack is berth's network layer: interfaces and their addresses, the routing
+// table, IPv4 and IPv6 input and output, fragmentation and reassembly, ICMP and ICMPv6, and
+// dispatch to the transport protocols that register with it. *Stack implements the Network
+// interface the transport packages (udp, tcp) declare (docs/architecture.md).
+package stack
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/berthnet/berth/clock"
+	"github.com/berthnet/berth/link"
+)
+
+// Defaults, named after the Linux sysctls they mirror.
+const (
+	DefaultTTL            = 64               // net.ipv4.ip_default_ttl, net.ipv6.conf.*.hop_limit
+	DefaultICMPRateLimit  = time.Second      // net.ipv4.icmp_ratelimit (1000 ms)
+	DefaultICMPMsgsPerSec = 1000             // net.ipv4.icmp_msgs_per_sec
+	DefaultICMPMsgsBurst  = 50               // net.ipv4.icmp_msgs_burst
+	DefaultFragHighThresh = 4 << 20          // net.ipv4.ipfrag_high_thresh (4 MiB)
+	DefaultFragTimeout    = 30 * time.Second // net.ipv4.ipfrag_time
+	LoopbackMTU           = 65535            // Linux lo has 65536; IPv4 total length caps at 65535
+	LoopbackName          = "lo"
+	loopbackQueue         = 1000 // net.core.netdev_max_backlog
+)
+
+// Options configure a Stack. Zero fields take the defaults above.
+type Options struct {
+	Clock clock.Clock // nil: clock.Real
+	Seed  uint64      // seeds IP IDs and echo identifiers; zero: random
+	// Forwarding turns the host into a router (net.ipv4.ip_forward): packets for other hosts
+	// are routed on, with TTL decremented (RFC 1812 §5.2). Off by default: they are dropped.
+	Forwarding bool
+	DefaultTTL uint8
+	// ICMP error rate limiting (RFC 1812 §4.3.2.8, RFC 4443 §2.4(f)), like Linux: a token
+	// bucket per destination host, one message per ICMPRateLimit with a burst of 6, under a
+	// global bucket of ICMPMsgsPerSec with burst ICMPMsgsBurst. Echo replies are not limited
+	// (Linux's default icmp_ratemask). NoICMPRateLimit turns limiting off.
+	ICMPRateLimit   time.Duration
+	ICMPMsgsPerSec  int
+	ICMPMsgsBurst   int
+	NoICMPRateLimit bool
+	// Fragment reassembly limits: bytes held by incomplete datagrams, and how long one may
+	// wait for its missing fragments.
+	FragHighThresh int
+	FragTimeout    time.Duration
+}
+
+// TransportHandler is what a transport protocol registers to receive packets
+// (docs/architecture.md, "Transport ↔ network").
+type TransportHandler interface {
+	HandlePacket(src, dst netip.Addr, segment []byte) (unreachable bool)
+	HandleICMPError(local, remote netip.Addr, quoted []byte, errno syscall.Errno, mtu int)
+}
+
+// UnmatchedHandler takes over flows no local socket wants: a transparent forwarder installs
+// one. It sees the transport segment (valid only during the call) and reports whether it
+// took it; if not, the stack answers as usual (ICMP port unreachable, or a drop for
+// packets not addressed to this host).
+type UnmatchedHandler func(proto uint8, src, dst netip.Addr, segment []byte) (taken bool)
+
+// Interface is a network interface: a link endpoint and the addresses assigned to it.
+type Interface struct {
+	s        *Stack
+	name     string
+	ep       link.Endpoint // nil for the loopback interface
+	mtu      int
+	loopback bool
+	addrs    []netip.Prefix // guarded by s.mu
+}
+
+// Name returns the interface's name.
+func (ifc *Interface) Name() string { return ifc.name }
+
+// MTU returns the interface's MTU.
+func (ifc *Interface) MTU() int { return ifc.mtu }
+
+// Addresses returns the prefixes assigned to the interface.
+func (ifc *Interface) Addresses() []netip.Prefix {
+	ifc.s.mu.Lock()
+	defer ifc.s.mu.Unlock()
+	return slices.Clone(ifc.addrs)
+}
+
+// DeliverPackets is the link.Dispatcher the stack attaches to the interface's endpoint:
+// each packet is processed to completion on the calling (link) goroutine.
+func (ifc *Interface) DeliverPackets(pkts [][]byte) {
+	for _, p := range pkts {
+		ifc.s.input(ifc, p)
+	}
+}
+
+// Route is one routing table entry. Gateway is the zero Addr for a connected route.
+type Route struct {
+	Prefix    netip.Prefix
+	Gateway   netip.Addr
+	Interface string
+}
+
+type route struct {
+	prefix netip.Prefix
+	gw     netip.Addr
+	ifc    *Interface
+}
+
+// table is an immutable snapshot of addresses and routes, swapped atomically on change so
+// the packet path reads it without a lock.
+type table struct {
+	local  map[netip.Addr]*Interface
+	routes []route // longest prefix first
+	ifaces map[string]*Interface
+}
+
+// Stack is a network layer instance. It is safe for concurrent use.
+type Stack struct {
+	opts     Options
+	clk      clock.Clock
+	counters *Counters
+	ip4      ipCounters
+	ip6      ip6Counters
+	icmp4    icmpCounters
+	icmp6    icmpCounters
+
+	loDrops, linkTxErrs *atomic.Uint64
+
+	mu      sync.Mutex // guards configuration changes
+	tab     atomic.Pointer[table]
+	ifaces  []*Interface
+	lo      *Interface
+	loop    *loopback
+	closed  atomic.Bool
+	closeMu sync.Once
+
+	transports atomic.Pointer[[256]TransportHandler]
+	unmatched  atomic.Pointer[UnmatchedHandler]
+
+	ipID   atomic.Uint32
+	frag6  atomic.Uint32
+	rl     rateLimiter
+	reasm  reassembler
+	pinger pinger
+
+	staticRoutes []route // guarded by mu
+}
+
+// New returns a stack with only the loopback interface ("lo": 127.0.0.1/8 and ::1/128).
+func New(opts Options) *Stack {
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.DefaultTTL == 0 {
+		opts.DefaultTTL = DefaultTTL
+	}
+	if opts.ICMPRateLimit <= 0 {
+		opts.ICMPRateLimit = DefaultICMPRateLimit
+	}
+	if opts.ICMPMsgsPerSec <= 0 {
+		opts.ICMPMsgsPerSec = DefaultICMPMsgsPerSec
+	}
+	if opts.ICMPMsgsBurst <= 0 {
+		opts.ICMPMsgsBurst = DefaultICMPMsgsBurst
+	}
+	if opts.FragHighThresh <= 0 {
+		opts.FragHighThresh = DefaultFragHighThresh
+	}
+	if opts.FragTimeout <= 0 {
+		opts.FragTimeout = DefaultFragTimeout
+	}
+	if opts.Seed == 0 {
+		opts.Seed = rand.Uint64()
+	}
+	s := &Stack{opts: opts, clk: opts.Clock, counters: NewCounters()}
+	s.registerCounters()
+	rng := rand.New(rand.NewPCG(opts.Seed, opts.Seed^0x9e3779b97f4a7c15))
+	s.ipID.Store(rng.Uint32())
+	s.frag6.Store(rng.Uint32())
+	s.pinger.init(uint16(rng.Uint32()))
+	s.rl.init(&s.opts, s.clk.Now())
+	s.reasm.init(s)
+	s.transports.Store(new([256]TransportHandler))
+	s.tab.Store(&table{local: map[netip.Addr]*Interface{}, ifaces: map[string]*Interface{}})
+
+	s.lo = &Interface{s: s, name: LoopbackName, mtu: LoopbackMTU, loopback: true}
+	s.loop = newLoopback(s, s.lo)
+	s.ifaces = append(s.ifaces, s.lo)
+	s.mu.Lock()
+	s.lo.addrs = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8"), netip.MustParsePrefix("::1/128")}
+	s.rebuildLocked()
+	s.mu.Unlock()
+	return s
+}
+
+// Counters returns the stack's counter registry; protocols register theirs here.
+func (s *Stack) Counters() *Counters { return s.counters }
+
+// Stats returns a snapshot of every counter.
+func (s *Stack) Stats() map[string]uint64 { return s.counters.Snapshot() }
+
+// Clock returns the stack's time source.
+func (s *Stack) Clock() clock.Clock { return s.clk }
+
+// Options returns the options the stack runs with (defaults filled in).
+func (s *Stack) Options() Options { return s.opts }
+
+// RegisterTransport makes h receive packets of IP protocol proto. Register before traffic
+// flows; registering again replaces the handler.
+func (s *Stack) RegisterTransport(proto uint8, h TransportHandler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := *s.transports.Load()
+	t[proto] = h
+	s.transports.Store(&t)
+}
+
+// SetUnmatchedHandler installs (or with nil removes) the hook for unmatched flows.
+func (s *Stack) SetUnmatchedHandler(h UnmatchedHandler) {
+	if h == nil {
+		s.unmatched.Store(nil)
+		return
+	}
+	s.unmatched.Store(&h)
+}
+
+// AddInterface adds a network interface on ep and attaches the stack to it as ep's
+// Dispatcher. The stack closes ep when it closes.
+func (s *Stack) AddInterface(name string, ep link.Endpoint) (*Interface, error) {
+	if name == "" || ep == nil {
+		return nil, syscall.EINVAL
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return nil, net.ErrClosed
+	}
+	if _, ok := s.tab.Load().ifaces[name]; ok {
+		return nil, fmt.Errorf("stack: interface %q: %w", name, syscall.EEXIST)
+	}
+	ifc := &Interface{s: s, name: name, ep: ep, mtu: ep.MTU()}
+	s.ifaces = append(s.ifaces, ifc)
+	s.rebuildLocked()
+	ep.Attach(ifc)
+	return ifc, nil
+}
+
+// Interface returns the interface called name.
+func (s *Stack) Interface(name string) (*Interface, bool) {
+	ifc, ok := s.tab.Load().ifaces[name]
+	return ifc, ok
+}
+
+// Interfaces lists the interfaces, loopback first.
+func (s *Stack) Interfaces() []*Interface {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.ifaces)
+}
+
+// AddAddress assigns p's address to interface ifname and adds the connected route for p's
+// network (as Linux does for an address with a prefix length).
+func (s *Stack) AddAddress(ifname string, p netip.Prefix) error {
+	if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+		return syscall.EINVAL
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ifc, ok := s.tab.Load().ifaces[ifname]
+	if !ok {
+		return fmt.Errorf("stack: interface %q: %w", ifname, syscall.ENODEV)
+	}
+	if _, ok := s.tab.Load().local[p.Addr()]; ok {
+		return fmt.Errorf("stack: address %v: %w", p.Addr(), syscall.EEXIST)
+	}
+	ifc.addrs = append(ifc.addrs, p)
+	s.rebuildLocked()
+	return nil
+}
+
+// RemoveAddress removes an address (and its connected route).
+func (s *Stack) RemoveAddress(ifname string, a netip.Addr) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ifc, ok := s.tab.Load().ifaces[ifname]
+	if !ok {
+		return syscall.ENODEV
+	}
+	i := slices.IndexFunc(ifc.addrs, func(p netip.Prefix) bool { return p.Addr() == a })
+	if i < 0 {
+		return syscall.EADDRNOTAVAIL
+	}
+	ifc.addrs = slices.Delete(ifc.addrs, i, i+1)
+	s.rebuildLocked()
+	return nil
+}
+
+// AddRoute adds a route to prefix through gateway (zero Addr: directly connected) on
+// interface ifname. With ifname empty the interface is the one whose connected network
+// holds gateway. "0.0.0.0/0" and "::/0" are default routes.
+func (s *Stack) AddRoute(prefix netip.Prefix, gateway netip.Addr, ifname string) error {
+	if !prefix.IsValid() {
+		return syscall.EINVAL
+	}
+	prefix = prefix.Masked()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tab.Load()
+	var ifc *Interface
+	if ifname != "" {
+		var ok bool
+		if ifc, ok = t.ifaces[ifname]; !ok {
+			return fmt.Errorf("stack: interface %q: %w", ifname, syscall.ENODEV)
+		}
+	} else if gateway.IsValid() {
+		if r, ok := t.lookup(gateway); ok && !r.gw.IsValid() {
+			ifc = r.ifc
+		}
+		if ifc == nil {
+			return fmt.Errorf("stack: gateway %v: %w", gateway, syscall.ENETUNREACH)
+		}
+	} else {
+		return syscall.EINVAL
+	}
+	if gateway.IsValid() && gateway.Is4() != prefix.Addr().Is4() {
+		return syscall.EINVAL
+	}
+	s.staticRoutes = append(s.staticRoutes, route{prefix: prefix, gw: gateway, ifc: ifc})
+	s.rebuildLocked()
+	return nil
+}
+
+// Routes lists the routing table, longest prefix first.
+func (s *Stack) Routes() []Route {
+	t := s.tab.Load()
+	out := make([]Route, 0, len(t.routes))
+	for _, r := range t.routes {
+		out = append(out, Route{Prefix: r.prefix, Gateway: r.gw, Interface: r.ifc.name})
+	}
+	return out
+}
+
+// rebuildLocked recomputes the snapshot from the interfaces and static routes.
+func (s *Stack) rebuildLocked() {
+	t := &table{local: map[netip.Addr]*Interface{}, ifaces: map[string]*Interface{}}
+	for _, ifc := range s.ifaces {
+		t.ifaces[ifc.name] = ifc
+		for _, p := range ifc.addrs {
+			t.local[p.Addr()] = ifc
+			t.routes = append(t.routes, route{prefix: p.Masked(), ifc: ifc})
+		}
+	}
+	t.routes = append(t.routes, s.staticRoutes...)
+	// Longest prefix first; among equal prefixes connected routes first, then in the order
+	// added (stable sort), so a lookup takes the first match.
+	slices.SortStableFunc(t.routes, func(a, b route) int {
+		if a.prefix.Bits() != b.prefix.Bits() {
+			return b.prefix.Bits() - a.prefix.Bits()
+		}
+		if a.gw.IsValid() != b.gw.IsValid() {
+			if a.gw.IsValid() {
+				return 1
+			}
+			return -1
+		}
+		return 0
+	})
+	s.tab.Store(t)
+}
+
+// lookup is the longest-prefix match over the snapshot. Routing tables here are short
+// (a few connected networks and defaults), so a scan of the sorted slice is cheapest.
+func (t *table) lookup(dst netip.Addr) (route, bool) {
+	for _, r := range t.routes {
+		if r.prefix.Contains(dst) {
+			return r, true
+		}
+	}
+	return route{}, false
+}
+
+// isLocal reports whether a is ours: an assigned address, or anything in 127.0.0.0/8
+// (RFC 1122 §3.2.1.3(g): the whole loopback network is internal to the host).
+func (t *table) isLocal(a netip.Addr) bool {
+	if _, ok := t.local[a]; ok {
+		return true
+	}
+	return a.Is4() && a.As4()[0] == 127
+}
+
+// source picks ifc's address of dst's family, preferring one on dst's (or the gateway's)
+// network (RFC 6724 rule 8-like longest match, kept simple).
+func (ifc *Interface) source(dst, gw netip.Addr) (netip.Addr, bool) {
+	var fallback netip.Addr
+	for _, p := range ifc.addrs {
+		a := p.Addr()
+		if a.Is4() != dst.Is4() {
+			continue
+		}
+		if p.Contains(dst) || (gw.IsValid() && p.Contains(gw)) {
+			return a, true
+		}
+		if !fallback.IsValid() {
+			fallback = a
+		}
+	}
+	return fallback, fallback.IsValid()
+}
+
+// resolve finds the interface and source address for dst.
+func (s *Stack) resolve(dst netip.Addr) (ifc *Interface, src netip.Addr, err error) {
+	t := s.tab.Load()
+	if t.isLocal(dst) {
+		// Traffic to our own addresses loops back with the destination as source, as Linux
+		// does; the rest of 127/8 answers from 127.0.0.1.
+		if _, ok := t.local[dst]; ok {
+			return s.lo, dst, nil
+		}
+		return s.lo, netip.AddrFrom4([4]byte{127, 0, 0, 1}), nil
+	}
+	r, ok := t.lookup(dst)
+	if !ok || r.ifc.loopback {
+		return nil, netip.Addr{}, syscall.ENETUNREACH
+	}
+	src, ok = r.ifc.source(dst, r.gw)
+	if !ok {
+		return nil, netip.Addr{}, syscall.EADDRNOTAVAIL
+	}
+	return r.ifc, src, nil
+}
+
+// Route picks the source address towards dst and reports the path MTU (Network contract).
+func (s *Stack) Route(dst netip.Addr) (src netip.Addr, mtu int, err error) {
+	dst = dst.Unmap()
+	if !dst.IsValid() || dst.IsUnspecified() || dst.IsMulticast() {
+		return netip.Addr{}, 0, syscall.ENETUNREACH
+	}
+	ifc, src, err := s.resolve(dst)
+	if err != nil {
+		return netip.Addr{}, 0, err
+	}
+	return src, ifc.mtu, nil
+}
+
+// IsLocal reports whether a is one of the stack's addresses (Network contract).
+func (s *Stack) IsLocal(a netip.Addr) bool { return s.tab.Load().isLocal(a.Unmap()) }
+
+// Close detaches and closes every link endpoint, stops the loopback goroutine and every
+// timer, and fails pending pings. It is idempotent.
+func (s *Stack) Close() error {
+	var err error
+	s.closeMu.Do(func() {
+		s.closed.Store(true)
+		s.mu.Lock()
+		ifaces := slices.Clone(s.ifaces)
+		s.mu.Unlock()
+		for _, ifc := range ifaces {
+			if ifc.ep != nil {
+				ifc.ep.Attach(nil)
+				// Closing one end of a pipe closes the other: a peer stack closing first
+				// is not an error here.
+				if e := ifc.ep.Close(); e != nil && err == nil && !errors.Is(e, net.ErrClosed) {
+					err = e
+				}
+			}
+		}
+		s.loop.close()
+		s.reasm.close()
+		s.pinger.close()
+	})
+	return err
+}
+
+// Closed reports whether Close was called.
+func (s *Stack) Closed() bool { return s.closed.Load() }

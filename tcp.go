@@ -1,0 +1,253 @@
+package berth
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/berthnet/berth/ports"
+	"github.com/berthnet/berth/tcp"
+)
+
+func init() {
+	protocolSetups = append(protocolSetups, setupTCP)
+	socketListers = append(socketListers, tcpSockets)
+}
+
+// WithTCPConfig sets TCP's settings (port manager, buffers, timers, congestion control).
+func WithTCPConfig(c tcp.Config) Option { return func(cfg *Config) { cfg.TCP = c } }
+
+func setupTCP(s *Stack) {
+	c := s.cfg.TCP
+	if !s.cfg.Unprivileged {
+		c.Ports.NoPrivilegedPorts = c.Ports.NoPrivilegedPorts || c.Ports.UnprivilegedPortStart == 0
+	}
+	s.tcp = tcp.New(s.net, c)
+	s.net.RegisterTransport(6, s.tcp)
+	s.onClose(s.tcp.Close)
+}
+
+// TCP returns the TCP protocol instance (its port Manager, counters, sockets).
+func (s *Stack) TCP() *tcp.Protocol { return s.tcp }
+
+// Go's defaults for keep-alive on dialed and accepted connections (net.Dialer and
+// net.ListenConfig with KeepAlive 0).
+var defaultKeepAlive = tcp.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9}
+
+// tcpFamily picks the socket family as package net does: "tcp4" is IPv4, "tcp6" IPv6
+// only, "tcp" IPv4 for an IPv4 address and otherwise (IPv6, or a wildcard when listening,
+// "0.0.0.0" included) a dual-stack IPv6 socket. dual reports the last case.
+func tcpFamily(network string, a netip.Addr, listen bool) (addr netip.Addr, v6only, dual bool, err error) {
+	is4 := a.IsValid() && (a.Is4() || a.Is4In6())
+	wild := !a.IsValid() || a.Unmap().IsUnspecified()
+	switch network {
+	case "tcp4":
+		if a.IsValid() && !is4 {
+			return a, false, false, &net.AddrError{Err: "non-IPv4 address", Addr: a.String()}
+		}
+		if !a.IsValid() {
+			a = netip.IPv4Unspecified()
+		}
+		return a.Unmap(), false, false, nil
+	case "tcp6":
+		if is4 && !(listen && wild) {
+			return a, false, false, &net.AddrError{Err: "non-IPv6 address", Addr: a.String()}
+		}
+		if is4 || !a.IsValid() {
+			a = netip.IPv6Unspecified()
+		}
+		return a, true, false, nil
+	case "tcp":
+		if is4 && !(listen && wild) {
+			return a.Unmap(), false, false, nil
+		}
+		if listen && wild {
+			return netip.IPv6Unspecified(), false, true, nil
+		}
+		return a, false, false, nil
+	}
+	return a, false, false, net.UnknownNetworkError(network)
+}
+
+// Listen announces on the local address, as net.Listen does: network is "tcp", "tcp4" or
+// "tcp6"; address is "host:port" with a literal IP, "localhost", or an empty host for
+// every address. Port 0 picks a free port. Like Go, listeners set SO_REUSEADDR.
+func (s *Stack) Listen(ctx context.Context, network, address string) (net.Listener, error) {
+	l, err := s.listenTCP(ctx, network, address, ports.BindOptions{ReuseAddr: true}, 0)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// ListenTCP is Listen returning the concrete type.
+func (s *Stack) ListenTCP(ctx context.Context, network, address string) (*TCPListener, error) {
+	return s.listenTCP(ctx, network, address, ports.BindOptions{ReuseAddr: true}, 0)
+}
+
+// Listen is Stack.Listen with the ListenConfig's socket options.
+func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (net.Listener, error) {
+	opts := ports.BindOptions{ReuseAddr: true, ReusePort: lc.ReusePort}
+	l, err := lc.Stack.listenTCP(ctx, network, address, opts, 0)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (s *Stack) listenTCP(ctx context.Context, network, address string, opts ports.BindOptions, backlog int) (*TCPListener, error) {
+	fail := func(addr net.Addr, err error) (*TCPListener, error) {
+		return nil, opError("listen", network, nil, addr, "bind", err)
+	}
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return fail(nil, net.UnknownNetworkError(network))
+	}
+	a, port, err := splitAddr(network, address, network == "tcp6")
+	if err != nil {
+		return fail(nil, err)
+	}
+	a, v6only, dual, err := tcpFamily(network, a, true)
+	if err != nil {
+		return fail(nil, err)
+	}
+	laddr := &net.TCPAddr{IP: a.AsSlice(), Port: int(port)}
+	if err := ctx.Err(); err != nil {
+		return fail(laddr, err)
+	}
+	b := s.bindOptions()
+	b.ReuseAddr, b.ReusePort, b.V6Only = opts.ReuseAddr, opts.ReusePort, v6only
+	l, err := s.tcp.Listen(netip.AddrPortFrom(a, port), backlog, b)
+	if err != nil {
+		return fail(laddr, err)
+	}
+	return newTCPListener(l, network, dual), nil
+}
+
+// dialTCP is the TCP branch of Dialer.DialContext.
+func (d *Dialer) dialTCP(ctx context.Context, network, address string) (*TCPConn, error) {
+	s := d.Stack
+	var laddr *net.TCPAddr
+	if d.LocalAddr != nil {
+		a, ok := d.LocalAddr.(*net.TCPAddr)
+		if !ok {
+			return nil, &net.OpError{Op: "dial", Net: network, Source: d.LocalAddr, Err: &net.AddrError{Err: "mismatched local address type", Addr: d.LocalAddr.String()}}
+		}
+		laddr = a
+	}
+	var src net.Addr
+	if laddr != nil {
+		src = laddr
+	}
+	fail := func(raddr net.Addr, err error) (*TCPConn, error) {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, &net.OpError{Op: "dial", Net: network, Source: src, Addr: raddr, Err: mapCtxErr(err)}
+		}
+		var se *os.SyscallError
+		if errors.As(err, &se) { // the bind step failed
+			return nil, &net.OpError{Op: "dial", Net: network, Source: src, Addr: raddr, Err: se}
+		}
+		return nil, opError("dial", network, src, raddr, "connect", err)
+	}
+	if s == nil {
+		return fail(nil, syscall.EINVAL)
+	}
+	ra, rport, err := splitAddr(network, address, network == "tcp6")
+	if err != nil {
+		return fail(nil, err)
+	}
+	if !ra.IsValid() || ra.IsUnspecified() {
+		// Like net.Dial (and Linux's connect): an empty or unspecified host means the
+		// local system.
+		if network == "tcp6" || (ra.Is6() && !ra.Is4In6()) {
+			ra = netip.IPv6Loopback()
+		} else {
+			ra = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		}
+	}
+	ra, _, _, err = tcpFamily(network, ra, false)
+	if err != nil {
+		return fail(nil, err)
+	}
+	raddr := &net.TCPAddr{IP: ra.AsSlice(), Port: int(rport)}
+	if err := ctx.Err(); err != nil {
+		return fail(raddr, err)
+	}
+	var local netip.AddrPort
+	if laddr != nil {
+		la, _ := netip.AddrFromSlice(laddr.IP)
+		local = netip.AddrPortFrom(la.Unmap(), uint16(laddr.Port))
+	}
+	c, err := s.tcp.Dial(ctx, local, netip.AddrPortFrom(ra, rport), tcp.DialOptions{Bind: s.bindOptions()})
+	if err != nil {
+		return fail(raddr, err)
+	}
+	c.SetKeepAliveConfig(defaultKeepAlive)
+	return newTCPConn(c, network, false), nil
+}
+
+// netCtxErrs holds the errors package net reports for a dial ended by its context
+// (unexported values: "operation was canceled" and "i/o timeout"), taken from net itself
+// once: a dial with a finished context returns before any system call.
+var netCtxErrs struct {
+	once              sync.Once
+	canceled, timeout error
+}
+
+func mapCtxErr(err error) error {
+	netCtxErrs.once.Do(func() {
+		get := func(ctx context.Context) error {
+			_, e := (&net.Dialer{}).DialContext(ctx, "tcp", "127.0.0.1:9")
+			var oe *net.OpError
+			if errors.As(e, &oe) {
+				return oe.Err
+			}
+			return nil
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		netCtxErrs.canceled = get(ctx)
+		ctx, cancel = context.WithDeadline(context.Background(), time.Unix(1, 0))
+		defer cancel()
+		netCtxErrs.timeout = get(ctx)
+	})
+	switch {
+	case errors.Is(err, context.Canceled) && netCtxErrs.canceled != nil && errors.Is(netCtxErrs.canceled, context.Canceled):
+		return netCtxErrs.canceled
+	case errors.Is(err, context.DeadlineExceeded) && netCtxErrs.timeout != nil && errors.Is(netCtxErrs.timeout, context.DeadlineExceeded):
+		return netCtxErrs.timeout
+	}
+	return err
+}
+
+// tcpStates are ss's names for the TCP states.
+var tcpStates = map[tcp.State]string{
+	tcp.StateClosed:      "CLOSE",
+	tcp.StateListen:      "LISTEN",
+	tcp.StateSynSent:     "SYN-SENT",
+	tcp.StateSynReceived: "SYN-RECV",
+	tcp.StateEstablished: "ESTAB",
+	tcp.StateFinWait1:    "FIN-WAIT-1",
+	tcp.StateFinWait2:    "FIN-WAIT-2",
+	tcp.StateCloseWait:   "CLOSE-WAIT",
+	tcp.StateClosing:     "CLOSING",
+	tcp.StateLastAck:     "LAST-ACK",
+	tcp.StateTimeWait:    "TIME-WAIT",
+}
+
+func tcpSockets(s *Stack) []SocketInfo {
+	socks := s.tcp.Sockets()
+	out := make([]SocketInfo, 0, len(socks))
+	for i := range socks {
+		si := &socks[i]
+		out = append(out, SocketInfo{Protocol: "tcp", Local: si.Local, Remote: si.Remote,
+			State: tcpStates[si.State], RecvQ: si.RecvQ, SendQ: si.SendQ, TCP: si})
+	}
+	return out
+}

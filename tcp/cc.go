@@ -1,0 +1,99 @@
+package tcp
+
+// CongestionControl is the congestion-window policy of one connection. The connection
+// runs loss detection and recovery (RFC 5681 fast retransmit, RFC 6582 NewReno partial
+// ACKs, RFC 6298 timeouts) and tells the policy what happened; the policy decides cwnd and
+// ssthresh. NewReno is the default; CUBIC (RFC 9438) can implement the same interface.
+// All byte counts are in bytes; calls are made with the connection's lock held.
+type CongestionControl interface {
+	// Window is cwnd, in bytes.
+	Window() int
+	// SSThresh is the slow-start threshold, in bytes.
+	SSThresh() int
+	// SetMSS tells the policy the sender's maximum segment size (also when it changes).
+	SetMSS(mss int)
+	// OnAck: an ACK outside recovery acknowledged acked new bytes; flight is what was
+	// outstanding before it.
+	OnAck(acked, flight int)
+	// OnFastRetransmit: three duplicate ACKs; fast recovery begins with flight outstanding.
+	OnFastRetransmit(flight int)
+	// OnRecoveryDupAck: another duplicate ACK during fast recovery.
+	OnRecoveryDupAck()
+	// OnPartialAck: an ACK in recovery acknowledged acked bytes but not everything
+	// outstanding when recovery began (RFC 6582 §3.2 step 5).
+	OnPartialAck(acked int)
+	// OnRecoveryExit: a full acknowledgment ended fast recovery; flight is now outstanding.
+	OnRecoveryExit(flight int)
+	// OnTimeout: the retransmission timer expired with flight outstanding.
+	OnTimeout(flight int)
+}
+
+// initialWindow is RFC 6928's IW: min(10*MSS, max(2*MSS, 14600)).
+func initialWindow(mss int) int { return min(10*mss, max(2*mss, 14600)) }
+
+// NewReno is RFC 5681 congestion control with RFC 6582's fast-recovery modification.
+type NewReno struct {
+	mss      int
+	cwnd     int
+	ssthresh int
+	acc      int // bytes acknowledged in congestion avoidance towards the next +MSS
+}
+
+// NewNewReno returns NewReno state for a connection with the given MSS.
+func NewNewReno(mss int) *NewReno {
+	return &NewReno{mss: mss, cwnd: initialWindow(mss), ssthresh: 1 << 30}
+}
+
+func (r *NewReno) Window() int   { return r.cwnd }
+func (r *NewReno) SSThresh() int { return r.ssthresh }
+func (r *NewReno) SetMSS(mss int) {
+	r.mss = mss
+	r.cwnd = max(r.cwnd, mss)
+}
+
+func (r *NewReno) OnAck(acked, flight int) {
+	if r.cwnd < r.ssthresh {
+		// RFC 5681 §3.1 slow start, with RFC 3465's byte counting limited to one SMSS.
+		r.cwnd += min(acked, r.mss)
+		return
+	}
+	// RFC 5681 §3.1 congestion avoidance: about one SMSS per RTT.
+	r.acc += acked
+	if r.acc >= r.cwnd {
+		r.acc -= r.cwnd
+		r.cwnd += r.mss
+	}
+}
+
+func (r *NewReno) lossThreshold(flight int) int { return max(flight/2, 2*r.mss) }
+
+func (r *NewReno) OnFastRetransmit(flight int) {
+	// RFC 5681 §3.2 steps 2 and 3.
+	r.ssthresh = r.lossThreshold(flight)
+	r.cwnd = r.ssthresh + 3*r.mss
+	r.acc = 0
+}
+
+func (r *NewReno) OnRecoveryDupAck() { r.cwnd += r.mss } // RFC 5681 §3.2 step 4
+
+func (r *NewReno) OnPartialAck(acked int) {
+	// RFC 6582 §3.2 step 5: deflate by the amount acknowledged, add back one SMSS if
+	// at least one SMSS was acknowledged.
+	r.cwnd -= acked
+	if acked >= r.mss {
+		r.cwnd += r.mss
+	}
+	r.cwnd = max(r.cwnd, r.mss)
+}
+
+func (r *NewReno) OnRecoveryExit(flight int) {
+	// RFC 6582 §3.2 step 4, option (1).
+	r.cwnd = max(min(r.ssthresh, flight+r.mss), r.mss)
+}
+
+func (r *NewReno) OnTimeout(flight int) {
+	// RFC 5681 §3.1 eqn. 4 and the loss window of one SMSS.
+	r.ssthresh = r.lossThreshold(flight)
+	r.cwnd = r.mss
+	r.acc = 0
+}

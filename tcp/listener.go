@@ -1,0 +1,242 @@
+package tcp
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/berthnet/berth/ports"
+)
+
+// Listener is a passive-open endpoint with a backlog: a SYN queue of connections in
+// SYN-RECEIVED and an accept queue of established ones (as Linux's listen(2)).
+type Listener struct {
+	p       *Protocol
+	mu      sync.Mutex
+	cond    sync.Cond
+	local   netip.AddrPort
+	bind    *ports.Binding
+	backlog int
+	synQ    map[*Conn]struct{}
+	acceptQ []*Conn
+	closed  bool
+	dl      deadline
+}
+
+// Listen binds local and listens with the given backlog (<= 0 means 4096, Linux's
+// somaxconn). Errors: EADDRINUSE, EADDRNOTAVAIL (not a local address), EACCES.
+func (p *Protocol) Listen(local netip.AddrPort, backlog int, opts ports.BindOptions) (*Listener, error) {
+	if p.isClosed() {
+		return nil, syscall.ENETDOWN
+	}
+	a := local.Addr()
+	if a.IsValid() && !a.IsUnspecified() && !p.net.IsLocal(a.Unmap()) {
+		return nil, syscall.EADDRNOTAVAIL
+	}
+	if backlog <= 0 {
+		backlog = 4096
+	}
+	l := &Listener{p: p, backlog: backlog, synQ: make(map[*Conn]struct{})}
+	l.cond.L = &l.mu
+	opts.Listening = true
+	b, err := p.mgr.Bind(local, opts, l)
+	if err != nil {
+		return nil, err
+	}
+	l.bind, l.local = b, b.Local()
+	p.track(l)
+	return l, nil
+}
+
+// Addr returns the bound address.
+func (l *Listener) Addr() netip.AddrPort { return l.local }
+
+// input handles a segment for the listener (RFC 9293 §3.10.7.2).
+func (l *Listener) input(s *segment) {
+	p := l.p
+	if s.flags&flagRST != 0 {
+		return
+	}
+	if s.flags&flagACK != 0 {
+		p.sendRST(s.dst, s.src, s.hdr.DstPort(), s.hdr.SrcPort(), s.ack, 0, false)
+		return
+	}
+	if s.flags&flagSYN == 0 {
+		return
+	}
+	l.mu.Lock()
+	full := l.closed || len(l.synQ) >= l.backlog || len(l.acceptQ) >= l.backlog
+	l.mu.Unlock()
+	if full {
+		p.Stats.ListenDrops.Add(1)
+		return
+	}
+	_, mtu, err := p.net.Route(s.src)
+	if err != nil {
+		return
+	}
+	c := p.newConn()
+	c.local = netip.AddrPortFrom(s.dst, s.hdr.DstPort())
+	c.remote = netip.AddrPortFrom(s.src, s.hdr.SrcPort())
+	c.listener = l
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, err := p.mgr.Register(c.local, c.remote, c)
+	if err != nil {
+		return
+	}
+	c.bind = b
+	c.setRoute(mtu)
+	c.irs, c.rcvNxt = s.seq, s.seq+1
+	c.negotiate(&s.opts)
+	c.sndWnd, c.sndWl1 = s.wnd, s.seq
+	c.maxSndWnd = s.wnd
+	c.iss = p.isn(c.local, c.remote)
+	c.sndUna, c.sndNxt, c.sndMax, c.recover = c.iss, c.iss+1, c.iss+1, c.iss
+	c.sndWl2 = c.iss
+	c.state = StateSynReceived
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		c.listener = nil
+		c.finish(nil)
+		return
+	}
+	l.synQ[c] = struct{}{}
+	l.mu.Unlock()
+	p.track(c)
+	p.Stats.PassiveOpens.Add(1)
+	c.sendSYN()
+	c.arm(timerRetransmit, c.rto)
+}
+
+type readyResult uint8
+
+const (
+	readyOK readyResult = iota
+	readyFull
+	readyClosed
+)
+
+// ready moves c from the SYN queue to the accept queue. Called with c.mu held.
+func (l *Listener) ready(c *Conn) readyResult {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		delete(l.synQ, c)
+		return readyClosed
+	}
+	if len(l.acceptQ) >= l.backlog {
+		return readyFull
+	}
+	delete(l.synQ, c)
+	l.acceptQ = append(l.acceptQ, c)
+	l.cond.Broadcast()
+	return readyOK
+}
+
+// remove forgets c (it closed before being accepted). Called with c.mu held.
+func (l *Listener) remove(c *Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.synQ, c)
+	for i, q := range l.acceptQ {
+		if q == c {
+			l.acceptQ = append(l.acceptQ[:i], l.acceptQ[i+1:]...)
+			break
+		}
+	}
+}
+
+// Accept waits for an established connection. Errors: net.ErrClosed,
+// os.ErrDeadlineExceeded, the context's error.
+func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
+	l.mu.Lock()
+	var stop func() bool
+	for len(l.acceptQ) == 0 {
+		if l.closed {
+			l.mu.Unlock()
+			return nil, net.ErrClosed
+		}
+		if l.dl.expired {
+			l.mu.Unlock()
+			return nil, os.ErrDeadlineExceeded
+		}
+		if err := ctx.Err(); err != nil {
+			l.mu.Unlock()
+			return nil, err
+		}
+		if stop == nil && ctx.Done() != nil {
+			stop = context.AfterFunc(ctx, func() {
+				l.mu.Lock()
+				l.cond.Broadcast()
+				l.mu.Unlock()
+			})
+			defer stop()
+		}
+		l.cond.Wait()
+	}
+	c := l.acceptQ[0]
+	l.acceptQ[0] = nil
+	l.acceptQ = l.acceptQ[1:]
+	l.mu.Unlock()
+	c.mu.Lock()
+	if c.listener == l {
+		c.listener = nil
+	}
+	c.mu.Unlock()
+	return c, nil
+}
+
+// SetDeadline sets the deadline for Accept.
+func (l *Listener) SetDeadline(t time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return net.ErrClosed
+	}
+	l.dl.set(l.p.clk, t, &l.mu, &l.cond)
+	return nil
+}
+
+// Close stops listening; connections never accepted are reset.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return net.ErrClosed
+	}
+	l.closed = true
+	pending := make([]*Conn, 0, len(l.synQ)+len(l.acceptQ))
+	for c := range l.synQ {
+		pending = append(pending, c)
+	}
+	pending = append(pending, l.acceptQ...)
+	l.synQ, l.acceptQ = nil, nil
+	l.dl.stop()
+	l.cond.Broadcast()
+	l.mu.Unlock()
+	l.bind.Release()
+	for _, c := range pending {
+		c.mu.Lock()
+		if c.listener == l {
+			c.listener = nil
+			c.userClosed = true
+			c.abort()
+		}
+		c.mu.Unlock()
+	}
+	l.p.untrack(l)
+	return nil
+}
+
+// QueueLen reports the accept queue's length and the backlog.
+func (l *Listener) QueueLen() (n, backlog int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.acceptQ), l.backlog
+}

@@ -1,0 +1,220 @@
+package tcp
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"net/netip"
+	"runtime"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"golang.org/x/net/nettest"
+)
+
+// transfer sends n pseudo-random bytes from src to dst and checks them by SHA-256.
+func transfer(t testing.TB, src, dst *Conn, n int) {
+	t.Helper()
+	if err := transferErr(src, dst, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func transferErr(src, dst *Conn, n int) error {
+	want := sha256.New()
+	done := make(chan error, 1)
+	go func() {
+		r := rand.New(rand.NewSource(int64(n)))
+		buf := make([]byte, 64<<10)
+		left := n
+		for left > 0 {
+			k := min(left, len(buf))
+			r.Read(buf[:k])
+			want.Write(buf[:k])
+			if _, err := src.Write(buf[:k]); err != nil {
+				done <- err
+				return
+			}
+			left -= k
+		}
+		done <- src.CloseWrite()
+	}()
+	got := sha256.New()
+	m, err := io.CopyBuffer(got, dst, make([]byte, 64<<10))
+	if err != nil {
+		return fmt.Errorf("read after %d bytes: %v", m, err)
+	}
+	if err := <-done; err != nil {
+		return fmt.Errorf("write: %v", err)
+	}
+	if m != int64(n) || !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		return fmt.Errorf("received %d bytes of %d, digest match %v", m, n, bytes.Equal(got.Sum(nil), want.Sum(nil)))
+	}
+	return nil
+}
+
+func TestPairTransfer(t *testing.T) {
+	p := newPair(t, 1500, nil, Config{}, nil)
+	a, b := p.connect(t)
+	defer a.Close()
+	defer b.Close()
+	n := 16 << 20
+	if testing.Short() || raceEnabled {
+		n = 2 << 20
+	}
+	transfer(t, a, b, n)
+	transfer(t, b, a, n/4)
+}
+
+func TestPairImpaired(t *testing.T) {
+	n := 64 << 20
+	switch {
+	case testing.Short():
+		n = 4 << 20
+	case raceEnabled:
+		n = 8 << 20
+	}
+	cases := []struct {
+		name string
+		imp  impairment
+	}{
+		{"loss1", impairment{loss: 0.01, seed: 1}},
+		{"loss5", impairment{loss: 0.05, seed: 2}},
+		{"reorder", impairment{reorder: 0.05, seed: 3}},
+		{"dup", impairment{dup: 0.05, seed: 4}},
+		{"corrupt", impairment{corrupt: 0.02, seed: 5}},
+		{"all", impairment{loss: 0.02, reorder: 0.02, dup: 0.02, corrupt: 0.02, seed: 6}},
+	}
+	for _, tc := range cases {
+		// The virtual time of testing/synctest makes retransmission timeouts free.
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := newPair(t, 1500, nil, Config{}, nil)
+				a, b := p.connect(t)
+				defer a.Close()
+				defer b.Close()
+				for _, n := range []*pairNet{p.a, p.b} {
+					n.mu.Lock()
+					n.imp = tc.imp
+					n.rng = rand.New(rand.NewSource(tc.imp.seed + int64(len(n.addr.String()))))
+					n.mu.Unlock()
+				}
+				transfer(t, a, b, n)
+				transfer(t, b, a, n)
+				// Both directions at once: ACKs ride on data, and after timeouts both
+				// sides go back at the same time.
+				a2, b2 := p.connect(t)
+				defer a2.Close()
+				defer b2.Close()
+				done := make(chan error, 1)
+				go func() { done <- transferErr(a2, b2, n/4) }()
+				transfer(t, b2, a2, n/4)
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+				st := &p.pa.Stats
+				t.Logf("dropped %d+%d, retransmitted %d+%d, bad checksums %d+%d", p.a.dropped, p.b.dropped,
+					st.RetransSegs.Load(), p.pb.Stats.RetransSegs.Load(), st.InErrs.Load(), p.pb.Stats.InErrs.Load())
+				if tc.imp.loss > 0 && (p.a.dropped == 0 || st.RetransSegs.Load() == 0) {
+					t.Fatal("loss impairment had no effect")
+				}
+				if tc.imp.corrupt > 0 && st.InErrs.Load()+p.pb.Stats.InErrs.Load() == 0 {
+					t.Fatal("corruption went unnoticed")
+				}
+			})
+		})
+	}
+}
+
+func TestPairNettest(t *testing.T) {
+	nettest.TestConn(t, func() (c1, c2 net_Conn, stop func(), err error) {
+		p := newPair(t, 1500, nil, Config{}, nil)
+		a, b := p.connect(t)
+		return wrapConn(a), wrapConn(b), func() { a.Close(); b.Close() }, nil
+	})
+}
+
+func TestPairRefusedAndReset(t *testing.T) {
+	p := newPair(t, 1500, nil, Config{}, nil)
+	_, err := p.pa.Dial(t.Context(), netip.AddrPort{}, netip.AddrPortFrom(addrB, 9), DialOptions{})
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial closed port: %v", err)
+	}
+	a, b := p.connect(t)
+	b.Write([]byte("unread"))
+	time.Sleep(10 * time.Millisecond)
+	a.Close() // unread data: RST
+	buf := make([]byte, 10)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := b.Read(buf)
+		if errors.Is(err, syscall.ECONNRESET) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read: %v, want ECONNRESET", err)
+		}
+	}
+}
+
+func TestPairManyConnections(t *testing.T) {
+	n := 10000
+	if testing.Short() || raceEnabled {
+		n = 1000
+	}
+	g0 := runtime.NumGoroutine()
+	p := newPair(t, 1500, nil, Config{TimeWait: time.Millisecond}, nil)
+	l, err := p.pb.Listen(netip.AddrPortFrom(addrB, 7), 0, portsOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept(t.Context())
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, c)
+				c.Close()
+			}()
+		}
+	}()
+	errc := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			c, err := p.pa.Dial(t.Context(), netip.AddrPort{}, l.Addr(), DialOptions{})
+			if err != nil {
+				errc <- err
+				return
+			}
+			msg := []byte("hello, echo")
+			c.Write(msg)
+			c.CloseWrite()
+			got, err := io.ReadAll(c)
+			c.Close()
+			if err == nil && !bytes.Equal(got, msg) {
+				err = errors.New("echo mismatch")
+			}
+			errc <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.pa.NumSockets()+p.pb.NumSockets() > 0 || runtime.NumGoroutine() > g0+2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("sockets left: %d + %d; goroutines %d (from %d)", p.pa.NumSockets(), p.pb.NumSockets(), runtime.NumGoroutine(), g0)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

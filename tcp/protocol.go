@@ -1,0 +1,391 @@
+// Package tcp is berth's TCP (RFC 9293): the connection state machine with active,
+// passive and simultaneous open and close, TIME-WAIT and its safe reuse; retransmission
+// (RFC 6298); congestion control behind the CongestionControl interface (NewReno: RFC 5681,
+// RFC 6582, initial window RFC 6928); RST and SYN handling hardened by RFC 5961; initial
+// sequence numbers by RFC 6528; MSS and window-scale options (negotiated in sendSYN and
+// negotiate, the one place for options); flow control with sender and receiver SWS
+// avoidance, zero-window probing, and reassembly in the receive buffer itself.
+//
+// TCP never picks ports: its ports.Manager owns every binding and demultiplexes. Inbound
+// segments run to completion on the caller's (link's) goroutine; a connection has no
+// goroutine, only timers (retransmit/persist/keep-alive/TIME-WAIT share one; delayed ACK;
+// read and write deadlines). Segments are built in pooled scratch buffers and the
+// per-connection buffers are rings that grow to their limit, so steady-state traffic
+// allocates nothing.
+//
+// The endpoint API: Protocol.Dial and Protocol.Listen; Conn (Read, Write, CloseRead,
+// CloseWrite, Close, Abort, deadlines, options, Info) and Listener (Accept, SetDeadline,
+// Close). Errors are bare: syscall errnos (ECONNREFUSED, ECONNRESET, ETIMEDOUT,
+// EADDRINUSE, EADDRNOTAVAIL, EPIPE), io.EOF, net.ErrClosed, os.ErrDeadlineExceeded; the
+// module root wraps them in *net.OpError as package net does.
+package tcp
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/berthnet/berth/clock"
+	"github.com/berthnet/berth/ports"
+	"github.com/berthnet/berth/wire"
+)
+
+// Network is what TCP needs from the network layer (see docs/architecture.md).
+type Network interface {
+	Route(dst netip.Addr) (src netip.Addr, mtu int, err error)
+	IsLocal(a netip.Addr) bool
+	Output(src, dst netip.Addr, proto uint8, pkt []byte) error
+	Clock() clock.Clock
+}
+
+// Config holds TCP's settings; zero fields take the defaults shown (Linux's where Linux
+// has one).
+type Config struct {
+	// Ports configures the protocol's port Manager. Its TupleReclaimable is set by TCP.
+	Ports ports.Config
+	// TimeWait is how long TIME-WAIT holds a 4-tuple (2*MSL). Default 60 s, like Linux.
+	TimeWait time.Duration
+	// FinTimeout is tcp_fin_timeout: how long an orphaned connection stays in FIN-WAIT-2.
+	// Default 60 s.
+	FinTimeout time.Duration
+	// MinRTO, MaxRTO and InitialRTO bound the retransmission timeout (RFC 6298).
+	// Defaults 200 ms (as Linux), 120 s, 1 s.
+	MinRTO, MaxRTO, InitialRTO time.Duration
+	// SynRetries (tcp_syn_retries, default 6), SynAckRetries (tcp_synack_retries,
+	// default 5) and Retries (tcp_retries2, default 15) bound retransmissions before the
+	// connection fails with ETIMEDOUT.
+	SynRetries, SynAckRetries, Retries int
+	// SendBuffer and ReceiveBuffer are the per-connection buffer sizes in bytes
+	// (tcp_wmem/tcp_rmem). Defaults 256 KiB each. Buffers grow to these sizes on demand.
+	SendBuffer, ReceiveBuffer int
+	// DelayedACK is the delayed-ACK timeout (RFC 9293 §3.8.6.3); default 40 ms, negative
+	// disables delayed ACKs.
+	DelayedACK time.Duration
+	// ChallengeACKLimit is tcp_challenge_ack_limit: challenge ACKs per second (RFC 5961
+	// §7). Default 1000.
+	ChallengeACKLimit int
+	// Congestion makes a connection's congestion control; nil means NewReno.
+	Congestion func(mss int) CongestionControl
+	// ISNSecret keys the RFC 6528 hash; zero means a random key.
+	ISNSecret [16]byte
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	defi := func(d *int, v int) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.TimeWait, 60*time.Second)
+	def(&c.FinTimeout, 60*time.Second)
+	def(&c.MinRTO, 200*time.Millisecond)
+	def(&c.MaxRTO, 120*time.Second)
+	def(&c.InitialRTO, time.Second)
+	def(&c.DelayedACK, 40*time.Millisecond)
+	defi(&c.SynRetries, 6)
+	defi(&c.SynAckRetries, 5)
+	defi(&c.Retries, 15)
+	defi(&c.SendBuffer, 256<<10)
+	defi(&c.ReceiveBuffer, 256<<10)
+	defi(&c.ChallengeACKLimit, 1000)
+	if c.Congestion == nil {
+		c.Congestion = func(mss int) CongestionControl { return NewNewReno(mss) }
+	}
+}
+
+// Stats are counters named after the kernel's TCP MIB (RFC 4022) and netstat -s.
+type Stats struct {
+	ActiveOpens, PassiveOpens, AttemptFails, EstabResets atomic.Uint64
+	InSegs, OutSegs, RetransSegs, InErrs, OutRsts        atomic.Uint64
+	ChallengeACKs, ListenDrops, TimeWaitReused           atomic.Uint64
+}
+
+// Protocol is TCP on one stack.
+type Protocol struct {
+	net    Network
+	clk    clock.Clock
+	cfg    Config
+	mgr    *ports.Manager
+	secret [16]byte
+
+	mu     sync.Mutex
+	socks  map[any]struct{} // every live *Conn and *Listener, for Sockets and leak checks
+	closed bool
+
+	chMu    sync.Mutex
+	chStart time.Time
+	chCount int
+
+	bufs sync.Pool // *[]byte scratch for building segments
+
+	// Stats counts segments and connection events.
+	Stats Stats
+}
+
+// New returns TCP over net with cfg. It owns a ports.Manager for TCP.
+func New(net Network, cfg Config) *Protocol {
+	cfg.setDefaults()
+	p := &Protocol{net: net, clk: net.Clock(), cfg: cfg, secret: cfg.ISNSecret, socks: make(map[any]struct{})}
+	if p.secret == ([16]byte{}) {
+		rand.Read(p.secret[:])
+	}
+	pc := cfg.Ports
+	pc.TupleReclaimable = p.tupleReclaimable
+	p.mgr = ports.NewManager(ports.TCP, pc)
+	return p
+}
+
+// Ports returns the protocol's port Manager.
+func (p *Protocol) Ports() *ports.Manager { return p.mgr }
+
+// Config returns the protocol's settings (with defaults filled in).
+func (p *Protocol) Config() Config { return p.cfg }
+
+func (p *Protocol) track(s any) {
+	p.mu.Lock()
+	p.socks[s] = struct{}{}
+	p.mu.Unlock()
+}
+
+func (p *Protocol) untrack(s any) {
+	p.mu.Lock()
+	delete(p.socks, s)
+	p.mu.Unlock()
+}
+
+// NumSockets reports how many connections and listeners exist, TIME-WAIT included.
+func (p *Protocol) NumSockets() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.socks)
+}
+
+// isn is RFC 6528's ISN = M + F(localip, localport, remoteip, remoteport, secretkey), with
+// M a 4 µs clock (RFC 9293 §3.4.1) and F a keyed SHA-256.
+func (p *Protocol) isn(local, remote netip.AddrPort) uint32 {
+	var b [16 + 36]byte
+	copy(b[:16], p.secret[:])
+	la, ra := local.Addr().As16(), remote.Addr().As16()
+	copy(b[16:], la[:])
+	copy(b[32:], ra[:])
+	binary.BigEndian.PutUint16(b[48:], local.Port())
+	binary.BigEndian.PutUint16(b[50:], remote.Port())
+	h := sha256.Sum256(b[:])
+	m := uint32(p.clk.Now().UnixNano() / 4000)
+	return m + binary.BigEndian.Uint32(h[:])
+}
+
+// challengeAllowed applies the global challenge-ACK rate limit (RFC 5961 §7).
+func (p *Protocol) challengeAllowed() bool {
+	now := p.clk.Now()
+	p.chMu.Lock()
+	defer p.chMu.Unlock()
+	if now.Sub(p.chStart) >= time.Second || now.Before(p.chStart) {
+		p.chStart, p.chCount = now, 0
+	}
+	if p.chCount >= p.cfg.ChallengeACKLimit {
+		return false
+	}
+	p.chCount++
+	p.Stats.ChallengeACKs.Add(1)
+	return true
+}
+
+// scratch returns a buffer of at least n bytes for building a segment.
+func (p *Protocol) scratch(n int) *[]byte {
+	if bp, ok := p.bufs.Get().(*[]byte); ok && cap(*bp) >= n {
+		*bp = (*bp)[:n]
+		return bp
+	}
+	// Room for the largest segment (loopback MSS) so that buffers suit every connection.
+	b := make([]byte, n, max(n, wire.NetworkHeadroom+wire.TCPMaxHeaderLen+65535))
+	return &b
+}
+
+func (p *Protocol) release(bp *[]byte) { p.bufs.Put(bp) }
+
+// HandlePacket processes one inbound segment from src to dst (a local address). It always
+// returns false: TCP answers segments for closed ports with RST itself (RFC 9293
+// §3.10.7.1).
+func (p *Protocol) HandlePacket(src, dst netip.Addr, b []byte) (unreachable bool) {
+	h, err := wire.ParseTCP(b)
+	if err != nil || !h.VerifyChecksum(src, dst) {
+		p.Stats.InErrs.Add(1)
+		return false
+	}
+	p.Stats.InSegs.Add(1)
+	if src.IsMulticast() || src.IsUnspecified() || dst.IsMulticast() || src == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return false // RFC 9293 §3.10.7.2, RFC 1122 §4.2.3.10: not from or to a broadcast or multicast address
+	}
+	seg := segment{hdr: h, src: src, dst: dst}
+	if h.DataOffset() > wire.TCPMinHeaderLen && h.ParseOptions(&seg.opts) != nil {
+		p.Stats.InErrs.Add(1)
+		return false
+	}
+	seg.init()
+	local := netip.AddrPortFrom(dst, h.DstPort())
+	remote := netip.AddrPortFrom(src, h.SrcPort())
+	owner, ok := p.mgr.Lookup(local, remote)
+	if ok {
+		switch o := owner.(type) {
+		case *Conn:
+			if o.input(&seg) {
+				return false
+			}
+			// A TIME-WAIT connection gave way to a new SYN: look again for a listener.
+			if owner, ok = p.mgr.Lookup(local, remote); ok {
+				if l, isL := owner.(*Listener); isL {
+					l.input(&seg)
+					return false
+				}
+			}
+		case *Listener:
+			o.input(&seg)
+			return false
+		}
+	}
+	p.resetClosed(&seg)
+	return false
+}
+
+// resetClosed answers a segment for which no connection exists (RFC 9293 §3.10.7.1).
+func (p *Protocol) resetClosed(s *segment) {
+	if s.flags&wire.TCPFlagRST != 0 {
+		return
+	}
+	if s.flags&wire.TCPFlagACK != 0 {
+		p.sendRST(s.dst, s.src, s.hdr.DstPort(), s.hdr.SrcPort(), s.ack, 0, false)
+	} else {
+		p.sendRST(s.dst, s.src, s.hdr.DstPort(), s.hdr.SrcPort(), 0, s.seq+uint32(s.len), true)
+	}
+}
+
+// sendRST sends a bare RST (with ACK when withAck).
+func (p *Protocol) sendRST(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, withAck bool) {
+	f := wire.TCPFields{SrcPort: sport, DstPort: dport, Seq: seq, Flags: wire.TCPFlagRST}
+	if withAck {
+		f.Flags |= wire.TCPFlagACK
+		f.Ack = ack
+	}
+	bp := p.scratch(wire.NetworkHeadroom + wire.TCPMinHeaderLen)
+	b := *bp
+	f.Encode(b[wire.NetworkHeadroom:])
+	wire.SetTCPChecksum(b[wire.NetworkHeadroom:], src, dst)
+	p.net.Output(src, dst, wire.ProtoTCP, b)
+	p.release(bp)
+	p.Stats.OutSegs.Add(1)
+	p.Stats.OutRsts.Add(1)
+}
+
+// HandleICMPError reacts to an ICMP error quoting a segment this host sent (RFC 5927:
+// only if the quoted sequence number is outstanding; RFC 1122 §4.2.3.9: hard errors abort
+// a connection that is being opened, soft errors are remembered).
+func (p *Protocol) HandleICMPError(local, remote netip.Addr, quoted []byte, errno syscall.Errno, mtu int) {
+	if len(quoted) < 8 {
+		return
+	}
+	lp := binary.BigEndian.Uint16(quoted[0:])
+	rp := binary.BigEndian.Uint16(quoted[2:])
+	seq := binary.BigEndian.Uint32(quoted[4:])
+	owner, ok := p.mgr.Lookup(netip.AddrPortFrom(local, lp), netip.AddrPortFrom(remote, rp))
+	if !ok {
+		return
+	}
+	c, ok := owner.(*Conn)
+	if !ok {
+		return
+	}
+	c.icmpError(seq, errno, mtu)
+}
+
+// tupleReclaimable lets the port Manager take over a 4-tuple held in TIME-WAIT (the safe
+// reuse rule: see Conn.reclaim).
+func (p *Protocol) tupleReclaimable(owner any) bool {
+	c, ok := owner.(*Conn)
+	if !ok {
+		return false
+	}
+	return c.reclaim()
+}
+
+// segment is a parsed inbound segment.
+type segment struct {
+	hdr      wire.TCP
+	opts     wire.TCPOptions
+	src, dst netip.Addr
+	seq, ack uint32
+	flags    uint8
+	wnd      uint32
+	payload  []byte
+	len      int  // segment length in sequence space: payload + SYN + FIN
+	unscaled bool // the window field is not scaled (it came in a SYN)
+}
+
+// window is the segment's window in bytes, given the peer's window scale.
+func (s *segment) window(scale uint8) uint32 {
+	if s.unscaled {
+		return s.wnd
+	}
+	return s.wnd << scale
+}
+
+func (s *segment) init() {
+	s.seq, s.ack, s.flags = s.hdr.Seq(), s.hdr.Ack(), s.hdr.Flags()
+	s.wnd = uint32(s.hdr.Window())
+	s.payload = s.hdr.Payload()
+	s.len = len(s.payload)
+	if s.flags&wire.TCPFlagSYN != 0 {
+		s.len++
+	}
+	if s.flags&wire.TCPFlagFIN != 0 {
+		s.len++
+	}
+}
+
+// Close shuts TCP down with its stack: listeners close, connections are aborted (RST to
+// peers that hold state; Read and Write then fail with ECONNABORTED), TIME-WAIT records
+// and timers go. Later Dial and Listen calls fail with ENETDOWN.
+func (p *Protocol) Close() {
+	p.mu.Lock()
+	p.closed = true
+	socks := make([]any, 0, len(p.socks))
+	for s := range p.socks {
+		socks = append(socks, s)
+	}
+	p.mu.Unlock()
+	for _, s := range socks {
+		if l, ok := s.(*Listener); ok {
+			l.Close()
+		}
+	}
+	for _, s := range socks {
+		if c, ok := s.(*Conn); ok {
+			c.mu.Lock()
+			if c.state != StateClosed {
+				if c.err == nil && !c.errTaken {
+					c.err = syscall.ECONNABORTED
+				}
+				c.abort()
+			}
+			c.rd.stop()
+			c.wd.stop()
+			c.mu.Unlock()
+		}
+	}
+}
+
+func (p *Protocol) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}

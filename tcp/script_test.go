@@ -1,0 +1,925 @@
+package tcp
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berthnet/berth/ports"
+	"github.com/berthnet/berth/wire"
+)
+
+const remoteISS = 5000
+
+type scriptConn struct {
+	*script
+	c         *Conn
+	lport     uint16
+	rport     uint16
+	iss       uint32 // ours
+	rcvNxt    uint32 // what the remote has sent up to
+	sndNxt    uint32 // what we (the stack) have sent up to, as the remote sees it
+	remoteWnd uint16
+}
+
+// remote sends a segment from the scripted peer with its current seq/ack.
+func (sc *scriptConn) send(flags uint8, payload []byte) {
+	sc.t.Helper()
+	sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt, Ack: sc.sndNxt,
+		Flags: flags, Window: sc.remoteWnd}, payload)
+	sc.rcvNxt += uint32(len(payload))
+	if flags&(wire.TCPFlagSYN|wire.TCPFlagFIN) != 0 {
+		sc.rcvNxt++
+	}
+}
+
+// dialScript opens a connection from the stack to the scripted remote.
+func dialScript(t *testing.T, cfg Config, synackOpts *wire.TCPOptions, wnd uint16) *scriptConn {
+	return dialScriptFrom(t, cfg, synackOpts, wnd, netip.AddrPort{}, DialOptions{})
+}
+
+func dialScriptFrom(t *testing.T, cfg Config, synackOpts *wire.TCPOptions, wnd uint16, local netip.AddrPort, opts DialOptions) *scriptConn {
+	s := newScript(t, cfg)
+	ch := make(chan *Conn, 1)
+	errc := make(chan error, 1)
+	go func() {
+		c, err := s.p.Dial(context.Background(), local, netip.AddrPortFrom(scriptRemote, 80), opts)
+		errc <- err
+		ch <- c
+	}()
+	syn := s.next()
+	expectFlags(t, syn, wire.TCPFlagSYN)
+	var o wire.TCPOptions
+	if err := syn.ParseOptions(&o); err != nil || !o.HasMSS || o.MSS != 1460 || !o.HasWindowScale {
+		t.Fatalf("SYN options %+v %v: want MSS 1460 and window scale", o, err)
+	}
+	if synackOpts == nil {
+		synackOpts = &wire.TCPOptions{HasMSS: true, MSS: 1460}
+	}
+	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Ack: syn.Seq() + 1,
+		Flags: wire.TCPFlagSYN | wire.TCPFlagACK, Window: wnd, Options: synackOpts}, nil)
+	ack := s.next()
+	expectFlags(t, ack, wire.TCPFlagACK)
+	if ack.Seq() != syn.Seq()+1 || ack.Ack() != remoteISS+1 {
+		t.Fatalf("handshake ACK %s", fmtSeg(ack))
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	c := <-ch
+	if c.State() != StateEstablished {
+		t.Fatalf("state %v", c.State())
+	}
+	return &scriptConn{script: s, c: c, lport: syn.SrcPort(), rport: 80, iss: syn.Seq(),
+		rcvNxt: remoteISS + 1, sndNxt: syn.Seq() + 1, remoteWnd: wnd}
+}
+
+func TestScriptActiveHandshake(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	// Data from the stack uses the negotiated MSS and our ACK.
+	go sc.c.Write(make([]byte, 3000))
+	seg1 := sc.next()
+	seg2 := sc.next()
+	seg3 := sc.next()
+	if len(seg1.Payload()) != 1460 || len(seg2.Payload()) != 1460 || len(seg3.Payload()) != 80 {
+		t.Fatalf("segmentation %d %d %d", len(seg1.Payload()), len(seg2.Payload()), len(seg3.Payload()))
+	}
+	if seg1.Seq() != sc.iss+1 || seg2.Seq() != sc.iss+1+1460 || seg1.Ack() != remoteISS+1 {
+		t.Fatalf("seqs %s / %s", fmtSeg(seg1), fmtSeg(seg2))
+	}
+	// Window scale was not in the SYN-ACK: our window is unscaled.
+	if seg1.Window() == 0 {
+		t.Fatal("zero window advertised")
+	}
+}
+
+func TestScriptPassiveHandshake(t *testing.T) {
+	s := newScript(t, Config{})
+	l, err := s.p.Listen(netip.AddrPortFrom(netip.IPv4Unspecified(), 80), 0, portsOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000,
+		Options: &wire.TCPOptions{HasMSS: true, MSS: 1000, HasWindowScale: true, WindowScale: 7}}, nil)
+	sa := s.next()
+	expectFlags(t, sa, wire.TCPFlagSYN|wire.TCPFlagACK)
+	if sa.Ack() != remoteISS+1 || sa.SrcPort() != 80 || sa.DstPort() != 4000 {
+		t.Fatalf("SYN-ACK %s", fmtSeg(sa))
+	}
+	var o wire.TCPOptions
+	if err := sa.ParseOptions(&o); err != nil || !o.HasMSS || !o.HasWindowScale {
+		t.Fatalf("SYN-ACK options %+v", o)
+	}
+	// Nothing to accept before the handshake completes.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	if _, err := l.Accept(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("accept before ACK: %v", err)
+	}
+	cancel()
+	// An ACK for the wrong sequence number is answered with RST, the SYN-RECEIVED
+	// connection stays.
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 5, Flags: wire.TCPFlagACK, Window: 1000}, nil)
+	rst := s.next()
+	expectFlags(t, rst, wire.TCPFlagRST)
+	if rst.Seq() != sa.Seq()+5 {
+		t.Fatalf("RST %s", fmtSeg(rst))
+	}
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, []byte("hello"))
+	c, err := l.Accept(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("read %q %v", buf[:n], err)
+	}
+	if got := c.RemoteAddr(); got != netip.AddrPortFrom(scriptRemote, 4000) {
+		t.Fatalf("remote %v", got)
+	}
+	// The peer's scale applies to its windows: 1000<<7.
+	if si := c.Info(); si.SndWnd != 1000<<7 || si.MSS != 1000 {
+		t.Fatalf("send window %d mss %d", si.SndWnd, si.MSS)
+	}
+	// Our data is acknowledged in the data ACK (delayed ACKs are off in scripts).
+	ack := s.next()
+	if ack.Ack() != remoteISS+1+5 {
+		t.Fatalf("ack %s", fmtSeg(ack))
+	}
+}
+
+func TestScriptSimultaneousOpen(t *testing.T) {
+	s := newScript(t, Config{})
+	errc := make(chan error, 1)
+	var c *Conn
+	go func() {
+		var err error
+		c, err = s.p.Dial(context.Background(), netip.AddrPort{}, netip.AddrPortFrom(scriptRemote, 80), DialOptions{})
+		errc <- err
+	}()
+	syn := s.next()
+	expectFlags(t, syn, wire.TCPFlagSYN)
+	// The peer's own SYN crosses ours.
+	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 5000,
+		Options: &wire.TCPOptions{HasMSS: true, MSS: 1460, HasWindowScale: true, WindowScale: 7}}, nil)
+	sa := s.next()
+	expectFlags(t, sa, wire.TCPFlagSYN|wire.TCPFlagACK)
+	if sa.Seq() != syn.Seq() || sa.Ack() != remoteISS+1 {
+		t.Fatalf("SYN-ACK in simultaneous open: %s", fmtSeg(sa))
+	}
+	// The peer's SYN-ACK acknowledges our SYN: established.
+	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Ack: syn.Seq() + 1,
+		Flags: wire.TCPFlagSYN | wire.TCPFlagACK, Window: 5000, Options: &wire.TCPOptions{HasMSS: true, MSS: 1460, HasWindowScale: true, WindowScale: 7}}, nil)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if c.State() != StateEstablished {
+		t.Fatalf("state %v", c.State())
+	}
+	// The window of a SYN is not scaled (RFC 7323 §2.2).
+	if w := c.Info().SndWnd; w != 5000 {
+		t.Fatalf("send window %d, want 5000", w)
+	}
+	s.none()
+}
+
+func TestScriptRefused(t *testing.T) {
+	s := newScript(t, Config{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.p.Dial(context.Background(), netip.AddrPort{}, netip.AddrPortFrom(scriptRemote, 80), DialOptions{})
+		errc <- err
+	}()
+	syn := s.next()
+	// A RST whose ACK does not acknowledge our SYN is ignored (RFC 5961 §3.2; RFC 9293).
+	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: 0, Ack: syn.Seq() + 7, Flags: wire.TCPFlagRST | wire.TCPFlagACK}, nil)
+	s.none()
+	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: 0, Ack: syn.Seq() + 1, Flags: wire.TCPFlagRST | wire.TCPFlagACK}, nil)
+	if err := <-errc; !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial: %v, want ECONNREFUSED", err)
+	}
+	if n := s.p.NumSockets(); n != 0 {
+		t.Fatalf("%d sockets left", n)
+	}
+}
+
+func TestScriptClosedPortRST(t *testing.T) {
+	s := newScript(t, Config{})
+	// SYN without ACK: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK> (RFC 9293 §3.10.7.1).
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 81, Seq: 1234, Flags: wire.TCPFlagSYN, Window: 100}, nil)
+	r := s.next()
+	expectFlags(t, r, wire.TCPFlagRST|wire.TCPFlagACK)
+	if r.Seq() != 0 || r.Ack() != 1235 {
+		t.Fatalf("RST %s", fmtSeg(r))
+	}
+	// With ACK: <SEQ=SEG.ACK><CTL=RST>.
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 81, Seq: 1234, Ack: 999, Flags: wire.TCPFlagACK, Window: 100}, []byte("x"))
+	r = s.next()
+	expectFlags(t, r, wire.TCPFlagRST)
+	if r.Seq() != 999 {
+		t.Fatalf("RST %s", fmtSeg(r))
+	}
+	// A RST is never answered.
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 81, Seq: 1234, Flags: wire.TCPFlagRST}, nil)
+	s.none()
+	// A bad checksum is dropped silently.
+	b := make([]byte, 20)
+	(&wire.TCPFields{SrcPort: 4000, DstPort: 81, Seq: 1, Flags: wire.TCPFlagSYN}).Encode(b)
+	s.p.HandlePacket(scriptRemote, scriptLocal, b)
+	s.none()
+}
+
+func TestScriptRSTAcceptance(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	rst := func(seq uint32) {
+		sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: seq, Flags: wire.TCPFlagRST}, nil)
+	}
+	// Out of window: dropped silently.
+	rst(sc.rcvNxt + 1<<30)
+	sc.none()
+	// In window but not exact: a challenge ACK, the connection stays (RFC 5961 §3.2).
+	rst(sc.rcvNxt + 100)
+	ch := sc.next()
+	expectFlags(t, ch, wire.TCPFlagACK)
+	if ch.Ack() != sc.rcvNxt || ch.Seq() != sc.sndNxt {
+		t.Fatalf("challenge ACK %s", fmtSeg(ch))
+	}
+	if sc.c.State() != StateEstablished {
+		t.Fatal("in-window RST reset the connection")
+	}
+	// A SYN on an established connection: challenge ACK too (RFC 5961 §4.2).
+	sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt + 10, Flags: wire.TCPFlagSYN, Window: 100}, nil)
+	ch = sc.next()
+	expectFlags(t, ch, wire.TCPFlagACK)
+	if sc.c.State() != StateEstablished {
+		t.Fatal("SYN reset the connection")
+	}
+	// An ACK for data never sent is answered and dropped (RFC 5961 §5.2 / RFC 9293).
+	sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt, Ack: sc.sndNxt + 1000, Flags: wire.TCPFlagACK, Window: 100}, []byte("zz"))
+	ch = sc.next()
+	expectFlags(t, ch, wire.TCPFlagACK)
+	if ch.Ack() != sc.rcvNxt {
+		t.Fatal("data of a segment with a bad ACK was taken")
+	}
+	// Exact sequence number: reset.
+	rst(sc.rcvNxt)
+	buf := make([]byte, 1)
+	if _, err := sc.c.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after RST: %v", err)
+	}
+	// As Linux: the error is reported once; then reads see EOF and writes EPIPE.
+	if _, err := sc.c.Read(buf); err != io.EOF {
+		t.Fatalf("second read after RST: %v", err)
+	}
+	if _, err := sc.c.Write(buf); !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("write after RST: %v", err)
+	}
+	sc.none()
+}
+
+func TestScriptChallengeACKRateLimit(t *testing.T) {
+	sc := dialScript(t, Config{ChallengeACKLimit: 3}, nil, 65535)
+	for i := 0; i < 10; i++ {
+		sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt + 5, Flags: wire.TCPFlagRST}, nil)
+	}
+	for i := 0; i < 3; i++ {
+		sc.next()
+	}
+	sc.none()
+	sc.clk.Advance(time.Second)
+	sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt + 5, Flags: wire.TCPFlagRST}, nil)
+	sc.next()
+}
+
+func TestScriptRetransmissionBackoff(t *testing.T) {
+	sc := dialScript(t, Config{Retries: 4}, nil, 65535)
+	// The handshake took no time on the manual clock: RTO = max(srtt+4*rttvar, 200ms).
+	if _, err := sc.c.Write([]byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	first := sc.next()
+	if string(first.Payload()) != "data" {
+		t.Fatal(fmtSeg(first))
+	}
+	want := 200 * time.Millisecond
+	for i := 0; i < 4; i++ {
+		sc.clk.Advance(want - time.Millisecond)
+		sc.none()
+		sc.clk.Advance(time.Millisecond)
+		r := sc.next()
+		if r.Seq() != first.Seq() || string(r.Payload()) != "data" {
+			t.Fatalf("retransmission %d: %s", i, fmtSeg(r))
+		}
+		want *= 2
+	}
+	if si := sc.c.Info(); si.Backoff != 4 || si.CWnd != 1460 || si.Retrans != 4 {
+		t.Fatalf("after 4 timeouts: %+v", si)
+	}
+	// The fifth timeout ends the connection with ETIMEDOUT.
+	sc.clk.Advance(want)
+	if _, err := sc.c.Read(make([]byte, 1)); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("read: %v, want ETIMEDOUT", err)
+	}
+	sc.none()
+}
+
+func TestScriptRTOAfterAck(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	sc.c.Write([]byte("ab"))
+	d := sc.next()
+	sc.clk.Advance(50 * time.Millisecond)
+	sc.sndNxt = d.Seq() + 2
+	sc.send(wire.TCPFlagACK, nil) // RTT sample 50 ms
+	si := sc.c.Info()
+	// RFC 6298 §2.3 on the second sample: the handshake's 0 then 50 ms.
+	if si.RTT <= 0 || si.RTO < 200*time.Millisecond {
+		t.Fatalf("rtt %v rto %v", si.RTT, si.RTO)
+	}
+	if si.Timer != "off" {
+		t.Fatalf("timer %q with nothing outstanding", si.Timer)
+	}
+}
+
+func TestScriptZeroWindowProbe(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 0)
+	n, err := sc.c.Write([]byte("hello world"))
+	if err != nil || n != 11 {
+		t.Fatal(n, err)
+	}
+	sc.none() // zero window: nothing goes
+	if si := sc.c.Info(); si.Timer != "persist" {
+		t.Fatalf("timer %q, want persist", si.Timer)
+	}
+	// Probes carry one byte of new data and back off: 200 ms, 400 ms, 800 ms.
+	interval := 200 * time.Millisecond
+	for i := 0; i < 3; i++ {
+		sc.clk.Advance(interval - time.Millisecond)
+		sc.none()
+		sc.clk.Advance(time.Millisecond)
+		p := sc.next()
+		if p.Seq() != sc.iss+1 || string(p.Payload()) != "h" {
+			t.Fatalf("probe %d: %s", i, fmtSeg(p))
+		}
+		// The receiver still has no room: it acknowledges nothing new, window 0.
+		sc.send(wire.TCPFlagACK, nil)
+		interval *= 2
+	}
+	if sc.c.State() != StateEstablished {
+		t.Fatal("probing ended the connection")
+	}
+	// The window opens: everything goes at once.
+	sc.remoteWnd = 1000
+	sc.send(wire.TCPFlagACK, nil)
+	d := sc.next()
+	if d.Seq() != sc.iss+1 || string(d.Payload()) != "hello world" {
+		t.Fatalf("after window opened: %s %q", fmtSeg(d), d.Payload())
+	}
+}
+
+func TestScriptReassembly(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	base := sc.rcvNxt
+	seg := func(off int, data string, flags uint8) {
+		sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: base + uint32(off), Ack: sc.sndNxt,
+			Flags: wire.TCPFlagACK | flags, Window: 1000}, []byte(data))
+	}
+	seg(5, "fghij", 0)
+	d := sc.next() // duplicate ACK at once (RFC 5681 §4.2)
+	if d.Ack() != base {
+		t.Fatal(fmtSeg(d))
+	}
+	seg(15, "pq", wire.TCPFlagFIN) // out-of-order FIN
+	sc.next()
+	seg(3, "defgh", 0) // overlaps
+	sc.next()
+	seg(10, "klmno", 0)
+	sc.next()
+	seg(0, "abc", 0) // fills the hole: everything up to the FIN
+	a := sc.next()
+	if a.Ack() != base+17+1 {
+		t.Fatalf("ack after reassembly %s", fmtSeg(a))
+	}
+	got, err := io.ReadAll(sc.c)
+	if err != nil || string(got) != "abcdefghijklmnopq" {
+		t.Fatalf("read %q %v", got, err)
+	}
+	if sc.c.State() != StateCloseWait {
+		t.Fatal(sc.c.State())
+	}
+}
+
+func TestScriptTimeWait(t *testing.T) {
+	sc := dialScript(t, Config{TimeWait: 30 * time.Second}, nil, 65535)
+	if err := sc.c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fin := sc.next()
+	expectFlags(t, fin, wire.TCPFlagFIN|wire.TCPFlagACK)
+	sc.sndNxt = fin.Seq() + 1
+	sc.send(wire.TCPFlagACK, nil)
+	if st := sc.c.State(); st != StateFinWait2 {
+		t.Fatal(st)
+	}
+	sc.send(wire.TCPFlagFIN|wire.TCPFlagACK, nil)
+	a := sc.next()
+	expectFlags(t, a, wire.TCPFlagACK)
+	if a.Ack() != sc.rcvNxt {
+		t.Fatal(fmtSeg(a))
+	}
+	if st := sc.c.State(); st != StateTimeWait {
+		t.Fatal(st)
+	}
+	// A retransmitted FIN is acknowledged again and restarts the timer.
+	sc.clk.Advance(20 * time.Second)
+	sc.rcvNxt--
+	sc.send(wire.TCPFlagFIN|wire.TCPFlagACK, nil)
+	if a := sc.next(); a.Ack() != sc.rcvNxt {
+		t.Fatal(fmtSeg(a))
+	}
+	sc.clk.Advance(20 * time.Second)
+	if st := sc.c.State(); st != StateTimeWait {
+		t.Fatalf("TIME-WAIT ended early: %v", st)
+	}
+	// The 4-tuple is held: a segment gets an ACK, not a RST.
+	sc.send(wire.TCPFlagACK, []byte("late"))
+	expectFlags(t, sc.next(), wire.TCPFlagACK)
+	sc.clk.Advance(10 * time.Second)
+	if st := sc.c.State(); st != StateClosed {
+		t.Fatalf("after 2*MSL: %v", st)
+	}
+	if n := sc.p.NumSockets(); n != 0 {
+		t.Fatalf("%d sockets", n)
+	}
+	// Now the port is closed: RST.
+	sc.send(wire.TCPFlagACK, nil)
+	expectFlags(t, sc.next(), wire.TCPFlagRST)
+}
+
+func TestScriptSimultaneousClose(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	sc.c.CloseWrite()
+	fin := sc.next()
+	expectFlags(t, fin, wire.TCPFlagFIN|wire.TCPFlagACK)
+	// The peer's FIN crosses ours (it has not seen our FIN).
+	sc.send(wire.TCPFlagFIN|wire.TCPFlagACK, nil)
+	a := sc.next()
+	if a.Ack() != sc.rcvNxt {
+		t.Fatal(fmtSeg(a))
+	}
+	if st := sc.c.State(); st != StateClosing {
+		t.Fatal(st)
+	}
+	sc.sndNxt = fin.Seq() + 1
+	sc.send(wire.TCPFlagACK, nil)
+	if st := sc.c.State(); st != StateTimeWait {
+		t.Fatal(st)
+	}
+	if _, err := sc.c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read: %v", err)
+	}
+}
+
+func TestScriptHalfClose(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	if err := sc.c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	fin := sc.next()
+	expectFlags(t, fin, wire.TCPFlagFIN|wire.TCPFlagACK)
+	if _, err := sc.c.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) {
+		t.Fatalf("write after CloseWrite: %v", err)
+	}
+	sc.sndNxt = fin.Seq() + 1
+	sc.send(wire.TCPFlagACK, []byte("still reading"))
+	sc.next()
+	buf := make([]byte, 100)
+	n, err := sc.c.Read(buf)
+	if err != nil || string(buf[:n]) != "still reading" {
+		t.Fatalf("%q %v", buf[:n], err)
+	}
+}
+
+func TestScriptLingerZero(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	sc.c.SetLinger(0)
+	sc.c.Close()
+	r := sc.next()
+	expectFlags(t, r, wire.TCPFlagRST|wire.TCPFlagACK)
+	if r.Seq() != sc.sndNxt {
+		t.Fatal(fmtSeg(r))
+	}
+	if n := sc.p.NumSockets(); n != 0 {
+		t.Fatalf("%d sockets", n)
+	}
+}
+
+func TestScriptListenerCloseResetsUnaccepted(t *testing.T) {
+	s := newScript(t, Config{})
+	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 0, portsOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000}, nil)
+	sa := s.next()
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)
+	s.inject(wire.TCPFields{SrcPort: 4001, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000}, nil)
+	s.next()
+	l.Close()
+	for i := 0; i < 2; i++ {
+		expectFlags(t, s.next(), wire.TCPFlagRST|wire.TCPFlagACK)
+	}
+	if n := s.p.NumSockets(); n != 0 {
+		t.Fatalf("%d sockets", n)
+	}
+	if _, err := l.Accept(context.Background()); err == nil {
+		t.Fatal("accept after close")
+	}
+}
+
+func TestScriptBacklog(t *testing.T) {
+	s := newScript(t, Config{})
+	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 2, portsOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := 0; i < 3; i++ {
+		s.inject(wire.TCPFields{SrcPort: uint16(4000 + i), DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000}, nil)
+	}
+	s.next()
+	s.next()
+	s.none() // the third SYN is dropped: SYN queue full
+	if s.p.Stats.ListenDrops.Load() != 1 {
+		t.Fatal("listen drop not counted")
+	}
+}
+
+func TestScriptSynRetries(t *testing.T) {
+	s := newScript(t, Config{SynRetries: 2})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.p.Dial(context.Background(), netip.AddrPort{}, netip.AddrPortFrom(scriptRemote, 80), DialOptions{})
+		errc <- err
+	}()
+	s.next()
+	for _, d := range []time.Duration{time.Second, 2 * time.Second} {
+		s.clk.Advance(d)
+		expectFlags(t, s.next(), wire.TCPFlagSYN)
+	}
+	s.clk.Advance(4 * time.Second)
+	if err := <-errc; !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("dial: %v", err)
+	}
+}
+
+func TestScriptFastRetransmit(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	sc.c.Write(make([]byte, 10*1460))
+	var segs []wire.TCP
+	for i := 0; i < 10; i++ { // initial window: 10 segments (RFC 6928)
+		segs = append(segs, sc.next())
+	}
+	sc.none()
+	// Segment 0 is lost: three duplicate ACKs.
+	for i := 0; i < 3; i++ {
+		sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt, Ack: sc.sndNxt, Flags: wire.TCPFlagACK, Window: 65535}, nil)
+	}
+	r := sc.next()
+	if r.Seq() != segs[0].Seq() || len(r.Payload()) != 1460 {
+		t.Fatalf("fast retransmit: %s", fmtSeg(r))
+	}
+	// Partial ACK (segments 0-4 arrived, 5 lost too): 5 is retransmitted at once (NewReno).
+	sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt, Ack: segs[5].Seq(), Flags: wire.TCPFlagACK, Window: 65535}, nil)
+	r = sc.next()
+	if r.Seq() != segs[5].Seq() {
+		t.Fatalf("partial ACK retransmit: %s", fmtSeg(r))
+	}
+	if si := sc.c.Info(); si.SSThresh != 5*1460 {
+		t.Fatalf("ssthresh %d", si.SSThresh)
+	}
+}
+
+func TestScriptTimeWaitReuse(t *testing.T) {
+	reuse := DialOptions{Bind: ports.BindOptions{ReuseAddr: true}}
+	sc := dialScriptFrom(t, Config{}, nil, 65535, netip.AddrPortFrom(scriptLocal, 40000), reuse)
+	local := sc.c.LocalAddr()
+	sc.c.Close()
+	fin := sc.next()
+	sc.sndNxt = fin.Seq() + 1
+	sc.send(wire.TCPFlagFIN|wire.TCPFlagACK, nil)
+	sc.next()
+	if st := sc.c.State(); st != StateTimeWait {
+		t.Fatal(st)
+	}
+	dial := func() (*Conn, error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		errc := make(chan error, 1)
+		var c *Conn
+		go func() {
+			var err error
+			c, err = sc.p.Dial(ctx, local, netip.AddrPortFrom(scriptRemote, 80), reuse)
+			errc <- err
+		}()
+		select {
+		case err := <-errc:
+			return nil, err
+		case syn := <-sc.out:
+			h := wire.TCP(syn)
+			if h.Flags() != wire.TCPFlagSYN || !seqGT(h.Seq(), fin.Seq()+1) {
+				t.Fatalf("SYN reusing TIME-WAIT: %s (old FIN at %d)", fmtSeg(h), fin.Seq())
+			}
+			cancel()
+			<-errc
+			return c, nil
+		}
+	}
+	// Too young (under a second): the 4-tuple is still taken.
+	if _, err := dial(); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("dial over a fresh TIME-WAIT: %v", err)
+	}
+	sc.clk.Advance(2 * time.Second)
+	if _, err := dial(); err != nil {
+		t.Fatalf("dial over an old TIME-WAIT: %v", err)
+	}
+	if sc.p.Stats.TimeWaitReused.Load() != 1 {
+		t.Fatal("reuse not counted")
+	}
+}
+
+func TestScriptTimeWaitNewSYN(t *testing.T) {
+	s := newScript(t, Config{})
+	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 0, portsOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000}, nil)
+	sa := s.next()
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)
+	c, _ := l.Accept(context.Background())
+	c.Close() // we close first: we end in TIME-WAIT
+	fin := s.next()
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: fin.Seq() + 1, Flags: wire.TCPFlagFIN | wire.TCPFlagACK, Window: 1000}, nil)
+	s.next()
+	if c.State() != StateTimeWait {
+		t.Fatal(c.State())
+	}
+	// An old SYN (not beyond the old sequence space) gets an ACK.
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000}, nil)
+	expectFlags(t, s.next(), wire.TCPFlagACK)
+	// A new SYN beyond it opens a new connection through the listener.
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 100000, Flags: wire.TCPFlagSYN, Window: 1000}, nil)
+	sa2 := s.next()
+	expectFlags(t, sa2, wire.TCPFlagSYN|wire.TCPFlagACK)
+	if sa2.Ack() != remoteISS+100001 {
+		t.Fatal(fmtSeg(sa2))
+	}
+}
+
+func TestScriptICMPRefused(t *testing.T) {
+	s := newScript(t, Config{})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.p.Dial(context.Background(), netip.AddrPort{}, netip.AddrPortFrom(scriptRemote, 80), DialOptions{})
+		errc <- err
+	}()
+	syn := s.next()
+	// The wrong quoted sequence number is ignored (RFC 5927).
+	bad := append([]byte(nil), syn[:8]...)
+	bad[7]++
+	s.p.HandleICMPError(scriptLocal, scriptRemote, bad, syscall.EHOSTUNREACH, 0)
+	select {
+	case err := <-errc:
+		t.Fatalf("dial ended by a forged ICMP error: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	s.p.HandleICMPError(scriptLocal, scriptRemote, syn[:8], syscall.EHOSTUNREACH, 0)
+	if err := <-errc; !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Fatalf("dial: %v", err)
+	}
+}
+
+func TestScriptDialCancel(t *testing.T) {
+	s := newScript(t, Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.p.Dial(ctx, netip.AddrPort{}, netip.AddrPortFrom(scriptRemote, 80), DialOptions{})
+		errc <- err
+	}()
+	s.next()
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("dial: %v", err)
+	}
+	if n := s.p.NumSockets(); n != 0 {
+		t.Fatalf("%d sockets", n)
+	}
+	if s.clk.Pending() != 0 {
+		t.Fatalf("%d timers left", s.clk.Pending())
+	}
+}
+
+func TestScriptSockets(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	l, err := sc.p.Listen(netip.AddrPortFrom(scriptLocal, 8080), 7, portsOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sc.c.Write([]byte("abc"))
+	sc.next()
+	sc.send(wire.TCPFlagACK, []byte("xy"))
+	var sawConn, sawListener bool
+	for _, si := range sc.p.Sockets() {
+		switch si.State {
+		case StateListen:
+			sawListener = si.Local.Port() == 8080 && si.SendQ == 7
+		case StateEstablished:
+			sawConn = si.RecvQ == 2 && si.SendQ == 3 && si.Timer == "on" && si.TimerLeft > 0 && si.MSS == 1460
+			if !sawConn {
+				t.Errorf("%+v", si)
+			}
+		}
+	}
+	if !sawConn || !sawListener {
+		t.Fatalf("sockets %+v", sc.p.Sockets())
+	}
+}
+
+func TestScriptKeepalive(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	sc.c.SetKeepAliveConfig(KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 2 * time.Second, Count: 2})
+	sc.clk.Advance(9 * time.Second)
+	sc.none()
+	sc.clk.Advance(time.Second)
+	p := sc.next()
+	expectFlags(t, p, wire.TCPFlagACK)
+	if p.Seq() != sc.sndNxt-1 || len(p.Payload()) != 0 {
+		t.Fatalf("keepalive probe %s", fmtSeg(p))
+	}
+	// The peer answers: the connection gets a fresh idle period (from the next timer
+	// expiry, 2 s later: keep-alive does not read the clock per segment).
+	sc.send(wire.TCPFlagACK, nil)
+	sc.clk.Advance(11 * time.Second)
+	sc.none()
+	sc.clk.Advance(time.Second)
+	sc.next()
+	sc.clk.Advance(2 * time.Second)
+	sc.next()
+	sc.clk.Advance(2 * time.Second)
+	if _, err := sc.c.Read(make([]byte, 1)); !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("read: %v", err)
+	}
+}
+
+func TestScriptSenderSWS(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 1000)
+	sc.c.Write(make([]byte, 3000))
+	d := sc.next()
+	if len(d.Payload()) != 1000 {
+		t.Fatalf("first segment %s: want the 1000-byte window filled", fmtSeg(d))
+	}
+	sc.none()
+	// The peer takes it but offers only 200 bytes: less than an MSS, less than half the
+	// largest window seen, less than what is queued: wait (RFC 9293 §3.8.6.2.1).
+	sc.sndNxt = d.Seq() + 1000
+	sc.remoteWnd = 200
+	sc.send(wire.TCPFlagACK, nil)
+	sc.none()
+	if si := sc.c.Info(); si.Timer != "persist" {
+		t.Fatalf("timer %q, want the override (persist) timer", si.Timer)
+	}
+	// The override timer sends what fits; then the retransmission timer runs, not probes.
+	sc.clk.Advance(200 * time.Millisecond)
+	o := sc.next()
+	if si := sc.c.Info(); si.Timer != "on" {
+		t.Fatalf("timer %q after the override, want the retransmission timer", si.Timer)
+	}
+	if len(o.Payload()) != 200 || o.Seq() != sc.sndNxt {
+		t.Fatalf("override: %s", fmtSeg(o))
+	}
+	// A window of at least half the maximum goes at once.
+	sc.sndNxt += 200
+	sc.remoteWnd = 600
+	sc.send(wire.TCPFlagACK, nil)
+	if d := sc.next(); len(d.Payload()) != 600 {
+		t.Fatalf("%s", fmtSeg(d))
+	}
+}
+
+func TestScriptReceiverSWS(t *testing.T) {
+	sc := dialScript(t, Config{ReceiveBuffer: 8192}, nil, 65535)
+	// Fill the receive buffer: the window closes.
+	for i := 0; i < 8; i++ {
+		sc.send(wire.TCPFlagACK, make([]byte, 1024))
+	}
+	var last wire.TCP
+	for {
+		select {
+		case b := <-sc.out:
+			last = wire.TCP(b)
+			continue
+		case <-time.After(20 * time.Millisecond):
+		}
+		break
+	}
+	if last == nil || last.Window() != 0 || last.Ack() != sc.rcvNxt {
+		t.Fatalf("after filling the buffer: %v", fmtSeg(last))
+	}
+	// Reading less than min(buffer/2, MSS) = 1460 bytes does not reopen the window.
+	buf := make([]byte, 1000)
+	io.ReadFull(sc.c, buf)
+	sc.none()
+	// Reading more does, with the whole free space.
+	io.ReadFull(sc.c, buf)
+	u := sc.next()
+	if u.Window() != 2000 || u.Ack() != sc.rcvNxt {
+		t.Fatalf("window update %s, want window 2000", fmtSeg(u))
+	}
+}
+
+func TestScriptReassemblyBounded(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	base := sc.rcvNxt
+	// 20 disjoint out-of-order pieces: the connection remembers maxOOO ranges, drops the
+	// rest, and still delivers every byte once the sender fills the holes again.
+	for i := 1; i <= 20; i++ {
+		sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: base + uint32(i*10), Ack: sc.sndNxt,
+			Flags: wire.TCPFlagACK, Window: 1000}, bytes.Repeat([]byte{byte(i)}, 5))
+		sc.next()
+	}
+	want := make([]byte, 210)
+	for i := 0; i <= 20; i++ {
+		for j := 0; j < 10; j++ {
+			want[i*10+j] = byte(i)
+		}
+	}
+	// The sender retransmits everything in order.
+	for off := 0; off < len(want); off += 50 {
+		sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: base + uint32(off), Ack: sc.sndNxt,
+			Flags: wire.TCPFlagACK, Window: 1000}, want[off:min(off+50, len(want))])
+	}
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(sc.c, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %v: %v", err, got)
+	}
+}
+
+// FuzzSegment feeds arbitrary segments (with a valid checksum) to an established
+// connection and to a listener: nothing may panic, and the connection must still work.
+func FuzzSegment(f *testing.F) {
+	f.Add(uint32(0), uint32(0), uint8(wire.TCPFlagACK), uint16(1000), []byte{}, []byte("data"))
+	f.Add(uint32(1), uint32(1), uint8(wire.TCPFlagSYN), uint16(0), []byte{2, 4, 5, 180}, []byte{})
+	f.Add(uint32(0), uint32(0), uint8(wire.TCPFlagRST|wire.TCPFlagACK), uint16(0), []byte{1, 1, 3, 3, 14}, []byte{})
+	f.Add(uint32(5), uint32(0), uint8(wire.TCPFlagFIN|wire.TCPFlagACK), uint16(7), []byte{8, 10, 0, 0, 0, 1, 0, 0, 0, 2}, []byte("x"))
+	f.Fuzz(func(t *testing.T, dseq, dack uint32, flags uint8, wnd uint16, opts, payload []byte) {
+		sc := dialScript(t, Config{}, nil, 65535)
+		if len(opts) > 40 {
+			opts = opts[:40]
+		}
+		for len(opts)%4 != 0 {
+			opts = append(opts, 0)
+		}
+		b := make([]byte, 20+len(opts)+len(payload))
+		(&wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt + dseq, Ack: sc.sndNxt + dack,
+			Flags: flags, Window: wnd}).Encode(b)
+		b[12] = byte((20+len(opts))/4) << 4
+		copy(b[20:], opts)
+		copy(b[20+len(opts):], payload)
+		wire.SetTCPChecksum(b, scriptRemote, scriptLocal)
+		sc.p.HandlePacket(scriptRemote, scriptLocal, b)
+		// To a closed port, and to a listener.
+		binary.BigEndian.PutUint16(b[2:], 9)
+		wire.SetTCPChecksum(b, scriptRemote, scriptLocal)
+		sc.p.HandlePacket(scriptRemote, scriptLocal, b)
+		sc.clk.Advance(time.Minute)
+		sc.c.Close()
+		sc.clk.Advance(10 * time.Minute)
+	})
+}
+
+func TestScriptOutOfWindowAckRateLimit(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	old := func(payload []byte) {
+		sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt - 1000, Ack: sc.sndNxt,
+			Flags: wire.TCPFlagACK, Window: 100}, payload)
+	}
+	old(nil)
+	expectFlags(t, sc.next(), wire.TCPFlagACK)
+	old(nil)
+	sc.none() // within 500 ms: no second duplicate ACK
+	old([]byte("data"))
+	expectFlags(t, sc.next(), wire.TCPFlagACK) // old data is always answered
+	sc.clk.Advance(500 * time.Millisecond)
+	old(nil)
+	expectFlags(t, sc.next(), wire.TCPFlagACK)
+}

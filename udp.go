@@ -1,0 +1,353 @@
+package berth
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"github.com/berthnet/berth/ports"
+	"github.com/berthnet/berth/udp"
+)
+
+// UDPConn is a UDP socket on a berth Stack. Like *net.UDPConn it implements net.PacketConn
+// and net.Conn, and offers the netip-based ReadFromUDPAddrPort and WriteToUDPAddrPort,
+// which do not allocate.
+type UDPConn struct {
+	ep      *udp.Endpoint
+	network string
+	dual    bool // dual-stack IPv6 socket: IPv4 peers appear as ::ffff:a.b.c.d, as in Go
+	laddr   *net.UDPAddr
+	raddr   *net.UDPAddr // nil unless connected
+}
+
+var (
+	_ net.PacketConn = (*UDPConn)(nil)
+	_ net.Conn       = (*UDPConn)(nil)
+)
+
+// ListenPacket announces on the local address, as net.ListenPacket does. network is "udp",
+// "udp4" or "udp6"; address is "host:port" with a literal IP (or "localhost", or empty
+// for the wildcard). Port 0 picks a free port.
+func (s *Stack) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
+	c, err := s.ListenUDP(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ListenUDP is ListenPacket returning the concrete type.
+func (s *Stack) ListenUDP(ctx context.Context, network, address string) (*UDPConn, error) {
+	return s.listenUDP(ctx, network, address, s.bindOptions())
+}
+
+// ListenConfig holds socket options for listening, like net.ListenConfig's Control.
+type ListenConfig struct {
+	Stack     *Stack
+	ReuseAddr bool // SO_REUSEADDR
+	// ReusePort is SO_REUSEPORT: sockets sharing a port form a group, and each datagram goes
+	// to one member chosen by a hash of its 4-tuple.
+	ReusePort bool
+}
+
+// ListenPacket is Stack.ListenPacket with the options.
+func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
+	opts := lc.Stack.bindOptions()
+	opts.ReuseAddr, opts.ReusePort = lc.ReuseAddr, lc.ReusePort
+	c, err := lc.Stack.listenUDP(ctx, network, address, opts)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s *Stack) listenUDP(ctx context.Context, network, address string, opts ports.BindOptions) (*UDPConn, error) {
+	fail := func(addr net.Addr, err error) (*UDPConn, error) {
+		return nil, opError("listen", network, nil, addr, "bind", err)
+	}
+	switch network {
+	case "udp", "udp4", "udp6":
+	default:
+		return fail(nil, net.UnknownNetworkError(network))
+	}
+	a, port, err := splitAddr(network, address, network == "udp6")
+	if err != nil {
+		return fail(nil, err)
+	}
+	fam, a, err := udpFamily(network, a, true)
+	if err != nil {
+		return fail(nil, err)
+	}
+	laddr := &net.UDPAddr{IP: a.AsSlice(), Port: int(port)}
+	if err := ctx.Err(); err != nil {
+		return fail(laddr, err)
+	}
+	ep, err := s.udp.NewEndpoint(fam)
+	if err != nil {
+		return fail(laddr, err)
+	}
+	if err := ep.Bind(netip.AddrPortFrom(a, port), opts); err != nil {
+		ep.Close()
+		return fail(laddr, err)
+	}
+	return newUDPConn(ep, network), nil
+}
+
+func newUDPConn(ep *udp.Endpoint, network string) *UDPConn {
+	c := &UDPConn{ep: ep, network: network, dual: ep.Family() == udp.Dual}
+	c.laddr = net.UDPAddrFromAddrPort(c.mapAddr(ep.LocalAddr()))
+	if r := ep.RemoteAddr(); r.IsValid() {
+		c.raddr = net.UDPAddrFromAddrPort(c.mapAddr(r))
+	}
+	return c
+}
+
+// mapAddr shows an address the way the socket's family does: IPv4 addresses on a
+// dual-stack socket are IPv4-mapped (Go's ReadFromUDPAddrPort returns ::ffff:a.b.c.d there).
+func (c *UDPConn) mapAddr(ap netip.AddrPort) netip.AddrPort {
+	if c.dual && ap.Addr().Is4() {
+		return netip.AddrPortFrom(netip.AddrFrom16(ap.Addr().As16()), ap.Port())
+	}
+	return ap
+}
+
+func (c *UDPConn) refreshLocal() {
+	if c.laddr.Port == 0 {
+		c.laddr = net.UDPAddrFromAddrPort(c.mapAddr(c.ep.LocalAddr()))
+	}
+}
+
+func (c *UDPConn) readErr(syscallName string, err error) error {
+	return opError("read", c.network, c.laddr, addrOrNil(c.raddr), syscallName, err)
+}
+
+func (c *UDPConn) writeErr(syscallName string, addr net.Addr, err error) error {
+	c.refreshLocal()
+	return opError("write", c.network, c.laddr, addr, syscallName, err)
+}
+
+// addrOrNil keeps a nil *net.UDPAddr from becoming a non-nil net.Addr.
+func addrOrNil(a *net.UDPAddr) net.Addr {
+	if a == nil {
+		return nil
+	}
+	return a
+}
+
+// ReadFromUDPAddrPort reads one datagram; it does not allocate.
+func (c *UDPConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
+	n, from, err := c.ep.RecvFrom(b)
+	if err != nil {
+		return 0, netip.AddrPort{}, c.readErr("recvfrom", err)
+	}
+	return n, c.mapAddr(from), nil
+}
+
+// ReadFromUDP reads one datagram and its sender.
+func (c *UDPConn) ReadFromUDP(b []byte) (int, *net.UDPAddr, error) {
+	n, from, err := c.ReadFromUDPAddrPort(b)
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, net.UDPAddrFromAddrPort(from), nil
+}
+
+// ReadFrom implements net.PacketConn.
+func (c *UDPConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, from, err := c.ReadFromUDP(b)
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, from, nil
+}
+
+// Read implements net.Conn (on a connected socket: datagrams from the remote only).
+func (c *UDPConn) Read(b []byte) (int, error) {
+	n, _, err := c.ep.RecvFrom(b)
+	if err != nil {
+		return 0, c.readErr("read", err)
+	}
+	return n, nil
+}
+
+// Write implements net.Conn: it sends b to the connected remote.
+func (c *UDPConn) Write(b []byte) (int, error) {
+	n, err := c.ep.SendTo(b, netip.AddrPort{})
+	if err != nil {
+		return n, c.writeErr("write", addrOrNil(c.raddr), err)
+	}
+	return n, nil
+}
+
+// WriteToUDPAddrPort sends b to addr; it does not allocate.
+func (c *UDPConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) {
+	if c.raddr != nil {
+		return 0, c.writeErr("", net.UDPAddrFromAddrPort(addr), net.ErrWriteToConnected)
+	}
+	n, err := c.ep.SendTo(b, addr)
+	if err != nil {
+		return n, c.writeErr("sendto", net.UDPAddrFromAddrPort(addr), err)
+	}
+	return n, nil
+}
+
+// WriteToUDP sends b to addr.
+func (c *UDPConn) WriteToUDP(b []byte, addr *net.UDPAddr) (int, error) {
+	if addr == nil {
+		return 0, c.writeErr("", nil, errMissingAddress)
+	}
+	return c.WriteToUDPAddrPort(b, addr.AddrPort())
+}
+
+var errMissingAddress = &net.AddrError{Err: "missing address"}
+
+// WriteTo implements net.PacketConn; addr must be a *net.UDPAddr.
+func (c *UDPConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	a, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, c.writeErr("", addr, syscall.EINVAL)
+	}
+	return c.WriteToUDP(b, a)
+}
+
+// Close closes the socket; blocked reads return net.ErrClosed.
+func (c *UDPConn) Close() error {
+	if err := c.ep.Close(); err != nil {
+		return opError("close", c.network, nil, c.laddr, "", err)
+	}
+	return nil
+}
+
+// LocalAddr returns the bound address (after an implicit bind by the first write, the
+// port it got).
+func (c *UDPConn) LocalAddr() net.Addr {
+	c.refreshLocal()
+	return c.laddr
+}
+
+// RemoteAddr returns the connected remote, or nil.
+func (c *UDPConn) RemoteAddr() net.Addr { return addrOrNil(c.raddr) }
+
+// SetDeadline sets both deadlines.
+func (c *UDPConn) SetDeadline(t time.Time) error {
+	c.ep.SetReadDeadline(t)
+	c.ep.SetWriteDeadline(t)
+	return nil
+}
+
+// SetReadDeadline implements net.Conn: reads after t fail with os.ErrDeadlineExceeded.
+func (c *UDPConn) SetReadDeadline(t time.Time) error { return c.ep.SetReadDeadline(t) }
+
+// SetWriteDeadline implements net.Conn. Sends never block, so only a deadline already
+// past makes them fail.
+func (c *UDPConn) SetWriteDeadline(t time.Time) error { return c.ep.SetWriteDeadline(t) }
+
+// Drops reports how many datagrams the socket's full receive queue dropped.
+func (c *UDPConn) Drops() uint64 { return c.ep.Info().Drops }
+
+// Dialer dials on a Stack, like net.Dialer.
+type Dialer struct {
+	Stack *Stack
+	// LocalAddr is the local address to bind (a *net.UDPAddr for UDP); nil picks one.
+	LocalAddr net.Addr
+	// Timeout and Deadline bound the whole dial, as in net.Dialer.
+	Timeout  time.Duration
+	Deadline time.Time
+}
+
+// DialContext connects to address on network ("udp", "udp4", "udp6"; "tcp", "tcp4",
+// "tcp6" once TCP is plugged in), as net.Dialer.DialContext does.
+func (s *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	d := Dialer{Stack: s}
+	return d.DialContext(ctx, network, address)
+}
+
+// Dial is DialContext with a background context.
+func (d *Dialer) Dial(network, address string) (net.Conn, error) {
+	return d.DialContext(context.Background(), network, address)
+}
+
+// DialContext connects to address on network.
+func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if d.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
+		defer cancel()
+	}
+	if !d.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Deadline)
+		defer cancel()
+	}
+	switch network {
+	case "udp", "udp4", "udp6":
+		c, err := d.dialUDP(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	case "tcp", "tcp4", "tcp6":
+		c, err := d.dialTCP(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError(network)}
+}
+
+func (d *Dialer) dialUDP(ctx context.Context, network, address string) (*UDPConn, error) {
+	s := d.Stack
+	var laddr *net.UDPAddr
+	if d.LocalAddr != nil {
+		a, ok := d.LocalAddr.(*net.UDPAddr)
+		if !ok {
+			return nil, &net.OpError{Op: "dial", Net: network, Source: d.LocalAddr, Err: &net.AddrError{Err: "mismatched local address type", Addr: d.LocalAddr.String()}}
+		}
+		laddr = a
+	}
+	fail := func(raddr net.Addr, syscallName string, err error) (*UDPConn, error) {
+		return nil, opError("dial", network, addrOrNil(laddr), raddr, syscallName, err)
+	}
+	if s == nil {
+		return fail(nil, "", syscall.EINVAL)
+	}
+	ra, rport, err := splitAddr(network, address, network == "udp6")
+	if err != nil {
+		return fail(nil, "", err)
+	}
+	if !ra.IsValid() {
+		// Like net.Dial: an empty host means the local system.
+		if network == "udp6" {
+			ra = netip.IPv6Loopback()
+		} else {
+			ra = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		}
+	}
+	fam, ra, err := udpFamily(network, ra, false)
+	if err != nil {
+		return fail(nil, "", err)
+	}
+	raddr := &net.UDPAddr{IP: ra.AsSlice(), Port: int(rport)}
+	if err := ctx.Err(); err != nil {
+		return fail(raddr, "", err)
+	}
+	ep, err := s.udp.NewEndpoint(fam)
+	if err != nil {
+		return fail(raddr, "", err)
+	}
+	if laddr != nil {
+		la, _ := netip.AddrFromSlice(laddr.IP)
+		if err := ep.Bind(netip.AddrPortFrom(la.Unmap(), uint16(laddr.Port)), s.bindOptions()); err != nil {
+			ep.Close()
+			return fail(raddr, "bind", err)
+		}
+	}
+	if err := ep.Connect(netip.AddrPortFrom(ra, rport)); err != nil {
+		ep.Close()
+		return fail(raddr, "connect", err)
+	}
+	return newUDPConn(ep, network), nil
+}
