@@ -237,12 +237,23 @@ func (r *reassembler) deliver(d *reasm) {
 // setLastNextHeader rewrites the next-header field that precedes offset end in an IPv6
 // header chain (the fixed header's, or the last extension header's).
 func setLastNextHeader(b []byte, end int, proto uint8) {
-	at, off := 6, wire.IPv6HeaderLen
-	for off < end {
+	b[nextHeaderField(b, end)] = proto
+}
+
+// nextHeaderField returns the offset of the next-header field that names the header
+// starting at end in an IPv6 header chain (walked by walk6 already, so lengths are sane).
+func nextHeaderField(b []byte, end int) int {
+	at, nh, off := 6, b[6], wire.IPv6HeaderLen
+	for off < end && off+1 < len(b) {
 		at = off
-		off += (int(b[off+1]) + 1) * 8
+		l := 8 // a Fragment header's second byte is reserved, not a length
+		if nh != wire.ProtoFragment {
+			l = (int(b[off+1]) + 1) * 8
+		}
+		nh = b[off]
+		off += l
 	}
-	b[at] = proto
+	return at
 }
 
 // expire runs FragTimeout after a datagram's first fragment: RFC 792 / RFC 8200 §4.5 send

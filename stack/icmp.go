@@ -32,6 +32,7 @@ func (s *Stack) icmp4Input(ifc *Interface, ip []byte, src, dst netip.Addr, paylo
 		c.InErrors.Add(1)
 		return
 	}
+	s.rawDeliver(false, src, dst, m)
 	switch m.Type() {
 	case wire.ICMPv4EchoRequest:
 		// RFC 1122 §3.2.2.6: reply with the same identifier, sequence and data.
@@ -112,6 +113,7 @@ func (s *Stack) icmp6Input(ifc *Interface, ip []byte, src, dst netip.Addr, paylo
 		c.InErrors.Add(1)
 		return
 	}
+	s.rawDeliver(true, src, dst, m)
 	switch m.Type() {
 	case wire.ICMPv6EchoRequest:
 		// RFC 4443 §4.2.
@@ -300,7 +302,8 @@ func (s *Stack) sendICMPError(in *Interface, v6 bool, origSrc, origDst netip.Add
 		_ = s.outputIP(ifc, from, origSrc, wire.ProtoICMPv4, pkt, false, s.opts.DefaultTTL)
 		return
 	}
-	f := wire.ICMPv6Fields{Type: typ, Code: code, MTU: uint32(mtu)}
+	// mtu doubles as the pointer of a parameter problem (RFC 4443 §3.4).
+	f := wire.ICMPv6Fields{Type: typ, Code: code, MTU: uint32(mtu), Pointer: uint32(mtu)}
 	f.Encode(msg)
 	wire.SetICMPv6Checksum(msg, from, origSrc)
 	switch typ {

@@ -114,7 +114,13 @@ func (s *Stack) deliver(ifc *Interface, ip []byte, src, dst netip.Addr, proto ui
 			s.ip4.InUnknownProtos.Add(1)
 			s.icmp4Error(ifc, ip, wire.ICMPv4DestUnreachable, wire.ICMPv4CodeProtocolUnreachable, 0)
 		} else {
+			// RFC 8200 §4: Parameter Problem code 1, pointing at the next-header field
+			// that named the unknown protocol.
 			s.ip6.InUnknownProtos.Add(1)
+			if off := len(ip) - len(payload); off >= wire.IPv6HeaderLen && off <= len(ip) {
+				s.icmp6Error(ifc, ip, wire.ICMPv6ParamProblem, wire.ICMPv6CodeUnrecognizedNextHeader,
+					nextHeaderField(ip, off))
+			}
 		}
 		return
 	}

@@ -118,6 +118,7 @@ type table struct {
 	local  map[netip.Addr]*Interface
 	routes []route // longest prefix first
 	ifaces map[string]*Interface
+	addrs  map[*Interface][]netip.Prefix // copies: the packet path must not read ifc.addrs
 }
 
 // Stack is a network layer instance. It is safe for concurrent use.
@@ -150,6 +151,7 @@ type Stack struct {
 	pinger pinger
 
 	staticRoutes []route // guarded by mu
+	raw          atomic.Pointer[[]*ICMPEndpoint]
 }
 
 // New returns a stack with only the loopback interface ("lo": 127.0.0.1/8 and ::1/128).
@@ -348,9 +350,11 @@ func (s *Stack) Routes() []Route {
 
 // rebuildLocked recomputes the snapshot from the interfaces and static routes.
 func (s *Stack) rebuildLocked() {
-	t := &table{local: map[netip.Addr]*Interface{}, ifaces: map[string]*Interface{}}
+	t := &table{local: map[netip.Addr]*Interface{}, ifaces: map[string]*Interface{},
+		addrs: map[*Interface][]netip.Prefix{}}
 	for _, ifc := range s.ifaces {
 		t.ifaces[ifc.name] = ifc
+		t.addrs[ifc] = slices.Clone(ifc.addrs)
 		for _, p := range ifc.addrs {
 			t.local[p.Addr()] = ifc
 			t.routes = append(t.routes, route{prefix: p.Masked(), ifc: ifc})
@@ -394,11 +398,11 @@ func (t *table) isLocal(a netip.Addr) bool {
 	return a.Is4() && a.As4()[0] == 127
 }
 
-// source picks ifc's address of dst's family, preferring one on dst's (or the gateway's)
-// network (RFC 6724 rule 8-like longest match, kept simple).
-func (ifc *Interface) source(dst, gw netip.Addr) (netip.Addr, bool) {
+// source picks an address of dst's family from addrs (an interface's), preferring one on
+// dst's (or the gateway's) network (RFC 6724 rule 8-like longest match, kept simple).
+func source(addrs []netip.Prefix, dst, gw netip.Addr) (netip.Addr, bool) {
 	var fallback netip.Addr
-	for _, p := range ifc.addrs {
+	for _, p := range addrs {
 		a := p.Addr()
 		if a.Is4() != dst.Is4() {
 			continue
@@ -428,7 +432,7 @@ func (s *Stack) resolve(dst netip.Addr) (ifc *Interface, src netip.Addr, err err
 	if !ok || r.ifc.loopback {
 		return nil, netip.Addr{}, syscall.ENETUNREACH
 	}
-	src, ok = r.ifc.source(dst, r.gw)
+	src, ok = source(t.addrs[r.ifc], dst, r.gw)
 	if !ok {
 		return nil, netip.Addr{}, syscall.EADDRNOTAVAIL
 	}

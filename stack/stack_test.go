@@ -463,3 +463,46 @@ func TestUnmatchedHook(t *testing.T) {
 		t.Error("a packet the hook took was counted as a drop")
 	}
 }
+
+func TestIPv6UnknownNextHeader(t *testing.T) {
+	_, ifc, c, _ := newTestStack(t, Options{})
+	p := make([]byte, 48)
+	f := wire.IPv6Fields{PayloadLen: 8, NextHeader: wire.ProtoDestOpts, HopLimit: 64, Src: peer6, Dst: us6}
+	f.Encode(p)
+	p[40] = 99 // destination options header (8 bytes, empty) naming protocol 99
+	ifc.DeliverPackets([][]byte{p})
+	out := c.take()
+	if len(out) != 1 {
+		t.Fatalf("%d replies, want a parameter problem", len(out))
+	}
+	m := wire.ICMPv6(out[0][40:])
+	if m.Type() != wire.ICMPv6ParamProblem || m.Code() != wire.ICMPv6CodeUnrecognizedNextHeader || m.Pointer() != 40 {
+		t.Errorf("type %d code %d pointer %d, want 4/1/40", m.Type(), m.Code(), m.Pointer())
+	}
+}
+
+// Configuration changes while packets flow are race-free (run with -race).
+func TestConfigureWhileSending(t *testing.T) {
+	s, _, _, _ := newTestStack(t, Options{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(100 + i%50)}), 24)
+			s.AddAddress("eth0", p)
+			s.RemoveAddress("eth0", p.Addr())
+		}
+	}()
+	pkt := make([]byte, wire.NetworkHeadroom+8)
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		if _, _, err := s.Route(peer4); err != nil {
+			t.Fatal(err)
+		}
+		s.Output(netip.Addr{}, peer4, 200, pkt)
+	}
+}

@@ -17,7 +17,7 @@ func (r *ring) reserve(need, limit, keep int) {
 	if need <= len(r.buf) {
 		return
 	}
-	c := max(2*len(r.buf), 4096)
+	c := max(2*len(r.buf), 1024)
 	for c < need {
 		c *= 2
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -82,8 +83,7 @@ type upConfig struct {
 	tun       string
 	addrs     []netip.Prefix
 	hostAddrs []netip.Prefix
-	serve     []string          // service names, resolved
-	sockets   []services.Socket // what serve resolves to
+	serve     []string // service names, checked by services.Resolve, each once
 	pcap      string
 	mtu       int
 	control   string // control socket path; "" the default, "none" no socket
@@ -148,15 +148,23 @@ func (s serveList) Set(v string) error {
 		switch {
 		case n == "":
 		case strings.EqualFold(n, "all"):
-			*s.names = append(*s.names, services.Names()...)
+			for _, name := range services.Names() {
+				s.add(name)
+			}
 		default:
 			if _, err := services.Resolve(n); err != nil {
 				return fmt.Errorf("unknown service %q (known: %s, or all)", n, strings.Join(services.Names(), ", "))
 			}
-			*s.names = append(*s.names, strings.ToLower(n))
+			s.add(strings.ToLower(n))
 		}
 	}
 	return nil
+}
+
+func (s serveList) add(name string) {
+	if !slices.Contains(*s.names, name) {
+		*s.names = append(*s.names, name)
+	}
 }
 
 // parseUp parses and checks the arguments; every error is a usage error.
@@ -173,10 +181,7 @@ func parseUp(args []string) (*upConfig, error) {
 	fs.StringVar(&cfg.control, "control", "", "control socket path, or none")
 	fs.StringVar(&cfg.metrics, "metrics", "", "serve Prometheus metrics on this address")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, errors.New("")
-		}
-		return nil, err
+		return nil, err // flag.ErrHelp for -h
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -203,12 +208,12 @@ func parseUp(args []string) (*upConfig, error) {
 		}
 	}
 	if cfg.mtu != 0 {
-		min := 68 // RFC 791: every IPv4 host must take 68-byte datagrams unfragmented
+		lowest := 68 // RFC 791: every IPv4 host must take 68-byte datagrams unfragmented
 		if has6 {
-			min = 1280 // RFC 8200 §5
+			lowest = 1280 // RFC 8200 §5
 		}
-		if cfg.mtu < min || cfg.mtu > 65535 {
-			return nil, fmt.Errorf("--mtu %d out of range %d-65535", cfg.mtu, min)
+		if cfg.mtu < lowest || cfg.mtu > 65535 {
+			return nil, fmt.Errorf("--mtu %d out of range %d-65535", cfg.mtu, lowest)
 		}
 	}
 	if cfg.metrics != "" {
@@ -216,21 +221,16 @@ func parseUp(args []string) (*upConfig, error) {
 			return nil, fmt.Errorf("--metrics %q: want HOST:PORT (127.0.0.1:9100, [::1]:9100, :9100)", cfg.metrics)
 		}
 	}
-	socks, err := services.Resolve(cfg.serve...)
-	if err != nil {
-		return nil, err // parse checked every name: not reached
-	}
-	cfg.sockets = socks
 	return cfg, nil
 }
 
 func runUp(args []string) int {
 	c := commands["up"]
 	cfg, err := parseUp(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return usageError(c, "")
+	}
 	if err != nil {
-		if err.Error() == "" { // -h
-			return usageError(c, "")
-		}
 		return usageError(c, "%s", err.Error())
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))

@@ -7,6 +7,9 @@
 // namespaces left behind by a test binary that was killed are removed by the next New.
 //
 // Traffic stays inside the namespaces: tests give their devices addresses only there.
+//
+// Package tunhost (below this one) adds the last piece: a berth stack running on a TUN
+// device in a namespace, the kernel on the other side.
 package netns
 
 import (
