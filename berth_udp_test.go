@@ -16,6 +16,9 @@ import (
 
 	"github.com/berthnet/berth"
 	"github.com/berthnet/berth/vnet"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 func pair(t testing.TB, opts ...vnet.Option) (a, b *berth.Stack) {
@@ -455,5 +458,47 @@ func TestStackCloseEndsGoroutines(t *testing.T) {
 			t.Fatalf("goroutines: %d before, %d after close\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// "ip4:icmp" and "ip6:ipv6-icmp" work with golang.org/x/net/icmp.
+func TestICMPPacketConnWithXNetICMP(t *testing.T) {
+	a, _ := pair(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		network, dst string
+		typ, reply   icmp.Type
+		proto        int
+	}{
+		{"ip4:icmp", "10.0.0.2", ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply, 1},
+		{"ip6:ipv6-icmp", "fd00::2", ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply, 58},
+	} {
+		pc, err := a.ListenPacket(ctx, tc.network, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := icmp.Message{Type: tc.typ, Body: &icmp.Echo{ID: 77, Seq: 3, Data: []byte("x/net")}}
+		wb, err := msg.Marshal(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pc.WriteTo(wb, &net.IPAddr{IP: net.ParseIP(tc.dst)}); err != nil {
+			t.Fatal(err)
+		}
+		pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 1500)
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(tc.network, err)
+		}
+		rm, err := icmp.ParseMessage(tc.proto, buf[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, ok := rm.Body.(*icmp.Echo)
+		if rm.Type != tc.reply || !ok || e.ID != 77 || e.Seq != 3 || string(e.Data) != "x/net" || from.String() != tc.dst {
+			t.Errorf("%s: got %+v from %v", tc.network, rm, from)
+		}
+		pc.Close()
 	}
 }

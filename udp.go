@@ -28,9 +28,17 @@ var (
 )
 
 // ListenPacket announces on the local address, as net.ListenPacket does. network is "udp",
-// "udp4" or "udp6"; address is "host:port" with a literal IP (or "localhost", or empty
+// "udp4" or "udp6" (or "ip4:icmp" / "ip6:ipv6-icmp" for a raw ICMP socket, see ICMPConn);
+// address is "host:port" with a literal IP (or "localhost", or empty
 // for the wildcard). Port 0 picks a free port.
 func (s *Stack) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
+	if v6, ok := icmpNetwork(network); ok {
+		c, err := s.listenICMP(ctx, network, address, v6)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
 	c, err := s.ListenUDP(ctx, network, address)
 	if err != nil {
 		return nil, err

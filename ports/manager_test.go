@@ -639,3 +639,30 @@ func BenchmarkLookupListener(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEphemeralOneDestination is BenchmarkEphemeral's connect case with the range
+// occupied by connections to one destination instead of binds: 0%, 90% and 99% of the
+// ports already connected to one server (made by Connect itself and kept open), then each
+// op connects to that server once more and releases.
+func BenchmarkEphemeralOneDestination(b *testing.B) {
+	for _, frac := range []float64{0, 0.90, 0.99} {
+		b.Run(fmt.Sprintf("connect/%d%%", int(frac*100)), func(b *testing.B) {
+			m := NewManager(TCP, Config{})
+			local, remote := ad("10.0.0.1"), ap("192.0.2.1:443")
+			r := m.Config().LocalPortRange
+			for range int(float64(int(r.High)-int(r.Low)+1) * frac) {
+				if _, err := m.Connect(nil, local, remote, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				c, err := m.Connect(nil, local, remote, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Release()
+			}
+		})
+	}
+}

@@ -474,6 +474,11 @@ func (s *Stack) Close() error {
 				}
 			}
 		}
+		if p := s.raw.Load(); p != nil {
+			for _, e := range *p {
+				e.Close()
+			}
+		}
 		s.loop.close()
 		s.reasm.close()
 		s.pinger.close()

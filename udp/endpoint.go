@@ -24,20 +24,23 @@ const (
 
 // Endpoint is one UDP socket.
 type Endpoint struct {
-	p   *Protocol
-	fam Family
-
+	// The receive path's fields come first, together, so delivering a datagram to one of
+	// 100,000 sockets touches as few cache lines as possible.
 	mu      sync.Mutex
-	b       *ports.Binding
-	local   netip.AddrPort // as bound (may be a wildcard address)
-	remote  netip.AddrPort // when connected
-	opts    ports.BindOptions
+	closed  bool
+	softErr syscall.Errno
+	waiters int     // readers blocked in RecvFrom: only then is readable signalled
 	q       []dgram // ring
 	head, n int
 	qbytes  int
 	drops   uint64
-	softErr syscall.Errno
-	closed  bool
+	p       *Protocol
+
+	fam    Family
+	b      *ports.Binding
+	local  netip.AddrPort // as bound (may be a wildcard address)
+	remote netip.AddrPort // when connected
+	opts   ports.BindOptions
 
 	readable chan struct{} // capacity 1: "the queue may be non-empty"
 	done     chan struct{} // closed by Close
@@ -290,21 +293,25 @@ func (e *Endpoint) RecvFrom(b []byte) (int, netip.AddrPort, error) {
 			e.head = (e.head + 1) % len(e.q)
 			e.n--
 			e.qbytes -= d.n + overhead
-			more := e.n > 0
+			more := e.n > 0 && e.waiters > 0
 			e.mu.Unlock()
 			if more {
-				e.signal()
+				e.signal() // pass the wake-up on to another blocked reader
 			}
 			n := copy(b, (*d.b)[:d.n])
 			putBuf(d.b)
 			return n, d.from, nil
 		}
+		e.waiters++
 		e.mu.Unlock()
 		select {
 		case <-e.readable:
 		case <-e.rdl.channel():
 		case <-e.done:
 		}
+		e.mu.Lock()
+		e.waiters--
+		e.mu.Unlock()
 	}
 }
 
@@ -340,10 +347,13 @@ func (e *Endpoint) enqueue(data []byte, from netip.AddrPort) bool {
 	e.q[(e.head+e.n)%len(e.q)] = dgram{b: bp, n: n, from: from}
 	e.n++
 	e.qbytes += cost
+	wake := e.waiters > 0
 	e.mu.Unlock()
 	// Counted before the reader is woken, so a reply never overtakes the count.
 	e.p.c.InDatagrams.Add(1)
-	e.signal()
+	if wake {
+		e.signal()
+	}
 	return true
 }
 
