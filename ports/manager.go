@@ -222,7 +222,14 @@ type Manager struct {
 	ports map[Port]*portEntry
 	bound map[epKey]*group
 	conns connTable
-	n     int // live bindings
+	dests destTable // TCP: ports in use toward each destination (dest.go)
+	n     int       // live bindings
+
+	// Emptied port entries and groups, kept (with their slices' capacity) for the next
+	// bind or connect: a connect-release or bind-release cycle then allocates only the
+	// Binding.
+	freeEntries []*portEntry
+	freeGroups  []*group
 
 	busyBind  bitmap // ports with explicit binds: never chosen by Connect
 	busyAny   bitmap // ports with any binding: never chosen by bind(0) / UDP autobind
@@ -230,6 +237,15 @@ type Manager struct {
 	perturb   [perturbSize]uint32
 	rng       *rand.Rand
 	reuseSeed uint64
+
+	// freeAny counts, by absolute parity, the ports of the range that bind(0) may pick
+	// (neither in busyAny nor reserved). bind(0) fills its preferred parity first, so past
+	// half occupancy that parity is often full: the count lets pickFree skip it instead of
+	// sweeping the whole bitmap, and answer EADDRNOTAVAIL at once when both are zero.
+	freeAny [2]int
+	// rangeParity counts the ports of the range by absolute parity: a destination holding
+	// all of one parity (destEntry.np) has nothing free in it.
+	rangeParity [2]uint32
 }
 
 // NewManager returns a Manager for proto with cfg (zero fields take their defaults). It
@@ -245,6 +261,7 @@ func NewManager(proto Protocol, cfg Config) *Manager {
 		conns: connTable{v4: make(map[tuple4]connEntry), v6: make(map[tupleKey]connEntry)},
 		rng:   rand.New(rand.NewChaCha8(seed)),
 	}
+	m.dests.reset()
 	m.reuseSeed = m.rng.Uint64()
 	if err := m.setConfigLocked(cfg); err != nil {
 		panic("ports: NewManager: invalid config: " + err.Error())
@@ -303,6 +320,15 @@ func (m *Manager) setConfigLocked(cfg Config) error {
 			m.reserved.set(Port(p), true)
 		}
 	}
+	m.freeAny = [2]int{}
+	m.rangeParity = [2]uint32{}
+	for p := int(r.Low); p <= int(r.High); p++ {
+		m.rangeParity[p&1]++
+		if !m.busyAny.get(Port(p)) && !m.reserved.get(Port(p)) {
+			m.freeAny[p&1]++
+		}
+	}
+	m.rebuildDests() // the index covers the range only
 	return nil
 }
 
@@ -426,7 +452,7 @@ func (m *Manager) releaseLocked(b *Binding) {
 	port := Port(b.local.Port())
 	if b.connected {
 		if m.conns.get(b.local, b.remote) == b {
-			m.conns.del(b.local, b.remote)
+			m.delConn(b.local, b.remote)
 		}
 		b.connected = false
 	}
@@ -460,18 +486,41 @@ func (m *Manager) releaseLocked(b *Binding) {
 	m.updatePort(port, e)
 }
 
+// freeListMax bounds Manager.freeEntries and freeGroups.
+const freeListMax = 32
+
 func (m *Manager) updatePort(port Port, e *portEntry) {
 	if e.empty() {
 		delete(m.ports, port)
+		if len(m.freeEntries) < freeListMax {
+			clear(e.owners[:cap(e.owners)])
+			*e = portEntry{owners: e.owners[:0]}
+			m.freeEntries = append(m.freeEntries, e)
+		}
 	}
 	m.busyBind.set(port, e.explicit > 0)
-	m.busyAny.set(port, !e.empty())
+	if busy := !e.empty(); busy != m.busyAny.get(port) {
+		m.busyAny.set(port, busy)
+		if m.cfg.LocalPortRange.Contains(port) && !m.reserved.get(port) {
+			if busy {
+				m.freeAny[port&1]--
+			} else {
+				m.freeAny[port&1]++
+			}
+		}
+	}
 }
 
 func (m *Manager) entry(port Port) *portEntry {
 	e := m.ports[port]
 	if e == nil {
-		e = &portEntry{}
+		if k := len(m.freeEntries); k > 0 {
+			e = m.freeEntries[k-1]
+			m.freeEntries[k-1] = nil
+			m.freeEntries = m.freeEntries[:k-1]
+		} else {
+			e = &portEntry{}
+		}
 		m.ports[port] = e
 	}
 	return e
@@ -501,7 +550,13 @@ func (m *Manager) group(b *Binding) {
 func (m *Manager) addTo(k epKey, b *Binding) {
 	g := m.bound[k]
 	if g == nil {
-		g = &group{}
+		if n := len(m.freeGroups); n > 0 {
+			g = m.freeGroups[n-1]
+			m.freeGroups[n-1] = nil
+			m.freeGroups = m.freeGroups[:n-1]
+		} else {
+			g = &group{}
+		}
 		m.bound[k] = g
 	}
 	g.members = append(g.members, b)
@@ -524,12 +579,20 @@ func (m *Manager) removeFrom(k epKey, b *Binding) {
 	}
 	for i, o := range g.members {
 		if o == b {
-			g.members = append(g.members[:i], g.members[i+1:]...)
+			last := len(g.members) - 1
+			copy(g.members[i:], g.members[i+1:])
+			g.members[last] = nil // no stale pointer keeping a released Binding alive
+			g.members = g.members[:last]
 			break
 		}
 	}
 	if len(g.members) == 0 {
 		delete(m.bound, k)
+		if len(m.freeGroups) < freeListMax {
+			clear(g.recv[:cap(g.recv)])
+			g.recv = g.recv[:0]
+			m.freeGroups = append(m.freeGroups, g)
+		}
 		return
 	}
 	m.recompute(g)
@@ -557,6 +620,7 @@ func (m *Manager) regroup(b *Binding) {
 // if it is in a SO_REUSEPORT group, every eligible SO_REUSEPORT member of the same UID
 // shares the traffic by a hash of the 4-tuple.
 func (m *Manager) recompute(g *group) {
+	clear(g.recv)
 	g.recv = g.recv[:0]
 	var last *Binding
 	for i := len(g.members) - 1; i >= 0; i-- {
@@ -689,8 +753,10 @@ func (m *Manager) pickFree(offset uint32, parity uint32) (Port, bool) {
 		if n == 1 {
 			want = uint32(r.Low) & 1
 		}
-		if p, ok := m.scan(r, Port(uint32(r.Low)+start), want, &m.busyAny); ok {
-			return p, true
+		if m.freeAny[want] > 0 { // else nothing of this parity is free: skip the sweep
+			if p, ok := m.scan(r, Port(uint32(r.Low)+start), want, &m.busyAny, nil); ok {
+				return p, true
+			}
 		}
 		if n == 1 {
 			break
@@ -709,31 +775,50 @@ func parityMask(want uint32) uint64 {
 }
 
 // scan finds the first port of absolute parity want, from `from` up to r.High and then
-// wrapping from r.Low, that is neither reserved nor marked in busy. It looks at 64 ports at
-// a time, so a nearly full range costs a few word operations per 64 ports, not a probe per
+// wrapping from r.Low, that is neither reserved nor marked in busy nor in extra (a
+// destination's bitmap over r, destEntry.bits; nil for none). It looks at 64 ports at a
+// time, so a nearly full range costs a few word operations per 64 ports, not a probe per
 // port.
-func (m *Manager) scan(r Range, from Port, want uint32, busy *bitmap) (Port, bool) {
-	if p, ok := m.scanSpan(from, r.High, want, busy); ok {
+func (m *Manager) scan(r Range, from Port, want uint32, busy *bitmap, extra []uint64) (Port, bool) {
+	if p, ok := m.scanSpan(r, from, r.High, want, busy, extra); ok {
 		return p, true
 	}
 	if from > r.Low {
-		return m.scanSpan(r.Low, from-1, want, busy)
+		return m.scanSpan(r, r.Low, from-1, want, busy, extra)
 	}
 	return 0, false
 }
 
-func (m *Manager) scanSpan(lo, hi Port, want uint32, busy *bitmap) (Port, bool) {
+func (m *Manager) scanSpan(r Range, lo, hi Port, want uint32, busy *bitmap, extra []uint64) (Port, bool) {
 	pm := parityMask(want)
-	for w := int(lo >> 6); w <= int(hi>>6); w++ {
-		free := ^(busy[w] | m.reserved[w]) & pm
-		if w == int(lo>>6) {
-			free &= ^uint64(0) << (lo & 63)
+	wlo, whi := int(lo>>6), int(hi>>6)
+	head := ^uint64(0) << (lo & 63)    // ports >= lo in the first word
+	tail := ^uint64(0) >> (63 - hi&63) // ports <= hi in the last word
+	bs := busy[wlo : whi+1]
+	rs := m.reserved[wlo : whi+1]
+	var ex []uint64
+	if extra != nil {
+		base := int(r.Low >> 6)
+		ex = extra[wlo-base : whi-base+1]
+	}
+	// The loop is the whole cost in a nearly full range: keep it to a few word operations
+	// and only look at the edges once a word has a candidate.
+	for i, bw := range bs {
+		free := ^(bw | rs[i]) & pm
+		if ex != nil {
+			free &^= ex[i]
 		}
-		if w == int(hi>>6) && hi&63 != 63 {
-			free &= (uint64(1) << (hi&63 + 1)) - 1
+		if free == 0 {
+			continue
+		}
+		if i == 0 {
+			free &= head
+		}
+		if i == len(bs)-1 {
+			free &= tail
 		}
 		if free != 0 {
-			return Port(w<<6 + bits.TrailingZeros64(free)), true
+			return Port((wlo+i)<<6 + bits.TrailingZeros64(free)), true
 		}
 	}
 	return 0, false
@@ -772,7 +857,7 @@ func (m *Manager) Connect(b *Binding, local netip.Addr, remote netip.AddrPort, o
 		}
 		nb := &Binding{m: m, local: netip.AddrPortFrom(local, uint16(p)), remote: remote, owner: owner}
 		m.addOwner(nb, true)
-		m.conns.set(nb.local, remote, nb)
+		m.addConn(nb.local, remote, nb)
 		nb.connected = true
 		m.n++
 		return nb, nil
@@ -791,6 +876,14 @@ func (m *Manager) Connect(b *Binding, local netip.Addr, remote netip.AddrPort, o
 // table[G] advances by the distance walked plus 2, so the next connection to the same
 // destination gets a new port, while destinations with other G values are unaffected
 // (no global counter leaking connection rates).
+//
+// The walk skips the ports that already carry a 4-tuple toward this destination with the
+// destination index (dest.go), 64 ports per step once the destination has many
+// connections, so a nearly full range costs word operations rather than a 4-tuple lookup
+// per port. A free port is preferred to taking over a 4-tuple through TupleReclaimable
+// (TCP's TIME-WAIT reuse): a fresh 4-tuple cannot meet old duplicates, and Linux by default
+// reuses TIME-WAIT 4-tuples only on loopback (tcp_tw_reuse=2). Only when no port is free
+// does Connect walk again, asking about each holder in walk order.
 func (m *Manager) connectAlg4(local netip.Addr, remote netip.AddrPort, owner any) (*Binding, error) {
 	r := m.cfg.LocalPortRange
 	n := uint32(r.High-r.Low) + 1
@@ -800,16 +893,38 @@ func (m *Manager) connectAlg4(local netip.Addr, remote netip.AddrPort, owner any
 	if n > 1 {
 		offset &^= 1
 	}
-	for pass := uint32(0); pass < 2; pass++ {
+	dst := m.dests.get(local, remote)
+	passes := uint32(2)
+	if n == 1 {
+		passes = 1
+	}
+	// Pass 1 walks the other parity from the next port. The parity is absolute (the
+	// bitmaps' masks): with an odd-sized range, offset n-1 wraps to 0, which has the same
+	// parity as n-1, so deriving it from the wrapped start would walk one parity twice and
+	// report EADDRNOTAVAIL with the other half of the range free.
+	want0 := (uint32(r.Low) + offset) & 1
+	for pass := uint32(0); pass < passes; pass++ {
 		o := offset + pass
 		if o >= n {
 			o -= n
 		}
-		want := (uint32(r.Low) + o) & 1
+		if p, walked, ok := m.walkFree(r, n, o, want0^pass, &dst); ok {
+			return m.connectOn(local, remote, owner, p, walked, idx), nil
+		}
+	}
+	if m.cfg.TupleReclaimable == nil || dst.n == 0 {
+		return nil, syscall.EADDRNOTAVAIL // no port free, and no 4-tuple to take over
+	}
+	for pass := uint32(0); pass < passes; pass++ {
+		o := offset + pass
+		if o >= n {
+			o -= n
+		}
+		want := want0 ^ pass
 		cur := Port(uint32(r.Low) + o)
 		walked := uint32(0)
 		for walked < n {
-			p, ok := m.scan(r, cur, want, &m.busyBind)
+			p, ok := m.scan(r, cur, want, &m.busyBind, nil)
 			if !ok {
 				break
 			}
@@ -818,41 +933,67 @@ func (m *Manager) connectAlg4(local netip.Addr, remote netip.AddrPort, owner any
 				break // wrapped round to ports already tried
 			}
 			walked = d
-			lap := netip.AddrPortFrom(local, uint16(p))
-			got, err := m.takeTuple(lap, remote)
+			got, err := m.takeTuple(netip.AddrPortFrom(local, uint16(p)), remote)
 			if err != nil {
 				return nil, err
 			}
-			if got {
-				if m.busyBind.get(p) || m.reserved.get(p) {
-					// The lock was dropped while asking TupleReclaimable and someone bound
-					// the port: keep walking.
-					walked++
-					cur = nextPort(r, p)
-					continue
-				}
-				// Linux adds 2 plus the walk; once in 16 it adds 2 more so that the
-				// counters do not advance in lockstep with connection counts.
-				inc := walked + 2
-				if walked == 0 && m.rng.Uint32N(16) == 0 {
-					inc += 2
-				}
-				m.perturb[idx] += inc
-				nb := &Binding{m: m, local: lap, remote: remote, owner: owner}
-				m.addOwner(nb, false)
-				m.conns.set(lap, remote, nb)
-				nb.connected = true
-				m.n++
-				return nb, nil
+			// The lock was dropped while asking TupleReclaimable: someone may have bound
+			// the port meanwhile.
+			if got && !m.busyBind.get(p) && !m.reserved.get(p) {
+				return m.connectOn(local, remote, owner, p, walked, idx), nil
 			}
 			walked++
 			cur = nextPort(r, p)
 		}
-		if n == 1 {
-			break
-		}
 	}
 	return nil, syscall.EADDRNOTAVAIL
+}
+
+// walkFree returns the first port of absolute parity want, walking from distance o of the
+// range, that no explicit bind holds, is not reserved and carries no 4-tuple toward the
+// destination dst; walked is its distance from o.
+func (m *Manager) walkFree(r Range, n, o, want uint32, dst *destEntry) (p Port, walked uint32, ok bool) {
+	if dst.np[want] == m.rangeParity[want] {
+		// Every port of this parity carries a 4-tuple toward the destination (Connect fills
+		// one parity first, so past half the range this is the usual case): skip the sweep.
+		return 0, 0, false
+	}
+	cur := Port(uint32(r.Low) + o)
+	for {
+		p, ok := m.scan(r, cur, want, &m.busyBind, dst.bits)
+		if !ok {
+			return 0, 0, false
+		}
+		d := (uint32(p) + n - uint32(r.Low) - o) % n // distance from the start
+		if d < walked {
+			return 0, 0, false // wrapped round to ports already tried
+		}
+		if dst.bits != nil || !dst.holds(p, r) {
+			return p, d, true
+		}
+		// One of the few (at most destSmall) ports in the destination's list.
+		walked = d + 1
+		cur = nextPort(r, p)
+	}
+}
+
+// connectOn registers the new 4-tuple (local:p, remote), found walked ports from the start
+// of the walk, and advances the perturbation counter idx.
+func (m *Manager) connectOn(local netip.Addr, remote netip.AddrPort, owner any, p Port, walked, idx uint32) *Binding {
+	// Linux adds 2 plus the walk; once in 16 it adds 2 more so that the counters do not
+	// advance in lockstep with connection counts.
+	inc := walked + 2
+	if walked == 0 && m.rng.Uint32N(16) == 0 {
+		inc += 2
+	}
+	m.perturb[idx] += inc
+	lap := netip.AddrPortFrom(local, uint16(p))
+	nb := &Binding{m: m, local: lap, remote: remote, owner: owner}
+	m.addOwner(nb, false)
+	m.addConn(lap, remote, nb)
+	nb.connected = true
+	m.n++
+	return nb
 }
 
 func nextPort(r Range, p Port) Port {
@@ -930,7 +1071,7 @@ func (m *Manager) connectBound(b *Binding, local netip.Addr, remote netip.AddrPo
 		return nil, syscall.EADDRINUSE
 	}
 	if b.connected { // reconnect (UDP): drop the old 4-tuple
-		m.conns.del(b.local, b.remote)
+		m.delConn(b.local, b.remote)
 	}
 	if b.inGroup {
 		m.ungroup(b)
@@ -938,7 +1079,7 @@ func (m *Manager) connectBound(b *Binding, local netip.Addr, remote netip.AddrPo
 	b.local = lap
 	b.remote = remote
 	b.owner = owner
-	m.conns.set(lap, remote, b)
+	m.addConn(lap, remote, b)
 	b.connected = true
 	return b, nil
 }
@@ -963,7 +1104,7 @@ func (m *Manager) Register(local, remote netip.AddrPort, owner any) (*Binding, e
 		return nil, syscall.EADDRINUSE
 	}
 	b := &Binding{m: m, local: local, remote: remote, owner: owner, connected: true, counted: true}
-	m.conns.set(local, remote, b)
+	m.addConn(local, remote, b)
 	e := m.entry(Port(local.Port()))
 	e.conns++
 	m.updatePort(Port(local.Port()), e)

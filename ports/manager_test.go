@@ -531,6 +531,7 @@ func TestConcurrent(t *testing.T) {
 	if m.Len() > 4*150 {
 		t.Errorf("Len = %d", m.Len())
 	}
+	checkDests(t, m)
 }
 
 func TestSipHash(t *testing.T) {
