@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berthnet/berth/clock"
+	"github.com/berthnet/berth/internal/deadline"
 	"github.com/berthnet/berth/wire"
 )
 
@@ -32,7 +32,7 @@ type ICMPEndpoint struct {
 	drops    uint64
 	readable chan struct{}
 	done     chan struct{}
-	rdl      deadline
+	rdl      deadline.Deadline
 }
 
 type rawMsg struct {
@@ -53,7 +53,7 @@ func (s *Stack) NewICMPEndpoint(v6 bool, local netip.Addr) (*ICMPEndpoint, error
 		}
 	}
 	e := &ICMPEndpoint{s: s, v6: v6, local: local, readable: make(chan struct{}, 1), done: make(chan struct{})}
-	e.rdl.init(s.clk)
+	e.rdl.Init(s.clk)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
@@ -100,7 +100,7 @@ func (e *ICMPEndpoint) enqueue(from netip.Addr, msg []byte) {
 // ReadFrom reads one ICMP message (without the IP header, as Go's icmp networks return it).
 func (e *ICMPEndpoint) ReadFrom(b []byte) (int, netip.Addr, error) {
 	for {
-		if e.rdl.expired() {
+		if e.rdl.Expired() {
 			return 0, netip.Addr{}, os.ErrDeadlineExceeded
 		}
 		e.mu.Lock()
@@ -125,7 +125,7 @@ func (e *ICMPEndpoint) ReadFrom(b []byte) (int, netip.Addr, error) {
 		e.mu.Unlock()
 		select {
 		case <-e.readable:
-		case <-e.rdl.channel():
+		case <-e.rdl.Channel():
 		case <-e.done:
 		}
 	}
@@ -173,7 +173,7 @@ func (e *ICMPEndpoint) WriteTo(msg []byte, dst netip.Addr) (int, error) {
 
 // SetReadDeadline makes reads after t fail with os.ErrDeadlineExceeded.
 func (e *ICMPEndpoint) SetReadDeadline(t time.Time) {
-	e.rdl.set(t)
+	e.rdl.Set(t)
 	select {
 	case e.readable <- struct{}{}:
 	default:
@@ -191,7 +191,7 @@ func (e *ICMPEndpoint) Close() error {
 	e.q = nil
 	close(e.done)
 	e.mu.Unlock()
-	e.rdl.stop()
+	e.rdl.Stop()
 	s := e.s
 	s.mu.Lock()
 	if p := s.raw.Load(); p != nil {
@@ -200,75 +200,4 @@ func (e *ICMPEndpoint) Close() error {
 	}
 	s.mu.Unlock()
 	return nil
-}
-
-// deadline is a resettable deadline on a clock (the same scheme as package udp's): its
-// channel closes when the deadline passes and is replaced only after that, so blocked
-// readers always wait on the channel the next expiry closes.
-type deadline struct {
-	mu        sync.Mutex
-	clk       clock.Clock
-	t         clock.Timer
-	gen       uint64
-	ch        chan struct{}
-	isExpired bool
-}
-
-func (d *deadline) init(c clock.Clock) {
-	d.clk = c
-	d.ch = make(chan struct{})
-}
-
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.gen++
-	if d.t != nil {
-		d.t.Stop()
-		d.t = nil
-	}
-	if d.isExpired {
-		d.ch = make(chan struct{})
-		d.isExpired = false
-	}
-	if t.IsZero() {
-		return
-	}
-	dur := t.Sub(d.clk.Now())
-	if dur <= 0 {
-		close(d.ch)
-		d.isExpired = true
-		return
-	}
-	gen := d.gen
-	d.t = d.clk.AfterFunc(dur, func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.gen == gen && !d.isExpired {
-			close(d.ch)
-			d.isExpired = true
-		}
-	})
-}
-
-func (d *deadline) channel() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.ch
-}
-
-func (d *deadline) expired() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.isExpired
-}
-
-func (d *deadline) stop() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.gen++
-	if d.t != nil {
-		d.t.Stop()
-		d.t = nil
-	}
 }

@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berthnet/berth/clock"
+	"github.com/berthnet/berth/internal/deadline"
 	"github.com/berthnet/berth/ports"
 	"github.com/berthnet/berth/wire"
 )
@@ -44,7 +44,7 @@ type Endpoint struct {
 
 	readable chan struct{} // capacity 1: "the queue may be non-empty"
 	done     chan struct{} // closed by Close
-	rdl, wdl deadline
+	rdl, wdl deadline.Deadline
 }
 
 type dgram struct {
@@ -59,8 +59,8 @@ func (p *Protocol) NewEndpoint(fam Family) (*Endpoint, error) {
 		return nil, syscall.EAFNOSUPPORT
 	}
 	e := &Endpoint{p: p, fam: fam, readable: make(chan struct{}, 1), done: make(chan struct{})}
-	e.rdl.init(p.net.Clock())
-	e.wdl.init(p.net.Clock())
+	e.rdl.Init(p.net.Clock())
+	e.wdl.Init(p.net.Clock())
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -197,7 +197,7 @@ func (e *Endpoint) Connected() bool {
 // SendTo sends b as one datagram to to, or to the connected remote when to is the zero
 // AddrPort. An unbound socket is bound to an ephemeral port first. It never blocks.
 func (e *Endpoint) SendTo(b []byte, to netip.AddrPort) (int, error) {
-	if e.wdl.expired() {
+	if e.wdl.Expired() {
 		return 0, os.ErrDeadlineExceeded
 	}
 	e.mu.Lock()
@@ -272,7 +272,7 @@ func (e *Endpoint) SendTo(b []byte, to netip.AddrPort) (int, error) {
 // reported (ECONNREFUSED), or the socket closes (net.ErrClosed).
 func (e *Endpoint) RecvFrom(b []byte) (int, netip.AddrPort, error) {
 	for {
-		if e.rdl.expired() {
+		if e.rdl.Expired() {
 			return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
 		}
 		e.mu.Lock()
@@ -306,7 +306,7 @@ func (e *Endpoint) RecvFrom(b []byte) (int, netip.AddrPort, error) {
 		e.mu.Unlock()
 		select {
 		case <-e.readable:
-		case <-e.rdl.channel():
+		case <-e.rdl.Channel():
 		case <-e.done:
 		}
 		e.mu.Lock()
@@ -370,13 +370,13 @@ func (e *Endpoint) setSoftError(remote netip.AddrPort, errno syscall.Errno) {
 
 // SetReadDeadline and SetWriteDeadline behave as net.Conn's, on the stack's clock.
 func (e *Endpoint) SetReadDeadline(t time.Time) error {
-	e.rdl.set(t)
+	e.rdl.Set(t)
 	e.signal() // wake blocked readers to re-evaluate
 	return nil
 }
 
 func (e *Endpoint) SetWriteDeadline(t time.Time) error {
-	e.wdl.set(t)
+	e.wdl.Set(t)
 	return nil
 }
 
@@ -401,8 +401,8 @@ func (e *Endpoint) Close() error {
 	if b != nil {
 		b.Release()
 	}
-	e.rdl.stop()
-	e.wdl.stop()
+	e.rdl.Stop()
+	e.wdl.Stop()
 	e.p.mu.Lock()
 	delete(e.p.eps, e)
 	e.p.mu.Unlock()
@@ -423,75 +423,4 @@ func (e *Endpoint) Info() Info {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return Info{Family: e.fam, Local: e.local, Remote: e.remote, RecvQ: e.qbytes, Queued: e.n, Drops: e.drops}
-}
-
-// deadline is a resettable deadline on a clock. Its channel closes when the deadline
-// passes; a new channel is made only after that, so blocked readers always wait on the
-// channel the next expiry will close. Setting allocates (a timer), waiting does not.
-type deadline struct {
-	mu       sync.Mutex
-	clk      clock.Clock
-	t        clock.Timer
-	gen      uint64
-	ch       chan struct{}
-	expiredF bool
-}
-
-func (d *deadline) init(c clock.Clock) {
-	d.clk = c
-	d.ch = make(chan struct{})
-}
-
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.gen++
-	if d.t != nil {
-		d.t.Stop()
-		d.t = nil
-	}
-	if d.expiredF {
-		d.ch = make(chan struct{})
-		d.expiredF = false
-	}
-	if t.IsZero() {
-		return
-	}
-	dur := t.Sub(d.clk.Now())
-	if dur <= 0 {
-		close(d.ch)
-		d.expiredF = true
-		return
-	}
-	gen := d.gen
-	d.t = d.clk.AfterFunc(dur, func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.gen == gen && !d.expiredF {
-			close(d.ch)
-			d.expiredF = true
-		}
-	})
-}
-
-func (d *deadline) channel() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.ch
-}
-
-func (d *deadline) expired() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.expiredF
-}
-
-func (d *deadline) stop() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.gen++
-	if d.t != nil {
-		d.t.Stop()
-		d.t = nil
-	}
 }
