@@ -197,6 +197,53 @@ type portEntry struct {
 
 func (e *portEntry) empty() bool { return len(e.owners) == 0 && e.conns == 0 }
 
+// demuxInline is how many IPv4 receiving groups a demuxSlot holds itself: two covers one
+// socket per port, a socket plus a wildcard one, or a port bound on two addresses.
+const demuxInline = 2
+
+// demuxSlot is what Lookup reads about the unconnected bindings of one local port, in one
+// 64-byte cache line: when the port has at most demuxInline IPv4 (address, port) groups
+// with one receiver each, their addresses and owners, so an IPv4 lookup of an unconnected
+// socket reads this line and nothing else (Manager.connPorts, in the cache, says first
+// whether the port has 4-tuples to probe). Otherwise slow sends IPv4 lookups to the bind-table map,
+// which also serves SO_REUSEPORT groups (pick) and every IPv6 lookup (v6 says whether the
+// port has IPv6 groups at all). rebuildDemux rewrites it whenever the port's groups, their
+// receivers or an owner change.
+type demuxSlot struct {
+	conns uint32 // 4-tuples in m.conns with this local port (connPorts: conns > 0)
+	bound bool   // the port has unconnected bound bindings (groups)
+	slow  bool
+	v6    bool
+	n     uint8
+	v4    [demuxInline]demuxEntry
+	_     [8]byte // pad to 64 bytes: in a demuxBlock no slot straddles two cache lines
+}
+
+func (s *demuxSlot) used() bool { return s.conns > 0 || s.bound }
+
+// demuxBlock holds the slots of 64 consecutive ports: 4 KiB, page-aligned by the
+// allocator's size class. Manager.demux indexes blocks by port>>6, so finding a port's slot
+// is a load from the 8 KiB top level (hot in the cache) and then the slot's own line: one
+// cache miss per lookup whatever the number of bindings, where the maps cost several
+// (directory, control word, slot, then the group, its receivers and the Binding). Blocks
+// exist only for ranges of ports in use, so an idle Manager costs the 8 KiB top level.
+type demuxBlock [64]demuxSlot
+
+// demuxEntry is one IPv4 receiving group of a port: its address and its one receiver.
+type demuxEntry struct {
+	a     [4]byte
+	kind  uint8 // demuxAddr, demuxAny (0.0.0.0) or demuxDual ("::" without V6Only)
+	owner any
+}
+
+// Lookup's order of preference among a port's IPv4 groups: the packet's own address, then
+// 0.0.0.0, then a dual-stack "::".
+const (
+	demuxAddr uint8 = iota
+	demuxAny
+	demuxDual
+)
+
 // bitmap has one bit per port.
 type bitmap [1024]uint64
 
@@ -230,6 +277,16 @@ type Manager struct {
 	// Binding.
 	freeEntries []*portEntry
 	freeGroups  []*group
+
+	// demux is Lookup's per-port index (demuxBlock); demuxUsed counts each block's used
+	// slots so that an emptied block goes (to freeBlocks, for the next connect or bind).
+	demux      [1024]*demuxBlock
+	demuxUsed  [1024]uint16
+	freeBlocks []*demuxBlock
+	// connPorts marks the ports with 4-tuples (demuxSlot.conns > 0). Lookup tests it before
+	// probing the 4-tuple map: 8 KiB, so it stays in the cache, and a lookup of a connected
+	// flow does not pay a miss on the slot first.
+	connPorts bitmap
 
 	busyBind  bitmap // ports with explicit binds: never chosen by Connect
 	busyAny   bitmap // ports with any binding: never chosen by bind(0) / UDP autobind
@@ -384,6 +441,9 @@ func (b *Binding) SetOwner(o any) {
 	b.owner = o
 	if b.connected && m.conns.get(b.local, b.remote) == b {
 		m.conns.set(b.local, b.remote, b)
+	}
+	if b.inGroup {
+		m.rebuildDemux(Port(b.local.Port())) // the slot holds a copy of the owner
 	}
 	m.mu.Unlock()
 }
@@ -545,6 +605,7 @@ func (m *Manager) group(b *Binding) {
 		m.addTo(d, b)
 	}
 	b.inGroup = true
+	m.rebuildDemux(Port(b.local.Port()))
 }
 
 func (m *Manager) addTo(k epKey, b *Binding) {
@@ -570,6 +631,7 @@ func (m *Manager) ungroup(b *Binding) {
 		m.removeFrom(d, b)
 	}
 	b.inGroup = false
+	m.rebuildDemux(Port(b.local.Port()))
 }
 
 func (m *Manager) removeFrom(k epKey, b *Binding) {
@@ -612,6 +674,97 @@ func (m *Manager) regroup(b *Binding) {
 			m.recompute(g)
 		}
 	}
+	m.rebuildDemux(Port(b.local.Port()))
+}
+
+// slot returns port's demuxSlot, allocating its block if needed. The caller changes it and
+// then calls slotDone with what used() reported before.
+func (m *Manager) slot(port Port) *demuxSlot {
+	blk := m.demux[port>>6]
+	if blk == nil {
+		if n := len(m.freeBlocks); n > 0 {
+			blk = m.freeBlocks[n-1]
+			m.freeBlocks[n-1] = nil
+			m.freeBlocks = m.freeBlocks[:n-1]
+		} else {
+			blk = new(demuxBlock)
+		}
+		m.demux[port>>6] = blk
+	}
+	return &blk[port&63]
+}
+
+// freeBlocksMax bounds Manager.freeBlocks (4 KiB each).
+const freeBlocksMax = 4
+
+// slotDone keeps the count of used slots per block after port's slot changed, and drops a
+// block that no port uses any more.
+func (m *Manager) slotDone(port Port, wasUsed bool) {
+	i := port >> 6
+	blk := m.demux[i]
+	switch now := blk[port&63].used(); {
+	case now && !wasUsed:
+		m.demuxUsed[i]++
+	case !now && wasUsed:
+		m.demuxUsed[i]--
+	}
+	if m.demuxUsed[i] == 0 {
+		m.demux[i] = nil
+		if len(m.freeBlocks) < freeBlocksMax {
+			*blk = demuxBlock{}
+			m.freeBlocks = append(m.freeBlocks, blk)
+		}
+	}
+}
+
+// rebuildDemux recomputes port's demuxSlot from the bind table: the distinct groups of the
+// port's grouped bindings and their receivers. It costs O(bindings on the port), paid by
+// bind, release, listen and SetOwner so that Lookup pays nothing.
+func (m *Manager) rebuildDemux(port Port) {
+	s := m.slot(port)
+	was := s.used()
+	*s = demuxSlot{conns: s.conns}
+	if e := m.ports[port]; e != nil {
+		for _, o := range e.owners {
+			if !o.inGroup {
+				continue
+			}
+			s.bound = true
+			k, dk, hasDual := groupKeys(o)
+			a := o.local.Addr()
+			switch {
+			case a.Is6():
+				s.v6 = true
+			case a.IsUnspecified():
+				m.slotAdd(s, k, [4]byte{}, demuxAny)
+			default:
+				m.slotAdd(s, k, a.As4(), demuxAddr)
+			}
+			if hasDual {
+				m.slotAdd(s, dk, [4]byte{}, demuxDual)
+			}
+		}
+	}
+	m.slotDone(port, was)
+}
+
+// slotAdd records the IPv4 group k (address a, of the given kind) in s, once.
+func (m *Manager) slotAdd(s *demuxSlot, k epKey, a [4]byte, kind uint8) {
+	for i := range s.n {
+		if e := &s.v4[i]; e.a == a && e.kind == kind {
+			return
+		}
+	}
+	g := m.bound[k]
+	if g == nil || len(g.recv) == 0 {
+		return // no receiver (a TCP socket that does not listen): Lookup skips it too
+	}
+	if len(g.recv) > 1 || int(s.n) == len(s.v4) {
+		s.slow = true // a SO_REUSEPORT group (pick hashes the 4-tuple) or too many groups
+		return
+	}
+	s.v4[s.n] = demuxEntry{a: a, kind: kind, owner: g.recv[0].owner}
+	s.n++
 }
 
 // recompute decides who receives unicast packets for a group. For TCP only listeners get
@@ -1119,6 +1272,11 @@ func (m *Manager) Register(local, remote netip.AddrPort, owner any) (*Binding, e
 // hash of the 4-tuple. Bound sockets that are connected match only their remote. It costs
 // O(1) whatever the number of bindings and does not allocate.
 //
+// The 4-tuple map is probed only when some 4-tuple uses the port (connPorts), and an IPv4
+// packet for an unconnected socket is answered from the port's demuxSlot (one cache line,
+// found by direct indexing), so with many bindings that case costs one cache miss rather
+// than the several of the hash maps.
+//
 // For TCP only listeners (BindOptions.Listening / SetListening / Listen) are found through
 // the bind table; a bound socket that does not listen gets no packets. Addresses must be
 // unmapped (IPv4 as 4-byte addresses).
@@ -1130,16 +1288,72 @@ func (m *Manager) Lookup(local, remote netip.AddrPort) (owner any, ok bool) {
 	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if l4 {
+	blk := m.demux[port>>6]
+	if blk == nil {
+		return nil, false // no port of the block is bound or connected
+	}
+	if m.connPorts.get(port) { // else no 4-tuple uses the port: skip the 4-tuple probe
+		if l4 {
+			if e, ok := m.conns.v4[tuple4{local.Addr().As4(), remote.Addr().As4(), local.Port(), remote.Port()}]; ok {
+				return e.owner, true
+			}
+		} else if e, ok := m.conns.v6[mkTuple(local, remote)]; ok {
+			return e.owner, true
+		}
+	}
+	s := &blk[port&63]
+	if !s.bound {
+		return nil, false // nothing bound on the port: skip the bind-table probes
+	}
+	if l4 && !s.slow {
+		// The common case: the port's IPv4 receivers are all in s.
+		a := local.Addr().As4()
+		var wild, dual *demuxEntry
+		for i := range s.n {
+			e := &s.v4[i]
+			switch {
+			case e.kind == demuxAddr:
+				if e.a == a {
+					return e.owner, true
+				}
+			case e.kind == demuxAny:
+				wild = e
+			default:
+				dual = e
+			}
+		}
+		if wild != nil {
+			return wild.owner, true
+		}
+		if dual != nil {
+			return dual.owner, true
+		}
+		return nil, false
+	}
+	if !l4 && !s.v6 {
+		return nil, false // no IPv6 group on the port
+	}
+	return m.lookupBound(local, remote)
+}
+
+// lookupTables is Lookup without the per-port index (m.demux): the 4-tuple map, then the
+// bind-table map. Tests check Lookup against it. m.mu is held.
+func (m *Manager) lookupTables(local, remote netip.AddrPort) (owner any, ok bool) {
+	if local.Addr().Is4() {
 		if e, ok := m.conns.v4[tuple4{local.Addr().As4(), remote.Addr().As4(), local.Port(), remote.Port()}]; ok {
 			return e.owner, true
 		}
 	} else if e, ok := m.conns.v6[mkTuple(local, remote)]; ok {
 		return e.owner, true
 	}
-	if !m.busyBind.get(port) {
-		return nil, false // nothing bound on the port: skip the bind-table probes
-	}
+	return m.lookupBound(local, remote)
+}
+
+// lookupBound finds the unconnected receiver of local in the bind-table map: (address,
+// port), then the wildcard, then (IPv4) a dual-stack "::". m.mu is held.
+func (m *Manager) lookupBound(local, remote netip.AddrPort) (owner any, ok bool) {
+	port := Port(local.Port())
+	l4 := local.Addr().Is4()
 	la := local.Addr().As16()
 	k := epKey{a: la, port: port}
 	if g := m.bound[k]; g != nil && len(g.recv) > 0 {
