@@ -103,6 +103,16 @@ func (c *TCPConn) SetNoDelay(noDelay bool) error {
 	return c.setErr("setsockopt", c.c.SetNoDelay(noDelay))
 }
 
+// SetCongestionControl chooses the connection's congestion control, like Linux's
+// TCP_CONGESTION: "cubic" (the default, RFC 9438) or "reno"/"newreno". An unknown name
+// fails with ENOENT. Set it before data flows.
+func (c *TCPConn) SetCongestionControl(name string) error {
+	return c.setErr("setsockopt", c.c.SetCongestionControl(name))
+}
+
+// CongestionControl returns the name of the connection's congestion control.
+func (c *TCPConn) CongestionControl() string { return c.c.CongestionControl() }
+
 // SetLinger sets SO_LINGER: sec < 0 (default) closes in the background, 0 resets on Close.
 func (c *TCPConn) SetLinger(sec int) error { return c.setErr("setsockopt", c.c.SetLinger(sec)) }
 

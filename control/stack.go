@@ -42,7 +42,7 @@ func SocketsOf(s *berth.Stack) []Socket {
 		if t := si.TCP; t != nil {
 			so.TCP = &TCPInfo{RTT: t.RTT, RTTVar: t.RTTVar, RTO: t.RTO, MSS: t.MSS,
 				CWnd: t.CWnd, SSThresh: t.SSThresh, SndWnd: t.SndWnd, RcvWnd: t.RcvWnd,
-				SndWScale: -1, RcvWScale: -1, // not reported by package tcp yet
+				SndWScale: t.SndWScale, RcvWScale: t.RcvWScale, // -1 when not negotiated
 				Retrans: t.Retrans, Backoff: t.Backoff, Timer: t.Timer, TimerLeft: t.TimerLeft}
 		}
 		out = append(out, so)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/wire"
 )
 
@@ -69,6 +70,77 @@ func (s *Stack) Output(src, dst netip.Addr, proto uint8, pkt []byte) error {
 		return syscall.EAFNOSUPPORT
 	}
 	return s.outputIP(ifc, src, dst, proto, pkt, proto == wire.ProtoTCP, s.opts.DefaultTTL)
+}
+
+// GSOMax reports the largest TCP packet (TCP header and payload) that OutputGSO takes
+// towards dst: what the route's link segments itself (link.GSOEndpoint), less the IP
+// header; 0 when the link cannot (TCP then sends MSS-sized segments). Part of TCP's
+// optional GSO contract (tcp.GSONetwork).
+func (s *Stack) GSOMax(dst netip.Addr) int {
+	dst = dst.Unmap()
+	ifc, _, err := s.resolve(dst)
+	if err != nil || ifc.loopback {
+		return 0
+	}
+	g, ok := ifc.ep.(link.GSOEndpoint)
+	if !ok {
+		return 0
+	}
+	hdr := wire.IPv6HeaderLen
+	if dst.Is4() {
+		hdr = wire.IPv4MinHeaderLen
+	}
+	return max(min(g.GSOMaxSize(), 0xffff)-hdr, 0)
+}
+
+// OutputGSO sends one TCP super-segment (pkt as for Output, with up to GSOMax bytes after
+// the headroom) that the link cuts into segments of mss payload bytes, with DF set on
+// each (RFC 1191). Without a GSO link it fails with EMSGSIZE.
+func (s *Stack) OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error {
+	if len(pkt) < wire.NetworkHeadroom {
+		return syscall.EINVAL
+	}
+	if s.closed.Load() {
+		return syscall.ENETDOWN
+	}
+	src, dst = src.Unmap(), dst.Unmap()
+	ifc, rsrc, err := s.resolve(dst)
+	if err != nil {
+		return err
+	}
+	g, ok := ifc.ep.(link.GSOEndpoint)
+	if ifc.loopback || !ok {
+		return syscall.EMSGSIZE
+	}
+	if !src.IsValid() {
+		src = rsrc
+	}
+	payload := len(pkt) - wire.NetworkHeadroom
+	var h []byte
+	if dst.Is4() {
+		s.ip4.OutRequests.Add(1)
+		total := wire.IPv4MinHeaderLen + payload
+		if total > 0xffff {
+			return syscall.EMSGSIZE
+		}
+		h = pkt[wire.NetworkHeadroom-wire.IPv4MinHeaderLen:]
+		f := wire.IPv4Fields{TotalLen: total, ID: uint16(s.ipID.Add(1)), TTL: s.opts.DefaultTTL,
+			Protocol: wire.ProtoTCP, Src: src, Dst: dst, Flags: wire.IPv4FlagDF}
+		f.Encode(h)
+	} else {
+		s.ip6.OutRequests.Add(1)
+		if payload > 0xffff {
+			return syscall.EMSGSIZE
+		}
+		h = pkt[wire.NetworkHeadroom-wire.IPv6HeaderLen:]
+		f := wire.IPv6Fields{PayloadLen: payload, NextHeader: wire.ProtoTCP, HopLimit: s.opts.DefaultTTL, Src: src, Dst: dst}
+		f.Encode(h)
+	}
+	if err := g.WriteGSO(h, mss); err != nil {
+		s.linkTxErrs.Add(1)
+		return err
+	}
+	return nil
 }
 
 // outputIP writes the IP header into pkt's headroom and sends it on ifc, fragmenting when

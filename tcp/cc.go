@@ -1,17 +1,32 @@
 package tcp
 
+import (
+	"syscall"
+	"time"
+
+	"github.com/berthnet/berth/clock"
+)
+
 // CongestionControl is the congestion-window policy of one connection. The connection
 // runs loss detection and recovery (RFC 5681 fast retransmit, RFC 6582 NewReno partial
 // ACKs, RFC 6298 timeouts) and tells the policy what happened; the policy decides cwnd and
-// ssthresh. NewReno is the default; CUBIC (RFC 9438) can implement the same interface.
+// ssthresh. CUBIC (RFC 9438, with HyStart++ slow start, RFC 9406) is the default; NewReno
+// is selectable per connection (Config.CongestionControl, Conn.SetCongestionControl).
 // All byte counts are in bytes; calls are made with the connection's lock held.
 type CongestionControl interface {
+	// Name is the algorithm's name as Sockets and ss report it: "cubic", "reno".
+	Name() string
 	// Window is cwnd, in bytes.
 	Window() int
 	// SSThresh is the slow-start threshold, in bytes.
 	SSThresh() int
 	// SetMSS tells the policy the sender's maximum segment size (also when it changes).
 	SetMSS(mss int)
+	// OnRTTSample: the connection took an RTT measurement rtt (RFC 6298 §2, or RFC 7323
+	// §4 with timestamps, possibly one per ACK); srtt is the smoothed RTT including it.
+	// An ACK's sample is reported before that ACK's OnAck. CUBIC uses srtt for its target
+	// (RFC 9438 §4.2) and HyStart++ the per-round minimum of the samples (RFC 9406 §4.2).
+	OnRTTSample(rtt, srtt time.Duration)
 	// OnAck: an ACK outside recovery acknowledged acked new bytes; flight is what was
 	// outstanding before it.
 	OnAck(acked, flight int)
@@ -26,6 +41,85 @@ type CongestionControl interface {
 	OnRecoveryExit(flight int)
 	// OnTimeout: the retransmission timer expired with flight outstanding.
 	OnTimeout(flight int)
+}
+
+// Congestion-control algorithm names (Config.CongestionControl, SetCongestionControl).
+const (
+	CCCubic = "cubic"
+	CCReno  = "reno"
+)
+
+// canonicalCC maps the accepted names to the canonical ones; "" for an unknown name.
+func canonicalCC(name string) string {
+	switch name {
+	case CCCubic:
+		return CCCubic
+	case CCReno, "newreno":
+		return CCReno
+	}
+	return ""
+}
+
+// newCongestionControl makes the named (canonical) algorithm.
+func newCongestionControl(name string, mss int, clk clock.Clock) CongestionControl {
+	if name == CCReno {
+		return NewNewReno(mss)
+	}
+	return NewCubic(mss, clk)
+}
+
+// newCC is the hook where a connection creates its congestion control once the MSS is
+// known: SetCongestionControl's choice, else Config.Congestion, else
+// Config.CongestionControl.
+func (c *Conn) newCC(mss int) CongestionControl {
+	if c.ccName == "" && c.p.cfg.Congestion != nil {
+		return c.p.cfg.Congestion(mss)
+	}
+	name := c.ccName
+	if name == "" {
+		name = c.p.cfg.CongestionControl
+	}
+	return newCongestionControl(name, mss, c.p.clk)
+}
+
+// SetCongestionControl chooses the connection's congestion control by name ("cubic",
+// "reno" or its alias "newreno"), like Linux's TCP_CONGESTION socket option; an unknown
+// name is ENOENT, as there. It is meant for before data flows; on a connection already
+// sending, the new algorithm starts from the current cwnd and ssthresh (as Linux's
+// tcp_reinit_congestion_control keeps them).
+func (c *Conn) SetCongestionControl(name string) error {
+	n := canonicalCC(name)
+	if n == "" {
+		return syscall.ENOENT
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ccName = n
+	if c.cc != nil && c.cc.Name() != n {
+		old := c.cc
+		c.cc = newCongestionControl(n, c.mss, c.p.clk)
+		if s, ok := c.cc.(interface{ seed(cwnd, ssthresh int) }); ok {
+			s.seed(old.Window(), old.SSThresh())
+		}
+	}
+	return nil
+}
+
+// CongestionControl returns the name of the connection's congestion control (before the
+// handshake completes, the one it will use).
+func (c *Conn) CongestionControl() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cc != nil {
+		return c.cc.Name()
+	}
+	if c.ccName != "" {
+		return c.ccName
+	}
+	if c.p.cfg.Congestion != nil {
+		return "custom"
+	}
+	return c.p.cfg.CongestionControl
 }
 
 // initialWindow is RFC 6928's IW: min(10*MSS, max(2*MSS, 14600)).
@@ -44,8 +138,11 @@ func NewNewReno(mss int) *NewReno {
 	return &NewReno{mss: mss, cwnd: initialWindow(mss), ssthresh: 1 << 30}
 }
 
-func (r *NewReno) Window() int   { return r.cwnd }
-func (r *NewReno) SSThresh() int { return r.ssthresh }
+func (r *NewReno) Name() string                   { return CCReno }
+func (r *NewReno) Window() int                    { return r.cwnd }
+func (r *NewReno) SSThresh() int                  { return r.ssthresh }
+func (r *NewReno) OnRTTSample(_, _ time.Duration) {}
+func (r *NewReno) seed(cwnd, ssthresh int)        { r.cwnd, r.ssthresh = max(cwnd, r.mss), ssthresh }
 func (r *NewReno) SetMSS(mss int) {
 	r.mss = mss
 	r.cwnd = max(r.cwnd, mss)

@@ -25,9 +25,11 @@ const (
 	timerFinWait2             // orphaned FIN-WAIT-2 (tcp_fin_timeout)
 	timerTimeWait             // 2*MSL
 	timerKeepalive            // RFC 9293 §3.8.4 keep-alives, while idle
+	timerReorder              // RFC 8985 §6.2 RACK reordering window
+	timerTLP                  // RFC 8985 §7 tail loss probe
 )
 
-var timerNames = [...]string{"off", "on", "persist", "timewait", "timewait", "keepalive"}
+var timerNames = [...]string{"off", "on", "persist", "timewait", "timewait", "keepalive", "on", "on"}
 
 // maxOOO bounds the out-of-order ranges a connection remembers; together with the
 // receive buffer it bounds reassembly memory.
@@ -71,6 +73,8 @@ type Conn struct {
 	finQueued                   bool
 	finSeq                      uint32 // sequence number of our FIN, once queued
 	mss                         int    // effective send MSS
+	gsoMax                      int    // largest super-segment the route takes (GSONetwork); 0: none
+	segPay                      int    // payload per segment of the super-segment being built
 	advMSS                      int    // the MSS we announce: route MTU minus headers
 
 	// Receive sequence space.
@@ -79,13 +83,21 @@ type Conn struct {
 	rcvWscale   uint8
 	rcvBuf      ring
 	rcvBufMax   int
-	ooo         [maxOOO]span
-	nooo        int
-	oooFin      bool
-	oooFinSeq   uint32
-	finRcvd     bool
-	ackPending  int  // in-order segments not yet acknowledged
-	ackNow      bool // an ACK must go out when the current input is done
+	// Auto-tuning (Config.RMem/WMem): the limits buffers may grow to (0: fixed), and
+	// the receiver's measurement of what the reader takes per RTT.
+	rcvAutoMax, sndAutoMax int
+	rcvCopied              int
+	rcvSpaceAt             time.Time
+	rcvRTT                 time.Duration // the receiver's RTT estimate from timestamps
+	rcvRTTOK               bool
+	rcvPeak                int // most unread bytes seen since the last auto-tuning step
+	ooo                    [maxOOO]span
+	nooo                   int
+	oooFin                 bool
+	oooFinSeq              uint32
+	finRcvd                bool
+	ackPending             int  // in-order segments not yet acknowledged
+	ackNow                 bool // an ACK must go out when the current input is done
 
 	// Timers.
 	timer    clock.Timer
@@ -110,10 +122,50 @@ type Conn struct {
 
 	// Congestion control and loss recovery.
 	cc         CongestionControl
+	ccName     string // SetCongestionControl's choice; "" means Config's (cc.go)
 	dupAcks    int
 	inRecovery bool
 	recover    uint32
 	retrans    uint64 // segments retransmitted, for Sockets
+	// rtoRecovery: the recovery began with a timeout (cwnd slow-starts, RFC 6675 §5.1).
+	rtoRecovery bool
+
+	// RFC 7323 timestamps: negotiated (tsOK), the peer's SYN offered them (tsPeer),
+	// TS.Recent and when it was taken (for PAWS's 24-day rule, RFC 7323 §5.5), the
+	// per-connection offset of our TSval clock, and Last.ACK.sent (RFC 7323 §4.3).
+	tsOK, tsPeer bool
+	tsOffset     uint32
+	tsRecent     uint32
+	tsRecentAt   time.Time
+	lastAckSent  uint32
+
+	// RFC 2018 SACK: negotiated (sackOK), the peer's SYN offered it (sackPeer); a D-SACK
+	// block owed to the peer (RFC 2883); the sender's scoreboard and RACK-TLP state
+	// (sack.go).
+	sackOK, sackPeer  bool
+	dsack             span
+	dsackOn           bool
+	sb                scoreboard
+	rackValid         bool
+	rackReord         bool // reordering seen (RFC 8985 §6.1 step 3)
+	rackReoMult       int
+	rackXmit          time.Duration
+	rackEnd, rackFack uint32
+	rackRTT           time.Duration
+	rackMinRTT        time.Duration
+	reoAt             time.Duration // when the RACK reordering timer is due; 0: not needed
+	tlpOut            bool          // a tail loss probe is unanswered
+	oooHeld           int           // out-of-order bytes counted in the stack-wide cap
+
+	// RFC 5961 §7 challenge ACKs, rate-limited per socket.
+	chStart time.Time
+	chCount int
+	// The clock, read at most once per locked operation: a clock read costs as much as
+	// building a segment on some machines, and timestamps, the scoreboard and the timers
+	// each want one. Every entry point that takes c.mu clears nowOK.
+	nowT      time.Time
+	nowOK     bool
+	quickAcks int // in-order segments still acknowledged at once (as Linux's quickack)
 
 	// User side.
 	err        error // hard error, reported once to Read or Write
@@ -129,12 +181,16 @@ type Conn struct {
 
 func (p *Protocol) newConn() *Conn {
 	c := &Conn{
-		p:         p,
-		rto:       p.cfg.InitialRTO,
-		sndBufMax: p.cfg.SendBuffer,
-		rcvBufMax: p.cfg.ReceiveBuffer,
-		nodelay:   true,
-		linger:    -1,
+		p:           p,
+		rto:         p.cfg.InitialRTO,
+		sndBufMax:   p.cfg.WMem[1],
+		rcvBufMax:   p.cfg.RMem[1],
+		rcvAutoMax:  p.cfg.RMem[2],
+		sndAutoMax:  p.cfg.WMem[2],
+		nodelay:     true,
+		linger:      -1,
+		rackReoMult: 1,
+		quickAcks:   16,
 	}
 	c.cond.L = &c.mu
 	return c
@@ -148,8 +204,14 @@ func (c *Conn) setRoute(mtu int) {
 	}
 	c.advMSS = max(mtu-ipHdr-wire.TCPMinHeaderLen, 64)
 	c.mss = c.advMSS
-	// Window scale we offer: the smallest shift that lets the window cover the buffer.
-	for c.rcvWscale < 14 && c.rcvBufMax>>c.rcvWscale > 0xffff {
+	// RFC 7323 §5.4: a per-connection random offset for TSval, derived like the ISN.
+	c.tsOffset = c.p.isn(c.remote, c.local)
+	if g, ok := c.p.net.(GSONetwork); ok {
+		c.gsoMax = g.GSOMax(c.remote.Addr())
+	}
+	// Window scale we offer: the smallest shift that lets the window cover the buffer,
+	// as far as auto-tuning may grow it (RFC 7323 §2.2: the shift is fixed at the SYN).
+	for c.rcvWscale < 14 && max(c.rcvBufMax, c.rcvAutoMax)>>c.rcvWscale > 0xffff {
 		c.rcvWscale++
 	}
 }
@@ -165,13 +227,21 @@ func (c *Conn) negotiate(o *wire.TCPOptions) {
 		peer = int(o.MSS)
 	}
 	c.mss = max(min(peer, c.advMSS), 64)
+	// RFC 7323 §3.2 and RFC 2018 §2: timestamps and SACK are used when both SYNs carry
+	// them (we offer both in our SYN unless disabled, and answer in kind).
+	c.tsPeer, c.sackPeer = o.HasTimestamps && !c.p.cfg.NoTimestamps, o.SACKPermitted && !c.p.cfg.NoSACK
+	c.tsOK, c.sackOK = c.tsPeer, c.sackPeer
+	if c.tsOK {
+		c.tsRecent, c.tsRecentAt = o.TSVal, c.now()
+		c.mss = max(c.mss-tsOptLen, 64) // every segment carries the option (RFC 7323 §3.2)
+	}
 	if o.HasWindowScale {
 		c.wsPeer = true
 		c.sndWscale = min(o.WindowScale, 14)
 	} else {
 		c.sndWscale, c.rcvWscale = 0, 0
 	}
-	c.cc = c.p.cfg.Congestion(c.mss)
+	c.cc = c.newCC(c.mss) // congestion-control hook (cc.go)
 }
 
 // LocalAddr and RemoteAddr return the connection's addresses.
@@ -293,18 +363,56 @@ func (c *Conn) sendSYN() {
 		if c.wsPeer {
 			o.HasWindowScale, o.WindowScale = true, c.rcvWscale
 		}
+		if c.tsPeer {
+			o.HasTimestamps, o.TSVal, o.TSEcr = true, c.tsNow(), c.tsRecent
+		}
+		o.SACKPermitted = c.sackPeer
 	} else {
 		o.HasWindowScale, o.WindowScale = true, c.rcvWscale
+		if !c.p.cfg.NoTimestamps {
+			o.HasTimestamps, o.TSVal = true, c.tsNow()
+		}
+		o.SACKPermitted = !c.p.cfg.NoSACK
 	}
 	if c.retries == 0 && !c.rttOn {
-		c.rttOn, c.rttSeq, c.rttStart = true, c.iss, c.p.clk.Now()
+		c.rttOn, c.rttSeq, c.rttStart = true, c.iss, c.now()
 	}
 	c.emit(c.iss, flags, 0, &o)
 }
 
+// tsOptLen is the space the timestamps option takes in every segment (RFC 7323 §3.2,
+// aligned with two NOPs as Linux).
+const tsOptLen = 12
+
+// tsNow is our TSval clock: milliseconds (RFC 7323 §5.4 allows 1 ms to 1 s per tick) plus
+// the connection's offset.
+func (c *Conn) tsNow() uint32 { return uint32(c.now().UnixMilli()) + c.tsOffset }
+
+// now is the clock as of the current locked operation.
+func (c *Conn) now() time.Time {
+	if !c.nowOK {
+		c.nowT, c.nowOK = c.p.clk.Now(), true
+	}
+	return c.nowT
+}
+
+// mono is now on the protocol's monotonic clock, for transmission times (sack.go).
+func (c *Conn) mono() time.Duration { return c.now().Sub(c.p.epoch) }
+
 // emit builds one segment in a scratch buffer and hands it to the network: payload n
-// bytes from the send buffer at seq. The caller holds c.mu.
+// bytes from the send buffer at seq. Timestamps and SACK blocks are added here unless the
+// caller gives the options (a SYN). The caller holds c.mu.
 func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
+	var o wire.TCPOptions
+	if opts == nil && (c.tsOK || c.sackOK) {
+		if c.tsOK {
+			o.HasTimestamps, o.TSVal, o.TSEcr = true, c.tsNow(), c.tsRecent
+		}
+		if c.sackOK && flags&wire.TCPFlagACK != 0 && (c.nooo > 0 || c.dsackOn) {
+			c.sackBlocks(&o)
+		}
+		opts = &o
+	}
 	f := wire.TCPFields{
 		SrcPort: c.local.Port(),
 		DstPort: c.remote.Port(),
@@ -315,6 +423,7 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 	if flags&wire.TCPFlagACK != 0 {
 		f.Ack = c.rcvNxt
 		f.Window = c.windowField(flags&wire.TCPFlagSYN != 0)
+		c.lastAckSent = c.rcvNxt
 		c.ackPending, c.ackNow = 0, false
 		if c.dackOn {
 			c.dackOn = false
@@ -330,6 +439,15 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 		c.sndBuf.readAt(b[wire.NetworkHeadroom+hl:total], int(seq-c.sndUna))
 	}
 	wire.SetTCPChecksum(b[wire.NetworkHeadroom:total], c.local.Addr(), c.remote.Addr())
+	if c.segPay > 0 && n > c.segPay {
+		// A super-segment: the link cuts it (GSO), copying our header into each piece.
+		if err := c.p.net.(GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], c.segPay); err != nil {
+			c.gsoMax = 0 // the route changed under us: segment ourselves from now on
+		}
+		c.p.release(bp)
+		c.p.Stats.OutSegs.Add(uint64((n + c.segPay - 1) / c.segPay))
+		return
+	}
 	c.p.net.Output(c.local.Addr(), c.remote.Addr(), wire.ProtoTCP, b[:total])
 	c.p.release(bp)
 	c.p.Stats.OutSegs.Add(1)
@@ -381,6 +499,19 @@ func (c *Conn) sendAck() {
 func (c *Conn) sendData(seq uint32, limit int) int {
 	off := int(seq - c.sndUna)
 	n := min(max(c.sndBuf.n-off, 0), limit)
+	pay := c.mss
+	if sl := c.sackOptLen(); sl > 0 {
+		pay = max(c.mss-sl, 1) // SACK blocks share the segment's option space
+	}
+	c.segPay = 0
+	if n > pay {
+		if c.gsoMax > 0 && seq == c.sndMax {
+			// New data as a super-segment of whole segments (and a last partial one).
+			c.segPay = pay
+		} else {
+			n = pay
+		}
+	}
 	flags := wire.TCPFlagACK
 	fin := c.finQueued && seq+uint32(n) == c.finSeq
 	if fin {
@@ -402,10 +533,24 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 		c.rttOn = false
 		c.retrans++
 		c.p.Stats.RetransSegs.Add(1)
-	} else if !c.rttOn {
-		c.rttOn, c.rttSeq, c.rttStart = true, seq, c.p.clk.Now()
+	} else {
+		if !c.rttOn {
+			c.rttOn, c.rttSeq, c.rttStart = true, seq, c.now()
+		}
+		if c.sackOK {
+			now := c.mono()
+			for s := seq; seqLT(s, end); {
+				e := end
+				if c.segPay > 0 && int(end-s) > c.segPay {
+					e = s + uint32(c.segPay) // one record per segment the link will cut
+				}
+				c.sb.push(s, e, now, c.mss)
+				s = e
+			}
+		}
 	}
 	c.emit(seq, flags, n, nil)
+	c.segPay = 0
 	if seqGT(end, c.sndMax) {
 		c.sndMax = end
 	}
@@ -418,6 +563,9 @@ func (c *Conn) output() {
 	if !c.state.sending() {
 		return
 	}
+	if c.sackOK && c.sb.lost > 0 {
+		c.retransmitLost(false)
+	}
 	for {
 		bufEnd := c.sndUna + uint32(c.sndBuf.n)
 		pending := 0
@@ -429,9 +577,21 @@ func (c *Conn) output() {
 			break
 		}
 		inFlight := int(c.sndNxt - c.sndUna)
-		win := min(int(c.sndWnd), c.cc.Window())
-		usable := win - inFlight
-		n := min(pending, usable, c.mss)
+		usable := int(c.sndWnd) - inFlight
+		if c.sackOK {
+			// RFC 6675 §5: the congestion window limits pipe, which leaves out what the
+			// peer SACKed and what is lost.
+			usable = min(usable, c.cwndLimit()-c.pipe())
+		} else {
+			usable = min(usable, c.cc.Window()-inFlight)
+		}
+		seg := c.mss
+		if c.gsoMax > 0 && c.sndNxt == c.sndMax {
+			// GSO: as many whole segments as the windows allow in one super-segment.
+			hdr := wire.TCPMinHeaderLen + tsOptLen + c.sackOptLen()
+			seg = max(c.mss, min(usable/c.mss, (c.gsoMax-hdr)/c.mss)*c.mss)
+		}
+		n := min(pending, usable, seg)
 		if pending > 0 {
 			if n <= 0 {
 				break
@@ -470,8 +630,8 @@ func (c *Conn) updateTimer() {
 			c.arm(timerPersist, c.backedOff())
 		}
 	case inFlight:
-		if c.tkind != timerRetransmit {
-			c.arm(timerRetransmit, c.rto)
+		if c.tkind != timerRetransmit && c.tkind != timerReorder && c.tkind != timerTLP {
+			c.armLoss()
 		}
 	case pending:
 		if c.tkind != timerPersist {
@@ -539,7 +699,7 @@ func (c *Conn) backedOff() time.Duration {
 
 func (c *Conn) arm(kind timerKind, d time.Duration) {
 	c.tkind = kind
-	now := c.p.clk.Now()
+	now := c.now()
 	c.tat = now.Add(d)
 	if c.timer == nil {
 		c.timer = c.p.clk.AfterFunc(d, c.onTimer)
@@ -563,6 +723,7 @@ func (c *Conn) disarm() {
 func (c *Conn) onTimer() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.nowOK = false
 	c.tsched = time.Time{}
 	if c.tkind == timerNone {
 		return
@@ -584,6 +745,10 @@ func (c *Conn) onTimer() {
 		c.finish(nil)
 	case timerKeepalive:
 		c.onKeepalive()
+	case timerReorder:
+		c.onReorder()
+	case timerTLP:
+		c.onTLP()
 	}
 }
 
@@ -622,9 +787,16 @@ func (c *Conn) onRetransmit() {
 	}
 	c.retries++
 	c.backoff()
+	c.p.Stats.Timeouts.Add(1)
 	c.cc.OnTimeout(int(c.sndMax - c.sndUna))
 	c.inRecovery, c.dupAcks, c.recover = false, 0, c.sndMax
 	c.rttOn = false
+	if c.sbComplete() && c.sndWnd > 0 {
+		c.rtoSACK()
+		c.arm(timerRetransmit, c.rto)
+		return
+	}
+	c.sb.reset()        // going back N: records of the old transmissions no longer apply
 	c.sndNxt = c.sndUna // go back: resend from the first unacknowledged byte
 	if c.sndWnd == 0 {
 		c.updateTimer()
@@ -675,6 +847,9 @@ func (c *Conn) rttSample(r time.Duration) {
 		c.srtt = (7*c.srtt + r) / 8
 	}
 	c.rto = c.computedRTO()
+	if c.cc != nil {
+		c.cc.OnRTTSample(r, c.srtt) // CUBIC target, HyStart++ rounds (cc.go)
+	}
 }
 
 func (c *Conn) computedRTO() time.Duration {
@@ -732,6 +907,8 @@ func (c *Conn) finish(err error) {
 		l.remove(c)
 	}
 	c.sndBuf.free()
+	c.sb = scoreboard{}
+	c.releaseOOO()
 	if c.userClosed {
 		c.rcvBuf.free()
 	}
@@ -780,6 +957,7 @@ func (c *Conn) reclaim() bool {
 func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.nowOK = false
 	if c.state == StateSynSent {
 		if seq != c.iss {
 			return
@@ -800,10 +978,27 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 		if c.remote.Addr().Is6() {
 			ipHdr = 40
 		}
-		if m := mtu - ipHdr - wire.TCPMinHeaderLen; m >= 64 && m < c.mss {
+		m := mtu - ipHdr - wire.TCPMinHeaderLen
+		if c.tsOK {
+			m -= tsOptLen
+		}
+		// RFC 1191 §6.5 / RFC 8201 §5.4: lower the MSS and resend what is outstanding
+		// in segments that fit.
+		if m >= 64 && m < c.mss {
 			c.mss = m
 			c.cc.SetMSS(m)
-			c.sndNxt = c.sndUna
+			c.p.Stats.PMTUUpdates.Add(1)
+			if c.sbComplete() {
+				for i := 0; i < c.sb.n; i++ {
+					if r := c.sb.at(i); r.flags&segSACKed == 0 {
+						c.markLost(r)
+					}
+				}
+				c.sb.rxHint = c.sndUna
+			} else {
+				c.sb.reset()
+				c.sndNxt = c.sndUna
+			}
 			c.output()
 		}
 		return
@@ -816,6 +1011,7 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 func (c *Conn) Read(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.nowOK = false
 	for {
 		if c.userClosed {
 			return 0, net.ErrClosed
@@ -830,6 +1026,8 @@ func (c *Conn) Read(b []byte) (int, error) {
 			n := min(len(b), c.rcvBuf.n)
 			c.rcvBuf.readAt(b[:n], 0)
 			c.rcvBuf.consume(n)
+			c.nowOK = false // Read may have waited
+			c.rcvAutotune(n)
 			c.windowUpdate()
 			return n, nil
 		}
@@ -846,6 +1044,55 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, nil
 		}
 		c.cond.Wait()
+	}
+}
+
+// rcvAutotune grows the receive buffer toward what the reader takes in one RTT, twice
+// over (Linux's tcp_rcv_space_adjust, "dynamic right-sizing"): the sender's window can
+// double per RTT in slow start, and the window must not be what limits it. The RTT is
+// the receiver's own estimate from timestamps when the millisecond clock can resolve it
+// (2 ms or more), else SRTT (microseconds, from the handshake at least), else 100 ms: on
+// a sub-millisecond path a 1 ms estimate would inflate buffers many times over.
+func (c *Conn) rcvAutotune(n int) {
+	if c.rcvAutoMax <= c.rcvBufMax {
+		return
+	}
+	c.rcvCopied += n
+	now := c.now()
+	if c.rcvSpaceAt.IsZero() {
+		c.rcvSpaceAt, c.rcvCopied = now, n
+		return
+	}
+	rtt := c.rcvRTT
+	if (!c.rcvRTTOK || rtt < 2*time.Millisecond) && c.srtt > 0 {
+		rtt = c.srtt
+	}
+	if rtt == 0 {
+		rtt = 100 * time.Millisecond
+	}
+	if now.Sub(c.rcvSpaceAt) < rtt {
+		return
+	}
+	want := 2*c.rcvCopied + 16*c.advMSS
+	peak := c.rcvPeak
+	c.rcvSpaceAt, c.rcvCopied, c.rcvPeak = now, 0, 0
+	// A reader that left half the buffer unread is what limits the transfer, not the
+	// window: a bigger buffer would only hold more unread data (and cost cache).
+	if want > c.rcvBufMax && peak <= c.rcvBufMax/2 {
+		// Never beyond what the window field can announce with the fixed scale.
+		c.rcvBufMax = min(want, c.rcvAutoMax, 0xffff<<c.rcvWscale)
+	}
+}
+
+// sndAutotune grows the send buffer to twice the window the sender can use (Linux's
+// tcp_sndbuf_expand), so that a write can always fill the path.
+func (c *Conn) sndAutotune() {
+	if c.sndAutoMax <= c.sndBufMax {
+		return
+	}
+	if want := 2 * min(c.cc.Window(), int(c.maxSndWnd)); want > c.sndBufMax {
+		c.sndBufMax = min(want, c.sndAutoMax)
+		c.cond.Broadcast()
 	}
 }
 
@@ -867,6 +1114,7 @@ func (c *Conn) windowUpdate() {
 func (c *Conn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.nowOK = false
 	n := 0
 	for {
 		if c.userClosed {
@@ -893,6 +1141,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			return n, nil
 		}
 		if space := c.sndBufMax - c.sndBuf.n; space > 0 {
+			c.nowOK = false // Write may have waited
 			k := min(space, len(b))
 			c.sndBuf.reserve(c.sndBuf.n+k, c.sndBufMax, c.sndBuf.n)
 			c.sndBuf.writeAt(b[:k], c.sndBuf.n)
@@ -931,6 +1180,7 @@ func (c *Conn) shutdownWrite() {
 func (c *Conn) CloseWrite() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.nowOK = false
 	if c.userClosed {
 		return net.ErrClosed
 	}
@@ -947,6 +1197,7 @@ func (c *Conn) CloseWrite() error {
 func (c *Conn) CloseRead() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.nowOK = false
 	if c.userClosed {
 		return net.ErrClosed
 	}
@@ -965,6 +1216,7 @@ func (c *Conn) CloseRead() error {
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.nowOK = false
 	if c.userClosed {
 		return net.ErrClosed
 	}
@@ -1039,6 +1291,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 func (c *Conn) setOpt(f func()) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.nowOK = false
 	if c.userClosed {
 		return net.ErrClosed
 	}
@@ -1081,11 +1334,15 @@ func (c *Conn) SetKeepAliveConfig(k KeepAliveConfig) error {
 // The receive size matters only before the connection opens (window scale is fixed then).
 func (c *Conn) SetBuffers(send, recv int) error {
 	return c.setOpt(func() {
+		// As SO_SNDBUF/SO_RCVBUF on Linux: a size set by the application is kept, no
+		// auto-tuning.
 		if send > 0 {
-			c.sndBufMax = max(send, c.sndBuf.n, 1024)
+			c.sndBufMax = max(send, c.sndBuf.n, c.p.cfg.WMem[0], 1024)
+			c.sndAutoMax = 0
 		}
 		if recv > 0 && !c.synced {
-			c.rcvBufMax = max(recv, 1024)
+			c.rcvBufMax = max(recv, c.p.cfg.RMem[0], 1024)
+			c.rcvAutoMax = 0
 		}
 		c.cond.Broadcast()
 	})

@@ -20,6 +20,7 @@ const (
 func (c *Conn) input(s *segment) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.nowOK = false
 	switch c.state {
 	case StateClosed:
 		return false
@@ -61,6 +62,7 @@ func (c *Conn) finishInput() {
 func (c *Conn) onDelayedAck() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.nowOK = false
 	if !c.dackOn {
 		return
 	}
@@ -107,7 +109,7 @@ func (c *Conn) inputSynSent(s *segment) {
 	c.sndUna = s.ack
 	if c.rttOn && seqGT(s.ack, c.rttSeq) {
 		c.rttOn = false
-		c.rttSample(c.p.clk.Now().Sub(c.rttStart))
+		c.rttSample(c.now().Sub(c.rttStart))
 	}
 	c.establish()
 	c.disarm()
@@ -176,14 +178,38 @@ func (c *Conn) inputSynchronized(s *segment) {
 		s.flags &^= flagSYN
 		s.unscaled = true // RFC 7323 §2.2: a SYN's window is never scaled
 	}
+	// RFC 7323 §5.3 R1 (PAWS): a segment whose TSval is older than TS.Recent is a duplicate
+	// from an earlier wrap of the sequence space: acknowledge and drop it. TS.Recent older
+	// than 24 days is no longer trusted (RFC 7323 §5.5). A RST is not subject to PAWS.
+	if c.tsOK && s.opts.HasTimestamps && s.flags&flagRST == 0 && int32(c.tsRecent-s.opts.TSVal) > pawsWindow && !c.disorderedAck(s) {
+		if c.now().Sub(c.tsRecentAt) < 24*24*time.Hour {
+			c.p.Stats.PAWSDrops.Add(1)
+			if !c.oowLimited(s) {
+				c.ackNow = true
+			}
+			return
+		}
+		c.tsRecent = s.opts.TSVal
+	}
 	wnd := c.rcvWnd()
 	if !c.acceptable(s, wnd) {
 		// RFC 9293 §3.10.7.4: with a zero window, ACKs (and RSTs) at RCV.NXT still count.
 		if !(wnd == 0 && s.seq == c.rcvNxt) {
+			if end := s.seq + uint32(len(s.payload)); len(s.payload) > 0 && seqLEQ(end, c.rcvNxt) && s.flags&flagRST == 0 {
+				// RFC 2883 §4.1: data we already have; report it in a D-SACK block.
+				c.dsack, c.dsackOn = span{s.seq, end}, c.sackOK
+			}
 			if s.flags&flagRST == 0 && !c.oowLimited(s) {
 				c.ackNow = true
 			}
 			return
+		}
+	}
+	// RFC 7323 §4.3: TS.Recent takes the TSval of the segment that the next ACK will
+	// acknowledge (SEG.SEQ <= Last.ACK.sent), so the peer measures the whole RTT.
+	if c.tsOK && s.opts.HasTimestamps && s.flags&flagRST == 0 && seqLEQ(s.seq, c.lastAckSent) && seqGEQ(s.opts.TSVal, c.tsRecent) {
+		if s.opts.TSVal != c.tsRecent {
+			c.tsRecent, c.tsRecentAt = s.opts.TSVal, c.now()
 		}
 	}
 	// RFC 5961 §3.2: a RST resets only with the exact sequence number; in the window it
@@ -191,14 +217,14 @@ func (c *Conn) inputSynchronized(s *segment) {
 	if s.flags&flagRST != 0 {
 		if s.seq == c.rcvNxt {
 			c.reset()
-		} else if c.p.challengeAllowed() {
+		} else if c.challengeAllowed() {
 			c.sendAck()
 		}
 		return
 	}
 	// RFC 5961 §4.2: a SYN in a synchronized state earns a challenge ACK, nothing more.
 	if s.flags&flagSYN != 0 {
-		if c.p.challengeAllowed() {
+		if c.challengeAllowed() {
 			c.sendAck()
 		}
 		return
@@ -262,6 +288,36 @@ func (c *Conn) inputSynchronized(s *segment) {
 	}
 }
 
+// pawsWindow is the tolerance of the PAWS test in TSval ticks, as Linux's
+// TCP_PAWS_WINDOW: a segment sent in the same millisecond as one that overtook it (or
+// the one before) is not an old duplicate.
+const pawsWindow = 1
+
+// disorderedAck reports whether a segment failing PAWS is a duplicate ACK merely
+// overtaken by later segments (as Linux's tcp_disordered_ack): no data, at RCV.NXT,
+// acknowledging SND.UNA, and older than TS.Recent by less than an RTO. Dropping it would
+// lose the SACK information it carries, and it cannot harm the byte stream.
+func (c *Conn) disorderedAck(s *segment) bool {
+	return s.len == 0 && s.flags&flagACK != 0 && s.seq == c.rcvNxt && s.ack == c.sndUna &&
+		time.Duration(int32(c.tsRecent-s.opts.TSVal))*time.Millisecond <= c.rto
+}
+
+// challengeAllowed applies the challenge-ACK rate limit (RFC 5961 §7) per socket, as
+// Linux since 5.x: a global limit is a side channel (CVE-2016-5696) that lets an
+// off-path attacker infer sequence numbers, and lets one flood silence every connection.
+func (c *Conn) challengeAllowed() bool {
+	now := c.p.clk.Now()
+	if now.Sub(c.chStart) >= time.Second || now.Before(c.chStart) {
+		c.chStart, c.chCount = now, 0
+	}
+	if c.chCount >= c.p.cfg.ChallengeACKLimit {
+		return false
+	}
+	c.chCount++
+	c.p.Stats.ChallengeACKs.Add(1)
+	return true
+}
+
 // oowLimited rate-limits the duplicate ACKs that answer out-of-window segments without
 // data (as Linux's tcp_invalid_ratelimit, 500 ms): two confused endpoints must not start
 // an ACK storm. Segments with data are always answered.
@@ -302,15 +358,20 @@ func (c *Conn) processAck(s *segment) bool {
 		return false
 	}
 	if seqLT(ack, c.sndUna-c.maxSndWnd) {
-		if c.p.challengeAllowed() {
+		if c.challengeAllowed() {
 			c.ackNow = true
 		}
 		return false
 	}
 	c.probes = 0
 	wnd := s.window(c.sndWscale)
-	if seqGT(ack, c.sndUna) {
-		c.ackNew(ack)
+	advanced := seqGT(ack, c.sndUna)
+	if c.sackOK {
+		// Scoreboard first: RACK learns from what this ACK delivered (sack.go).
+		c.sackInput(s, advanced)
+	}
+	if advanced {
+		c.ackNew(ack, s)
 	} else if ack == c.sndUna && len(s.payload) == 0 && s.flags&(flagSYN|flagFIN) == 0 &&
 		wnd == c.sndWnd && c.sndMax != c.sndUna {
 		c.dupAck()
@@ -326,7 +387,7 @@ func (c *Conn) processAck(s *segment) bool {
 }
 
 // ackNew handles an ACK of new data.
-func (c *Conn) ackNew(ack uint32) {
+func (c *Conn) ackNew(ack uint32, s *segment) {
 	flight := int(c.sndMax - c.sndUna)
 	acked := int(ack - c.sndUna)
 	data := acked
@@ -343,11 +404,35 @@ func (c *Conn) ackNew(ack uint32) {
 	}
 	if c.rttOn && seqGT(ack, c.rttSeq) {
 		c.rttOn = false
-		c.rttSample(c.p.clk.Now().Sub(c.rttStart))
+		c.rttSample(c.now().Sub(c.rttStart))
+	} else if c.tsOK && s.opts.HasTimestamps && s.opts.TSEcr != 0 {
+		// RFC 7323 §4: the echoed timestamp measures the RTT also of retransmitted data,
+		// where Karn's rule leaves the timer without a sample (RFC 7323 §4.2: only ACKs
+		// that advance the left edge).
+		if d := int32(c.tsNow() - s.opts.TSEcr); d >= 0 {
+			c.rttSample(time.Duration(d) * time.Millisecond)
+		}
 	}
 	c.retries = 0
 	c.rto = c.computedRTO()
-	if c.inRecovery {
+	c.tlpOut = false
+	c.sndAutotune()
+	if c.inRecovery && c.sackOK {
+		// RFC 6675: RACK finds the holes; recovery ends when everything outstanding at
+		// its start is acknowledged. After a timeout cwnd slow-starts meanwhile.
+		if seqGEQ(ack, c.recover) {
+			c.inRecovery, c.dupAcks = false, 0
+			if !c.rtoRecovery {
+				// RFC 6675 §5 step 4.2: cwnd was ssthresh throughout and stays so (as
+				// Linux's PRR ends). RFC 6582's min(ssthresh, FlightSize+SMSS) would
+				// collapse it to one segment when this ACK leaves little in flight.
+				c.cc.OnRecoveryExit(max(int(c.sndMax-c.sndUna), c.cc.SSThresh()))
+			}
+			c.rtoRecovery = false
+		} else if c.rtoRecovery {
+			c.cc.OnAck(acked, flight)
+		}
+	} else if c.inRecovery {
 		if seqGEQ(ack, c.recover) {
 			c.inRecovery, c.dupAcks = false, 0
 			c.cc.OnRecoveryExit(int(c.sndMax - c.sndUna))
@@ -367,7 +452,7 @@ func (c *Conn) ackNew(ack uint32) {
 	if c.sndUna == c.sndMax {
 		c.disarm()
 	} else {
-		c.arm(timerRetransmit, c.rto) // RFC 6298 §5.3
+		c.armLoss() // RFC 6298 §5.3; RACK-TLP's timers when SACK is on
 	}
 	c.cond.Broadcast()
 }
@@ -376,6 +461,15 @@ func (c *Conn) ackNew(ack uint32) {
 // the third (RFC 5681 §3.2, RFC 6582 §3.2 step 2).
 func (c *Conn) dupAck() {
 	c.dupAcks++
+	if c.sackOK {
+		// RACK decides from the SACK blocks; this is RFC 6675's DupThresh for a peer
+		// whose duplicate ACKs carry no SACK information.
+		if c.dupAcks >= 3 && !c.inRecovery && c.sb.sacked == 0 && c.sb.n > 0 {
+			c.markLost(c.sb.at(0))
+			c.enterRecovery()
+		}
+		return
+	}
 	if c.inRecovery {
 		c.cc.OnRecoveryDupAck()
 		return
@@ -396,6 +490,10 @@ func (c *Conn) receive(s *segment) {
 	fin := s.flags&flagFIN != 0
 	// Trim what we already have.
 	if seqLT(seq, c.rcvNxt) {
+		if len(data) > 0 {
+			// RFC 2883 §4 (D-SACK): tell the sender what arrived twice.
+			c.dsack, c.dsackOn = span{seq, seqMin(seq+uint32(len(data)), c.rcvNxt)}, c.sackOK
+		}
 		d := int(c.rcvNxt - seq)
 		if d > len(data) {
 			if fin && d == len(data)+1 {
@@ -408,6 +506,16 @@ func (c *Conn) receive(s *segment) {
 		}
 		c.ackNow = true
 	}
+	if c.tsOK && len(data) > 0 && s.opts.HasTimestamps && s.opts.TSEcr != 0 && c.rcvAutoMax > c.rcvBufMax {
+		// The receiver's RTT for auto-tuning (as Linux's tcp_rcv_rtt_measure_ts), its
+		// minimum: the buffer is to cover the path's bandwidth-delay product, not the
+		// delay of the queues the sender builds (which would feed itself).
+		if d := int32(c.tsNow() - s.opts.TSEcr); d >= 0 {
+			if r := time.Duration(d) * time.Millisecond; !c.rcvRTTOK || r < c.rcvRTT {
+				c.rcvRTT, c.rcvRTTOK = r, true // 0: below the clock's resolution
+			}
+		}
+	}
 	// Trim to the window and to the buffer.
 	off := int(seq - c.rcvNxt)
 	limit := c.rcvBufMax + 1<<c.rcvWscale
@@ -416,6 +524,18 @@ func (c *Conn) receive(s *segment) {
 		data, fin = data[:max(room, 0)], false
 		c.ackNow = true
 	}
+	if len(data) > 0 && off > 0 {
+		if c.oooDuplicate(seq, seq+uint32(len(data))) {
+			c.ackNow = true
+			return
+		}
+		// The stack-wide out-of-order cap: drop and count, the sender will resend.
+		if c.p.oooBytes.Load()+int64(len(data)) > int64(c.p.cfg.MaxOutOfOrder) {
+			c.p.Stats.OFODrops.Add(1)
+			c.ackNow = true
+			return
+		}
+	}
 	if len(data) > 0 {
 		keep := c.rcvBuf.n + c.oooExtent()
 		c.rcvBuf.reserve(c.rcvBuf.n+off+len(data), limit, keep)
@@ -423,16 +543,25 @@ func (c *Conn) receive(s *segment) {
 		if off == 0 {
 			c.rcvBuf.n += len(data)
 			c.rcvNxt += uint32(len(data))
+			c.rcvPeak = max(c.rcvPeak, c.rcvBuf.n)
 			if c.nooo > 0 {
 				c.mergeOOO()
+				c.syncOOO()
 				c.ackNow = true // RFC 5681 §4.2: ACK at once when a hole fills
 			}
 			c.ackPending++
 			if c.ackPending >= 2 {
 				c.ackNow = true // RFC 5681 §4.2: at least every second full segment
 			}
+			if c.quickAcks > 0 {
+				// Quick-ack at the start (as Linux's quickack mode): a sender in slow
+				// start grows cwnd per ACK, so delaying ACKs would slow it down.
+				c.quickAcks--
+				c.ackNow = true
+			}
 		} else {
 			c.addOOO(seq, seq+uint32(len(data)))
+			c.syncOOO()
 			c.ackNow = true // RFC 5681 §4.2: out of order, a duplicate ACK at once
 		}
 		if c.rdShut {
@@ -450,6 +579,47 @@ func (c *Conn) receive(s *segment) {
 	} else if c.oooFin && c.oooFinSeq == c.rcvNxt {
 		c.receiveFIN()
 	}
+}
+
+func seqMin(a, b uint32) uint32 { return min32seq(a, b) }
+
+// oooDuplicate reports whether [start, end) is already held out of order; if so it owes
+// the sender a D-SACK for it (RFC 2883 §4).
+func (c *Conn) oooDuplicate(start, end uint32) bool {
+	for i := 0; i < c.nooo; i++ {
+		if r := c.ooo[i]; seqGEQ(start, r.start) && seqLEQ(end, r.end) {
+			c.dsack, c.dsackOn = span{start, end}, c.sackOK
+			c.oooFront(i) // RFC 2883 §4: the second block holds the first
+			return true
+		}
+	}
+	return false
+}
+
+// oooFront moves range i to the front: SACK blocks go most recent first (RFC 2018 §4).
+func (c *Conn) oooFront(i int) {
+	r := c.ooo[i]
+	copy(c.ooo[1:i+1], c.ooo[:i])
+	c.ooo[0] = r
+}
+
+// syncOOO brings the stack-wide out-of-order byte count up to date with this connection's
+// ranges.
+func (c *Conn) syncOOO() {
+	held := 0
+	for i := 0; i < c.nooo; i++ {
+		held += int(c.ooo[i].end - c.ooo[i].start)
+	}
+	if d := held - c.oooHeld; d != 0 {
+		c.p.oooBytes.Add(int64(d))
+		c.oooHeld = held
+	}
+}
+
+// releaseOOO gives the connection's out-of-order bytes back to the stack-wide cap.
+func (c *Conn) releaseOOO() {
+	c.nooo = 0
+	c.syncOOO()
 }
 
 func (c *Conn) oooExtent() int {
@@ -490,11 +660,13 @@ func (c *Conn) addOOO(start, end uint32) {
 					j = -1
 				}
 			}
+			c.oooFront(i)
 			return
 		}
 	}
 	if c.nooo < maxOOO {
-		c.ooo[c.nooo] = span{start, end}
+		copy(c.ooo[1:c.nooo+1], c.ooo[:c.nooo])
+		c.ooo[0] = span{start, end}
 		c.nooo++
 	}
 }

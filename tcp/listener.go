@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,10 +26,63 @@ type Listener struct {
 	acceptQ []*Conn
 	closed  bool
 	dl      deadline
+	// lastOverflow is the cookie counter (plus one; zero: never) when this listener last
+	// sent a SYN cookie: cookie ACKs are checked only soon after (SynCookiesOnOverflow).
+	lastOverflow atomic.Uint32
+}
+
+// defaultMaxSynBacklog is tcp_max_syn_backlog's default here: half-open connections per
+// stack, across all listeners.
+const defaultMaxSynBacklog = 4096
+
+// synQueue counts a stack's half-open (SYN-RECEIVED) connections against MaxSynBacklog.
+type synQueue struct {
+	n, peak atomic.Int64
+}
+
+// reserve takes a slot if fewer than max are in use.
+func (q *synQueue) reserve(max int) bool {
+	for {
+		n := q.n.Load()
+		if n >= int64(max) {
+			return false
+		}
+		if q.n.CompareAndSwap(n, n+1) {
+			for {
+				pk := q.peak.Load()
+				if n+1 <= pk || q.peak.CompareAndSwap(pk, n+1) {
+					return true
+				}
+			}
+		}
+	}
+}
+
+func (q *synQueue) release(n int) { q.n.Add(-int64(n)) }
+
+// ListenStats are the listen-path counters, named as Linux's TcpExt MIB (nstat).
+type ListenStats struct {
+	// SyncookiesSent, SyncookiesRecv, SyncookiesFailed: cookie SYN-ACKs sent, valid
+	// cookie ACKs, and ACKs to a listener whose cookie did not check out.
+	SyncookiesSent, SyncookiesRecv, SyncookiesFailed atomic.Uint64
+	// ListenOverflows: SYNs or cookie ACKs dropped because the accept queue was full
+	// (these also count in ListenDrops).
+	ListenOverflows atomic.Uint64
+	// TCPReqQFullDrop and TCPReqQFullDoCookies: SYNs that found the SYN queue full and
+	// were dropped (cookies off) or answered with a cookie.
+	TCPReqQFullDrop, TCPReqQFullDoCookies atomic.Uint64
+}
+
+// SynQueueLen reports the stack's half-open connections now and at most so far.
+func (p *Protocol) SynQueueLen() (n, peak int) {
+	return int(p.synq.n.Load()), int(p.synq.peak.Load())
 }
 
 // Listen binds local and listens with the given backlog (<= 0 means 4096, Linux's
-// somaxconn). Errors: EADDRINUSE, EADDRNOTAVAIL (not a local address), EACCES.
+// somaxconn). The backlog bounds both the SYN queue (half-open connections, which also
+// count against the stack's Config.MaxSynBacklog) and the accept queue; a SYN that finds
+// the SYN queue full is answered with a SYN cookie unless Config.SynCookies is
+// SynCookiesNever (syncookie.go). Errors: EADDRINUSE, EADDRNOTAVAIL (not a local address), EACCES.
 func (p *Protocol) Listen(local netip.AddrPort, backlog int, opts ports.BindOptions) (*Listener, error) {
 	if p.isClosed() {
 		return nil, syscall.ENETDOWN
@@ -55,29 +109,77 @@ func (p *Protocol) Listen(local netip.AddrPort, backlog int, opts ports.BindOpti
 // Addr returns the bound address.
 func (l *Listener) Addr() netip.AddrPort { return l.local }
 
-// input handles a segment for the listener (RFC 9293 §3.10.7.2).
+// input handles a segment for the listener (RFC 9293 §3.10.7.2), with the SYN queue,
+// accept queue and SYN cookie decisions of Linux's tcp_conn_request.
 func (l *Listener) input(s *segment) {
 	p := l.p
 	if s.flags&flagRST != 0 {
 		return
 	}
 	if s.flags&flagACK != 0 {
+		if s.flags&flagSYN == 0 && l.cookieACK(s) {
+			return
+		}
 		p.sendRST(s.dst, s.src, s.hdr.DstPort(), s.hdr.SrcPort(), s.ack, 0, false)
 		return
 	}
 	if s.flags&flagSYN == 0 {
 		return
 	}
+	mode := p.cfg.SynCookies
 	l.mu.Lock()
-	full := l.closed || len(l.synQ) >= l.backlog || len(l.acceptQ) >= l.backlog
+	closed := l.closed
+	synFull := len(l.synQ) >= l.backlog
+	acceptFull := len(l.acceptQ) >= l.backlog
 	l.mu.Unlock()
-	if full {
+	if closed {
 		p.Stats.ListenDrops.Add(1)
 		return
 	}
+	// The SYN queue is full when this listener's backlog or the stack's
+	// MaxSynBacklog (tcp_max_syn_backlog) is reached.
+	reserved := false
+	if !synFull && mode != SynCookiesAlways {
+		reserved = p.synq.reserve(p.cfg.MaxSynBacklog)
+		synFull = !reserved
+	}
+	wantCookie := mode == SynCookiesAlways
+	if synFull {
+		// Linux's tcp_syn_flood_action.
+		if mode == SynCookiesNever {
+			p.Stats.TCPReqQFullDrop.Add(1)
+			p.Stats.ListenDrops.Add(1)
+			return
+		}
+		p.Stats.TCPReqQFullDoCookies.Add(1)
+		wantCookie = true
+	}
+	if acceptFull {
+		if reserved {
+			p.synq.release(1)
+		}
+		p.Stats.ListenOverflows.Add(1)
+		p.Stats.ListenDrops.Add(1)
+		return
+	}
+	if wantCookie {
+		l.lastOverflow.Store(p.cookieCounter() + 1)
+		l.sendCookieSynAck(s)
+		return
+	}
+	if !l.synRecv(s) {
+		p.synq.release(1)
+	}
+}
+
+// synRecv creates a SYN-RECEIVED connection for s in the SYN queue, holding a slot
+// reserved in p.synq; it returns false if it did not (the caller releases the slot).
+// The entry holds no buffers: the send and receive rings grow only once data flows.
+func (l *Listener) synRecv(s *segment) bool {
+	p := l.p
 	_, mtu, err := p.net.Route(s.src)
 	if err != nil {
-		return
+		return false
 	}
 	c := p.newConn()
 	c.local = netip.AddrPortFrom(s.dst, s.hdr.DstPort())
@@ -87,7 +189,7 @@ func (l *Listener) input(s *segment) {
 	defer c.mu.Unlock()
 	b, err := p.mgr.Register(c.local, c.remote, c)
 	if err != nil {
-		return
+		return false
 	}
 	c.bind = b
 	c.setRoute(mtu)
@@ -100,11 +202,17 @@ func (l *Listener) input(s *segment) {
 	c.sndWl2 = c.iss
 	c.state = StateSynReceived
 	l.mu.Lock()
-	if l.closed {
+	if l.closed || len(l.synQ) >= l.backlog {
+		// Closed, or SYNs on other goroutines filled the queue since input looked:
+		// the backlog is a hard limit, so this SYN is dropped (the peer retransmits).
+		full := !l.closed
 		l.mu.Unlock()
 		c.listener = nil
 		c.finish(nil)
-		return
+		if full {
+			p.Stats.ListenDrops.Add(1)
+		}
+		return false
 	}
 	l.synQ[c] = struct{}{}
 	l.mu.Unlock()
@@ -112,6 +220,16 @@ func (l *Listener) input(s *segment) {
 	p.Stats.PassiveOpens.Add(1)
 	c.sendSYN()
 	c.arm(timerRetransmit, c.rto)
+	return true
+}
+
+// synQDel removes c from the SYN queue, returning its slot in the stack's count.
+// Called with l.mu held.
+func (l *Listener) synQDel(c *Conn) {
+	if _, ok := l.synQ[c]; ok {
+		delete(l.synQ, c)
+		l.p.synq.release(1)
+	}
 }
 
 type readyResult uint8
@@ -127,13 +245,13 @@ func (l *Listener) ready(c *Conn) readyResult {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		delete(l.synQ, c)
+		l.synQDel(c)
 		return readyClosed
 	}
 	if len(l.acceptQ) >= l.backlog {
 		return readyFull
 	}
-	delete(l.synQ, c)
+	l.synQDel(c)
 	l.acceptQ = append(l.acceptQ, c)
 	l.cond.Broadcast()
 	return readyOK
@@ -143,7 +261,7 @@ func (l *Listener) ready(c *Conn) readyResult {
 func (l *Listener) remove(c *Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.synQ, c)
+	l.synQDel(c)
 	for i, q := range l.acceptQ {
 		if q == c {
 			l.acceptQ = append(l.acceptQ[:i], l.acceptQ[i+1:]...)
@@ -216,6 +334,7 @@ func (l *Listener) Close() error {
 		pending = append(pending, c)
 	}
 	pending = append(pending, l.acceptQ...)
+	l.p.synq.release(len(l.synQ))
 	l.synQ, l.acceptQ = nil, nil
 	l.dl.stop()
 	l.cond.Broadcast()

@@ -118,9 +118,11 @@ func TestPairImpaired(t *testing.T) {
 					t.Fatal(err)
 				}
 				st := &p.pa.Stats
-				t.Logf("dropped %d+%d, retransmitted %d+%d, bad checksums %d+%d", p.a.dropped, p.b.dropped,
+				// Timers (a tail loss probe, a delayed ACK) may still send: read under the lock.
+				da, db := p.a.drops(), p.b.drops()
+				t.Logf("dropped %d+%d, retransmitted %d+%d, bad checksums %d+%d", da, db,
 					st.RetransSegs.Load(), p.pb.Stats.RetransSegs.Load(), st.InErrs.Load(), p.pb.Stats.InErrs.Load())
-				if tc.imp.loss > 0 && (p.a.dropped == 0 || st.RetransSegs.Load() == 0) {
+				if tc.imp.loss > 0 && (da == 0 || st.RetransSegs.Load() == 0) {
 					t.Fatal("loss impairment had no effect")
 				}
 				if tc.imp.corrupt > 0 && st.InErrs.Load()+p.pb.Stats.InErrs.Load() == 0 {

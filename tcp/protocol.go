@@ -1,10 +1,14 @@
 // Package tcp is berth's TCP (RFC 9293): the connection state machine with active,
 // passive and simultaneous open and close, TIME-WAIT and its safe reuse; retransmission
 // (RFC 6298); congestion control behind the CongestionControl interface (NewReno: RFC 5681,
-// RFC 6582, initial window RFC 6928); RST and SYN handling hardened by RFC 5961; initial
-// sequence numbers by RFC 6528; MSS and window-scale options (negotiated in sendSYN and
-// negotiate, the one place for options); flow control with sender and receiver SWS
-// avoidance, zero-window probing, and reassembly in the receive buffer itself.
+// RFC 6582, initial window RFC 6928); RST and SYN handling hardened by RFC 5961 (challenge
+// ACKs rate-limited per socket); initial sequence numbers by RFC 6528; MSS, window scale,
+// timestamps with PAWS and RTT measurement (RFC 7323) and SACK (RFC 2018, D-SACK RFC 2883),
+// negotiated in sendSYN and negotiate, the one place for options; with SACK, a scoreboard,
+// RACK-TLP loss detection (RFC 8985) and RFC 6675 recovery (sack.go); flow control with
+// sender and receiver SWS avoidance, zero-window probing, receive-buffer auto-tuning, and
+// reassembly in the receive buffer itself under a stack-wide out-of-order cap; path MTU
+// from ICMP; super-segments on GSO links (GSONetwork).
 //
 // TCP never picks ports: its ports.Manager owns every binding and demultiplexes. Inbound
 // segments run to completion on the caller's (link's) goroutine; a connection has no
@@ -43,6 +47,18 @@ type Network interface {
 	Clock() clock.Clock
 }
 
+// GSONetwork is an optional extension of Network for links that segment TCP themselves
+// (generic segmentation offload, link.GSOEndpoint): TCP then sends super-segments of
+// several MSS at once when the windows allow.
+type GSONetwork interface {
+	// GSOMax is the largest TCP packet (header and payload) OutputGSO takes towards dst;
+	// 0 when the route's link cannot segment.
+	GSOMax(dst netip.Addr) int
+	// OutputGSO sends pkt (as for Output) for the link to cut into segments of mss
+	// payload bytes each.
+	OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error
+}
+
 // Config holds TCP's settings; zero fields take the defaults shown (Linux's where Linux
 // has one).
 type Config struct {
@@ -60,19 +76,46 @@ type Config struct {
 	// default 5) and Retries (tcp_retries2, default 15) bound retransmissions before the
 	// connection fails with ETIMEDOUT.
 	SynRetries, SynAckRetries, Retries int
-	// SendBuffer and ReceiveBuffer are the per-connection buffer sizes in bytes
-	// (tcp_wmem/tcp_rmem). Defaults 256 KiB each. Buffers grow to these sizes on demand.
+	// SendBuffer and ReceiveBuffer are the largest per-connection buffers in bytes, the
+	// max of tcp_wmem/tcp_rmem (RMem[2]/WMem[2] are the same knob). Defaults 256 KiB each
+	// (Linux: 4 MiB and 6 MiB): on the in-memory and loopback paths larger windows cost
+	// about 40% of bulk throughput in cache misses, and no test path needs more; raise
+	// them for long fat paths. The window scale we offer covers ReceiveBuffer.
 	SendBuffer, ReceiveBuffer int
+	// RMem and WMem are tcp_rmem and tcp_wmem: {min, default, max} in bytes. A
+	// connection starts with default (at most max) and auto-tunes toward max: the
+	// receive buffer toward twice what the reader takes per RTT (as Linux's
+	// tcp_rcv_space_adjust), the send buffer toward twice the usable window
+	// (tcp_sndbuf_expand). Idle connections stay at their initial size, and ring memory
+	// is only taken as data arrives. SetBuffers (SO_SNDBUF/SO_RCVBUF) fixes a size and
+	// stops its auto-tuning; min is the smallest it accepts. Defaults {4096, 256 KiB,
+	// 256 KiB} each: auto-tuning acts once max is raised above default.
+	RMem, WMem [3]int
 	// DelayedACK is the delayed-ACK timeout (RFC 9293 §3.8.6.3); default 40 ms, negative
 	// disables delayed ACKs.
 	DelayedACK time.Duration
 	// ChallengeACKLimit is tcp_challenge_ack_limit: challenge ACKs per second (RFC 5961
 	// §7). Default 1000.
 	ChallengeACKLimit int
-	// Congestion makes a connection's congestion control; nil means NewReno.
+	// CongestionControl names the default congestion control: "cubic" (RFC 9438 with
+	// HyStart++, the default) or "reno" ("newreno"). Conn.SetCongestionControl overrides
+	// it per connection. New panics on an unknown name.
+	CongestionControl string
+	// Congestion, if set, makes connections' congestion control instead (a custom
+	// policy); SetCongestionControl still overrides it.
 	Congestion func(mss int) CongestionControl
 	// ISNSecret keys the RFC 6528 hash; zero means a random key.
 	ISNSecret [16]byte
+	// NoTimestamps and NoSACK turn off offering and accepting RFC 7323 timestamps and RFC
+	// 2018 SACK (tcp_timestamps=0, tcp_sack=0).
+	NoTimestamps, NoSACK bool
+	// MaxOutOfOrder caps the out-of-order bytes all connections of the stack hold for
+	// reassembly together; segments beyond it are dropped and counted (Stats.OFODrops).
+	// Default 64 MiB.
+	MaxOutOfOrder int
+	// SynCookies and MaxSynBacklog: SYN flood defences (see syncookie.go, listener.go).
+	SynCookies    SynCookieMode
+	MaxSynBacklog int
 }
 
 func (c *Config) setDefaults() {
@@ -95,11 +138,30 @@ func (c *Config) setDefaults() {
 	defi(&c.SynRetries, 6)
 	defi(&c.SynAckRetries, 5)
 	defi(&c.Retries, 15)
+	if c.RMem[2] > 0 {
+		c.ReceiveBuffer = c.RMem[2]
+	}
+	if c.WMem[2] > 0 {
+		c.SendBuffer = c.WMem[2]
+	}
 	defi(&c.SendBuffer, 256<<10)
 	defi(&c.ReceiveBuffer, 256<<10)
+	c.RMem[2], c.WMem[2] = c.ReceiveBuffer, c.SendBuffer
+	defi(&c.RMem[0], 4096)
+	defi(&c.WMem[0], 4096)
+	defi(&c.RMem[1], 256<<10)
+	defi(&c.WMem[1], 256<<10)
+	c.RMem[1], c.WMem[1] = min(c.RMem[1], c.RMem[2]), min(c.WMem[1], c.WMem[2])
 	defi(&c.ChallengeACKLimit, 1000)
-	if c.Congestion == nil {
-		c.Congestion = func(mss int) CongestionControl { return NewNewReno(mss) }
+	defi(&c.MaxOutOfOrder, 64<<20)
+	defi(&c.MaxSynBacklog, defaultMaxSynBacklog) // listener.go
+	if c.CongestionControl == "" {
+		c.CongestionControl = CCCubic
+	}
+	if n := canonicalCC(c.CongestionControl); n != "" {
+		c.CongestionControl = n
+	} else {
+		panic("tcp: unknown congestion control " + c.CongestionControl)
 	}
 }
 
@@ -108,6 +170,14 @@ type Stats struct {
 	ActiveOpens, PassiveOpens, AttemptFails, EstabResets atomic.Uint64
 	InSegs, OutSegs, RetransSegs, InErrs, OutRsts        atomic.Uint64
 	ChallengeACKs, ListenDrops, TimeWaitReused           atomic.Uint64
+	// PAWSDrops: segments dropped by PAWS (RFC 7323 §5); OFODrops: out-of-order segments
+	// dropped at the stack's MaxOutOfOrder cap; DSACKsRcvd: D-SACK blocks received;
+	// TLPs: tail loss probes sent; PMTUUpdates: MSS lowered by ICMP; SACKRecoveries and
+	// RACKLost: recoveries entered and segments RACK declared lost; Timeouts:
+	// retransmission timeouts (RFC 6298).
+	PAWSDrops, OFODrops, DSACKsRcvd, TLPs, PMTUUpdates atomic.Uint64
+	SACKRecoveries, RACKLost, Timeouts                 atomic.Uint64
+	ListenStats                                        // listener.go: SYN queue and SYN cookie counters
 }
 
 // Protocol is TCP on one stack.
@@ -122,11 +192,12 @@ type Protocol struct {
 	socks  map[any]struct{} // every live *Conn and *Listener, for Sockets and leak checks
 	closed bool
 
-	chMu    sync.Mutex
-	chStart time.Time
-	chCount int
-
 	bufs sync.Pool // *[]byte scratch for building segments
+
+	epoch    time.Time    // origin of mono(), for transmission times (sack.go)
+	oooBytes atomic.Int64 // out-of-order bytes held by all connections (Config.MaxOutOfOrder)
+
+	synq synQueue // listener.go: half-open (SYN-RECEIVED) entries across all listeners
 
 	// Stats counts segments and connection events.
 	Stats Stats
@@ -136,6 +207,7 @@ type Protocol struct {
 func New(net Network, cfg Config) *Protocol {
 	cfg.setDefaults()
 	p := &Protocol{net: net, clk: net.Clock(), cfg: cfg, secret: cfg.ISNSecret, socks: make(map[any]struct{})}
+	p.epoch = p.clk.Now()
 	if p.secret == ([16]byte{}) {
 		rand.Read(p.secret[:])
 	}
@@ -183,22 +255,6 @@ func (p *Protocol) isn(local, remote netip.AddrPort) uint32 {
 	h := sha256.Sum256(b[:])
 	m := uint32(p.clk.Now().UnixNano() / 4000)
 	return m + binary.BigEndian.Uint32(h[:])
-}
-
-// challengeAllowed applies the global challenge-ACK rate limit (RFC 5961 §7).
-func (p *Protocol) challengeAllowed() bool {
-	now := p.clk.Now()
-	p.chMu.Lock()
-	defer p.chMu.Unlock()
-	if now.Sub(p.chStart) >= time.Second || now.Before(p.chStart) {
-		p.chStart, p.chCount = now, 0
-	}
-	if p.chCount >= p.cfg.ChallengeACKLimit {
-		return false
-	}
-	p.chCount++
-	p.Stats.ChallengeACKs.Add(1)
-	return true
 }
 
 // scratch returns a buffer of at least n bytes for building a segment.

@@ -21,7 +21,9 @@ func (r *ring) reserve(need, limit, keep int) {
 	for c < need {
 		c *= 2
 	}
-	c = min(c, limit)
+	// At most the limit, rounded up to a power of two: when auto-tuning raises the limit
+	// in small steps the ring still grows by doubling, not by a copy per step.
+	c = min(c, pow2Ceil(limit))
 	nb := make([]byte, c)
 	if keep > 0 {
 		r.readAt(nb[:keep], 0)
@@ -72,3 +74,11 @@ func (r *ring) consume(k int) {
 }
 
 func (r *ring) free() { *r = ring{} }
+
+func pow2Ceil(n int) int {
+	c := 1024
+	for c < n {
+		c *= 2
+	}
+	return c
+}

@@ -544,7 +544,9 @@ func TestScriptListenerCloseResetsUnaccepted(t *testing.T) {
 }
 
 func TestScriptBacklog(t *testing.T) {
-	s := newScript(t, Config{})
+	// Without SYN cookies a full SYN queue drops (with tcp_syncookies=1, the default, the
+	// third SYN would get a cookie SYN-ACK instead: TestScriptSynCookieOnOverflow).
+	s := newScript(t, Config{SynCookies: SynCookiesNever})
 	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 2, portsOpts())
 	if err != nil {
 		t.Fatal(err)
@@ -580,7 +582,8 @@ func TestScriptSynRetries(t *testing.T) {
 }
 
 func TestScriptFastRetransmit(t *testing.T) {
-	sc := dialScript(t, Config{}, nil, 65535)
+	// NewReno's halving (RFC 5681 §3.2); CUBIC's β = 0.7 is checked in cubic_test.go.
+	sc := dialScript(t, Config{CongestionControl: CCReno}, nil, 65535)
 	sc.c.Write(make([]byte, 10*1460))
 	var segs []wire.TCP
 	for i := 0; i < 10; i++ { // initial window: 10 segments (RFC 6928)

@@ -23,6 +23,16 @@ type SocketInfo struct {
 	SSThresh     int // bytes
 	SndWnd       int
 	RcvWnd       int
+	// CongestionControl is the algorithm's name: "cubic" or "reno".
+	CongestionControl string
+	// What ss -i shows besides: the window-scale shifts (RFC 7323 §2; -1 when not
+	// negotiated), whether timestamps and SACK are on, the minimum RTT, and the
+	// scoreboard's SACKed and lost bytes and whether reordering was seen (RACK).
+	SndWScale, RcvWScale int
+	Timestamps, SACK     bool
+	MinRTT               time.Duration
+	SACKed, Lost         int
+	Reordering           bool
 }
 
 // Sockets returns a snapshot of every TCP socket.
@@ -59,12 +69,19 @@ func (c *Conn) info(now time.Time) SocketInfo {
 		Timer: timerNames[c.tkind], Retrans: c.retrans, Backoff: c.retries,
 		RTT: c.srtt, RTTVar: c.rttvar, RTO: c.rto, MSS: c.mss,
 		SndWnd: int(c.sndWnd), RcvWnd: int(c.rcvWnd()),
+		SndWScale: -1, RcvWScale: -1,
+		Timestamps: c.tsOK, SACK: c.sackOK, MinRTT: c.rackMinRTT,
+		SACKed: c.sb.sacked, Lost: c.sb.lost, Reordering: c.rackReord,
+	}
+	if c.wsPeer && c.state != StateSynSent {
+		si.SndWScale, si.RcvWScale = int(c.sndWscale), int(c.rcvWscale)
 	}
 	if c.tkind != timerNone {
 		si.TimerLeft = max(c.tat.Sub(now), 0)
 	}
 	if c.cc != nil {
 		si.CWnd, si.SSThresh = c.cc.Window(), c.cc.SSThresh()
+		si.CongestionControl = c.cc.Name()
 	}
 	return si
 }

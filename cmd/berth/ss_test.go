@@ -180,7 +180,7 @@ func TestOperatorViews(t *testing.T) {
 	})
 	t.Run("ss-info", func(t *testing.T) {
 		code, out, _ := runBerth(t, bin, nil, "ss", "-tio", ctl)
-		info := regexp.MustCompile(`(?m)^\trto:\d+ rtt:[\d.]+/[\d.]+ mss:1460 cwnd:\d+ snd_wnd:\d+ rcv_wnd:\d+ retrans:0/0$`)
+		info := regexp.MustCompile(`(?m)^\t(wscale:\d+,\d+ )?rto:\d+ rtt:[\d.]+/[\d.]+ mss:1448 cwnd:\d+ snd_wnd:\d+ rcv_wnd:\d+ retrans:0/0$`)
 		timer := regexp.MustCompile(`(?m) timer:\(keepalive,\d+sec,0\)$`)
 		if code != 0 || len(info.FindAllString(out, -1)) != 2 || len(timer.FindAllString(out, -1)) != 2 {
 			t.Errorf("ss -tio: exit %d, want 2 info lines and 2 timers:\n%s", code, out)
@@ -428,7 +428,7 @@ func TestOperatorViewsUp(t *testing.T) {
 		t.Fatalf("berth ss -tni: exit %d: %s", code, errs)
 	}
 	for _, p := range kernelPorts {
-		row := regexp.MustCompile(`(?m)^tcp +ESTAB +0 +0 +10\.77\.0\.2:7 +10\.77\.0\.1:` + p + "\n\trto:\\d+ rtt:")
+		row := regexp.MustCompile(`(?m)^tcp +ESTAB +0 +0 +10\.77\.0\.2:7 +10\.77\.0\.1:` + p + "\n\t(wscale:\\d+,\\d+ )?rto:\\d+ rtt:")
 		if !row.MatchString(out) {
 			t.Errorf("no ESTAB row (with its -i line) for the kernel's port %s:\n%s", p, out)
 		}

@@ -399,7 +399,15 @@ func TestConcurrentWritesAndClose(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(50 * time.Millisecond)
+	// Let traffic flow both ways before detaching (waiting on what was delivered, not on a
+	// fixed sleep: a loaded machine may take a while to schedule the delivery goroutines).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		_, okA := got.Load(a)
+		_, okB := got.Load(b)
+		if okA && okB || time.Now().After(deadline) {
+			break
+		}
+	}
 	b.Attach(nil) // detach while traffic flows
 	time.Sleep(10 * time.Millisecond)
 	a.Close()

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/berthnet/berth/forward"
+)
+
+func init() {
+	register(&command{
+		name:    "run",
+		summary: "run a command in a new network namespace networked through berth",
+		usage:   "run [-p [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] -- COMMAND [ARGS...]",
+		help: `Creates a network namespace, gives it a TUN device berth0 whose far side is berth,
+runs COMMAND in it, and exits with COMMAND's exit status, removing what it made.
+berth terminates every TCP and UDP flow the namespace opens and re-opens it with the
+host's sockets (user-mode networking, like slirp4netns and pasta).
+
+In the namespace: berth0 has 10.0.2.100/24 and fd00::100/64, MTU 65520 by default;
+the gateways 10.0.2.2 and fd00::2 reach the host's loopback (unless
+--no-host-loopback); 10.0.2.3 and fd00::3 forward DNS to the host's resolver (the
+first nameserver of /etc/resolv.conf, or --dns-upstream), and the namespace's
+/etc/resolv.conf names them.
+
+  -p MAPPING          forward a host port into the namespace (repeatable); the
+                      namespace sees the client's address (loopback clients as the
+                      gateway)
+  --control PATH      the socket berth forward add|rm|ls talks to (default:
+                      forward-PID.fwd in the control socket directory; none: no
+                      socket)
+
+Needs root (the rootless user-namespace mode is not implemented).`,
+		run: runRun,
+	})
+}
+
+// fwdFlags are the options run and attach share.
+type fwdFlags struct {
+	ports          []string
+	mtu            int
+	noIPv6         bool
+	noHostLoopback bool
+	dnsUpstream    string
+	control        string
+}
+
+type stringList struct{ p *[]string }
+
+func (l stringList) String() string {
+	if l.p == nil {
+		return ""
+	}
+	return strings.Join(*l.p, ",")
+}
+func (l stringList) Set(s string) error { *l.p = append(*l.p, s); return nil }
+
+func (ff *fwdFlags) register(fs *flag.FlagSet) {
+	fs.Var(stringList{&ff.ports}, "p", "port mapping [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp] (repeatable)")
+	fs.IntVar(&ff.mtu, "mtu", forward.DefaultMTU, "the namespace device's MTU")
+	fs.BoolVar(&ff.noIPv6, "no-ipv6", false, "no IPv6 in the namespace")
+	fs.BoolVar(&ff.noHostLoopback, "no-host-loopback", false, "the gateways do not reach the host's loopback")
+	fs.StringVar(&ff.dnsUpstream, "dns-upstream", "", "DNS resolver for 10.0.2.3 (default: /etc/resolv.conf's first)")
+	fs.StringVar(&ff.control, "control", "", "control socket path, or none")
+}
+
+// config turns the flags into a session configuration.
+func (ff *fwdFlags) config(nsPath string) (forward.SessionConfig, error) {
+	cfg := forward.SessionConfig{NSPath: nsPath, MTU: ff.mtu}
+	cfg.Forward.NoIPv6 = ff.noIPv6
+	cfg.Forward.NoHostLoopback = ff.noHostLoopback
+	for _, p := range ff.ports {
+		m, err := forward.ParsePortMapping(p)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Ports = append(cfg.Ports, m)
+	}
+	up := ff.dnsUpstream
+	if up == "" {
+		up = resolvConfServer("/etc/resolv.conf")
+	}
+	if up != "" {
+		ap, err := netip.ParseAddrPort(up)
+		if err != nil {
+			a, err2 := netip.ParseAddr(strings.Trim(up, "[]"))
+			if err2 != nil {
+				return cfg, fmt.Errorf("--dns-upstream %q: %v", up, err)
+			}
+			ap = netip.AddrPortFrom(a, 53)
+		}
+		cfg.Forward.DNSUpstream = ap
+	}
+	return cfg, nil
+}
+
+// resolvConfServer returns the first nameserver of a resolv.conf file, or "".
+func resolvConfServer(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "nameserver" {
+			if a, err := netip.ParseAddr(fields[1]); err == nil {
+				return a.WithZone("").String()
+			}
+		}
+	}
+	return ""
+}
+
+func runRun(args []string) int {
+	c := commands["run"]
+	var ff fwdFlags
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	ff.register(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n", c.usage, c.help)
+			return exitOK
+		}
+		return usageError(c, "%v", err)
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		return usageError(c, "no COMMAND given")
+	}
+	name := fmt.Sprintf("berth-run-%d", os.Getpid())
+	dns := []netip.Addr{forward.DefaultDNS4}
+	if !ff.noIPv6 {
+		dns = append(dns, forward.DefaultDNS6)
+	}
+	cfg, err := ff.config((&forward.Namespace{Name: name}).Path())
+	if err != nil {
+		return usageError(c, "%v", err)
+	}
+	if os.Geteuid() != 0 {
+		return fail("run", "needs root: the rootless (user namespace) mode is not implemented")
+	}
+	// Signals from here on go to COMMAND (once it runs), never kill berth before it has
+	// removed the namespace.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	ns, err := forward.NewNamespace(name, dns)
+	if err != nil {
+		return fail("run", "%v", err)
+	}
+	defer ns.Delete()
+	sess, err := forward.Start(cfg)
+	if err != nil {
+		return fail("run", "%v", err)
+	}
+	defer sess.Close()
+	if ff.control != "none" {
+		stop, err := serveForwardControl(ff.control, sess)
+		if err != nil {
+			return fail("run", "control socket %s: %v", ff.control, err)
+		}
+		defer stop()
+	}
+
+	cmd := ns.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+	if err := cmd.Start(); err != nil {
+		return fail("run", "%v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				cmd.Process.Signal(s) // COMMAND decides; its status becomes ours
+			case <-done:
+				return
+			}
+		}
+	}()
+	err = cmd.Wait()
+	close(done)
+	return exitStatus(err)
+}
+
+// exitStatus is a finished command's status as a shell reports it: 128+N for signal N.
+func exitStatus(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		fmt.Fprintf(stderr, "berth run: %v\n", err)
+		return exitFailure
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ee.ExitCode()
+}

@@ -1,0 +1,329 @@
+//go:build linux
+
+package forward
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berthnet/berth/internal/netns"
+	"github.com/berthnet/berth/internal/testenv"
+)
+
+// session starts a Forwarder serving a fresh namespace.
+func session(t *testing.T, cfg SessionConfig) (*netns.NS, *Session) {
+	t.Helper()
+	ns := netns.New(t)
+	cfg.NSPath = "/run/netns/" + ns.Name
+	s, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return ns, s
+}
+
+// patternReader yields n bytes of a fixed pseudo-random pattern.
+type patternReader struct{ n, off int64 }
+
+func (r *patternReader) Read(b []byte) (int, error) {
+	if r.off >= r.n {
+		return 0, io.EOF
+	}
+	b = b[:min(int64(len(b)), r.n-r.off)]
+	for i := range b {
+		x := uint64(r.off + int64(i))
+		b[i] = byte(x*0x9e3779b97f4a7c15>>56) ^ byte(x)
+	}
+	r.off += int64(len(b))
+	return len(b), nil
+}
+
+func patternSum(n int64) [32]byte {
+	h := sha256.New()
+	io.Copy(h, &patternReader{n: n})
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+// httpServer serves GET /N (N bytes of the pattern) and /hello on addr (host loopback).
+func httpServer(t *testing.T, addr string) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hello" {
+			fmt.Fprintf(w, "hello %s", r.RemoteAddr)
+			return
+		}
+		var n int64
+		fmt.Sscanf(r.URL.Path, "/%d", &n)
+		w.Header().Set("Content-Length", fmt.Sprint(n))
+		io.Copy(w, &patternReader{n: n})
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+func nsClient(ns *netns.NS) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: ns.Dial, DisableKeepAlives: true}, Timeout: 60 * time.Second}
+}
+
+// TestOutboundTCP: the namespace reaches the host's loopback through the gateways, IPv4
+// and IPv6, and a large download is byte-exact.
+func TestOutboundTCP(t *testing.T) {
+	ns, s := session(t, SessionConfig{})
+	hp4 := httpServer(t, "127.0.0.1:0")
+	hp6 := httpServer(t, "[::1]:0")
+	c := nsClient(ns)
+	for _, u := range []string{
+		fmt.Sprintf("http://10.0.2.2:%d/hello", hp4.Port()),
+		fmt.Sprintf("http://[fd00::2]:%d/hello", hp6.Port()),
+	} {
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Fatalf("GET %s: %v", u, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		// The host server sees the forwarder's host socket: a loopback client.
+		if !strings.HasPrefix(string(b), "hello 127.0.0.1:") && !strings.HasPrefix(string(b), "hello [::1]:") {
+			t.Errorf("GET %s: %q", u, b)
+		}
+	}
+	n := int64(bigDownload)
+	resp, err := c.Get(fmt.Sprintf("http://10.0.2.2:%d/%d", hp4.Port(), n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.New()
+	got, err := io.Copy(h, resp.Body)
+	resp.Body.Close()
+	if err != nil || got != n {
+		t.Fatalf("download: %d bytes of %d, %v", got, n, err)
+	}
+	if !bytes.Equal(h.Sum(nil), func() []byte { s := patternSum(n); return s[:] }()) {
+		t.Fatal("download: content differs")
+	}
+	st := s.Forwarder.Stats()
+	if st.TCPOutbound < 3 || st.BytesToNS < uint64(n) {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestOutboundTCPRefused: a closed host port is a refused connect inside the namespace;
+// an address the forwarder will not reach is unreachable.
+func TestOutboundTCPRefused(t *testing.T) {
+	ns, s := session(t, SessionConfig{})
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := ns.Dial(ctx, "tcp", fmt.Sprintf("10.0.2.2:%d", port))
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial closed port: %v, want ECONNREFUSED", err)
+	}
+	// The namespace's own network is not forwarded: ICMP net unreachable.
+	_, err = ns.Dial(ctx, "tcp", "10.0.2.77:80")
+	if !errors.Is(err, syscall.ENETUNREACH) && !errors.Is(err, syscall.EHOSTUNREACH) {
+		t.Errorf("dial 10.0.2.77: %v, want unreachable", err)
+	}
+	if st := s.Forwarder.Stats(); st.TCPRefused != 1 || st.TCPUnreachable != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestHalfClose: the namespace's FIN reaches the host as EOF while the host's answer
+// still flows back; a host RST becomes a RST in the namespace.
+func TestHalfClose(t *testing.T) {
+	ns, _ := session(t, SessionConfig{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				b, _ := io.ReadAll(c) // until the namespace's FIN
+				if string(b) == "reset" {
+					c.(*net.TCPConn).SetLinger(0)
+					c.Close()
+					return
+				}
+				c.Write([]byte("got " + string(b)))
+				c.Close()
+			}()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := ns.Dial(ctx, "tcp", fmt.Sprintf("10.0.2.2:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("ping"))
+	c.(*net.TCPConn).CloseWrite()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(c)
+	c.Close()
+	if err != nil || string(b) != "got ping" {
+		t.Fatalf("half-close: %q, %v", b, err)
+	}
+	c, err = ns.Dial(ctx, "tcp", fmt.Sprintf("10.0.2.2:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("reset"))
+	c.(*net.TCPConn).CloseWrite()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(c)
+	c.Close()
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("host RST: read %v, want ECONNRESET", err)
+	}
+}
+
+// TestFlowLimit: beyond MaxFlows new connections are refused (RST: ECONNREFUSED in the
+// namespace) and counted; when a flow ends its slot is free again.
+func TestFlowLimit(t *testing.T) {
+	ns, s := session(t, SessionConfig{Forward: Config{MaxFlows: 1}})
+	hp := httpServer(t, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr := fmt.Sprintf("10.0.2.2:%d", hp.Port())
+	c1, err := ns.Dial(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns.Dial(ctx, "tcp", addr); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("second flow over the limit: %v, want ECONNREFUSED", err)
+	}
+	if st := s.Forwarder.Stats(); st.FlowsRefused != 1 || st.ActiveFlows != 1 {
+		t.Errorf("stats %+v", st)
+	}
+	c1.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Forwarder.Stats().ActiveFlows != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	c3, err := ns.Dial(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatalf("after the first flow ended: %v", err)
+	}
+	c3.Close()
+}
+
+// TestCloseNoLeak: closing a session with flows open (TCP both ways, UDP, a port
+// forward) ends every goroutine it started.
+func TestCloseNoLeak(t *testing.T) {
+	hp := httpServer(t, "127.0.0.1:0")
+	e := udpEcho(t, "udp4", "127.0.0.1:0")
+	ns := netns.New(t)
+	hostNS := netns.New(t)
+	time.Sleep(100 * time.Millisecond)
+	before := runtime.NumGoroutine()
+	s, err := Start(SessionConfig{NSPath: "/run/netns/" + ns.Name, Forward: Config{Listen: hostNS.Listen, ListenPacket: hostNS.ListenPacket}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := ns.Dial(ctx, "tcp", fmt.Sprintf("10.0.2.2:%d", hp.Port()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	u, err := ns.Dial(ctx, "udp", fmt.Sprintf("10.0.2.2:%d", e.LocalAddr().(*net.UDPAddr).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if _, err := exchange(t, u, "x"); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := ns.Listen("tcp", "[::]:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := s.Forwarder.AddPort(PortMapping{Proto: "tcp", HostPort: 8080, NSPort: 8080}); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := hostNS.Dial(ctx, "tcp", "127.0.0.1:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	if ac, err := ln.Accept(); err == nil {
+		defer ac.Close()
+	}
+	s.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines before Start, %d after Close:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// TestPing: echo requests to the gateways are answered by the host's loopback, through
+// ping sockets or (as root where ping sockets are not allowed) a raw socket.
+func TestPing(t *testing.T) {
+	_, err := exec.LookPath("ping")
+	testenv.NeedCommand(t, "ping", err)
+	ns, s := session(t, SessionConfig{})
+	for _, a := range []string{"10.0.2.2", "fd00::2"} {
+		out, err := ns.Command(context.Background(), "ping", "-c", "2", "-i", "0.2", "-W", "5", a).CombinedOutput()
+		if err != nil {
+			t.Errorf("ping %s: %v\n%s", a, err, out)
+		}
+	}
+	if st := s.Forwarder.Stats(); st.PingsForwarded < 4 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestNoHostLoopbackNoIPv6: with NoHostLoopback the gateway refuses connections (the
+// host's loopback server stays out of reach); with NoIPv6 the namespace has no IPv6
+// address or route through berth.
+func TestNoHostLoopbackNoIPv6(t *testing.T) {
+	ns, s := session(t, SessionConfig{Forward: Config{NoHostLoopback: true, NoIPv6: true}})
+	hp := httpServer(t, "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := ns.Dial(ctx, "tcp", fmt.Sprintf("10.0.2.2:%d", hp.Port())); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("gateway with NoHostLoopback: %v, want ECONNREFUSED", err)
+	}
+	if _, err := ns.Dial(ctx, "tcp", fmt.Sprintf("[fd00::2]:%d", hp.Port())); !errors.Is(err, syscall.ENETUNREACH) {
+		t.Errorf("IPv6 with NoIPv6: %v, want ENETUNREACH", err)
+	}
+	if st := s.Forwarder.Stats(); st.TCPOutbound != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}

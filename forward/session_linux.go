@@ -1,0 +1,234 @@
+//go:build linux
+
+package forward
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berthnet/berth/link/tun"
+	"github.com/berthnet/berth/stack"
+	"github.com/berthnet/berth/tcp"
+	"github.com/berthnet/berth/udp"
+)
+
+// DeviceName is the TUN device the namespace gets.
+const DeviceName = "berth0"
+
+// SessionConfig configures a Session.
+type SessionConfig struct {
+	// NSPath names the network namespace to serve: /run/netns/NAME, /proc/PID/ns/net.
+	NSPath string
+	// MTU of the namespace's device; 0 means DefaultMTU.
+	MTU int
+	// Forwarder settings (NoIPv6, NoHostLoopback, DNSUpstream, limits).
+	Forward Config
+	// Ports are forwarded from the start.
+	Ports []PortMapping
+	// TCP settings of the berth stack; zero buffers become 1 MiB.
+	TCP tcp.Config
+}
+
+// Session serves one network namespace: a TUN device berth0 inside it, configured with
+// the namespace's addresses and default routes, whose far side is a berth stack with a
+// Forwarder.
+type Session struct {
+	Stack     *stack.Stack
+	TCP       *tcp.Protocol
+	Forwarder *Forwarder
+	dev       *tun.Endpoint
+}
+
+// inNS runs f on a thread switched into the namespace at path. Sockets and devices f
+// creates, and processes it starts (os/exec forks from the calling thread), belong to the
+// namespace. If the thread cannot switch back it is not reused.
+func inNS(path string, f func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- err
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open(path)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("netns: %w", err)
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("netns: setns %s: %w", path, err)
+			return
+		}
+		err = f()
+		if e := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); e != nil {
+			done <- errors.Join(err, fmt.Errorf("netns: switching back: %w", e))
+			return // the thread stays locked and ends with the goroutine
+		}
+		runtime.UnlockOSThread()
+		done <- err
+	}()
+	return <-done
+}
+
+// ipCmd runs ip(8) with args; errors carry its stderr.
+func ipCmd(args ...string) error {
+	cmd := exec.Command("ip", args...)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return nil
+}
+
+// Start creates the TUN device in the namespace, configures it, and starts forwarding.
+func Start(cfg SessionConfig) (*Session, error) {
+	if cfg.MTU <= 0 {
+		cfg.MTU = DefaultMTU
+	}
+	if cfg.MTU < 1280 && !cfg.Forward.NoIPv6 {
+		return nil, fmt.Errorf("forward: MTU %d is below IPv6's minimum 1280 (use --no-ipv6)", cfg.MTU)
+	}
+	if cfg.MTU < 576 || cfg.MTU > 65535 {
+		return nil, fmt.Errorf("forward: MTU %d out of range 576-65535", cfg.MTU)
+	}
+	fc := cfg.Forward
+	fc.setDefaults()
+	var dev *tun.Endpoint
+	err := inNS(cfg.NSPath, func() error {
+		var err error
+		if dev, err = tun.Open(DeviceName, tun.Options{MTU: cfg.MTU}); err != nil {
+			return err
+		}
+		// Run from this thread, ip(8) works in the namespace.
+		cmds := [][]string{
+			{"link", "set", "lo", "up"},
+			{"addr", "add", netip.PrefixFrom(fc.NSAddr4, DefaultNSAddr4.Bits()).String(), "dev", DeviceName},
+			{"link", "set", DeviceName, "up"},
+			{"route", "add", "default", "via", fc.Gateway4.String(), "dev", DeviceName},
+		}
+		if !fc.NoIPv6 {
+			cmds = append(cmds,
+				[]string{"-6", "addr", "add", netip.PrefixFrom(fc.NSAddr6, DefaultNSAddr6.Bits()).String(), "dev", DeviceName, "nodad"},
+				[]string{"-6", "route", "add", "default", "via", fc.Gateway6.String(), "dev", DeviceName})
+		}
+		for _, c := range cmds {
+			if err := ipCmd(c...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if dev != nil {
+			dev.Close()
+		}
+		return nil, err
+	}
+	s := stack.New(stack.Options{})
+	if cfg.TCP.SendBuffer == 0 {
+		cfg.TCP.SendBuffer = 1 << 20
+	}
+	if cfg.TCP.ReceiveBuffer == 0 {
+		cfg.TCP.ReceiveBuffer = 1 << 20
+	}
+	tp := tcp.New(s, cfg.TCP)
+	s.RegisterTransport(6, tp)
+	up := udp.New(s, udp.Config{})
+	s.RegisterTransport(17, up)
+	sess := &Session{Stack: s, TCP: tp, dev: dev}
+	sess.Forwarder = New(s, tp, cfg.Forward)
+	fail := func(err error) (*Session, error) {
+		sess.Close()
+		return nil, err
+	}
+	if _, err := s.AddInterface(DeviceName, newDefrag(dev, s.IsLocal)); err != nil {
+		return fail(err)
+	}
+	if err := s.AddAddress(DeviceName, DefaultStackAddr4); err != nil {
+		return fail(err)
+	}
+	if !fc.NoIPv6 {
+		if err := s.AddAddress(DeviceName, DefaultStackAddr6); err != nil {
+			return fail(err)
+		}
+	}
+	for _, m := range cfg.Ports {
+		if err := sess.Forwarder.AddPort(m); err != nil {
+			return fail(err)
+		}
+	}
+	return sess, nil
+}
+
+// Close stops forwarding and removes the device (closing it deletes it).
+func (s *Session) Close() error {
+	s.Forwarder.Close()
+	s.TCP.Close()
+	return s.Stack.Close()
+}
+
+// Namespace is a named network namespace berth made (ip netns add) for `berth run`.
+type Namespace struct {
+	Name string
+}
+
+// Path is the namespace's file.
+func (n *Namespace) Path() string { return "/run/netns/" + n.Name }
+
+// NewNamespace creates the network namespace name, with /etc/netns/NAME/resolv.conf
+// naming dns (ip netns exec bind-mounts it over /etc/resolv.conf).
+func NewNamespace(name string, dns []netip.Addr) (*Namespace, error) {
+	if err := ipCmd("netns", "add", name); err != nil {
+		return nil, err
+	}
+	n := &Namespace{Name: name}
+	if len(dns) > 0 {
+		dir := "/etc/netns/" + name
+		if err := os.MkdirAll(dir, 0o755); err == nil {
+			var b strings.Builder
+			for _, a := range dns {
+				b.WriteString("nameserver " + a.String() + "\n")
+			}
+			os.WriteFile(dir+"/resolv.conf", []byte(b.String()), 0o644)
+		}
+	}
+	return n, nil
+}
+
+// Command returns cmd run inside the namespace (through ip netns exec).
+func (n *Namespace) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+}
+
+// Delete removes the namespace and its resolv.conf.
+func (n *Namespace) Delete() error {
+	os.RemoveAll("/etc/netns/" + n.Name)
+	return ipCmd("netns", "delete", n.Name)
+}
+
+// NSPath turns attach's --netns argument (a path, or a PID) into a namespace file.
+func NSPath(arg string) string {
+	if _, err := strconv.Atoi(arg); err == nil {
+		return "/proc/" + arg + "/ns/net"
+	}
+	if !strings.Contains(arg, "/") {
+		return "/run/netns/" + arg
+	}
+	return arg
+}

@@ -1,0 +1,184 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"syscall"
+
+	"github.com/berthnet/berth/tcp"
+	"github.com/berthnet/berth/wire"
+)
+
+// handleTCP takes every TCP segment for a non-local destination. Segments of connections
+// the stack already holds go to TCP (which finds them by 4-tuple, or answers RST). A new
+// SYN starts the host connect; the namespace's SYN is answered only when that succeeds,
+// so a refused or unreachable host port looks the same inside the namespace (RST, or
+// ICMP unreachable) as it does on the host. Retransmitted SYNs meanwhile are dropped.
+func (f *Forwarder) handleTCP(src, dst netip.Addr, seg []byte) bool {
+	h, err := wire.ParseTCP(seg)
+	if err != nil {
+		return true
+	}
+	local := netip.AddrPortFrom(dst, h.DstPort())
+	remote := netip.AddrPortFrom(src, h.SrcPort())
+	const syn, ack, rst = wire.TCPFlagSYN, wire.TCPFlagACK, wire.TCPFlagRST
+	if h.Flags()&(syn|ack|rst) != syn || f.tcp.HasConn(local, remote) {
+		f.tcp.HandlePacket(src, dst, seg)
+		return true
+	}
+	if !h.VerifyChecksum(src, dst) {
+		return true
+	}
+	k := flowKey{remote, local}
+	f.mu.Lock()
+	if _, dup := f.pending[k]; dup || f.closed {
+		f.mu.Unlock()
+		return true
+	}
+	f.mu.Unlock()
+	target, ok := f.hostTarget(local)
+	if !ok {
+		if dst == f.cfg.Gateway4 || dst == f.cfg.Gateway6 || dst == f.cfg.DNS4 || dst == f.cfg.DNS6 {
+			f.c.tcpRefused.Add(1)
+			f.tcp.RejectTransparent(src, dst, seg)
+		} else {
+			f.c.tcpUnreach.Add(1)
+			f.sendICMPUnreachable(src, dst, wire.ProtoTCP, seg, wire.ICMPv4CodeNetUnreachable)
+		}
+		return true
+	}
+	if !f.reserve(2 * spliceBuf) {
+		f.tcp.RejectTransparent(src, dst, seg)
+		return true
+	}
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		f.unreserve(2 * spliceBuf)
+		return true
+	}
+	f.pending[k] = struct{}{}
+	f.wg.Add(1)
+	f.mu.Unlock()
+	go f.outboundTCP(k, src, dst, slices.Clone(seg), target)
+	return true
+}
+
+// outboundTCP connects to the host target and then accepts the namespace's connection.
+func (f *Forwarder) outboundTCP(k flowKey, src, dst netip.Addr, syn []byte, target netip.AddrPort) {
+	defer f.wg.Done()
+	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.DialTimeout)
+	hc, err := f.cfg.Dialer.DialContext(ctx, "tcp", target.String())
+	cancel()
+	var c *tcp.Conn
+	if err == nil {
+		c, err = f.tcp.AcceptTransparent(src, dst, syn)
+		if err != nil {
+			hc.Close()
+		}
+	} else if errors.Is(err, syscall.ECONNREFUSED) {
+		// RFC 9293 §3.10.7.1: what a closed port answers.
+		f.c.tcpRefused.Add(1)
+		f.tcp.RejectTransparent(src, dst, syn)
+	} else {
+		f.c.tcpUnreach.Add(1)
+		f.sendICMPUnreachable(src, dst, wire.ProtoTCP, syn, unreachableCode(err))
+	}
+	f.mu.Lock()
+	delete(f.pending, k)
+	f.mu.Unlock()
+	if err != nil {
+		f.unreserve(2 * spliceBuf)
+		return
+	}
+	f.c.tcpOut.Add(1)
+	f.splice(c, hc, 2*spliceBuf)
+}
+
+// spliced is a namespace connection joined to a host connection.
+type spliced struct {
+	ns   *tcp.Conn
+	host net.Conn
+	once sync.Once
+}
+
+// abort resets both sides (RST propagation, and Close of the Forwarder).
+func (sp *spliced) abort() {
+	sp.once.Do(func() {
+		sp.ns.Abort()
+		if tc, ok := sp.host.(*net.TCPConn); ok {
+			tc.SetLinger(0) // close with RST
+		}
+		sp.host.Close()
+	})
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, spliceBuf); return &b }}
+
+// splice copies both ways until both directions end; buf is what was reserved for it.
+// A FIN is passed on as a FIN (half-close), a reset or an error as a RST; blocking writes
+// give backpressure in both directions.
+func (f *Forwarder) splice(c *tcp.Conn, hc net.Conn, buf int64) {
+	sp := &spliced{ns: c, host: hc}
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		sp.abort()
+		f.unreserve(buf)
+		return
+	}
+	f.active[sp] = struct{}{}
+	f.wg.Add(1)
+	f.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer f.wg.Done()
+		defer close(done)
+		f.pipe(sp, hc, c, &f.c.toHost, func() error {
+			if cw, ok := hc.(interface{ CloseWrite() error }); ok {
+				return cw.CloseWrite()
+			}
+			return nil
+		})
+	}()
+	f.pipe(sp, c, hc, &f.c.toNS, c.CloseWrite)
+	<-done
+	c.Close()
+	hc.Close()
+	f.mu.Lock()
+	delete(f.active, sp)
+	f.mu.Unlock()
+	f.unreserve(buf)
+}
+
+// pipe copies from r to w; at r's EOF it calls closeWrite, on any error it aborts both.
+func (f *Forwarder) pipe(sp *spliced, w io.Writer, r io.Reader, count interface{ Add(uint64) uint64 }, closeWrite func() error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	b := *bp
+	for {
+		n, err := r.Read(b)
+		if n > 0 {
+			if _, werr := w.Write(b[:n]); werr != nil {
+				sp.abort()
+				return
+			}
+			count.Add(uint64(n))
+		}
+		if err == io.EOF {
+			if closeWrite() != nil {
+				sp.abort()
+			}
+			return
+		}
+		if err != nil {
+			sp.abort()
+			return
+		}
+	}
+}

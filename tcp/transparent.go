@@ -1,0 +1,166 @@
+package tcp
+
+import (
+	"context"
+	"net/netip"
+	"syscall"
+
+	"github.com/berthnet/berth/wire"
+)
+
+// Transparent connections (like Linux's IP_TRANSPARENT sockets) let a forwarder terminate
+// connections whose addresses are not the stack's own: a namespace's connection to any
+// destination (AcceptTransparent), and a connection into the namespace that carries a
+// remote client's address as its source (DialTransparent). The forwarder receives such
+// segments through the stack's unmatched-flow hook and passes those of existing
+// connections to HandlePacket, which finds them by their exact 4-tuple.
+
+// HasConn reports whether a connection (in any state, TIME-WAIT included) holds the
+// 4-tuple (local, remote).
+func (p *Protocol) HasConn(local, remote netip.AddrPort) bool {
+	owner, ok := p.mgr.Lookup(netip.AddrPortFrom(local.Addr().Unmap(), local.Port()),
+		netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()))
+	if !ok {
+		return false
+	}
+	_, isConn := owner.(*Conn)
+	return isConn
+}
+
+// AcceptTransparent creates the passive side of a connection from the SYN segment syn,
+// sent by src to dst, without a listener and whatever dst is (RFC 9293 §3.10.7.2, LISTEN
+// state, as a listener would): the connection enters SYN-RECEIVED and answers with a
+// SYN-ACK at once. The returned connection becomes usable (Read, Write) when the peer's
+// ACK arrives; a peer that never completes the handshake makes it fail with ETIMEDOUT.
+// EINVAL if syn is not a valid SYN, EADDRINUSE if the 4-tuple is taken.
+func (p *Protocol) AcceptTransparent(src, dst netip.Addr, syn []byte) (*Conn, error) {
+	if p.isClosed() {
+		return nil, syscall.ENETDOWN
+	}
+	src, dst = src.Unmap(), dst.Unmap()
+	h, err := wire.ParseTCP(syn)
+	if err != nil || !h.VerifyChecksum(src, dst) {
+		return nil, syscall.EINVAL
+	}
+	s := segment{hdr: h, src: src, dst: dst}
+	if h.DataOffset() > wire.TCPMinHeaderLen && h.ParseOptions(&s.opts) != nil {
+		return nil, syscall.EINVAL
+	}
+	s.init()
+	if s.flags&(flagSYN|flagACK|flagRST) != flagSYN {
+		return nil, syscall.EINVAL
+	}
+	_, mtu, err := p.net.Route(src)
+	if err != nil {
+		return nil, err
+	}
+	c := p.newConn()
+	c.local = netip.AddrPortFrom(dst, h.DstPort())
+	c.remote = netip.AddrPortFrom(src, h.SrcPort())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, err := p.mgr.Register(c.local, c.remote, c)
+	if err != nil {
+		return nil, err
+	}
+	c.bind = b
+	c.setRoute(mtu)
+	c.irs, c.rcvNxt = s.seq, s.seq+1
+	c.negotiate(&s.opts)
+	c.sndWnd, c.sndWl1 = s.wnd, s.seq
+	c.maxSndWnd = s.wnd
+	c.iss = p.isn(c.local, c.remote)
+	c.sndUna, c.sndNxt, c.sndMax, c.recover = c.iss, c.iss+1, c.iss+1, c.iss
+	c.sndWl2 = c.iss
+	c.state = StateSynReceived
+	p.track(c)
+	p.Stats.PassiveOpens.Add(1)
+	c.sendSYN()
+	c.arm(timerRetransmit, c.rto)
+	return c, nil
+}
+
+// RejectTransparent answers the SYN segment syn (from src to dst) with a RST, as a closed
+// port does (RFC 9293 §3.10.7.1): the peer's connect fails with ECONNREFUSED.
+func (p *Protocol) RejectTransparent(src, dst netip.Addr, syn []byte) {
+	src, dst = src.Unmap(), dst.Unmap()
+	h, err := wire.ParseTCP(syn)
+	if err != nil {
+		return
+	}
+	s := segment{hdr: h, src: src, dst: dst}
+	s.init()
+	p.resetClosed(&s)
+}
+
+// DialTransparent opens a connection from local, which need not be one of the stack's
+// addresses, to remote (an active open with an exact 4-tuple, like connect(2) on an
+// IP_TRANSPARENT socket bound to local). It returns once the connection is established,
+// or with ECONNREFUSED, ETIMEDOUT, EADDRINUSE (the 4-tuple is taken), or ctx's error.
+func (p *Protocol) DialTransparent(ctx context.Context, local, remote netip.AddrPort) (*Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if p.isClosed() {
+		return nil, syscall.ENETDOWN
+	}
+	la, ra := local.Addr().Unmap(), remote.Addr().Unmap()
+	local, remote = netip.AddrPortFrom(la, local.Port()), netip.AddrPortFrom(ra, remote.Port())
+	if !la.IsValid() || la.IsUnspecified() || local.Port() == 0 || !ra.IsValid() ||
+		ra.IsUnspecified() || ra.IsMulticast() || remote.Port() == 0 {
+		return nil, syscall.EINVAL
+	}
+	if la.Is4() != ra.Is4() {
+		return nil, syscall.EAFNOSUPPORT
+	}
+	_, mtu, err := p.net.Route(ra)
+	if err != nil {
+		return nil, err
+	}
+	c := p.newConn()
+	c.active = true
+	c.local, c.remote = local, remote
+	c.mu.Lock()
+	b, err := p.mgr.Register(local, remote, c)
+	if err != nil {
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.bind = b
+	c.setRoute(mtu)
+	p.track(c)
+	p.Stats.ActiveOpens.Add(1)
+	c.iss = p.isn(c.local, c.remote)
+	c.sndUna, c.sndNxt, c.sndMax, c.recover = c.iss, c.iss+1, c.iss+1, c.iss
+	c.state = StateSynSent
+	c.sendSYN()
+	c.arm(timerRetransmit, c.rto)
+
+	stop := context.AfterFunc(ctx, func() {
+		c.mu.Lock()
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer stop()
+	for !c.synced && c.err == nil && c.state != StateClosed {
+		if err := ctx.Err(); err != nil {
+			c.abort()
+			c.mu.Unlock()
+			p.Stats.AttemptFails.Add(1)
+			return nil, err
+		}
+		c.cond.Wait()
+	}
+	if !c.synced {
+		err := c.err
+		if err == nil {
+			err = syscall.ECONNREFUSED
+		}
+		c.finish(nil)
+		c.mu.Unlock()
+		p.Stats.AttemptFails.Add(1)
+		return nil, err
+	}
+	c.mu.Unlock()
+	return c, nil
+}
