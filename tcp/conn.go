@@ -313,6 +313,13 @@ func (p *Protocol) Dial(ctx context.Context, local, remote netip.AddrPort, opts 
 	}
 	c.bind = nb
 	c.local = nb.Local()
+	return c.activeOpen(ctx, mtu)
+}
+
+// activeOpen sends the SYN of a connection whose 4-tuple is registered and waits for the
+// handshake to finish (RFC 9293 §3.5). c.mu is held on entry and released on return.
+func (c *Conn) activeOpen(ctx context.Context, mtu int) (*Conn, error) {
+	p := c.p
 	c.setRoute(mtu)
 	p.track(c)
 	p.Stats.ActiveOpens.Add(1)

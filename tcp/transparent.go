@@ -127,40 +127,5 @@ func (p *Protocol) DialTransparent(ctx context.Context, local, remote netip.Addr
 		return nil, err
 	}
 	c.bind = b
-	c.setRoute(mtu)
-	p.track(c)
-	p.Stats.ActiveOpens.Add(1)
-	c.iss = p.isn(c.local, c.remote)
-	c.sndUna, c.sndNxt, c.sndMax, c.recover = c.iss, c.iss+1, c.iss+1, c.iss
-	c.state = StateSynSent
-	c.sendSYN()
-	c.arm(timerRetransmit, c.rto)
-
-	stop := context.AfterFunc(ctx, func() {
-		c.mu.Lock()
-		c.cond.Broadcast()
-		c.mu.Unlock()
-	})
-	defer stop()
-	for !c.synced && c.err == nil && c.state != StateClosed {
-		if err := ctx.Err(); err != nil {
-			c.abort()
-			c.mu.Unlock()
-			p.Stats.AttemptFails.Add(1)
-			return nil, err
-		}
-		c.cond.Wait()
-	}
-	if !c.synced {
-		err := c.err
-		if err == nil {
-			err = syscall.ECONNREFUSED
-		}
-		c.finish(nil)
-		c.mu.Unlock()
-		p.Stats.AttemptFails.Add(1)
-		return nil, err
-	}
-	c.mu.Unlock()
-	return c, nil
+	return c.activeOpen(ctx, mtu)
 }
