@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"testing"
 
 	"github.com/berthnet/berth"
 	"github.com/berthnet/berth/bench/internal/netns"
@@ -19,10 +20,20 @@ import (
 type berthTUN struct{ s *berth.Stack }
 
 func newBerthTUN(ns *netns.NS, dev string, mtu int, addr netip.Addr) (tunStack, error) {
+	return openBerthTUN(ns, dev, mtu, addr, true)
+}
+
+// newBerthTUNPlain is berth on a TUN device without the virtio-net header: no checksum
+// offload, no TSO/GSO, one MTU-sized packet per read and write.
+func newBerthTUNPlain(ns *netns.NS, dev string, mtu int, addr netip.Addr) (tunStack, error) {
+	return openBerthTUN(ns, dev, mtu, addr, false)
+}
+
+func openBerthTUN(ns *netns.NS, dev string, mtu int, addr netip.Addr, vnetHdr bool) (tunStack, error) {
 	var ep *tun.Endpoint
 	err := ns.Do(func() error {
 		var err error
-		ep, err = tun.Open(dev, tun.Options{MTU: mtu, VnetHdr: true})
+		ep, err = tun.Open(dev, tun.Options{MTU: mtu, VnetHdr: vnetHdr})
 		return err
 	})
 	if err != nil {
@@ -58,4 +69,16 @@ func (t berthTUN) Close() error {
 
 func init() {
 	tunKinds = append([]tunKind{{name: "berth", newStack: newBerthTUN}}, tunKinds...)
+}
+
+// BenchmarkTUNPlain is BenchmarkTUN for berth with its offloads off (no virtio-net header),
+// the "without offloads" half of the kernel-interop issue's TUN benchmark.
+func BenchmarkTUNPlain(b *testing.B) {
+	for _, dir := range []string{"kernel-to-stack", "stack-to-kernel"} {
+		b.Run("dir="+dir, func(b *testing.B) {
+			b.Run("stack=berth", func(b *testing.B) {
+				benchTUN(b, tunKind{name: "berth", newStack: newBerthTUNPlain}, dir == "kernel-to-stack")
+			})
+		})
+	}
 }

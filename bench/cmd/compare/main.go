@@ -43,6 +43,7 @@ var workloads = []workload{
 	{"BenchmarkUDP", "0.5s"},
 	{"BenchmarkEphemeral", "0.5s"},
 	{"BenchmarkTUN", "128x"},         // needs root: a TUN device in a namespace of its own
+	{"BenchmarkTUNPlain", "64x"},     // needs root: berth without offloads
 	{"BenchmarkVethCeiling", "512x"}, // needs root
 }
 
@@ -278,6 +279,10 @@ func rows() []row {
 					return v / c
 				}},
 		)
+	}
+	for _, dir := range []string{"kernel-to-stack", "stack-to-kernel"} {
+		rs = append(rs, row{workload: "6. TUN without offloads, " + strings.Replace(dir, "-to-", " → ", 1),
+			bench: "BenchmarkTUNPlain/dir=" + dir, unit: "Gbit/s", label: "throughput (Gbit/s), berth only", noRatio: true})
 	}
 	rs = append(rs, row{workload: "6. kernel → kernel over veth (ceiling)", bench: veth, unit: "Gbit/s",
 		label: "throughput (Gbit/s), kernel in both columns", noRatio: true,
