@@ -157,7 +157,7 @@ func Start(cfg SessionConfig) (*Session, error) {
 		sess.Close()
 		return nil, err
 	}
-	if _, err := s.AddInterface(DeviceName, newDefrag(dev, s.IsLocal)); err != nil {
+	if _, err := s.AddInterface(DeviceName, dev); err != nil {
 		return fail(err)
 	}
 	if err := s.AddAddress(DeviceName, DefaultStackAddr4); err != nil {

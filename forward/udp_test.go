@@ -48,10 +48,10 @@ func exchange(t *testing.T, c net.Conn, msg string) (string, error) {
 }
 
 // TestOutboundUDP: datagrams both ways through the gateways, IPv4 and IPv6, large ones
-// included (at MTU 1500 they are fragmented: reassembled by the forwarder's link wrapper
-// from the namespace, fragmented by the berth stack towards it); a closed host port answers with ICMP port
-// unreachable, which the namespace's connected socket reports as ECONNREFUSED; idle
-// flows expire.
+// included (at MTU 1500 they are fragmented: from the namespace, reassembled by the berth
+// stack for the forwarder's hook; towards it, fragmented by the stack); a closed host port
+// answers with ICMP port unreachable, which the namespace's connected socket reports as
+// ECONNREFUSED; idle flows expire.
 func TestOutboundUDP(t *testing.T) {
 	ns, s := session(t, SessionConfig{MTU: 1500, Forward: Config{UDPTimeout: 3 * time.Second, UDPStreamTimeout: 4 * time.Second}})
 	e4 := udpEcho(t, "udp4", "127.0.0.1:0")

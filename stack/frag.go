@@ -29,18 +29,21 @@ type fragKey struct {
 }
 
 type reasm struct {
-	key   fragKey
-	ifc   *Interface
-	v6    bool
-	dead  bool   // overlapped or failed: swallow further fragments until the timer
-	first []byte // the first fragment's packet start (for the ICMP time-exceeded quote)
-	hdr   []byte // header to deliver with: IPv4 header or IPv6 unfragmentable part
-	proto uint8
-	data  []byte
-	spans []span // received payload ranges, sorted
-	total int    // payload length, -1 until the last fragment arrives
-	mem   int
-	timer clock.Timer
+	key fragKey
+	ifc *Interface
+	v6  bool
+	// transit: the destination is not ours; the datagram is reassembled only to offer it
+	// whole to the unmatched-flow hook (see input4/input6).
+	transit bool
+	dead    bool   // overlapped or failed: swallow further fragments until the timer
+	first   []byte // the first fragment's packet start (for the ICMP time-exceeded quote)
+	hdr     []byte // header to deliver with: IPv4 header or IPv6 unfragmentable part
+	proto   uint8
+	data    []byte
+	spans   []span // received payload ranges, sorted
+	total   int    // payload length, -1 until the last fragment arrives
+	mem     int
+	timer   clock.Timer
 }
 
 type span struct{ lo, hi int }
@@ -61,8 +64,9 @@ func (r *reassembler) close() {
 	r.bytes = 0
 }
 
-// add4 takes an IPv4 fragment.
-func (r *reassembler) add4(ifc *Interface, h wire.IPv4) {
+// add4 takes an IPv4 fragment. transit is set for a fragment to a non-local destination
+// (reassembled for the unmatched-flow hook rather than local delivery).
+func (r *reassembler) add4(ifc *Interface, h wire.IPv4, transit bool) {
 	c := &r.s.ip4
 	c.ReasmReqds.Add(1)
 	off, pl := h.FragmentOffset(), h.Payload()
@@ -73,11 +77,12 @@ func (r *reassembler) add4(ifc *Interface, h wire.IPv4) {
 	}
 	k := fragKey{src: h.Src(), dst: h.Dst(), id: uint32(h.ID()), proto: h.Protocol()}
 	hdr := h[:h.HeaderLen()]
-	r.add(ifc, k, false, h, hdr, h.Protocol(), off, pl, more)
+	r.add(ifc, k, false, transit, h, hdr, h.Protocol(), off, pl, more)
 }
 
-// add6 takes an IPv6 fragment; frag is the offset of its Fragment header in h.
-func (r *reassembler) add6(ifc *Interface, h wire.IPv6, frag int) {
+// add6 takes an IPv6 fragment; frag is the offset of its Fragment header in h. transit
+// is as for add4.
+func (r *reassembler) add6(ifc *Interface, h wire.IPv6, frag int, transit bool) {
 	c := &r.s.ip6
 	c.ReasmReqds.Add(1)
 	fh := h[frag : frag+8]
@@ -92,7 +97,7 @@ func (r *reassembler) add6(ifc *Interface, h wire.IPv6, frag int) {
 		return
 	}
 	k := fragKey{src: h.Src(), dst: h.Dst(), id: binary.BigEndian.Uint32(fh[4:])}
-	r.add(ifc, k, true, h, h[:frag], fh[0], off, pl, more)
+	r.add(ifc, k, true, transit, h, h[:frag], fh[0], off, pl, more)
 }
 
 func (r *reassembler) counters(v6 bool) (reqFails, oks, timeouts, overlaps interface{ Add(uint64) uint64 }) {
@@ -104,7 +109,7 @@ func (r *reassembler) counters(v6 bool) (reqFails, oks, timeouts, overlaps inter
 	return c.ReasmFails, c.ReasmOKs, c.ReasmTimeout, c.ReasmOverlaps
 }
 
-func (r *reassembler) add(ifc *Interface, k fragKey, v6 bool, pkt, hdr []byte, proto uint8, off int, pl []byte, more bool) {
+func (r *reassembler) add(ifc *Interface, k fragKey, v6, transit bool, pkt, hdr []byte, proto uint8, off int, pl []byte, more bool) {
 	fails, oks, _, overlaps := r.counters(v6)
 	r.mu.Lock()
 	if r.shut {
@@ -120,7 +125,7 @@ func (r *reassembler) add(ifc *Interface, k fragKey, v6 bool, pkt, hdr []byte, p
 			fails.Add(1)
 			return
 		}
-		d = &reasm{key: k, ifc: ifc, v6: v6, total: -1}
+		d = &reasm{key: k, ifc: ifc, v6: v6, transit: transit, total: -1}
 		r.m[k] = d
 		d.timer = r.s.clk.AfterFunc(r.s.opts.FragTimeout, func() { r.expire(k, d) })
 	}
@@ -212,7 +217,8 @@ func mergeSpans(s []span) []span {
 }
 
 // deliver rebuilds a whole packet (header + payload) and hands it to the local delivery
-// path, as if it had arrived unfragmented.
+// path, as if it had arrived unfragmented; a transit datagram goes to the unmatched-flow
+// hook instead.
 func (r *reassembler) deliver(d *reasm) {
 	n := len(d.hdr) + d.total
 	buf := make([]byte, n)
@@ -224,6 +230,10 @@ func (r *reassembler) deliver(d *reasm) {
 		binary.BigEndian.PutUint16(buf[6:], 0)
 		buf[10], buf[11] = 0, 0
 		binary.BigEndian.PutUint16(buf[10:], ^wire.Checksum(buf[:h.HeaderLen()], 0))
+		if d.transit {
+			r.transit(d, h.Payload())
+			return
+		}
 		r.s.deliver(d.ifc, h, d.key.src, d.key.dst, d.proto, h.Payload())
 		return
 	}
@@ -231,7 +241,27 @@ func (r *reassembler) deliver(d *reasm) {
 	// Fragment header; point it at the upper layer instead.
 	binary.BigEndian.PutUint16(buf[4:], uint16(n-wire.IPv6HeaderLen))
 	setLastNextHeader(buf, len(d.hdr), d.proto)
+	if d.transit {
+		r.transit(d, buf[len(d.hdr):])
+		return
+	}
 	r.s.deliver(d.ifc, buf, d.key.src, d.key.dst, d.proto, buf[len(d.hdr):])
+}
+
+// transit offers a reassembled datagram for another host to the unmatched-flow hook. One
+// the hook does not take (or a hook removed meanwhile) is dropped, never forwarded: a
+// router forwards fragments as they came (RFC 1812 §5.2.6, RFC 8200 §4.5), and a whole
+// datagram may not fit the next hop's MTU. It counts as InDiscards (RFC 4293: discarded
+// though no problem was found in it).
+func (r *reassembler) transit(d *reasm, seg []byte) {
+	if r.s.takeUnmatched(d.proto, d.key.src, d.key.dst, seg) {
+		return
+	}
+	if d.v6 {
+		r.s.ip6.InDiscards.Add(1)
+	} else {
+		r.s.ip4.InDiscards.Add(1)
+	}
 }
 
 // setLastNextHeader rewrites the next-header field that precedes offset end in an IPv6
@@ -274,7 +304,10 @@ func (r *reassembler) expire(k fragKey, d *reasm) {
 	}
 	timeouts.Add(1)
 	fails.Add(1)
-	if first == nil {
+	if first == nil || d.transit {
+		// RFC 792 and RFC 8200 §4.5 leave the error to the destination; for a transit
+		// datagram it would come from one of our addresses, which the sender never
+		// addressed (Linux's netfilter defragmentation sends none either).
 		return
 	}
 	if d.v6 {

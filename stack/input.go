@@ -69,14 +69,25 @@ func (s *Stack) input4(ifc *Interface, p []byte) {
 			c.InAddrErrors.Add(1)
 			return
 		}
-		if h.IsFragment() || !s.takeUnmatched(h.Protocol(), src, dst, h.Payload()) {
+		if h.IsFragment() {
+			if s.unmatched.Load() != nil {
+				// The hook terminates flows to other hosts (the forwarder) and needs whole
+				// transport segments: reassemble as for a local destination (RFC 791 §3.2)
+				// and offer the datagram to it then.
+				s.reasm.add4(ifc, h, true)
+				return
+			}
+			s.forward4(ifc, h)
+			return
+		}
+		if !s.takeUnmatched(h.Protocol(), src, dst, h.Payload()) {
 			s.forward4(ifc, h)
 		}
 		return
 	}
 	if h.IsFragment() {
 		// RFC 791 §3.2, RFC 815: reassemble before delivery.
-		s.reasm.add4(ifc, h)
+		s.reasm.add4(ifc, h, false)
 		return
 	}
 	s.deliver(ifc, h, src, dst, h.Protocol(), h.Payload())
@@ -208,7 +219,18 @@ func (s *Stack) input6(ifc *Interface, p []byte) {
 			c.InAddrErrors.Add(1)
 			return
 		}
-		if proto, off, _, ok := walk6(h); !ok || !s.takeUnmatched(proto, src, dst, h[off:]) {
+		proto, off, frag, ok := walk6(h)
+		if ok && frag >= 0 && s.unmatched.Load() != nil {
+			// As for IPv4: reassemble (RFC 8200 §4.5) for the hook, wherever the Fragment
+			// header sits in the chain.
+			fh := h[frag : frag+8]
+			if binary.BigEndian.Uint16(fh[2:])&^6 != 0 {
+				s.reasm.add6(ifc, h, frag, true)
+				return
+			}
+			proto, off = fh[0], frag+8 // RFC 6946: an atomic fragment is processed as is
+		}
+		if !ok || proto == wire.ProtoFragment || !s.takeUnmatched(proto, src, dst, h[off:]) {
 			s.forward6(ifc, h)
 		}
 		return
@@ -226,7 +248,7 @@ func (s *Stack) input6(ifc *Interface, p []byte) {
 			s.deliver(ifc, h, src, dst, fh[0], h[frag+8:])
 			return
 		}
-		s.reasm.add6(ifc, h, frag)
+		s.reasm.add6(ifc, h, frag, false)
 		return
 	}
 	s.deliver(ifc, h, src, dst, proto, h[off:])
