@@ -1,7 +1,9 @@
 // Package tcp is berth's TCP (RFC 9293): the connection state machine with active,
 // passive and simultaneous open and close, TIME-WAIT and its safe reuse; retransmission
-// (RFC 6298); congestion control behind the CongestionControl interface (NewReno: RFC 5681,
-// RFC 6582, initial window RFC 6928); RST and SYN handling hardened by RFC 5961 (challenge
+// (RFC 6298); congestion control behind the CongestionControl interface (CUBIC, RFC 9438,
+// with HyStart++, RFC 9406, by default; NewReno, RFC 5681 and RFC 6582, per stack or
+// connection; initial window RFC 6928); SYN cookies when the SYN queue overflows
+// (syncookie.go); RST and SYN handling hardened by RFC 5961 (challenge
 // ACKs rate-limited per socket); initial sequence numbers by RFC 6528; MSS, window scale,
 // timestamps with PAWS and RTT measurement (RFC 7323) and SACK (RFC 2018, D-SACK RFC 2883),
 // negotiated in sendSYN and negotiate, the one place for options; with SACK, a scoreboard,
