@@ -64,12 +64,17 @@ type TCPInfo struct {
 	RcvWnd   int           `json:"rcv_wnd"`  // window we advertise, bytes
 	// SndWScale and RcvWScale are the window scale shifts (RFC 7323 §2); -1 when the stack
 	// does not report them.
-	SndWScale int           `json:"snd_wscale"`
-	RcvWScale int           `json:"rcv_wscale"`
-	Retrans   uint64        `json:"retrans"`    // segments retransmitted
-	Backoff   int           `json:"backoff"`    // consecutive timeouts
-	Timer     string        `json:"timer"`      // "on", "persist", "keepalive", "timewait", "off"
-	TimerLeft time.Duration `json:"timer_left"` // until the timer fires
+	SndWScale int `json:"snd_wscale"`
+	RcvWScale int `json:"rcv_wscale"`
+	// Congestion is the congestion-control algorithm ("cubic", "reno"); TS and SACK say
+	// whether timestamps and SACK are on — ss -i prints all three first.
+	Congestion string        `json:"congestion,omitempty"`
+	TS         bool          `json:"ts,omitempty"`
+	SACK       bool          `json:"sack,omitempty"`
+	Retrans    uint64        `json:"retrans"`    // segments retransmitted
+	Backoff    int           `json:"backoff"`    // consecutive timeouts
+	Timer      string        `json:"timer"`      // "on", "persist", "keepalive", "timewait", "off"
+	TimerLeft  time.Duration `json:"timer_left"` // until the timer fires
 }
 
 // Counter is one named counter, named like the kernel's (nstat, netstat -s).

@@ -43,6 +43,7 @@ func SocketsOf(s *berth.Stack) []Socket {
 			so.TCP = &TCPInfo{RTT: t.RTT, RTTVar: t.RTTVar, RTO: t.RTO, MSS: t.MSS,
 				CWnd: t.CWnd, SSThresh: t.SSThresh, SndWnd: t.SndWnd, RcvWnd: t.RcvWnd,
 				SndWScale: t.SndWScale, RcvWScale: t.RcvWScale, // -1 when not negotiated
+				Congestion: t.CongestionControl, TS: t.Timestamps, SACK: t.SACK,
 				Retrans: t.Retrans, Backoff: t.Backoff, Timer: t.Timer, TimerLeft: t.TimerLeft}
 		}
 		out = append(out, so)

@@ -392,6 +392,16 @@ func ssPort(port uint16, netid string, numeric bool) (s string, named bool) {
 // tcpInfoLine is the -i line: ss's names and units (times in ms, windows in segments).
 func tcpInfoLine(t *control.TCPInfo) string {
 	var b strings.Builder
+	// ss -i order: the options in use, the algorithm, then the window scales.
+	if t.TS {
+		b.WriteString("ts ")
+	}
+	if t.SACK {
+		b.WriteString("sack ")
+	}
+	if t.Congestion != "" {
+		b.WriteString(t.Congestion + " ")
+	}
 	if t.SndWScale >= 0 && t.RcvWScale >= 0 {
 		fmt.Fprintf(&b, "wscale:%d,%d ", t.SndWScale, t.RcvWScale)
 	}

@@ -180,7 +180,7 @@ func TestOperatorViews(t *testing.T) {
 	})
 	t.Run("ss-info", func(t *testing.T) {
 		code, out, _ := runBerth(t, bin, nil, "ss", "-tio", ctl)
-		info := regexp.MustCompile(`(?m)^\t(wscale:\d+,\d+ )?rto:\d+ rtt:[\d.]+/[\d.]+ mss:1448 cwnd:\d+ snd_wnd:\d+ rcv_wnd:\d+ retrans:0/0$`)
+		info := regexp.MustCompile(`(?m)^\tts sack cubic wscale:\d+,\d+ rto:\d+ rtt:[\d.]+/[\d.]+ mss:1448 cwnd:\d+ snd_wnd:\d+ rcv_wnd:\d+ retrans:0/0$`)
 		timer := regexp.MustCompile(`(?m) timer:\(keepalive,\d+sec,0\)$`)
 		if code != 0 || len(info.FindAllString(out, -1)) != 2 || len(timer.FindAllString(out, -1)) != 2 {
 			t.Errorf("ss -tio: exit %d, want 2 info lines and 2 timers:\n%s", code, out)
@@ -428,7 +428,7 @@ func TestOperatorViewsUp(t *testing.T) {
 		t.Fatalf("berth ss -tni: exit %d: %s", code, errs)
 	}
 	for _, p := range kernelPorts {
-		row := regexp.MustCompile(`(?m)^tcp +ESTAB +0 +0 +10\.77\.0\.2:7 +10\.77\.0\.1:` + p + "\n\t(wscale:\\d+,\\d+ )?rto:\\d+ rtt:")
+		row := regexp.MustCompile(`(?m)^tcp +ESTAB +0 +0 +10\.77\.0\.2:7 +10\.77\.0\.1:` + p + "\n\tts sack cubic wscale:\\d+,\\d+ rto:\\d+ rtt:")
 		if !row.MatchString(out) {
 			t.Errorf("no ESTAB row (with its -i line) for the kernel's port %s:\n%s", p, out)
 		}
@@ -561,6 +561,10 @@ func TestTCPInfoLine(t *testing.T) {
 	}
 	ti.SSThresh, ti.SndWScale, ti.RcvWScale = 7300, 7, 8
 	if got, want := tcpInfoLine(ti), "wscale:7,8 rto:204 rtt:1.234/0.617 mss:1460 cwnd:10 ssthresh:5 snd_wnd:65535 rcv_wnd:262144 retrans:1/3"; got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	ti.TS, ti.SACK, ti.Congestion = true, true, "cubic"
+	if got, want := tcpInfoLine(ti), "ts sack cubic wscale:7,8 rto:204 rtt:1.234/0.617 mss:1460 cwnd:10 ssthresh:5 snd_wnd:65535 rcv_wnd:262144 retrans:1/3"; got != want {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
 	for d, want := range map[time.Duration]string{
