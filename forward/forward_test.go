@@ -21,6 +21,7 @@ import (
 
 	"github.com/berthnet/berth/internal/netns"
 	"github.com/berthnet/berth/internal/testenv"
+	"github.com/berthnet/berth/services"
 )
 
 // session starts a Forwarder serving a fresh namespace.
@@ -36,25 +37,9 @@ func session(t *testing.T, cfg SessionConfig) (*netns.NS, *Session) {
 	return ns, s
 }
 
-// patternReader yields n bytes of a fixed pseudo-random pattern.
-type patternReader struct{ n, off int64 }
-
-func (r *patternReader) Read(b []byte) (int, error) {
-	if r.off >= r.n {
-		return 0, io.EOF
-	}
-	b = b[:min(int64(len(b)), r.n-r.off)]
-	for i := range b {
-		x := uint64(r.off + int64(i))
-		b[i] = byte(x*0x9e3779b97f4a7c15>>56) ^ byte(x)
-	}
-	r.off += int64(len(b))
-	return len(b), nil
-}
-
 func patternSum(n int64) [32]byte {
 	h := sha256.New()
-	io.Copy(h, &patternReader{n: n})
+	io.Copy(h, services.NewPatternReader(n))
 	var s [32]byte
 	copy(s[:], h.Sum(nil))
 	return s
@@ -75,7 +60,7 @@ func httpServer(t *testing.T, addr string) netip.AddrPort {
 		var n int64
 		fmt.Sscanf(r.URL.Path, "/%d", &n)
 		w.Header().Set("Content-Length", fmt.Sprint(n))
-		io.Copy(w, &patternReader{n: n})
+		io.Copy(w, services.NewPatternReader(n))
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })

@@ -21,23 +21,8 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/berthnet/berth/internal/testenv"
+	"github.com/berthnet/berth/services"
 )
-
-// runPattern yields n bytes of a fixed pattern (the download's content).
-type runPattern struct{ n, off int64 }
-
-func (r *runPattern) Read(b []byte) (int, error) {
-	if r.off >= r.n {
-		return 0, io.EOF
-	}
-	b = b[:min(int64(len(b)), r.n-r.off)]
-	for i := range b {
-		x := uint64(r.off + int64(i))
-		b[i] = byte(x*0x9e3779b97f4a7c15>>56) ^ byte(x)
-	}
-	r.off += int64(len(b))
-	return len(b), nil
-}
 
 // hostHTTP serves /hello (the client's address) and /N (N bytes of the pattern) on the
 // host's loopback.
@@ -55,7 +40,7 @@ func hostHTTP(t *testing.T, addr string) int {
 		var n int64
 		fmt.Sscanf(r.URL.Path, "/%d", &n)
 		w.Header().Set("Content-Length", fmt.Sprint(n))
-		io.Copy(w, &runPattern{n: n})
+		io.Copy(w, services.NewPatternReader(n))
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -154,7 +139,7 @@ func TestRun(t *testing.T) {
 	t.Run("download", func(t *testing.T) {
 		n := int64(runDownload)
 		h := sha256.New()
-		io.Copy(h, &runPattern{n: n})
+		io.Copy(h, services.NewPatternReader(n))
 		want := hex.EncodeToString(h.Sum(nil))
 		code, out, errs := berth("run", "--", "sh", "-c",
 			fmt.Sprintf("curl -sS http://10.0.2.2:%d/%d | sha256sum", p4, n))
