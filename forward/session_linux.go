@@ -112,7 +112,7 @@ func Start(cfg SessionConfig) (*Session, error) {
 	var dev *tun.Endpoint
 	err := inNS(cfg.NSPath, func() error {
 		var err error
-		if dev, err = tun.Open(DeviceName, tun.Options{MTU: cfg.MTU}); err != nil {
+		if dev, err = tun.Open(DeviceName, tun.Options{MTU: cfg.MTU, VnetHdr: true}); err != nil {
 			return err
 		}
 		// Run from this thread, ip(8) works in the namespace.
