@@ -36,6 +36,11 @@ type SessionConfig struct {
 	Ports []PortMapping
 	// TCP settings of the berth stack; zero buffers become 1 MiB.
 	TCP tcp.Config
+	// Rootless hook (cmd/berth rootless mode): Device, when set, is the namespace's
+	// device, already open and configured (addresses, routes, MTU); Start neither
+	// creates nor configures one, and NSPath is unused. The Session takes it over; if
+	// Start fails the caller closes it.
+	Device *tun.Endpoint
 }
 
 // Session serves one network namespace: a TUN device berth0 inside it, configured with
@@ -110,7 +115,11 @@ func Start(cfg SessionConfig) (*Session, error) {
 	fc := cfg.Forward
 	fc.setDefaults()
 	var dev *tun.Endpoint
-	err := inNS(cfg.NSPath, func() error {
+	setup := inNS
+	if cfg.Device != nil { // rootless hook: the device is ready (SessionConfig.Device)
+		dev, setup = cfg.Device, func(string, func() error) error { return nil }
+	}
+	err := setup(cfg.NSPath, func() error {
 		var err error
 		if dev, err = tun.Open(DeviceName, tun.Options{MTU: cfg.MTU, VnetHdr: true}); err != nil {
 			return err

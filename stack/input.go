@@ -135,7 +135,13 @@ func (s *Stack) deliver(ifc *Interface, ip []byte, src, dst netip.Addr, proto ui
 		}
 		return
 	}
-	if h.HandlePacket(src, dst, payload) && !s.takeUnmatched(proto, src, dst, payload) {
+	var unreachable bool
+	if b, ok := h.(BatchHandler); ok {
+		unreachable = b.HandleBatched(src, dst, payload) // DeliverPackets ends the batch
+	} else {
+		unreachable = h.HandlePacket(src, dst, payload)
+	}
+	if unreachable && !s.takeUnmatched(proto, src, dst, payload) {
 		// No socket: port unreachable (RFC 1122 §3.2.2.1; RFC 4443 §3.1 code 4).
 		if v4 {
 			s.icmp4Error(ifc, ip, wire.ICMPv4DestUnreachable, wire.ICMPv4CodePortUnreachable, 0)

@@ -62,6 +62,18 @@ type TransportHandler interface {
 	HandleICMPError(local, remote netip.Addr, quoted []byte, errno syscall.Errno, mtu int)
 }
 
+// BatchHandler is a TransportHandler that can defer the work a packet causes until the
+// end of the batch of packets the link delivered it in: TCP answers a batch of ACKs with
+// one transmission per connection rather than one per ACK, as a kernel does for a GRO
+// super-packet. Packets from DeliverPackets go to HandleBatched, and EndBatch follows
+// every batch (on the same goroutine); other callers use HandlePacket, which never
+// defers.
+type BatchHandler interface {
+	TransportHandler
+	HandleBatched(src, dst netip.Addr, segment []byte) (unreachable bool)
+	EndBatch()
+}
+
 // UnmatchedHandler takes over flows no local socket wants: a transparent forwarder installs
 // one. It sees the transport segment (valid only during the call) and reports whether it
 // took it; if not, the stack answers as usual (ICMP port unreachable, or a drop for
@@ -96,6 +108,11 @@ func (ifc *Interface) Addresses() []netip.Prefix {
 func (ifc *Interface) DeliverPackets(pkts [][]byte) {
 	for _, p := range pkts {
 		ifc.s.input(ifc, p)
+	}
+	if bs := ifc.s.batchers.Load(); bs != nil {
+		for _, b := range *bs {
+			b.EndBatch()
+		}
 	}
 }
 
@@ -142,6 +159,7 @@ type Stack struct {
 	closeMu sync.Once
 
 	transports atomic.Pointer[[256]TransportHandler]
+	batchers   atomic.Pointer[[]BatchHandler] // the transports that are BatchHandlers
 	unmatched  atomic.Pointer[UnmatchedHandler]
 
 	ipID   atomic.Uint32
@@ -221,6 +239,13 @@ func (s *Stack) RegisterTransport(proto uint8, h TransportHandler) {
 	t := *s.transports.Load()
 	t[proto] = h
 	s.transports.Store(&t)
+	var bs []BatchHandler
+	for _, h := range t {
+		if b, ok := h.(BatchHandler); ok {
+			bs = append(bs, b)
+		}
+	}
+	s.batchers.Store(&bs)
 }
 
 // SetUnmatchedHandler installs (or with nil removes) the hook for unmatched flows.

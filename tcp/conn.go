@@ -125,6 +125,7 @@ type Conn struct {
 	ccName     string // SetCongestionControl's choice; "" means Config's (cc.go)
 	dupAcks    int
 	inRecovery bool
+	outPending bool // in Protocol.pend: finishInput waits for the end of the link batch
 	recover    uint32
 	retrans    uint64 // segments retransmitted, for Sockets
 	// rtoRecovery: the recovery began with a timeout (cwnd slow-starts, RFC 6675 §5.1).
@@ -1123,6 +1124,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	defer c.mu.Unlock()
 	c.nowOK = false
 	n := 0
+	waited := false
 	for {
 		if c.userClosed {
 			return n, net.ErrClosed
@@ -1147,7 +1149,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if len(b) == 0 {
 			return n, nil
 		}
-		if space := c.sndBufMax - c.sndBuf.n; space > 0 {
+		// After waiting for space, go on once ACKs woke us (sndWritable) or what is
+		// left fits; not for every few bytes freed.
+		if space := c.sndBufMax - c.sndBuf.n; space > 0 && (!waited || space >= len(b) || c.sndWritable()) {
 			c.nowOK = false // Write may have waited
 			k := min(space, len(b))
 			c.sndBuf.reserve(c.sndBuf.n+k, c.sndBufMax, c.sndBuf.n)
@@ -1159,6 +1163,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			continue
 		}
 		c.cond.Wait()
+		waited = true
 	}
 }
 

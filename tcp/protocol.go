@@ -199,6 +199,11 @@ type Protocol struct {
 	epoch    time.Time    // origin of mono(), for transmission times (sack.go)
 	oooBytes atomic.Int64 // out-of-order bytes held by all connections (Config.MaxOutOfOrder)
 
+	// Connections whose transmissions wait for the end of the link batch (EndBatch);
+	// pendSpare is the other buffer, reused so that batches allocate nothing.
+	pendMu          sync.Mutex
+	pend, pendSpare []*Conn
+
 	synq synQueue // listener.go: half-open (SYN-RECEIVED) entries across all listeners
 
 	// Stats counts segments and connection events.
@@ -276,6 +281,41 @@ func (p *Protocol) release(bp *[]byte) { p.bufs.Put(bp) }
 // returns false: TCP answers segments for closed ports with RST itself (RFC 9293
 // §3.10.7.1).
 func (p *Protocol) HandlePacket(src, dst netip.Addr, b []byte) (unreachable bool) {
+	return p.handle(src, dst, b, false)
+}
+
+// HandleBatched is HandlePacket for a packet of a link batch (stack.BatchHandler): what
+// an ACK makes sendable waits for EndBatch, so that a batch of ACKs for one connection is
+// answered with one transmission (one GSO super-segment), not one per ACK. ACKs the
+// segment calls for at once (RFC 5681 §4.2: out of order, every second full segment) are
+// not delayed.
+func (p *Protocol) HandleBatched(src, dst netip.Addr, b []byte) (unreachable bool) {
+	return p.handle(src, dst, b, true)
+}
+
+// EndBatch sends for the connections HandleBatched left pending.
+func (p *Protocol) EndBatch() {
+	p.pendMu.Lock()
+	if len(p.pend) == 0 {
+		p.pendMu.Unlock()
+		return
+	}
+	list := p.pend
+	p.pend = p.pendSpare[:0]
+	p.pendSpare = nil
+	p.pendMu.Unlock()
+	for i, c := range list {
+		c.flushPending()
+		list[i] = nil
+	}
+	p.pendMu.Lock()
+	if p.pendSpare == nil {
+		p.pendSpare = list[:0]
+	}
+	p.pendMu.Unlock()
+}
+
+func (p *Protocol) handle(src, dst netip.Addr, b []byte, batched bool) (unreachable bool) {
 	h, err := wire.ParseTCP(b)
 	if err != nil || !h.VerifyChecksum(src, dst) {
 		p.Stats.InErrs.Add(1)
@@ -285,7 +325,7 @@ func (p *Protocol) HandlePacket(src, dst netip.Addr, b []byte) (unreachable bool
 	if src.IsMulticast() || src.IsUnspecified() || dst.IsMulticast() || src == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return false // RFC 9293 §3.10.7.2, RFC 1122 §4.2.3.10: not from or to a broadcast or multicast address
 	}
-	seg := segment{hdr: h, src: src, dst: dst}
+	seg := segment{hdr: h, src: src, dst: dst, batched: batched}
 	if h.DataOffset() > wire.TCPMinHeaderLen && h.ParseOptions(&seg.opts) != nil {
 		p.Stats.InErrs.Add(1)
 		return false
@@ -387,6 +427,7 @@ type segment struct {
 	payload  []byte
 	len      int  // segment length in sequence space: payload + SYN + FIN
 	unscaled bool // the window field is not scaled (it came in a SYN)
+	batched  bool // part of a link batch: the connection may send at EndBatch
 }
 
 // window is the segment's window in bytes, given the peer's window scale.

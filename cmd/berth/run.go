@@ -20,7 +20,7 @@ func init() {
 	register(&command{
 		name:    "run",
 		summary: "run a command in a new network namespace networked through berth",
-		usage:   "run [-p [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] -- COMMAND [ARGS...]",
+		usage:   "run [-p [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--userns] -- COMMAND [ARGS...]",
 		help: `Creates a network namespace, gives it a TUN device berth0 whose far side is berth,
 runs COMMAND in it, and exits with COMMAND's exit status, removing what it made.
 berth terminates every TCP and UDP flow the namespace opens and re-opens it with the
@@ -38,8 +38,17 @@ first nameserver of /etc/resolv.conf, or --dns-upstream), and the namespace's
   --control PATH      the socket berth forward add|rm|ls talks to (default:
                       forward-PID.fwd in the control socket directory; none: no
                       socket)
+  --userns            the rootless mode even as root
 
-Needs root (the rootless user-namespace mode is not implemented).`,
+Root gets a named network namespace (ip netns). Any other user gets the rootless
+mode, as slirp4netns and pasta do: a new user namespace (the caller's uid and gid
+mapped to root) with its own network and mount namespaces, where COMMAND runs as
+that root; berth itself stays outside with the caller's privileges, so -p cannot
+bind host ports below net.ipv4.ip_unprivileged_port_start (1024). It needs user
+namespaces (user.max_user_namespaces above 0) and a /dev/net/tun open to every
+user (mode 0666, as udev sets it).
+
+A COMMAND that is not found exits 127.`,
 		run: runRun,
 	})
 }
@@ -128,6 +137,7 @@ func runRun(args []string) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	ff.register(fs)
+	userns := fs.Bool("userns", false, "rootless (user namespace) mode, also as root")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n", c.usage, c.help)
@@ -148,14 +158,19 @@ func runRun(args []string) int {
 	if err != nil {
 		return usageError(c, "%v", err)
 	}
-	if os.Geteuid() != 0 {
-		return fail("run", "needs root: the rootless (user namespace) mode is not implemented")
+	// As a shell would, before any namespace exists: 127 for a COMMAND not found.
+	if _, err := exec.LookPath(argv[0]); err != nil {
+		fmt.Fprintf(stderr, "berth run: %v\n", err)
+		return 127
 	}
 	// Signals from here on go to COMMAND (once it runs), never kill berth before it has
 	// removed the namespace.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	if *userns || os.Geteuid() != 0 {
+		return runRootless(cfg, dns, argv, ff.control, sigs)
+	}
 	ns, err := forward.NewNamespace(name, dns)
 	if err != nil {
 		return fail("run", "%v", err)

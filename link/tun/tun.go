@@ -109,17 +109,27 @@ func Open(name string, opts Options) (*Endpoint, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	if err := e.start(fd); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// start takes over fd, a configured non-blocking TUN descriptor, and starts the reader.
+// On error fd is closed.
+func (e *Endpoint) start(fd int) error {
 	// A non-blocking descriptor joins the runtime poller, so the reader waits without
 	// holding a thread and Close wakes it.
 	e.fd = fd
 	e.file = os.NewFile(uintptr(fd), devPath)
+	var err error
 	if e.rc, err = e.file.SyscallConn(); err != nil {
 		e.file.Close()
-		return nil, fmt.Errorf("tun: %w", err)
+		return fmt.Errorf("tun: %w", err)
 	}
 	e.wg.Add(1)
 	go e.reader()
-	return e, nil
+	return nil
 }
 
 func setup(fd int, name string, opts Options) (*Endpoint, error) {
@@ -145,9 +155,20 @@ func setup(fd int, name string, opts Options) (*Endpoint, error) {
 		return nil, fmt.Errorf("tun: TUNSETIFF %q: %w%s", name, err, why)
 	}
 	e := &Endpoint{name: ifr.Name(), vnet: opts.VnetHdr}
-	if opts.VnetHdr {
+	if err := e.setVnet(fd); err != nil {
+		return nil, err
+	}
+	if err := e.setMTU(opts.MTU); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// setVnet sets the virtio-net header size and asks for offloads when e.vnet is set.
+func (e *Endpoint) setVnet(fd int) error {
+	if e.vnet {
 		if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
-			return nil, fmt.Errorf("tun: TUNSETVNETHDRSZ: %w", err)
+			return fmt.Errorf("tun: TUNSETVNETHDRSZ: %w", err)
 		}
 		// Ask for the most, then less: old kernels refuse flags they do not know with
 		// EINVAL. USO (TUN_F_USO4/6) is not asked for: a UDP super-segment holds several
@@ -166,10 +187,7 @@ func setup(fd int, name string, opts Options) (*Endpoint, error) {
 			}
 		}
 	}
-	if err := e.setMTU(opts.MTU); err != nil {
-		return nil, err
-	}
-	return e, nil
+	return nil
 }
 
 // setMTU sets (mtu > 0) or reads the device MTU through an ordinary socket's ioctl.
