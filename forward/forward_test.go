@@ -22,6 +22,7 @@ import (
 	"github.com/berthnet/berth/internal/netns"
 	"github.com/berthnet/berth/internal/testenv"
 	"github.com/berthnet/berth/services"
+	"github.com/berthnet/berth/tcp"
 )
 
 // session starts a Forwarder serving a fresh namespace.
@@ -311,4 +312,62 @@ func TestNoHostLoopbackNoIPv6(t *testing.T) {
 	if st := s.Forwarder.Stats(); st.TCPOutbound != 0 {
 		t.Errorf("stats %+v", st)
 	}
+}
+
+// TestTimeWaitReuse: a namespace client that reuses its port for a new connection to the
+// same host service, while berth's side of the previous one is still in TIME-WAIT (the
+// host closed first), gets a new connection (RFC 6191), not a RST.
+func TestTimeWaitReuse(t *testing.T) {
+	ns, s := session(t, SessionConfig{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for i := 0; ; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(c, "conn %d", i)
+			c.Close() // the host closes first: berth's side ends in TIME-WAIT
+		}
+	}()
+	target := fmt.Sprintf("10.0.2.2:%d", ln.Addr().(*net.TCPAddr).Port)
+	local := &net.TCPAddr{IP: net.ParseIP("10.0.2.100"), Port: 41000}
+	for i := 0; i < 3; i++ {
+		var c net.Conn
+		err := ns.Do(func() error {
+			d := net.Dialer{LocalAddr: local, Timeout: 10 * time.Second}
+			var err error
+			c, err = d.Dial("tcp", target)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("connection %d from port 41000: %v", i, err)
+		}
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || string(b) != fmt.Sprintf("conn %d", i) {
+			t.Fatalf("connection %d: read %q, %v", i, b, err)
+		}
+		// Wait for berth's side to reach TIME-WAIT before reusing the port.
+		deadline := time.Now().Add(5 * time.Second)
+		for !hasTimeWait(s, local.Port) {
+			if time.Now().After(deadline) {
+				t.Fatalf("connection %d: berth's side never reached TIME-WAIT", i)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func hasTimeWait(s *Session, port int) bool {
+	for _, si := range s.TCP.Sockets() {
+		if si.State == tcp.StateTimeWait && int(si.Remote.Port()) == port {
+			return true
+		}
+	}
+	return false
 }

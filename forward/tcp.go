@@ -28,8 +28,10 @@ func (f *Forwarder) handleTCP(src, dst netip.Addr, seg []byte) bool {
 	remote := netip.AddrPortFrom(src, h.SrcPort())
 	const syn, ack, rst = wire.TCPFlagSYN, wire.TCPFlagACK, wire.TCPFlagRST
 	if h.Flags()&(syn|ack|rst) != syn || f.tcp.HasConn(local, remote) {
-		f.tcp.HandlePacket(src, dst, seg)
-		return true
+		if !f.tcp.HandleTransparent(src, dst, seg) {
+			return true
+		}
+		// The SYN ended berth's TIME-WAIT for this 4-tuple: a new flow.
 	}
 	if !h.VerifyChecksum(src, dst) {
 		return true

@@ -281,7 +281,8 @@ func (p *Protocol) release(bp *[]byte) { p.bufs.Put(bp) }
 // returns false: TCP answers segments for closed ports with RST itself (RFC 9293
 // §3.10.7.1).
 func (p *Protocol) HandlePacket(src, dst netip.Addr, b []byte) (unreachable bool) {
-	return p.handle(src, dst, b, false)
+	p.handle(src, dst, b, false, false)
+	return false
 }
 
 // HandleBatched is HandlePacket for a packet of a link batch (stack.BatchHandler): what
@@ -290,7 +291,8 @@ func (p *Protocol) HandlePacket(src, dst netip.Addr, b []byte) (unreachable bool
 // segment calls for at once (RFC 5681 §4.2: out of order, every second full segment) are
 // not delayed.
 func (p *Protocol) HandleBatched(src, dst netip.Addr, b []byte) (unreachable bool) {
-	return p.handle(src, dst, b, true)
+	p.handle(src, dst, b, true, false)
+	return false
 }
 
 // EndBatch sends for the connections HandleBatched left pending.
@@ -315,7 +317,10 @@ func (p *Protocol) EndBatch() {
 	p.pendMu.Unlock()
 }
 
-func (p *Protocol) handle(src, dst netip.Addr, b []byte, batched bool) (unreachable bool) {
+// handle processes one inbound segment. With transparent (HandleTransparent), a SYN that
+// ends a TIME-WAIT connection and finds no listener is not answered: handle reports
+// reopened, and the caller treats it as a new flow.
+func (p *Protocol) handle(src, dst netip.Addr, b []byte, batched, transparent bool) (reopened bool) {
 	h, err := wire.ParseTCP(b)
 	if err != nil || !h.VerifyChecksum(src, dst) {
 		p.Stats.InErrs.Add(1)
@@ -346,6 +351,9 @@ func (p *Protocol) handle(src, dst netip.Addr, b []byte, batched bool) (unreacha
 					l.input(&seg)
 					return false
 				}
+			}
+			if transparent {
+				return true
 			}
 		case *Listener:
 			o.input(&seg)

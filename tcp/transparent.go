@@ -15,6 +15,16 @@ import (
 // segments through the stack's unmatched-flow hook and passes those of existing
 // connections to HandlePacket, which finds them by their exact 4-tuple.
 
+// HandleTransparent is HandlePacket for a forwarder: when the segment is a SYN that ends
+// a TIME-WAIT connection of the same 4-tuple (RFC 9293 §3.10.7.4, RFC 6191: its sequence
+// number is beyond the old connection's) and no listener wants it, no RST is sent and
+// HandleTransparent reports reopened: the forwarder then treats the SYN as a new flow,
+// as the peer means it (a client reusing its port soon after a connection it closed
+// last).
+func (p *Protocol) HandleTransparent(src, dst netip.Addr, seg []byte) (reopened bool) {
+	return p.handle(src, dst, seg, false, true)
+}
+
 // HasConn reports whether a connection (in any state, TIME-WAIT included) holds the
 // 4-tuple (local, remote).
 func (p *Protocol) HasConn(local, remote netip.AddrPort) bool {
