@@ -11,6 +11,7 @@ import (
 
 	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/link/pcap"
+	"github.com/berthnet/berth/wire"
 )
 
 // Tap records the packets of the links it wraps while captures run. With no capture
@@ -86,6 +87,12 @@ func (t *Tap) remove(s *session) {
 	}
 	next := slices.DeleteFunc(slices.Clone(*p), func(x *session) bool { return x == s })
 	t.sessions.Store(&next)
+}
+
+// active reports whether a capture is running.
+func (t *Tap) active() bool {
+	p := t.sessions.Load()
+	return p != nil && len(*p) > 0
 }
 
 // record gives pkts to every running capture.
@@ -234,6 +241,11 @@ type gsoTapEndpoint struct {
 func (e *gsoTapEndpoint) GSOMaxSize() int { return e.g.GSOMaxSize() }
 
 func (e *gsoTapEndpoint) WriteGSO(pkt []byte, mss int) error {
+	// The sender left the checksum to the link (link.GSOEndpoint): complete it for the
+	// capture, only while one is running.
+	if e.t.active() {
+		wire.FillTCPChecksum(pkt)
+	}
 	e.t.record([][]byte{pkt}, 0)
 	return e.g.WriteGSO(pkt, mss)
 }

@@ -446,9 +446,10 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 	if n > 0 {
 		c.sndBuf.readAt(b[wire.NetworkHeadroom+hl:total], int(seq-c.sndUna))
 	}
-	wire.SetTCPChecksum(b[wire.NetworkHeadroom:total], c.local.Addr(), c.remote.Addr())
 	if c.segPay > 0 && n > c.segPay {
-		// A super-segment: the link cuts it (GSO), copying our header into each piece.
+		// A super-segment: the link cuts it (GSO), copying our header into each piece,
+		// and computes each piece's checksum (link.GSOEndpoint): no pass over the
+		// payload here.
 		if err := c.p.net.(GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], c.segPay); err != nil {
 			c.gsoMax = 0 // the route changed under us: segment ourselves from now on
 		}
@@ -456,6 +457,7 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 		c.p.Stats.OutSegs.Add(uint64((n + c.segPay - 1) / c.segPay))
 		return
 	}
+	wire.SetTCPChecksum(b[wire.NetworkHeadroom:total], c.local.Addr(), c.remote.Addr())
 	c.p.net.Output(c.local.Addr(), c.remote.Addr(), wire.ProtoTCP, b[:total])
 	c.p.release(bp)
 	c.p.Stats.OutSegs.Add(1)

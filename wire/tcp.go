@@ -122,6 +122,39 @@ func SetTCPChecksum(segment []byte, src, dst netip.Addr) {
 	binary.BigEndian.PutUint16(segment[16:], c)
 }
 
+// FillTCPChecksum sets the TCP checksum of ip, an IPv4 or IPv6 packet (without IPv6
+// extension headers) carrying a TCP segment: for a copy of a super-segment whose checksum
+// a GSO link was left to compute (link.GSOEndpoint), so that a capture shows it valid.
+// It returns false, changing nothing, when ip is not such a packet.
+func FillTCPChecksum(ip []byte) bool {
+	if len(ip) == 0 {
+		return false
+	}
+	var off int
+	var src, dst netip.Addr
+	switch ip[0] >> 4 {
+	case 4:
+		h, err := ParseIPv4(ip)
+		if err != nil || h.Protocol() != ProtoTCP {
+			return false
+		}
+		off, src, dst = h.HeaderLen(), h.Src(), h.Dst()
+	case 6:
+		if len(ip) < IPv6HeaderLen || ip[6] != ProtoTCP {
+			return false
+		}
+		off = IPv6HeaderLen
+		src, dst = netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40]))
+	default:
+		return false
+	}
+	if len(ip) < off+TCPMinHeaderLen {
+		return false
+	}
+	SetTCPChecksum(ip[off:], src, dst)
+	return true
+}
+
 // SACKBlock is one SACK block: [Left, Right) in sequence space (RFC 2018 §3).
 type SACKBlock struct{ Left, Right uint32 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/berthnet/berth/clock"
 	"github.com/berthnet/berth/link"
+	"github.com/berthnet/berth/wire"
 )
 
 // File format constants (https://www.tcpdump.org/manpages/pcap-savefile.5.html,
@@ -140,6 +141,9 @@ type gsoTap struct {
 func (t *gsoTap) GSOMaxSize() int { return t.g.GSOMaxSize() }
 
 func (t *gsoTap) WriteGSO(pkt []byte, mss int) error {
+	// The sender left the checksum to the link (link.GSOEndpoint); the record shows it
+	// complete, as for the super-segment the link will cut.
+	wire.FillTCPChecksum(pkt)
 	t.w.WritePacket(t.w.clock.Now(), pkt)
 	return t.g.WriteGSO(pkt, mss)
 }
