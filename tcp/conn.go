@@ -446,16 +446,26 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 	if n > 0 {
 		c.sndBuf.readAt(b[wire.NetworkHeadroom+hl:total], int(seq-c.sndUna))
 	}
-	if c.segPay > 0 && n > c.segPay {
-		// A super-segment: the link cuts it (GSO), copying our header into each piece,
-		// and computes each piece's checksum (link.GSOEndpoint): no pass over the
-		// payload here.
-		if err := c.p.net.(GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], c.segPay); err != nil {
-			c.gsoMax = 0 // the route changed under us: segment ourselves from now on
+	if c.gsoMax > 0 && n > 0 {
+		// Through the GSO link: a super-segment is cut there, copying our header into
+		// each piece, and the link computes every piece's checksum (link.GSOEndpoint), a
+		// single segment's too (the kernel behind a TUN device then needs no check of
+		// its own): no pass over the payload here.
+		mss := c.segPay
+		if mss == 0 || n <= mss {
+			mss = n
 		}
-		c.p.release(bp)
-		c.p.Stats.OutSegs.Add(uint64((n + c.segPay - 1) / c.segPay))
-		return
+		err := c.p.net.(GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], mss)
+		if err == nil || n > mss {
+			if err != nil {
+				c.gsoMax = 0 // the route changed under us: segment ourselves from now on
+			}
+			c.p.release(bp)
+			c.p.Stats.OutSegs.Add(uint64((n + mss - 1) / mss))
+			return
+		}
+		// One segment the route would not take whole: send it the ordinary way.
+		c.gsoMax = 0
 	}
 	wire.SetTCPChecksum(b[wire.NetworkHeadroom:total], c.local.Addr(), c.remote.Addr())
 	c.p.net.Output(c.local.Addr(), c.remote.Addr(), wire.ProtoTCP, b[:total])
