@@ -130,6 +130,10 @@ type Conn struct {
 	retrans    uint64 // segments retransmitted, for Sockets
 	// rtoRecovery: the recovery began with a timeout (cwnd slow-starts, RFC 6675 §5.1).
 	rtoRecovery bool
+	// RFC 6937 proportional rate reduction during SACK recovery (sack.go, prrUpdate):
+	// bytes delivered to the peer and sent by us since recovery began, the flight then,
+	// and the limit for pipe until the next ACK.
+	prrDelivered, prrOut, prrRecoverFS, prrLimit int
 
 	// RFC 7323 timestamps: negotiated (tsOK), the peer's SYN offered them (tsPeer),
 	// TS.Recent and when it was taken (for PAWS's 24-day rule, RFC 7323 §5.5), the
@@ -548,6 +552,9 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 		used++
 	}
 	end := seq + uint32(used)
+	if c.inRecovery {
+		c.prrOut += n // RFC 6937: prr_out counts retransmissions and new data alike
+	}
 	if seqLT(seq, c.sndMax) {
 		// A retransmission: Karn's rule, no RTT sample from it (RFC 6298 §3).
 		c.rttOn = false

@@ -880,3 +880,90 @@ func TestScriptGSO(t *testing.T) {
 		t.Fatal("no second super-segment")
 	}
 }
+
+// halvingCC is a congestion control for scripts: cwnd fixed until a loss, then ssthresh
+// = flight/2 (NewReno's halving), so that the numbers are easy to follow.
+type halvingCC struct{ mss, cwnd, ssthresh int }
+
+func (h *halvingCC) Name() string                   { return "halving" }
+func (h *halvingCC) Window() int                    { return h.cwnd }
+func (h *halvingCC) SSThresh() int                  { return h.ssthresh }
+func (h *halvingCC) SetMSS(mss int)                 { h.mss = mss }
+func (h *halvingCC) OnRTTSample(_, _ time.Duration) {}
+func (h *halvingCC) OnAck(acked, flight int)        {}
+func (h *halvingCC) OnFastRetransmit(flight int)    { h.ssthresh = flight / 2; h.cwnd = h.ssthresh }
+func (h *halvingCC) OnRecoveryDupAck()              {}
+func (h *halvingCC) OnPartialAck(acked int)         {}
+func (h *halvingCC) OnRecoveryExit(flight int)      { h.cwnd = h.ssthresh }
+func (h *halvingCC) OnTimeout(flight int)           { h.ssthresh = flight / 2; h.cwnd = h.mss }
+
+// TestScriptPRR: during SACK recovery the sender sends in proportion to what the peer
+// receives (RFC 6937 proportional rate reduction): with 22 segments outstanding and
+// ssthresh 11, one new segment for every two delivered, from the start of recovery.
+// RFC 6675 alone would send nothing until pipe fell below ssthresh (eight more ACKs),
+// then one per ACK.
+func TestScriptPRR(t *testing.T) {
+	cc := &halvingCC{cwnd: 20 * 1448, ssthresh: 1 << 30}
+	ep := dialExt(t, Config{Congestion: func(mss int) CongestionControl { cc.mss = mss; return cc }})
+	warm(ep, 50*time.Millisecond)
+	if _, err := ep.c.Write(make([]byte, 60*1448)); err != nil {
+		t.Fatal(err)
+	}
+	var segs []wire.TCP
+	for i := 0; i < 20; i++ {
+		segs = append(segs, ep.next())
+	}
+	ep.none()
+	// sent collects what the stack sends in answer to one ACK.
+	sent := func() (out []wire.TCP) {
+		for {
+			select {
+			case b := <-ep.out:
+				out = append(out, wire.TCP(b))
+			case <-time.After(30 * time.Millisecond):
+				return out
+			}
+		}
+	}
+	// Segment 0 is lost. Before recovery each SACKed segment makes room for a new one
+	// (pipe, RFC 6675): segments 20 and 21.
+	for j := 2; j <= 3; j++ {
+		ep.sendTS(wire.TCPFlagACK, nil, blockOf(segs, 1, j))
+		out := sent()
+		if len(out) != 1 || out[0].Seq() != segs[19].Seq()+uint32(len(segs)-19)*1448 {
+			t.Fatalf("before recovery, ACK of 1-%d: sent %d segments, want the next new one", j-1, len(out))
+		}
+		segs = append(segs, out[0])
+	}
+	// The third SACKed segment makes RACK declare 0 lost (RFC 8985 §6.2): recovery, with
+	// RecoverFS 22 segments and ssthresh 11, begins with the retransmission alone.
+	ep.sendTS(wire.TCPFlagACK, nil, blockOf(segs, 1, 4))
+	if out := sent(); len(out) != 1 || out[0].Seq() != segs[0].Seq() {
+		t.Fatalf("entering recovery sent %d segments, want the retransmission of 0", len(out))
+	}
+	// Each further ACK delivers one segment: prr_delivered goes 2, 3, ... and the sender
+	// may have sent ceil(prr_delivered*11/22) in all, the retransmission included (whole
+	// segments: half a one waits, RFC 9293 §3.8.6.2.1): a new segment after every second
+	// ACK, the first when four are delivered.
+	next := segs[21].Seq() + 1448
+	for j := 5; j <= 13; j++ {
+		ep.sendTS(wire.TCPFlagACK, nil, blockOf(segs, 1, j))
+		out := sent()
+		want := 0
+		if j%2 == 1 && j >= 7 {
+			want = 1
+		}
+		if len(out) != want {
+			t.Fatalf("ACK of 1-%d (%d delivered in recovery): sent %d segments, want %d", j-1, j-3, len(out), want)
+		}
+		if want == 1 {
+			if out[0].Seq() != next || len(out[0].Payload()) != 1448 {
+				t.Fatalf("ACK of 1-%d: sent %s, want new data at %d", j-1, fmtSeg(out[0]), next)
+			}
+			next += 1448
+		}
+	}
+	if si := ep.c.Info(); si.SSThresh != 11*1448 {
+		t.Fatalf("ssthresh %d, want 11 segments", si.SSThresh)
+	}
+}

@@ -392,15 +392,24 @@ func (c *Conn) processAck(s *segment) bool {
 	c.probes = 0
 	wnd := s.window(c.sndWscale)
 	advanced := seqGT(ack, c.sndUna)
+	delivered := 0
 	if c.sackOK {
 		// Scoreboard first: RACK learns from what this ACK delivered (sack.go).
+		sacked := c.sb.sacked
 		c.sackInput(s, advanced)
+		delivered = c.sb.sacked - sacked // RFC 6937: DeliveredData = Δsnd.una + ΔSACKd
+		if advanced {
+			delivered += int(ack - c.sndUna)
+		}
 	}
 	if advanced {
 		c.ackNew(ack, s)
 	} else if ack == c.sndUna && len(s.payload) == 0 && s.flags&(flagSYN|flagFIN) == 0 &&
 		wnd == c.sndWnd && c.sndMax != c.sndUna {
 		c.dupAck()
+	}
+	if c.sackOK && c.inRecovery && !c.rtoRecovery {
+		c.prrUpdate(delivered)
 	}
 	if seqLT(c.sndWl1, s.seq) || (c.sndWl1 == s.seq && seqLEQ(c.sndWl2, ack)) {
 		c.sndWnd, c.sndWl1, c.sndWl2 = wnd, s.seq, ack

@@ -264,13 +264,39 @@ func (c *Conn) pipe() int {
 	return int(c.sndNxt-c.sndUna) - c.sb.sacked - c.sb.lost + c.sb.rexmitOut
 }
 
-// cwndLimit is the congestion window that pipe must stay below: during fast recovery
-// ssthresh (RFC 6675 §5 step 4.2), otherwise cwnd.
+// cwndLimit is the congestion window that pipe must stay below: during SACK fast
+// recovery what proportional rate reduction allows (RFC 6937, prrUpdate), during
+// NewReno's ssthresh (RFC 6675 §5 step 4.2), otherwise cwnd.
 func (c *Conn) cwndLimit() int {
 	if c.inRecovery && !c.rtoRecovery {
+		if c.sackOK {
+			return c.prrLimit
+		}
 		return min(c.cc.Window(), max(c.cc.SSThresh(), c.mss))
 	}
 	return c.cc.Window()
+}
+
+// prrUpdate is RFC 6937 §3.1 for an ACK during SACK recovery that delivered bytes (the
+// cumulative ACK's advance plus what it newly SACKed): it sets how far pipe may grow
+// until the next ACK. While pipe is above ssthresh the sender sends in proportion to
+// what the peer receives, ssthresh/RecoverFS of it, so that cwnd comes down to ssthresh
+// by the end of recovery smoothly instead of in one step (RFC 6675 sends nothing until
+// pipe falls below ssthresh, then everything at once); below ssthresh, slow start
+// towards it, at most one segment more than delivered (PRR-SSRB), as Linux does.
+func (c *Conn) prrUpdate(delivered int) {
+	c.prrDelivered += delivered
+	pipe := c.pipe()
+	ssthresh := max(c.cc.SSThresh(), c.mss)
+	var sndcnt int
+	if pipe > ssthresh {
+		fs := max(c.prrRecoverFS, 1)
+		sndcnt = (c.prrDelivered*ssthresh+fs-1)/fs - c.prrOut
+	} else {
+		limit := max(c.prrDelivered-c.prrOut, delivered) + c.mss
+		sndcnt = min(ssthresh-pipe, limit)
+	}
+	c.prrLimit = pipe + max(sndcnt, 0)
 }
 
 // enterRecovery starts SACK-based fast recovery (RFC 6675 §5 step 4) when RACK or the
@@ -283,6 +309,9 @@ func (c *Conn) enterRecovery() {
 	c.recover = c.sndMax
 	c.cc.OnFastRetransmit(int(c.sndMax - c.sndUna))
 	c.p.Stats.SACKRecoveries.Add(1)
+	// RFC 6937 §3.1 initialization. Until the ACK's prrUpdate only the first
+	// retransmission goes (RFC 6675 §5 step 4.3).
+	c.prrDelivered, c.prrOut, c.prrRecoverFS, c.prrLimit = 0, 0, int(c.sndMax-c.sndUna), 0
 	c.retransmitLost(true)
 }
 
