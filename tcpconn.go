@@ -113,7 +113,9 @@ func (c *TCPConn) SetCongestionControl(name string) error {
 // CongestionControl returns the name of the connection's congestion control.
 func (c *TCPConn) CongestionControl() string { return c.c.CongestionControl() }
 
-// SetLinger sets SO_LINGER: sec < 0 (default) closes in the background, 0 resets on Close.
+// SetLinger sets SO_LINGER: sec < 0 (default) closes in the background, 0 resets on Close,
+// sec > 0 makes Close wait up to sec seconds for the peer to acknowledge what was sent
+// (as on Linux), after which the connection goes on closing in the background.
 func (c *TCPConn) SetLinger(sec int) error { return c.setErr("setsockopt", c.c.SetLinger(sec)) }
 
 // SetKeepAlive turns keep-alive probes on or off.

@@ -1262,6 +1262,9 @@ func (c *Conn) Close() error {
 		c.abort()
 	default:
 		c.shutdownWrite()
+		if c.linger > 0 {
+			c.lingerWait(time.Duration(c.linger) * time.Second)
+		}
 		if c.state == StateFinWait2 {
 			c.arm(timerFinWait2, c.p.cfg.FinTimeout)
 		}
@@ -1270,6 +1273,29 @@ func (c *Conn) Close() error {
 		c.rcvBuf.free()
 	}
 	return nil
+}
+
+// lingerWait blocks Close (SO_LINGER with a positive time) until the peer has
+// acknowledged everything, our FIN included, or d passes, as Linux's tcp_close does
+// (sk_stream_wait_close); after d the connection goes on closing in the background.
+func (c *Conn) lingerWait(d time.Duration) {
+	done := false
+	t := c.p.clk.AfterFunc(d, func() {
+		c.mu.Lock()
+		done = true
+		c.cond.Broadcast()
+		c.mu.Unlock()
+	})
+	defer t.Stop()
+	for !done {
+		switch c.state {
+		case StateFinWait1, StateClosing, StateLastAck:
+			c.cond.Wait()
+			c.nowOK = false
+		default:
+			return
+		}
+	}
 }
 
 // Abort resets the connection at once (close with linger 0).
@@ -1341,7 +1367,8 @@ func (c *Conn) SetNoDelay(on bool) error {
 }
 
 // SetLinger sets SO_LINGER: sec < 0 closes in the background (default), 0 resets on
-// Close; sec > 0 behaves as sec < 0 (Close does not block).
+// Close; sec > 0 makes Close wait up to sec seconds for the peer to acknowledge the data
+// and the FIN, as on Linux, and then go on closing in the background.
 func (c *Conn) SetLinger(sec int) error { return c.setOpt(func() { c.linger = sec }) }
 
 // SetKeepAliveConfig sets SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT;

@@ -973,3 +973,59 @@ func TestScriptBatchedACKs(t *testing.T) {
 	sc.p.EndBatch()
 	sc.none()
 }
+
+// TestScriptLingerPositive: with SO_LINGER set to a positive time, Close blocks until the
+// peer has acknowledged the data and the FIN (Linux's tcp_close), or the time passes;
+// then the connection goes on closing in the background, without a RST.
+func TestScriptLingerPositive(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	sc.c.SetLinger(2)
+	sc.c.Write([]byte("data"))
+	d := sc.next()
+	closed := make(chan error, 1)
+	go func() { closed <- sc.c.Close() }()
+	fin := sc.next()
+	expectFlags(t, fin, wire.TCPFlagFIN|wire.TCPFlagACK)
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) before the FIN was acknowledged", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	sc.sndNxt = d.Seq() + 4 + 1
+	sc.send(wire.TCPFlagACK, nil)
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close still blocked after the FIN was acknowledged")
+	}
+	if st := sc.c.State(); st != StateFinWait2 {
+		t.Fatalf("state %v, want FIN-WAIT-2", st)
+	}
+
+	// The peer never acknowledges: Close returns once the linger time has passed.
+	sc2 := dialScript(t, Config{}, nil, 65535)
+	sc2.c.SetLinger(2)
+	sc2.c.Write([]byte("data"))
+	sc2.next()
+	closed2 := make(chan error, 1)
+	go func() { closed2 <- sc2.c.Close() }()
+	expectFlags(t, sc2.next(), wire.TCPFlagFIN|wire.TCPFlagACK)
+	sc2.clk.Advance(1 * time.Second)
+	select {
+	case <-closed2:
+		t.Fatal("Close returned before the linger time")
+	case <-time.After(50 * time.Millisecond):
+	}
+	sc2.clk.Advance(1 * time.Second)
+	select {
+	case <-closed2:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close still blocked after the linger time")
+	}
+	if st := sc2.c.State(); st != StateFinWait1 {
+		t.Fatalf("state %v, want FIN-WAIT-1 (still closing, no RST)", st)
+	}
+}
