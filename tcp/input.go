@@ -148,7 +148,16 @@ func (c *Conn) establish() {
 	c.synced = true
 	c.retries = 0
 	c.rto = c.computedRTO()
+	if c.srtt == 0 && c.retrans > 0 {
+		// RFC 6298 §5.7: the SYN (or SYN-ACK) timed out and the handshake gave no RTT
+		// sample (Karn's rule): data starts with an RTO of 3 s, not the 1 s initial one,
+		// as Linux's TCP_TIMEOUT_FALLBACK.
+		c.rto = synFallbackRTO
+	}
 }
+
+// synFallbackRTO is RFC 6298 §5.7's RTO after a handshake whose SYN was retransmitted.
+const synFallbackRTO = 3 * time.Second
 
 // inputTimeWait is RFC 9293 §3.10.7.4 for TIME-WAIT.
 func (c *Conn) inputTimeWait(s *segment) bool {

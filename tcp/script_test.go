@@ -1029,3 +1029,37 @@ func TestScriptLingerPositive(t *testing.T) {
 		t.Fatalf("state %v, want FIN-WAIT-1 (still closing, no RST)", st)
 	}
 }
+
+// TestScriptSynTimeoutRTO: after a handshake whose SYN had to be retransmitted (so no RTT
+// sample, Karn's rule), the first data is retransmitted after 3 s (RFC 6298 §5.7), not
+// after the 1 s initial RTO.
+func TestScriptSynTimeoutRTO(t *testing.T) {
+	s := newScript(t, Config{})
+	ch := make(chan *Conn, 1)
+	go func() {
+		c, err := s.p.Dial(context.Background(), netip.AddrPort{}, netip.AddrPortFrom(scriptRemote, 80), DialOptions{})
+		if err != nil {
+			t.Error(err)
+		}
+		ch <- c
+	}()
+	s.next()
+	s.clk.Advance(time.Second)
+	syn := s.next()
+	expectFlags(t, syn, wire.TCPFlagSYN)
+	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Ack: syn.Seq() + 1,
+		Flags: wire.TCPFlagSYN | wire.TCPFlagACK, Window: 65535, Options: &wire.TCPOptions{HasMSS: true, MSS: 1460}}, nil)
+	expectFlags(t, s.next(), wire.TCPFlagACK)
+	c := <-ch
+	if rto := c.Info().RTO; rto != 3*time.Second {
+		t.Fatalf("RTO after a retransmitted SYN: %v, want 3s", rto)
+	}
+	c.Write([]byte("x"))
+	d := s.next()
+	s.clk.Advance(2 * time.Second)
+	s.none()
+	s.clk.Advance(time.Second)
+	if r := s.next(); r.Seq() != d.Seq() || len(r.Payload()) != 1 {
+		t.Fatalf("retransmission %s", fmtSeg(r))
+	}
+}
