@@ -371,3 +371,68 @@ func hasTimeWait(s *Session, port int) bool {
 	}
 	return false
 }
+
+// TestSpliceBufferGrowth: a bulk flow's copy buffer grows from spliceBuf to spliceBufMax,
+// counted against MaxBuffered and given back when the flow ends; where MaxBuffered has no
+// room for it, the flow keeps the small buffer and still carries everything.
+func TestSpliceBufferGrowth(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		maxBuffered int64
+		want        int64 // BufferedBytes while the transfer runs
+	}{
+		{"grows", 0, 2*spliceBuf + spliceBufMax - spliceBuf},
+		{"capped", 2 * spliceBuf, 2 * spliceBuf},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns, s := session(t, SessionConfig{Forward: Config{MaxBuffered: tc.maxBuffered}})
+			const total = 16 << 20
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				io.Copy(c, services.NewPatternReader(total))
+				c.Close()
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c, err := ns.Dial(ctx, "tcp", fmt.Sprintf("10.0.2.2:%d", ln.Addr().(*net.TCPAddr).Port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			h := sha256.New()
+			// Half the data: the host→namespace copy has filled its buffer many times.
+			if _, err := io.CopyN(h, c, total/2); err != nil {
+				t.Fatal(err)
+			}
+			if got := s.Forwarder.Stats().BufferedBytes; got != tc.want {
+				t.Errorf("BufferedBytes during the transfer: %d, want %d", got, tc.want)
+			}
+			if n, err := io.Copy(h, c); err != nil || n != total/2 {
+				t.Fatalf("the rest: %d bytes, %v", n, err)
+			}
+			if want := patternSum(total); !bytes.Equal(h.Sum(nil), want[:]) {
+				t.Fatal("content differs")
+			}
+			c.Close()
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				st := s.Forwarder.Stats()
+				if st.ActiveFlows == 0 && st.BufferedBytes == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after the flow: %d flows, %d bytes buffered", st.ActiveFlows, st.BufferedBytes)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}

@@ -120,7 +120,10 @@ func (sp *spliced) abort() {
 	})
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, spliceBuf); return &b }}
+var (
+	bufPool    = sync.Pool{New: func() any { b := make([]byte, spliceBuf); return &b }}
+	bigBufPool = sync.Pool{New: func() any { b := make([]byte, spliceBufMax); return &b }}
+)
 
 // splice copies both ways until both directions end; buf is what was reserved for it.
 // A FIN is passed on as a FIN (half-close), a reset or an error as a RST; blocking writes
@@ -161,8 +164,17 @@ func (f *Forwarder) splice(c *tcp.Conn, hc net.Conn, buf int64) {
 // pipe copies from r to w; at r's EOF it calls closeWrite, on any error it aborts both.
 func (f *Forwarder) pipe(sp *spliced, w io.Writer, r io.Reader, count interface{ Add(uint64) uint64 }, closeWrite func() error) {
 	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	big := false
+	defer func() {
+		if big {
+			bigBufPool.Put(bp)
+			f.shrink(spliceBufMax - spliceBuf)
+		} else {
+			bufPool.Put(bp)
+		}
+	}()
 	b := *bp
+	fills := 0
 	for {
 		n, err := r.Read(b)
 		if n > 0 {
@@ -171,6 +183,14 @@ func (f *Forwarder) pipe(sp *spliced, w io.Writer, r io.Reader, count interface{
 				return
 			}
 			count.Add(uint64(n))
+		}
+		if n == len(b) && !big {
+			// A bulk transfer: a larger buffer, if MaxBuffered has room for it.
+			if fills++; fills >= 4 && f.grow(spliceBufMax-spliceBuf) {
+				bufPool.Put(bp)
+				bp, big = bigBufPool.Get().(*[]byte), true
+				b = *bp
+			}
 		}
 		if err == io.EOF {
 			if closeWrite() != nil {
