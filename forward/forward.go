@@ -316,14 +316,14 @@ func (f *Forwarder) nsSource(client netip.AddrPort) netip.AddrPort {
 // handle is the stack's unmatched-flow hook: seg (valid only during the call) came from
 // the namespace for dst, which is not one of the stack's addresses (or is, and no socket
 // wanted it).
-func (f *Forwarder) handle(proto uint8, src, dst netip.Addr, seg []byte) bool {
+func (f *Forwarder) handle(proto uint8, src, dst netip.Addr, seg []byte, csumOK bool) bool {
 	if (f.cfg.NoIPv6 && dst.Is6()) || f.s.IsLocal(dst) {
 		// The stack's own addresses answer for themselves (port unreachable).
 		return false
 	}
 	switch proto {
 	case wire.ProtoTCP:
-		return f.handleTCP(src, dst, seg)
+		return f.handleTCP(src, dst, seg, csumOK)
 	case wire.ProtoUDP:
 		return f.handleUDP(src, dst, seg)
 	case wire.ProtoICMPv4, wire.ProtoICMPv6:

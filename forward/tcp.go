@@ -19,7 +19,7 @@ import (
 // SYN starts the host connect; the namespace's SYN is answered only when that succeeds,
 // so a refused or unreachable host port looks the same inside the namespace (RST, or
 // ICMP unreachable) as it does on the host. Retransmitted SYNs meanwhile are dropped.
-func (f *Forwarder) handleTCP(src, dst netip.Addr, seg []byte) bool {
+func (f *Forwarder) handleTCP(src, dst netip.Addr, seg []byte, csumOK bool) bool {
 	h, err := wire.ParseTCP(seg)
 	if err != nil {
 		return true
@@ -28,12 +28,12 @@ func (f *Forwarder) handleTCP(src, dst netip.Addr, seg []byte) bool {
 	remote := netip.AddrPortFrom(src, h.SrcPort())
 	const syn, ack, rst = wire.TCPFlagSYN, wire.TCPFlagACK, wire.TCPFlagRST
 	if h.Flags()&(syn|ack|rst) != syn || f.tcp.HasConn(local, remote) {
-		if !f.tcp.HandleTransparent(src, dst, seg) {
+		if !f.tcp.HandleTransparent(src, dst, seg, csumOK) {
 			return true
 		}
 		// The SYN ended berth's TIME-WAIT for this 4-tuple: a new flow.
 	}
-	if !h.VerifyChecksum(src, dst) {
+	if !csumOK && !h.VerifyChecksum(src, dst) {
 		return true
 	}
 	k := flowKey{remote, local}
@@ -67,7 +67,11 @@ func (f *Forwarder) handleTCP(src, dst netip.Addr, seg []byte) bool {
 	f.pending[k] = struct{}{}
 	f.wg.Add(1)
 	f.mu.Unlock()
-	go f.outboundTCP(k, src, dst, slices.Clone(seg), target)
+	synSeg := slices.Clone(seg)
+	if csumOK {
+		wire.SetTCPChecksum(synSeg, src, dst) // the link left it to us; AcceptTransparent checks it
+	}
+	go f.outboundTCP(k, src, dst, synSeg, target)
 	return true
 }
 

@@ -26,6 +26,17 @@ type Dispatcher interface {
 	DeliverPackets(pkts [][]byte)
 }
 
+// VerifiedDispatcher is a Dispatcher that also takes batches in which the link vouches
+// for the TCP checksums: the Linux kernel behind a TUN device with the virtio-net header
+// left them for the receiver to fill in (VIRTIO_NET_HDR_F_NEEDS_CSUM: the packet never
+// left the machine) or checked them (DATA_VALID). Their checksum fields may hold only the
+// pseudo-header sum; the receiver neither checks nor needs them. Other protocols'
+// checksums in such a batch are complete, as in DeliverPackets.
+type VerifiedDispatcher interface {
+	Dispatcher
+	DeliverVerified(pkts [][]byte)
+}
+
 // DispatcherFunc adapts a function to the Dispatcher interface.
 type DispatcherFunc func(pkts [][]byte)
 

@@ -234,7 +234,7 @@ func (r *reassembler) deliver(d *reasm) {
 			r.transit(d, h.Payload())
 			return
 		}
-		r.s.deliver(d.ifc, h, d.key.src, d.key.dst, d.proto, h.Payload())
+		r.s.deliver(d.ifc, h, d.key.src, d.key.dst, d.proto, h.Payload(), false)
 		return
 	}
 	// The unfragmentable part ended with a header whose next-header field named the
@@ -245,7 +245,7 @@ func (r *reassembler) deliver(d *reasm) {
 		r.transit(d, buf[len(d.hdr):])
 		return
 	}
-	r.s.deliver(d.ifc, buf, d.key.src, d.key.dst, d.proto, buf[len(d.hdr):])
+	r.s.deliver(d.ifc, buf, d.key.src, d.key.dst, d.proto, buf[len(d.hdr):], false)
 }
 
 // transit offers a reassembled datagram for another host to the unmatched-flow hook. One
@@ -254,7 +254,7 @@ func (r *reassembler) deliver(d *reasm) {
 // datagram may not fit the next hop's MTU. It counts as InDiscards (RFC 4293: discarded
 // though no problem was found in it).
 func (r *reassembler) transit(d *reasm, seg []byte) {
-	if r.s.takeUnmatched(d.proto, d.key.src, d.key.dst, seg) {
+	if r.s.takeUnmatched(d.proto, d.key.src, d.key.dst, seg, false) {
 		return
 	}
 	if d.v6 {

@@ -43,7 +43,7 @@ func TestTransitFragmentsReachUnmatchedHook(t *testing.T) {
 	s, ifc, c, _ := newTestStack(t, Options{Forwarding: true})
 	var calls []hookCall
 	take := true
-	s.SetUnmatchedHandler(func(proto uint8, src, dst netip.Addr, seg []byte) bool {
+	s.SetUnmatchedHandler(func(proto uint8, src, dst netip.Addr, seg []byte, _ bool) bool {
 		calls = append(calls, hookCall{proto, src, dst, bytes.Clone(seg)})
 		return take
 	})
@@ -141,7 +141,7 @@ func TestTransitFragmentsReachUnmatchedHook(t *testing.T) {
 func TestTransitFragmentsTimeout(t *testing.T) {
 	clk := clock.NewManual(time.Unix(1e9, 0))
 	s, ifc, c, _ := newTestStack(t, Options{Clock: clk, FragHighThresh: 64 << 10})
-	s.SetUnmatchedHandler(func(uint8, netip.Addr, netip.Addr, []byte) bool {
+	s.SetUnmatchedHandler(func(uint8, netip.Addr, netip.Addr, []byte, bool) bool {
 		t.Error("hook called for an incomplete datagram")
 		return true
 	})
@@ -194,7 +194,7 @@ func FuzzTransitReassembly(f *testing.F) {
 	s.AddAddress("eth0", netip.MustParsePrefix("10.0.0.1/24"))
 	s.AddAddress("eth0", netip.MustParsePrefix("fd00::1/64"))
 	var bad bool
-	s.SetUnmatchedHandler(func(proto uint8, src, dst netip.Addr, seg []byte) bool {
+	s.SetUnmatchedHandler(func(proto uint8, src, dst netip.Addr, seg []byte, _ bool) bool {
 		bad = bad || !src.IsValid() || !dst.IsValid() || src.Is4() != dst.Is4() || len(seg) > 0xffff
 		return len(seg)%2 == 0
 	})

@@ -9,15 +9,15 @@ import (
 )
 
 // input processes one inbound IP packet to completion on the caller's goroutine.
-func (s *Stack) input(ifc *Interface, p []byte) {
+func (s *Stack) input(ifc *Interface, p []byte, csumOK bool) {
 	if s.closed.Load() || len(p) == 0 {
 		return
 	}
 	switch p[0] >> 4 {
 	case 4:
-		s.input4(ifc, p)
+		s.input4(ifc, p, csumOK)
 	case 6:
-		s.input6(ifc, p)
+		s.input6(ifc, p, csumOK)
 	default:
 		// Unknown version: count it where Linux does (the link gave us no ethertype).
 		s.ip4.InReceives.Add(1)
@@ -38,7 +38,7 @@ func martian4(ifc *Interface, src netip.Addr) bool {
 		b[0] == 0 || (!ifc.loopback && b[0] == 127)
 }
 
-func (s *Stack) input4(ifc *Interface, p []byte) {
+func (s *Stack) input4(ifc *Interface, p []byte, csumOK bool) {
 	c := &s.ip4
 	c.InReceives.Add(1)
 	h, err := wire.ParseIPv4(p)
@@ -77,11 +77,11 @@ func (s *Stack) input4(ifc *Interface, p []byte) {
 				s.reasm.add4(ifc, h, true)
 				return
 			}
-			s.forward4(ifc, h)
+			s.forward4(ifc, h, false)
 			return
 		}
-		if !s.takeUnmatched(h.Protocol(), src, dst, h.Payload()) {
-			s.forward4(ifc, h)
+		if !s.takeUnmatched(h.Protocol(), src, dst, h.Payload(), csumOK) {
+			s.forward4(ifc, h, csumOK)
 		}
 		return
 	}
@@ -90,20 +90,20 @@ func (s *Stack) input4(ifc *Interface, p []byte) {
 		s.reasm.add4(ifc, h, false)
 		return
 	}
-	s.deliver(ifc, h, src, dst, h.Protocol(), h.Payload())
+	s.deliver(ifc, h, src, dst, h.Protocol(), h.Payload(), csumOK)
 }
 
 // takeUnmatched offers a segment to the unmatched-flow hook.
-func (s *Stack) takeUnmatched(proto uint8, src, dst netip.Addr, seg []byte) bool {
+func (s *Stack) takeUnmatched(proto uint8, src, dst netip.Addr, seg []byte, csumOK bool) bool {
 	if hp := s.unmatched.Load(); hp != nil {
-		return (*hp)(proto, src, dst, seg)
+		return (*hp)(proto, src, dst, seg, csumOK)
 	}
 	return false
 }
 
 // deliver hands a local datagram's payload to ICMP or its transport protocol. ip is the
 // whole IP packet (header included), quoted by any ICMP error sent in reply.
-func (s *Stack) deliver(ifc *Interface, ip []byte, src, dst netip.Addr, proto uint8, payload []byte) {
+func (s *Stack) deliver(ifc *Interface, ip []byte, src, dst netip.Addr, proto uint8, payload []byte, csumOK bool) {
 	v4 := dst.Is4()
 	if v4 {
 		s.ip4.InDelivers.Add(1)
@@ -137,11 +137,11 @@ func (s *Stack) deliver(ifc *Interface, ip []byte, src, dst netip.Addr, proto ui
 	}
 	var unreachable bool
 	if b, ok := h.(BatchHandler); ok {
-		unreachable = b.HandleBatched(src, dst, payload) // DeliverPackets ends the batch
+		unreachable = b.HandleBatched(src, dst, payload, csumOK) // DeliverPackets ends the batch
 	} else {
 		unreachable = h.HandlePacket(src, dst, payload)
 	}
-	if unreachable && !s.takeUnmatched(proto, src, dst, payload) {
+	if unreachable && !s.takeUnmatched(proto, src, dst, payload, csumOK) {
 		// No socket: port unreachable (RFC 1122 §3.2.2.1; RFC 4443 §3.1 code 4).
 		if v4 {
 			s.icmp4Error(ifc, ip, wire.ICMPv4DestUnreachable, wire.ICMPv4CodePortUnreachable, 0)
@@ -153,11 +153,14 @@ func (s *Stack) deliver(ifc *Interface, ip []byte, src, dst netip.Addr, proto ui
 
 // forward4 routes a datagram that is not for us (RFC 1812 §5.2), or drops it when
 // forwarding is off.
-func (s *Stack) forward4(in *Interface, h wire.IPv4) {
+func (s *Stack) forward4(in *Interface, h wire.IPv4, csumOK bool) {
 	c := &s.ip4
 	if !s.opts.Forwarding {
 		c.InAddrErrors.Add(1)
 		return
+	}
+	if csumOK {
+		wire.FillTCPChecksum(h) // the link left it to us; the next hop will check it
 	}
 	dst := h.Dst()
 	if h.TTL() <= 1 {
@@ -200,7 +203,7 @@ func (s *Stack) forward4(in *Interface, h wire.IPv4) {
 
 // input6 validates the fixed header, walks the extension headers (RFC 8200 §4.1) and
 // delivers the upper-layer payload.
-func (s *Stack) input6(ifc *Interface, p []byte) {
+func (s *Stack) input6(ifc *Interface, p []byte, csumOK bool) {
 	c := &s.ip6
 	c.InReceives.Add(1)
 	h, err := wire.ParseIPv6(p)
@@ -236,8 +239,8 @@ func (s *Stack) input6(ifc *Interface, p []byte) {
 			}
 			proto, off = fh[0], frag+8 // RFC 6946: an atomic fragment is processed as is
 		}
-		if !ok || proto == wire.ProtoFragment || !s.takeUnmatched(proto, src, dst, h[off:]) {
-			s.forward6(ifc, h)
+		if !ok || proto == wire.ProtoFragment || !s.takeUnmatched(proto, src, dst, h[off:], csumOK) {
+			s.forward6(ifc, h, csumOK)
 		}
 		return
 	}
@@ -251,13 +254,13 @@ func (s *Stack) input6(ifc *Interface, p []byte) {
 		fo := binary.BigEndian.Uint16(fh[2:])
 		if fo&^6 == 0 {
 			// RFC 6946: an atomic fragment (offset 0, M clear) is processed as is.
-			s.deliver(ifc, h, src, dst, fh[0], h[frag+8:])
+			s.deliver(ifc, h, src, dst, fh[0], h[frag+8:], csumOK)
 			return
 		}
 		s.reasm.add6(ifc, h, frag, false)
 		return
 	}
-	s.deliver(ifc, h, src, dst, proto, h[off:])
+	s.deliver(ifc, h, src, dst, proto, h[off:], csumOK)
 }
 
 // walk6 skips hop-by-hop, routing and destination options headers and finds either the
@@ -299,11 +302,14 @@ func walk6(h wire.IPv6) (proto uint8, off int, frag int, ok bool) {
 
 // forward6 routes a packet that is not for us (RFC 8200 §3: hop limit), or drops it.
 // IPv6 routers never fragment: too big means Packet Too Big (RFC 8201 §4, RFC 4443 §3.2).
-func (s *Stack) forward6(in *Interface, h wire.IPv6) {
+func (s *Stack) forward6(in *Interface, h wire.IPv6, csumOK bool) {
 	c := &s.ip6
 	if !s.opts.Forwarding {
 		c.InAddrErrors.Add(1)
 		return
+	}
+	if csumOK {
+		wire.FillTCPChecksum(h) // the link left it to us; the next hop will check it
 	}
 	if h.Src().IsLinkLocalUnicast() || h.Dst().IsLinkLocalUnicast() {
 		c.InAddrErrors.Add(1) // RFC 4291 §2.5.6: link-local is never forwarded

@@ -70,7 +70,9 @@ type TransportHandler interface {
 // defers.
 type BatchHandler interface {
 	TransportHandler
-	HandleBatched(src, dst netip.Addr, segment []byte) (unreachable bool)
+	// HandleBatched is HandlePacket for a packet of a batch; csumOK says the link
+	// vouched for a TCP segment's checksum (link.VerifiedDispatcher): do not check it.
+	HandleBatched(src, dst netip.Addr, segment []byte, csumOK bool) (unreachable bool)
 	EndBatch()
 }
 
@@ -78,7 +80,9 @@ type BatchHandler interface {
 // one. It sees the transport segment (valid only during the call) and reports whether it
 // took it; if not, the stack answers as usual (ICMP port unreachable, or a drop for
 // packets not addressed to this host).
-type UnmatchedHandler func(proto uint8, src, dst netip.Addr, segment []byte) (taken bool)
+// csumOK says the link vouched for a TCP segment's checksum (link.VerifiedDispatcher),
+// which may then hold only the pseudo-header sum.
+type UnmatchedHandler func(proto uint8, src, dst netip.Addr, segment []byte, csumOK bool) (taken bool)
 
 // Interface is a network interface: a link endpoint and the addresses assigned to it.
 type Interface struct {
@@ -105,9 +109,15 @@ func (ifc *Interface) Addresses() []netip.Prefix {
 
 // DeliverPackets is the link.Dispatcher the stack attaches to the interface's endpoint:
 // each packet is processed to completion on the calling (link) goroutine.
-func (ifc *Interface) DeliverPackets(pkts [][]byte) {
+func (ifc *Interface) DeliverPackets(pkts [][]byte) { ifc.deliver(pkts, false) }
+
+// DeliverVerified implements link.VerifiedDispatcher: TCP checksums are not checked
+// (and are completed before a packet is forwarded to another link).
+func (ifc *Interface) DeliverVerified(pkts [][]byte) { ifc.deliver(pkts, true) }
+
+func (ifc *Interface) deliver(pkts [][]byte, csumOK bool) {
 	for _, p := range pkts {
-		ifc.s.input(ifc, p)
+		ifc.s.input(ifc, p, csumOK)
 	}
 	if bs := ifc.s.batchers.Load(); bs != nil {
 		for _, b := range *bs {

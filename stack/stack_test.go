@@ -443,7 +443,7 @@ func TestUnmatchedHook(t *testing.T) {
 	s, ifc, c, k := newTestStack(t, Options{})
 	k.closed = true
 	var got []netip.Addr
-	s.SetUnmatchedHandler(func(proto uint8, src, dst netip.Addr, seg []byte) bool {
+	s.SetUnmatchedHandler(func(proto uint8, src, dst netip.Addr, seg []byte, _ bool) bool {
 		got = append(got, dst)
 		return string(seg) == "take"
 	})

@@ -572,9 +572,11 @@ func TestScriptSynRetries(t *testing.T) {
 	}()
 	s.next()
 	for _, d := range []time.Duration{time.Second, 2 * time.Second} {
+		s.waitTimer()
 		s.clk.Advance(d)
 		expectFlags(t, s.next(), wire.TCPFlagSYN)
 	}
+	s.waitTimer()
 	s.clk.Advance(4 * time.Second)
 	if err := <-errc; !errors.Is(err, syscall.ETIMEDOUT) {
 		t.Fatalf("dial: %v", err)
@@ -934,7 +936,7 @@ func (sc *scriptConn) injectBatched(f wire.TCPFields, payload []byte) {
 	n := f.Encode(b)
 	copy(b[n:], payload)
 	wire.SetTCPChecksum(b, scriptRemote, scriptLocal)
-	sc.p.HandleBatched(scriptRemote, scriptLocal, b)
+	sc.p.HandleBatched(scriptRemote, scriptLocal, b, false)
 }
 
 func TestScriptBatchedACKs(t *testing.T) {
@@ -1044,6 +1046,7 @@ func TestScriptSynTimeoutRTO(t *testing.T) {
 		ch <- c
 	}()
 	s.next()
+	s.waitTimer()
 	s.clk.Advance(time.Second)
 	syn := s.next()
 	expectFlags(t, syn, wire.TCPFlagSYN)
@@ -1061,5 +1064,24 @@ func TestScriptSynTimeoutRTO(t *testing.T) {
 	s.clk.Advance(time.Second)
 	if r := s.next(); r.Seq() != d.Seq() || len(r.Payload()) != 1 {
 		t.Fatalf("retransmission %s", fmtSeg(r))
+	}
+}
+
+// waitTimer waits until the connection being dialled has armed its retransmission timer:
+// Dial sends the SYN before it arms the timer, on its own goroutine, so a test that
+// advances the clock as soon as the SYN is out could advance it past nothing.
+func (s *script) waitTimer() {
+	s.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, si := range s.p.Sockets() {
+			if si.State != StateListen && si.Timer == "on" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatal("script: no retransmission timer armed")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
