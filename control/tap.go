@@ -221,10 +221,35 @@ func (e *tapEndpoint) Attach(d link.Dispatcher) {
 		e.inner.Attach(nil)
 		return
 	}
-	e.inner.Attach(link.DispatcherFunc(func(pkts [][]byte) {
-		e.t.record(pkts, 0)
-		d.DeliverPackets(pkts)
-	}))
+	e.inner.Attach(&tapDispatcher{t: e.t, d: d})
+}
+
+// tapDispatcher records inbound packets while captures run. It passes verified batches
+// (link.VerifiedDispatcher) on as such, completing their TCP checksums only for a running
+// capture, or when the receiver cannot take them otherwise.
+type tapDispatcher struct {
+	t *Tap
+	d link.Dispatcher
+}
+
+func (td *tapDispatcher) DeliverPackets(pkts [][]byte) {
+	td.t.record(pkts, 0)
+	td.d.DeliverPackets(pkts)
+}
+
+func (td *tapDispatcher) DeliverVerified(pkts [][]byte) {
+	vd, ok := td.d.(link.VerifiedDispatcher)
+	if !ok || td.t.active() {
+		for _, p := range pkts {
+			wire.FillTCPChecksum(p)
+		}
+	}
+	td.t.record(pkts, 0)
+	if ok {
+		vd.DeliverVerified(pkts)
+	} else {
+		td.d.DeliverPackets(pkts)
+	}
 }
 
 func (e *tapEndpoint) WritePackets(pkts [][]byte) (int, error) {
