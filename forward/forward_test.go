@@ -372,9 +372,11 @@ func hasTimeWait(s *Session, port int) bool {
 	return false
 }
 
-// TestSpliceBufferGrowth: a bulk flow's copy buffer grows from spliceBuf to spliceBufMax,
-// counted against MaxBuffered and given back when the flow ends; where MaxBuffered has no
-// room for it, the flow keeps the small buffer and still carries everything.
+// TestSpliceBufferGrowth: a bulk flow's copy buffer (namespace → host; the other
+// direction reads the host socket straight into berth's send buffer) grows from spliceBuf
+// to spliceBufMax, counted against MaxBuffered and given back when the flow ends; where
+// MaxBuffered has no room for it, the flow keeps the small buffer and still carries
+// everything.
 func TestSpliceBufferGrowth(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
@@ -392,13 +394,30 @@ func TestSpliceBufferGrowth(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ln.Close()
+			type result struct {
+				during int64
+				sum    []byte
+				n      int64
+				err    error
+			}
+			res := make(chan result, 1)
 			go func() {
 				c, err := ln.Accept()
 				if err != nil {
+					res <- result{err: err}
 					return
 				}
-				io.Copy(c, services.NewPatternReader(total))
-				c.Close()
+				defer c.Close()
+				h := sha256.New()
+				// Half the data: the namespace→host copy has filled its buffer many times.
+				n, err := io.CopyN(h, c, total/2)
+				during := s.Forwarder.Stats().BufferedBytes
+				if err == nil {
+					var m int64
+					m, err = io.Copy(h, c)
+					n += m
+				}
+				res <- result{during, h.Sum(nil), n, err}
 			}()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -406,22 +425,20 @@ func TestSpliceBufferGrowth(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.Close()
-			h := sha256.New()
-			// Half the data: the host→namespace copy has filled its buffer many times.
-			if _, err := io.CopyN(h, c, total/2); err != nil {
+			if _, err := io.Copy(c, services.NewPatternReader(total)); err != nil {
 				t.Fatal(err)
 			}
-			if got := s.Forwarder.Stats().BufferedBytes; got != tc.want {
-				t.Errorf("BufferedBytes during the transfer: %d, want %d", got, tc.want)
+			c.Close()
+			r := <-res
+			if r.err != nil || r.n != total {
+				t.Fatalf("host received %d bytes of %d: %v", r.n, total, r.err)
 			}
-			if n, err := io.Copy(h, c); err != nil || n != total/2 {
-				t.Fatalf("the rest: %d bytes, %v", n, err)
-			}
-			if want := patternSum(total); !bytes.Equal(h.Sum(nil), want[:]) {
+			if want := patternSum(total); !bytes.Equal(r.sum, want[:]) {
 				t.Fatal("content differs")
 			}
-			c.Close()
+			if r.during != tc.want {
+				t.Errorf("BufferedBytes during the transfer: %d, want %d", r.during, tc.want)
+			}
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				st := s.Forwarder.Stats()

@@ -167,6 +167,18 @@ func (f *Forwarder) splice(c *tcp.Conn, hc net.Conn, buf int64) {
 
 // pipe copies from r to w; at r's EOF it calls closeWrite, on any error it aborts both.
 func (f *Forwarder) pipe(sp *spliced, w io.Writer, r io.Reader, count interface{ Add(uint64) uint64 }, closeWrite func() error) {
+	if c, ok := w.(*tcp.Conn); ok {
+		// Into the namespace: straight from the host socket into the connection's send
+		// buffer, no copy of our own.
+		if _, err := c.ReadFrom(countingReader{r, count}); err != nil {
+			sp.abort()
+			return
+		}
+		if closeWrite() != nil {
+			sp.abort()
+		}
+		return
+	}
 	bp := bufPool.Get().(*[]byte)
 	big := false
 	defer func() {
@@ -207,4 +219,16 @@ func (f *Forwarder) pipe(sp *spliced, w io.Writer, r io.Reader, count interface{
 			return
 		}
 	}
+}
+
+// countingReader counts what passes through it.
+type countingReader struct {
+	r io.Reader
+	n interface{ Add(uint64) uint64 }
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(uint64(k))
+	return k, err
 }

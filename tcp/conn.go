@@ -125,7 +125,8 @@ type Conn struct {
 	ccName     string // SetCongestionControl's choice; "" means Config's (cc.go)
 	dupAcks    int
 	inRecovery bool
-	outPending bool // in Protocol.pend: finishInput waits for the end of the link batch
+	outPending bool       // in Protocol.pend: finishInput waits for the end of the link batch
+	wmu        sync.Mutex // serializes writers (Write, ReadFrom): ReadFrom fills the buffer unlocked
 	recover    uint32
 	retrans    uint64 // segments retransmitted, for Sockets
 	// rtoRecovery: the recovery began with a timeout (cwnd slow-starts, RFC 6675 §5.1).
@@ -1137,33 +1138,45 @@ func (c *Conn) windowUpdate() {
 	}
 }
 
+// writable reports whether data may be queued now: an error if it never may, wait if the
+// handshake is still under way. Called with c.mu held.
+func (c *Conn) writable() (wait bool, err error) {
+	switch {
+	case c.userClosed:
+		return false, net.ErrClosed
+	case c.wd.expired:
+		return false, os.ErrDeadlineExceeded
+	}
+	if err := c.takeErr(); err != nil {
+		return false, err
+	}
+	if c.finQueued {
+		return false, syscall.EPIPE
+	}
+	switch c.state {
+	case StateEstablished, StateCloseWait:
+		return false, nil
+	case StateSynSent, StateSynReceived:
+		return true, nil
+	}
+	return false, syscall.EPIPE
+}
+
 // Write queues b for sending, blocking while the send buffer is full.
 func (c *Conn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nowOK = false
 	n := 0
 	waited := false
 	for {
-		if c.userClosed {
-			return n, net.ErrClosed
-		}
-		if c.wd.expired {
-			return n, os.ErrDeadlineExceeded
-		}
-		if err := c.takeErr(); err != nil {
+		if wait, err := c.writable(); err != nil {
 			return n, err
-		}
-		if c.finQueued {
-			return n, syscall.EPIPE
-		}
-		switch c.state {
-		case StateEstablished, StateCloseWait:
-		case StateSynSent, StateSynReceived:
+		} else if wait {
 			c.cond.Wait()
 			continue
-		default:
-			return n, syscall.EPIPE
 		}
 		if len(b) == 0 {
 			return n, nil
@@ -1183,6 +1196,66 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 		c.cond.Wait()
 		waited = true
+	}
+}
+
+// readFromChunk is the most ReadFrom asks of its reader at once.
+const readFromChunk = 256 << 10
+
+// ReadFrom implements io.ReaderFrom: it reads from r straight into the send buffer, with
+// no copy through a buffer of the caller's (the forwarder's host-to-namespace direction),
+// until r's EOF (nil error) or an error of either side. It blocks as Write does while the
+// send buffer is full. The read itself runs without the connection's lock: writers are
+// serialized (wmu), the stack only reads and frees what lies before the end of the queued
+// data, and a buffer released meanwhile (the connection closed) is noticed afterwards.
+func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var total int64
+	waited := false
+	for {
+		if wait, err := c.writable(); err != nil {
+			return total, err
+		} else if wait {
+			c.cond.Wait()
+			continue
+		}
+		space := c.sndBufMax - c.sndBuf.n
+		if space <= 0 || (waited && !c.sndWritable()) {
+			c.cond.Wait()
+			waited = true
+			continue
+		}
+		waited = false
+		k := min(space, readFromChunk)
+		c.sndBuf.reserve(c.sndBuf.n+k, c.sndBufMax, c.sndBuf.n)
+		dst, _ := c.sndBuf.slices(c.sndBuf.n, k) // up to the end of the ring: one read
+		buf := c.sndBuf.buf
+		c.mu.Unlock()
+		m, rerr := r.Read(dst)
+		c.mu.Lock()
+		c.nowOK = false
+		if m > 0 {
+			// Closed, shut down or reset meanwhile: what was read goes nowhere, as for a
+			// Write that came too late.
+			if _, err := c.writable(); err != nil {
+				return total, err
+			}
+			if len(c.sndBuf.buf) == 0 || &c.sndBuf.buf[0] != &buf[0] {
+				return total, syscall.EPIPE
+			}
+			c.sndBuf.n += m
+			total += int64(m)
+			c.output()
+		}
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"net"
 	"net/netip"
 	"runtime"
 	"syscall"
@@ -219,4 +220,90 @@ func TestPairManyConnections(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestPairReadFrom: ReadFrom moves a reader's bytes straight into the send buffer, byte
+// for byte, also with loss and reordering on the path; it stops at the reader's EOF, and a
+// Close from another goroutine ends a ReadFrom blocked on its reader with an error.
+func TestPairReadFrom(t *testing.T) {
+	n := 16 << 20
+	if testing.Short() || raceEnabled {
+		n = 4 << 20
+	}
+	for _, imp := range []*impairment{nil, {loss: 0.02, reorder: 0.02, seed: 7}} {
+		t.Run(fmt.Sprint(imp != nil), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				p := newPair(t, 1500, nil, Config{}, nil)
+				a, b := p.connect(t)
+				defer a.Close()
+				defer b.Close()
+				if imp != nil {
+					for _, pn := range []*pairNet{p.a, p.b} {
+						pn.mu.Lock()
+						pn.imp = *imp
+						pn.rng = rand.New(rand.NewSource(imp.seed + int64(len(pn.addr.String()))))
+						pn.mu.Unlock()
+					}
+				}
+				data := make([]byte, n)
+				rand.New(rand.NewSource(int64(n))).Read(data)
+				done := make(chan error, 1)
+				go func() {
+					// A reader that returns odd sizes, so that reads end anywhere in the ring.
+					m, err := a.ReadFrom(&oddReader{r: bytes.NewReader(data)})
+					if err == nil && m != int64(n) {
+						err = fmt.Errorf("ReadFrom moved %d of %d bytes", m, n)
+					}
+					if err == nil {
+						err = a.CloseWrite()
+					}
+					done <- err
+				}()
+				got, err := io.ReadAll(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, data) {
+					t.Fatalf("received %d bytes of %d; content differs", len(got), n)
+				}
+			})
+		})
+	}
+	t.Run("close", func(t *testing.T) {
+		p := newPair(t, 1500, nil, Config{}, nil)
+		a, b := p.connect(t)
+		defer b.Close()
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			_, err := a.ReadFrom(pr)
+			done <- err
+		}()
+		pw.Write([]byte("first"))
+		a.Close()
+		go pw.Write([]byte("late")) // read after Close: goes nowhere
+		select {
+		case err := <-done:
+			if !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("ReadFrom after Close: %v, want net.ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("ReadFrom still blocked after Close")
+		}
+		pw.Close()
+	})
+}
+
+// oddReader returns at most 1,000 + a varying number of bytes per Read.
+type oddReader struct {
+	r io.Reader
+	i int
+}
+
+func (o *oddReader) Read(p []byte) (int, error) {
+	o.i++
+	return o.r.Read(p[:min(len(p), 1000+(o.i*7919)%70000)])
 }

@@ -61,6 +61,22 @@ func (r *ring) writeAt(p []byte, off int) {
 	}
 }
 
+// slices returns the bytes at offsets [off, off+n) after head in place: one slice, or two
+// where they wrap around the end of the buffer; off+n <= len(r.buf).
+func (r *ring) slices(off, n int) (a, b []byte) {
+	if n == 0 {
+		return nil, nil
+	}
+	i := r.head + off
+	if i >= len(r.buf) {
+		i -= len(r.buf)
+	}
+	if i+n <= len(r.buf) {
+		return r.buf[i : i+n], nil
+	}
+	return r.buf[i:], r.buf[:n-(len(r.buf)-i)]
+}
+
 // consume drops k bytes from the front.
 func (r *ring) consume(k int) {
 	if k == 0 {
