@@ -1214,7 +1214,6 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var total int64
-	waited := false
 	for {
 		if wait, err := c.writable(); err != nil {
 			return total, err
@@ -1222,13 +1221,14 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 			c.cond.Wait()
 			continue
 		}
+		// Read only into a sizable space (a chunk, or a third of the buffer, as writers
+		// are woken): reads into whatever few kilobytes an ACK freed would mean many small
+		// reads and small transmissions.
 		space := c.sndBufMax - c.sndBuf.n
-		if space <= 0 || (waited && !c.sndWritable()) {
+		if space <= 0 || space < min(readFromChunk, c.sndBufMax/3) {
 			c.cond.Wait()
-			waited = true
 			continue
 		}
-		waited = false
 		k := min(space, readFromChunk)
 		c.sndBuf.reserve(c.sndBuf.n+k, c.sndBufMax, c.sndBuf.n)
 		dst, _ := c.sndBuf.slices(c.sndBuf.n, k) // up to the end of the ring: one read
