@@ -241,11 +241,16 @@ func newScript(t *testing.T, cfg Config) *script {
 // inject hands the stack a segment from the remote.
 func (s *script) inject(f wire.TCPFields, payload []byte) {
 	s.t.Helper()
+	s.p.HandlePacket(scriptRemote, scriptLocal, encodeSeg(f, payload))
+}
+
+// encodeSeg builds the remote's segment with its checksum.
+func encodeSeg(f wire.TCPFields, payload []byte) []byte {
 	b := make([]byte, f.HeaderLen()+len(payload))
 	n := f.Encode(b)
 	copy(b[n:], payload)
 	wire.SetTCPChecksum(b, scriptRemote, scriptLocal)
-	s.p.HandlePacket(scriptRemote, scriptLocal, b)
+	return b
 }
 
 // next returns the next segment the stack sent, failing if none comes within a second

@@ -932,11 +932,7 @@ func TestScriptOutOfWindowAckRateLimit(t *testing.T) {
 // injectBatched hands the stack a segment from the remote as part of a link batch.
 func (sc *scriptConn) injectBatched(f wire.TCPFields, payload []byte) {
 	sc.t.Helper()
-	b := make([]byte, f.HeaderLen()+len(payload))
-	n := f.Encode(b)
-	copy(b[n:], payload)
-	wire.SetTCPChecksum(b, scriptRemote, scriptLocal)
-	sc.p.HandleBatched(scriptRemote, scriptLocal, b, false)
+	sc.p.HandleBatched(scriptRemote, scriptLocal, encodeSeg(f, payload), false)
 }
 
 func TestScriptBatchedACKs(t *testing.T) {

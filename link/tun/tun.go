@@ -486,12 +486,14 @@ func tcpVouched(b []byte) bool {
 		return true
 	}
 	p := b[vnetHdrLen:]
-	switch p[0] >> 4 {
-	case 4:
-		return len(p) >= 20 && p[9] != wire.ProtoTCP
-	case 6:
+	switch proto, v := nextProto(p); {
+	case v == 4:
+		return proto != wire.ProtoTCP
+	case v == 6:
 		// Only a header chain that ends at once in UDP or ICMPv6 is surely not TCP.
-		return len(p) >= 40 && (p[6] == wire.ProtoUDP || p[6] == wire.ProtoICMPv6)
+		return proto == wire.ProtoUDP || proto == wire.ProtoICMPv6
+	case p[0]>>4 == 4 || p[0]>>4 == 6:
+		return false // a truncated IP header: as before, not vouched for
 	}
 	return true // not IP: the stack drops it
 }
@@ -546,28 +548,24 @@ func (e *Endpoint) inbound(b []byte, vouched bool) []byte {
 	return p
 }
 
+// nextProto returns the protocol field of an IPv4 header or the next-header field of an
+// IPv6 fixed header (which may name an extension header), and the IP version.
+func nextProto(p []byte) (proto uint8, version uint8) {
+	switch {
+	case len(p) >= 20 && p[0]>>4 == 4:
+		return p[9], 4
+	case len(p) >= 40 && p[0]>>4 == 6:
+		return p[6], 6
+	}
+	return 0, 0
+}
+
 func isTCP(p []byte) bool {
-	if len(p) == 0 {
-		return false
-	}
-	switch p[0] >> 4 {
-	case 4:
-		return len(p) >= 20 && p[9] == wire.ProtoTCP
-	case 6:
-		return len(p) >= 40 && p[6] == wire.ProtoTCP
-	}
-	return false
+	proto, v := nextProto(p)
+	return v != 0 && proto == wire.ProtoTCP
 }
 
 func isUDP(p []byte) bool {
-	if len(p) == 0 {
-		return false
-	}
-	switch p[0] >> 4 {
-	case 4:
-		return len(p) >= 20 && p[9] == wire.ProtoUDP
-	case 6:
-		return len(p) >= 40 && p[6] == wire.ProtoUDP
-	}
-	return false
+	proto, v := nextProto(p)
+	return v != 0 && proto == wire.ProtoUDP
 }
