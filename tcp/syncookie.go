@@ -12,10 +12,17 @@ import (
 // listener's SYN queue is full the SYN-ACK's sequence number encodes what the connection
 // needs, so no state is kept until the peer's ACK returns it.
 //
-//	ISS = H0(secret, 4-tuple) + peer's ISN + (t << 24) + ((H1(secret, 4-tuple, t) + mssIndex) mod 2^24)
+//	ISS = H0(secret, 4-tuple) + peer's ISN + (t << 24) + ((H1(secret, 4-tuple, t, TSval) + mssIndex) mod 2^24)
 //
 // t is a counter of cookiePeriod (64 s) periods; an ACK is valid when ack-1 decodes with
-// a counter at most maxCookieAge-1 periods old and an index inside the MSS table. Without
+// a counter at most maxCookieAge-1 periods old and an index inside the MSS table.
+//
+// Unlike Linux, H1 also covers the SYN-ACK's TSval (0 without timestamps), which the
+// ACK must echo as TSecr. Without it any later ACK of an earlier cookie connection on
+// the same 4-tuple decodes as valid whenever both sides have sent as many bytes (ack-1
+// and seq-1 move together): a peer in TIME-WAIT answering a retransmitted FIN after our
+// side closed then opened a ghost connection in the accept queue that no peer owns. Such
+// an ACK echoes a later TSval, so with timestamps it now fails like a forged one. Without
 // timestamps only the MSS survives (window scale and SACK are off for such connections,
 // as in Linux's tcp_conn_request, which clears the options when the peer sent no
 // timestamp); with timestamps Linux's cookie_init_timestamp carries window scale, SACK
@@ -94,10 +101,10 @@ func (p *Protocol) cookieCounter() uint32 {
 	return uint32(p.clk.Now().Unix() / cookiePeriod)
 }
 
-// cookieHash is a keyed hash of the 4-tuple and c; which separates H0 and H1 (and both
+// cookieHash is a keyed hash of the 4-tuple, c and x; which separates H0 and H1 (and both
 // from the RFC 6528 ISN hash, which uses the same secret without a domain byte).
-func (p *Protocol) cookieHash(local, remote netip.AddrPort, c uint32, which byte) uint32 {
-	var b [16 + 1 + 36 + 4]byte
+func (p *Protocol) cookieHash(local, remote netip.AddrPort, c, x uint32, which byte) uint32 {
+	var b [16 + 1 + 36 + 4 + 4]byte
 	copy(b[:16], p.secret[:])
 	b[16] = which
 	la, ra := local.Addr().As16(), remote.Addr().As16()
@@ -106,25 +113,28 @@ func (p *Protocol) cookieHash(local, remote netip.AddrPort, c uint32, which byte
 	binary.BigEndian.PutUint16(b[49:], local.Port())
 	binary.BigEndian.PutUint16(b[51:], remote.Port())
 	binary.BigEndian.PutUint32(b[53:], c)
+	binary.BigEndian.PutUint32(b[57:], x)
 	h := sha256.Sum256(b[:])
 	return binary.BigEndian.Uint32(h[:])
 }
 
-// makeCookie returns the ISS for a SYN from remote with sequence number sseq.
-func (p *Protocol) makeCookie(local, remote netip.AddrPort, sseq, count, data uint32) uint32 {
-	return p.cookieHash(local, remote, 0, 'c') + sseq + count<<cookieBits +
-		(p.cookieHash(local, remote, count, 'C')+data)&cookieMask
+// makeCookie returns the ISS for a SYN from remote with sequence number sseq, answered
+// with TSval tsval (0: no timestamps).
+func (p *Protocol) makeCookie(local, remote netip.AddrPort, sseq, count, data, tsval uint32) uint32 {
+	return p.cookieHash(local, remote, 0, 0, 'c') + sseq + count<<cookieBits +
+		(p.cookieHash(local, remote, count, tsval, 'C')+data)&cookieMask
 }
 
-// checkCookie recovers the data (MSS index) from cookie, the ISS our SYN-ACK carried;
-// ok is false if the cookie is forged or older than maxCookieAge periods.
-func (p *Protocol) checkCookie(local, remote netip.AddrPort, cookie, sseq, count uint32) (data uint32, ok bool) {
-	cookie -= p.cookieHash(local, remote, 0, 'c') + sseq
+// checkCookie recovers the data (MSS index) from cookie, the ISS our SYN-ACK carried,
+// given the TSecr the ACK echoed (0: no timestamps); ok is false if the cookie is forged
+// or older than maxCookieAge periods.
+func (p *Protocol) checkCookie(local, remote netip.AddrPort, cookie, sseq, count, tsecr uint32) (data uint32, ok bool) {
+	cookie -= p.cookieHash(local, remote, 0, 0, 'c') + sseq
 	diff := (count - cookie>>cookieBits) & (0xffffffff >> cookieBits)
 	if diff >= maxCookieAge {
 		return 0, false
 	}
-	return (cookie - p.cookieHash(local, remote, count-diff, 'C')) & cookieMask, true
+	return (cookie - p.cookieHash(local, remote, count-diff, tsecr, 'C')) & cookieMask, true
 }
 
 // Low bits of a cookie connection's TSval (Linux's TS_OPT_*): window scale (15 = none),
@@ -198,7 +208,6 @@ func (l *Listener) sendCookieSynAck(s *segment) bool {
 	}
 	tab := msstab(s.src)
 	idx := cookieMSSIndex(tab, peer)
-	iss := p.makeCookie(local, remote, s.seq, p.cookieCounter(), idx)
 
 	var o wire.TCPOptions
 	o.HasMSS, o.MSS = true, uint16(min(advMSS(s.src, mtu), 0xffff))
@@ -213,6 +222,7 @@ func (l *Listener) sendCookieSynAck(s *segment) bool {
 		}
 		o.SACKPermitted = sack
 	}
+	iss := p.makeCookie(local, remote, s.seq, p.cookieCounter(), idx, o.TSVal)
 	f := wire.TCPFields{
 		SrcPort: local.Port(), DstPort: remote.Port(),
 		Seq: iss, Ack: s.seq + 1, Flags: wire.TCPFlagSYN | wire.TCPFlagACK,
@@ -235,7 +245,7 @@ func (l *Listener) sendCookieSynAck(s *segment) bool {
 // and unpredictable): a keyed hash of the 4-tuple, so that the connection made from the
 // ACK continues the clock its SYN-ACK started.
 func (p *Protocol) cookieTSOffset(local, remote netip.AddrPort) uint32 {
-	return p.cookieHash(local, remote, 0, 'T')
+	return p.cookieHash(local, remote, 0, 0, 'T')
 }
 
 // cookieTSNow is a cookie connection's TS clock (milliseconds, as Conn.tsNow).
@@ -286,7 +296,14 @@ func (l *Listener) cookieACK(s *segment) bool {
 	}
 	local := netip.AddrPortFrom(s.dst, s.hdr.DstPort())
 	remote := netip.AddrPortFrom(s.src, s.hdr.SrcPort())
-	idx, ok := p.checkCookie(local, remote, s.ack-1, s.seq-1, count)
+	// The SYN-ACK had timestamps if the SYN offered them and we use them; the ACK then
+	// echoes its TSval, which the cookie covers.
+	ts := s.opts.HasTimestamps && s.opts.TSEcr != 0 && !p.cfg.NoTimestamps
+	var tsecr uint32
+	if ts {
+		tsecr = s.opts.TSEcr
+	}
+	idx, ok := p.checkCookie(local, remote, s.ack-1, s.seq-1, count, tsecr)
 	if !ok || idx >= uint32(len(msstab4)) {
 		p.Stats.SyncookiesFailed.Add(1)
 		return false
@@ -295,7 +312,6 @@ func (l *Listener) cookieACK(s *segment) bool {
 	// scale and SACK from TSecr (Linux's cookie_timestamp_decode); an ACK without
 	// timestamps gets MSS only.
 	opts := wire.TCPOptions{HasMSS: true, MSS: msstab(s.src)[idx]}
-	ts := s.opts.HasTimestamps && s.opts.TSEcr != 0 && !p.cfg.NoTimestamps
 	if ts {
 		ws, hasWS, sack, _, ok := decodeCookieTS(s.opts.TSEcr, p.cookieTSNow(local, remote))
 		if !ok {

@@ -18,26 +18,34 @@ func TestSynCookieEncoding(t *testing.T) {
 	const sseq = 123456789
 	for count := uint32(0); count < 3; count++ {
 		for data := uint32(0); data < 4; data++ {
-			c := p.makeCookie(local, remote, sseq, 1000+count, data)
-			// Valid in its own period and the next one (maxCookieAge = 2).
-			for age := uint32(0); age < maxCookieAge; age++ {
-				got, ok := p.checkCookie(local, remote, c, sseq, 1000+count+age)
-				if !ok || got != data {
-					t.Fatalf("count %d data %d age %d: got %d %v", count, data, age, got, ok)
+			for _, tsval := range []uint32{0, 0x12345678} {
+				c := p.makeCookie(local, remote, sseq, 1000+count, data, tsval)
+				// Valid in its own period and the next one (maxCookieAge = 2).
+				for age := uint32(0); age < maxCookieAge; age++ {
+					got, ok := p.checkCookie(local, remote, c, sseq, 1000+count+age, tsval)
+					if !ok || got != data {
+						t.Fatalf("count %d data %d age %d: got %d %v", count, data, age, got, ok)
+					}
 				}
-			}
-			if _, ok := p.checkCookie(local, remote, c, sseq, 1000+count+maxCookieAge); ok {
-				t.Fatalf("cookie accepted %d periods late", maxCookieAge)
-			}
-			// Another 4-tuple or another peer ISN does not decode to a small index
-			// (except with probability 4/2^24).
-			if d, ok := p.checkCookie(local, other, c, sseq, 1000+count); ok && d < 4 {
-				t.Fatalf("cookie valid for another port")
-			}
-			// A peer ISN off by 1000 shifts the 24-bit data out of range (off by a
-			// little it would only shift the MSS index down, as in Linux).
-			if d, ok := p.checkCookie(local, remote, c, sseq+1000, 1000+count); ok && d < 4 {
-				t.Fatalf("cookie valid for another ISN")
+				if _, ok := p.checkCookie(local, remote, c, sseq, 1000+count+maxCookieAge, tsval); ok {
+					t.Fatalf("cookie accepted %d periods late", maxCookieAge)
+				}
+				// Another 4-tuple or another peer ISN does not decode to a small index
+				// (except with probability 4/2^24).
+				if d, ok := p.checkCookie(local, other, c, sseq, 1000+count, tsval); ok && d < 4 {
+					t.Fatalf("cookie valid for another port")
+				}
+				// A peer ISN off by 1000 shifts the 24-bit data out of range (off by a
+				// little it would only shift the MSS index down, as in Linux).
+				if d, ok := p.checkCookie(local, remote, c, sseq+1000, 1000+count, tsval); ok && d < 4 {
+					t.Fatalf("cookie valid for another ISN")
+				}
+				// Nor does an echo of another TSval (or none, or one where there was none).
+				for _, other := range []uint32{tsval + 64, tsval ^ 0xffffffff} {
+					if d, ok := p.checkCookie(local, remote, c, sseq, 1000+count, other); ok && d < 4 {
+						t.Fatalf("cookie made with TSval %#x valid with TSecr %#x", tsval, other)
+					}
+				}
 			}
 		}
 	}
@@ -254,7 +262,7 @@ func TestScriptSynCookiesNever(t *testing.T) {
 		t.Fatalf("reqQFullDrop %d drops %d cookies %d", st.TCPReqQFullDrop.Load(), st.ListenDrops.Load(), st.SyncookiesSent.Load())
 	}
 	// An ACK carrying what would be a valid cookie is not accepted: RST.
-	cookie := s.p.makeCookie(netip.AddrPortFrom(scriptLocal, 80), netip.AddrPortFrom(scriptRemote, 4001), remoteISS, s.p.cookieCounter(), 3)
+	cookie := s.p.makeCookie(netip.AddrPortFrom(scriptLocal, 80), netip.AddrPortFrom(scriptRemote, 4001), remoteISS, s.p.cookieCounter(), 3, 0)
 	s.inject(wire.TCPFields{SrcPort: 4001, DstPort: 80, Seq: remoteISS + 1, Ack: cookie + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)
 	expectFlags(t, s.next(), wire.TCPFlagRST)
 	// The queued connection still completes.
@@ -424,15 +432,76 @@ func TestScriptSynCookieTimestamps(t *testing.T) {
 	if err := sa.ParseOptions(&o); err != nil || o.HasWindowScale || o.SACKPermitted || o.TSVal&tsOptMask != tsOptWscaleMask {
 		t.Fatalf("cookie SYN-ACK options %+v", o)
 	}
-	// An ACK without timestamps completes with MSS only, as Linux.
+	// An ACK without timestamps does not echo the TSval the cookie covers: it fails (RFC
+	// 7323 §3.2: timestamps negotiated in SYN and SYN-ACK are in every later segment).
+	// Linux would complete it with MSS only.
+	failed := st.SyncookiesFailed.Load()
 	s.inject(wire.TCPFields{SrcPort: 4001, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)
+	expectFlags(t, s.next(), wire.TCPFlagRST)
+	if st.SyncookiesFailed.Load() != failed+1 || s.p.NumSockets() != 2 {
+		t.Fatalf("failed %d (was %d), sockets %d", st.SyncookiesFailed.Load(), failed, s.p.NumSockets())
+	}
+	// With the echo it completes.
+	s.inject(wire.TCPFields{SrcPort: 4001, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000,
+		Options: &wire.TCPOptions{HasTimestamps: true, TSVal: 6, TSEcr: o.TSVal}}, nil)
 	c2, err := l.Accept(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	c2.mu.Lock()
 	defer c2.mu.Unlock()
-	if c2.tsOK || c2.sackOK || c2.sndWscale != 0 || c2.rcvWscale != 0 || c2.mss != 1300 {
+	if !c2.tsOK || c2.sackOK || c2.sndWscale != 0 || c2.rcvWscale != 0 || c2.mss != 1300-tsOptLen {
 		t.Fatalf("ts %v sack %v wscale %d/%d mss %d", c2.tsOK, c2.sackOK, c2.sndWscale, c2.rcvWscale, c2.mss)
+	}
+}
+
+// TestScriptSynCookieStaleACK: an ACK of a cookie connection that is gone, arriving when
+// both sides had sent as many bytes, reaches the listener with ack-1 and seq-1 moved by
+// the same amount, which decodes as the connection's own cookie. With timestamps it
+// echoes a later TSval than the SYN-ACK's, so it fails instead of opening a connection no
+// peer owns (under load, a peer's TIME-WAIT answering a retransmitted FIN after our side
+// closed did that: TestPairManyConnections found such connections left in ESTABLISHED).
+func TestScriptSynCookieStaleACK(t *testing.T) {
+	s := newScript(t, Config{SynCookies: SynCookiesAlways})
+	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 0, portsOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	st := &s.p.Stats
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000,
+		Options: &wire.TCPOptions{HasMSS: true, MSS: 1460, HasTimestamps: true, TSVal: 1000}}, nil)
+	sa := s.next()
+	var o wire.TCPOptions
+	if err := sa.ParseOptions(&o); err != nil || !o.HasTimestamps {
+		t.Fatalf("cookie SYN-ACK options %+v", o)
+	}
+	s.clk.Advance(10 * time.Millisecond)
+	// The cookie ACK carries 5 bytes; the connection answers with 5 bytes.
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK | wire.TCPFlagPSH, Window: 1000,
+		Options: &wire.TCPOptions{HasTimestamps: true, TSVal: 1010, TSEcr: o.TSVal}}, []byte("hello"))
+	c, err := l.Accept(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.next() // the ACK of "hello"
+	s.clk.Advance(10 * time.Millisecond)
+	go c.Write([]byte("world"))
+	d := s.next()
+	if err := d.ParseOptions(&o); err != nil || d.Seq() != sa.Seq()+1 || len(d.Payload()) != 5 {
+		t.Fatalf("data %s", fmtSeg(d))
+	}
+	// The peer resets the connection: its 4-tuple is free.
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 6, Flags: wire.TCPFlagRST, Window: 0}, nil)
+	if n := s.p.NumSockets(); n != 1 {
+		t.Fatalf("%d sockets after RST, want the listener alone", n)
+	}
+	// A late ACK of the data: 5 past the peer's ISN+1 and 5 past our ISS+1.
+	failed := st.SyncookiesFailed.Load()
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 6, Ack: sa.Seq() + 6, Flags: wire.TCPFlagACK, Window: 1000,
+		Options: &wire.TCPOptions{HasTimestamps: true, TSVal: 1020, TSEcr: o.TSVal}}, nil)
+	expectFlags(t, s.next(), wire.TCPFlagRST)
+	if n := s.p.NumSockets(); n != 1 || st.SyncookiesFailed.Load() != failed+1 || st.SyncookiesRecv.Load() != 1 {
+		t.Fatalf("sockets %d, cookies failed %d (was %d), received %d", n, st.SyncookiesFailed.Load(), failed, st.SyncookiesRecv.Load())
 	}
 }
