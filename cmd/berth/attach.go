@@ -17,11 +17,12 @@ func init() {
 	register(&command{
 		name:    "attach",
 		summary: "give an existing network namespace its network through berth",
-		usage:   "attach --netns PATH|NAME|PID [-p MAPPING]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none]",
+		usage:   "attach --netns PATH|NAME|PID [-p MAPPING]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N]",
 		help: `Serves a network namespace that exists (as slirp4netns and pasta do): creates berth0
 in it, configured as for berth run, and forwards its flows until the namespace is
 gone (its file removed, or its process ended) or berth is signalled (SIGINT, SIGTERM).
---netns takes a namespace file, a name under /run/netns, or a PID.`,
+--netns takes a namespace file, a name under /run/netns, or a PID. The other options
+are berth run's (berth run --help).`,
 		run: runAttach,
 	})
 }
@@ -38,6 +39,9 @@ func runAttach(args []string) int {
 			fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n", c.usage, c.help)
 			return exitOK
 		}
+		return usageError(c, "%v", err)
+	}
+	if err := ff.applyThreads(fs); err != nil {
 		return usageError(c, "%v", err)
 	}
 	if fs.NArg() > 0 {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -20,7 +21,7 @@ func init() {
 	register(&command{
 		name:    "run",
 		summary: "run a command in a new network namespace networked through berth",
-		usage:   "run [-p [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--userns] -- COMMAND [ARGS...]",
+		usage:   "run [-p [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N] [--userns] -- COMMAND [ARGS...]",
 		help: `Creates a network namespace, gives it a TUN device berth0 whose far side is berth,
 runs COMMAND in it, and exits with COMMAND's exit status, removing what it made.
 berth terminates every TCP and UDP flow the namespace opens and re-opens it with the
@@ -38,6 +39,12 @@ first nameserver of /etc/resolv.conf, or --dns-upstream), and the namespace's
   --control PATH      the socket berth forward add|rm|ls talks to (default:
                       forward-PID.fwd in the control socket directory; none: no
                       socket)
+  --threads N         how many threads run berth's Go code at once (GOMAXPROCS;
+                      0: every CPU). Default 1, unless GOMAXPROCS is set: the
+                      forwarder's work is mostly system calls, which still run in
+                      parallel, and one thread leaves the other CPUs to the
+                      namespace's programs (on 2 CPUs, 5-60 % more throughput
+                      than with both: docs/benchmarks.md)
   --userns            the rootless mode even as root
 
 Root gets a named network namespace (ip netns). Any other user gets the rootless
@@ -61,6 +68,7 @@ type fwdFlags struct {
 	noHostLoopback bool
 	dnsUpstream    string
 	control        string
+	threads        int
 }
 
 type stringList struct{ p *[]string }
@@ -80,6 +88,28 @@ func (ff *fwdFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&ff.noHostLoopback, "no-host-loopback", false, "the gateways do not reach the host's loopback")
 	fs.StringVar(&ff.dnsUpstream, "dns-upstream", "", "DNS resolver for 10.0.2.3 (default: /etc/resolv.conf's first)")
 	fs.StringVar(&ff.control, "control", "", "control socket path, or none")
+	fs.IntVar(&ff.threads, "threads", 1, "GOMAXPROCS for berth (0: every CPU)")
+}
+
+// applyThreads sets GOMAXPROCS from --threads, after fs parsed the arguments: the value
+// given, every CPU for 0, and without the flag 1 unless the GOMAXPROCS environment
+// variable chose. Measured on 2 CPUs (docs/benchmarks.md): a second thread made the
+// forwarder slower, not faster, as the Go scheduler's idle threads spin looking for work
+// on the CPU that iperf3 (or any program in the namespace) needs; slirp4netns and pasta
+// are single-threaded too.
+func (ff *fwdFlags) applyThreads(fs *flag.FlagSet) error {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "threads" })
+	switch {
+	case ff.threads < 0:
+		return fmt.Errorf("--threads %d: want 0 (every CPU) or more", ff.threads)
+	case !given && os.Getenv("GOMAXPROCS") != "":
+	case ff.threads == 0:
+		runtime.SetDefaultGOMAXPROCS()
+	default:
+		runtime.GOMAXPROCS(ff.threads)
+	}
+	return nil
 }
 
 // config turns the flags into a session configuration.
@@ -143,6 +173,9 @@ func runRun(args []string) int {
 			fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n", c.usage, c.help)
 			return exitOK
 		}
+		return usageError(c, "%v", err)
+	}
+	if err := ff.applyThreads(fs); err != nil {
 		return usageError(c, "%v", err)
 	}
 	argv := fs.Args()
