@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berthnet/berth/internal/netns"
 	"github.com/berthnet/berth/internal/testenv"
 	"github.com/berthnet/berth/services"
@@ -452,4 +454,62 @@ func TestSpliceBufferGrowth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestNamespaceSeesWholeWindow: a namespace connection is offered the connection's whole
+// receive buffer (1 MiB) at once, not the 256 KiB auto-tuning starts from: the copy to the
+// host drains the buffer in bursts, which kept auto-tuning from ever growing it.
+func TestNamespaceSeesWholeWindow(t *testing.T) {
+	ns, s := session(t, SessionConfig{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			defer c.Close()
+			_, err = io.ReadFull(c, make([]byte, 1))
+		}
+		got <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := ns.Dial(ctx, "tcp", fmt.Sprintf("10.0.2.2:%d", ln.Addr().(*net.TCPAddr).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The window in the SYN-ACK is unscaled (RFC 7323 §2.2): the ACK of a byte of data
+	// brings the scaled one.
+	if _, err := c.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	want := uint32(s.TCP.Config().ReceiveBuffer * 9 / 10)
+	var wnd uint32
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		rc, err := c.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ierr error
+		rc.Control(func(fd uintptr) {
+			var ti *unix.TCPInfo
+			if ti, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); ierr == nil {
+				wnd = ti.Snd_wnd
+			}
+		})
+		if ierr != nil {
+			t.Fatal(ierr)
+		}
+		if wnd >= want {
+			return
+		}
+	}
+	t.Fatalf("the namespace's kernel sees a send window of %d bytes, want at least %d", wnd, want)
 }
