@@ -118,11 +118,7 @@ func TestScriptTimestampsNegotiated(t *testing.T) {
 
 func TestScriptTimestampsPassive(t *testing.T) {
 	s := newScript(t, Config{})
-	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 0, portsOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	s.listen(80, 0)
 	// A peer offering timestamps and SACK gets them back, with its TSval echoed.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000,
 		Options: &wire.TCPOptions{HasMSS: true, MSS: 1460, SACKPermitted: true, HasTimestamps: true, TSVal: 777}}, nil)
@@ -572,11 +568,7 @@ func acceptExt(t *testing.T, s *script, l *Listener, rport uint16) (*Conn, uint3
 
 func TestScriptBlindInjection(t *testing.T) {
 	s := newScript(t, Config{ChallengeACKLimit: 5})
-	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 0, portsOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := s.listen(80, 0)
 	c1, snd1 := acceptExt(t, s, l, 4001)
 	c2, snd2 := acceptExt(t, s, l, 4002)
 	// A blind attacker sprays RSTs and SYNs over the receive window of connection 1

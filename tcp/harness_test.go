@@ -266,6 +266,18 @@ func (s *script) next() wire.TCP {
 	}
 }
 
+// listen opens a listener on scriptLocal:port with the given backlog, closed when the test
+// ends.
+func (s *script) listen(port uint16, backlog int) *Listener {
+	s.t.Helper()
+	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, port), backlog, portsOpts())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { l.Close() })
+	return l
+}
+
 // none asserts nothing was sent.
 func (s *script) none() {
 	s.t.Helper()

@@ -547,11 +547,7 @@ func TestScriptBacklog(t *testing.T) {
 	// Without SYN cookies a full SYN queue drops (with tcp_syncookies=1, the default, the
 	// third SYN would get a cookie SYN-ACK instead: TestScriptSynCookieOnOverflow).
 	s := newScript(t, Config{SynCookies: SynCookiesNever})
-	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 2, portsOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	s.listen(80, 2)
 	for i := 0; i < 3; i++ {
 		s.inject(wire.TCPFields{SrcPort: uint16(4000 + i), DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000}, nil)
 	}
@@ -661,11 +657,7 @@ func TestScriptTimeWaitReuse(t *testing.T) {
 
 func TestScriptTimeWaitNewSYN(t *testing.T) {
 	s := newScript(t, Config{})
-	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 0, portsOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := s.listen(80, 0)
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000}, nil)
 	sa := s.next()
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)

@@ -108,11 +108,7 @@ func cookieSyn(s *script, port, mss uint16) wire.TCP {
 
 func TestScriptSynCookieOnOverflow(t *testing.T) {
 	s := newScript(t, Config{})
-	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 1, portsOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := s.listen(80, 1)
 	// The first SYN takes the only SYN-queue place: an ordinary SYN-ACK with window scale.
 	sa1 := cookieSyn(s, 4000, 1460)
 	var o wire.TCPOptions
@@ -185,11 +181,7 @@ func TestScriptSynCookieOnOverflow(t *testing.T) {
 
 func TestScriptSynCookieInvalid(t *testing.T) {
 	s := newScript(t, Config{SynCookies: SynCookiesAlways})
-	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 0, portsOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := s.listen(80, 0)
 	st := &s.p.Stats
 	// tcp_syncookies=2: even the first SYN gets a cookie, and no state.
 	sa := cookieSyn(s, 4000, 1460)
@@ -234,11 +226,7 @@ func TestScriptSynCookieNotRecent(t *testing.T) {
 	// tcp_syncookies=1: an ACK to a listener that sent no cookie lately is not checked
 	// as a cookie (Linux's tcp_synq_no_recent_overflow): RST, and no SyncookiesFailed.
 	s := newScript(t, Config{})
-	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 1, portsOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	s.listen(80, 1)
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: 777, Flags: wire.TCPFlagACK, Window: 1000}, nil)
 	expectFlags(t, s.next(), wire.TCPFlagRST)
 	if s.p.Stats.SyncookiesFailed.Load() != 0 {
@@ -248,11 +236,7 @@ func TestScriptSynCookieNotRecent(t *testing.T) {
 
 func TestScriptSynCookiesNever(t *testing.T) {
 	s := newScript(t, Config{SynCookies: SynCookiesNever})
-	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 1, portsOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := s.listen(80, 1)
 	sa := cookieSyn(s, 4000, 1460)
 	// The SYN queue is full and cookies are off: drop and count.
 	s.inject(wire.TCPFields{SrcPort: 4001, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000}, nil)
@@ -279,11 +263,7 @@ func TestScriptMaxSynBacklog(t *testing.T) {
 		s := newScript(t, Config{MaxSynBacklog: 3, SynCookies: mode})
 		var ls []*Listener
 		for _, port := range []uint16{80, 81} {
-			l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, port), 100, portsOpts())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
+			l := s.listen(port, 100)
 			ls = append(ls, l)
 		}
 		var sas []wire.TCP
@@ -337,11 +317,7 @@ func TestScriptMaxSynBacklog(t *testing.T) {
 
 func TestScriptSynCookieAcceptQueueFull(t *testing.T) {
 	s := newScript(t, Config{SynCookies: SynCookiesAlways})
-	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 1, portsOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := s.listen(80, 1)
 	sa1 := cookieSyn(s, 4000, 1460)
 	sa2 := cookieSyn(s, 4001, 1460)
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa1.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)
@@ -369,11 +345,7 @@ func TestScriptSynCookieAcceptQueueFull(t *testing.T) {
 
 func TestScriptSynCookieTimestamps(t *testing.T) {
 	s := newScript(t, Config{SynCookies: SynCookiesAlways})
-	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 0, portsOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := s.listen(80, 0)
 	st := &s.p.Stats
 	// A SYN with timestamps: the cookie SYN-ACK offers window scale and SACK like an
 	// ordinary one, and its TSval's low bits keep the peer's scale (7) and SACK.
@@ -463,11 +435,7 @@ func TestScriptSynCookieTimestamps(t *testing.T) {
 // closed did that: TestPairManyConnections found such connections left in ESTABLISHED).
 func TestScriptSynCookieStaleACK(t *testing.T) {
 	s := newScript(t, Config{SynCookies: SynCookiesAlways})
-	l, err := s.p.Listen(netip.AddrPortFrom(scriptLocal, 80), 0, portsOpts())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l := s.listen(80, 0)
 	st := &s.p.Stats
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000,
 		Options: &wire.TCPOptions{HasMSS: true, MSS: 1460, HasTimestamps: true, TSVal: 1000}}, nil)
