@@ -40,14 +40,7 @@ func opts(t *testing.T, h wire.TCP) wire.TCPOptions {
 func dialExt(t *testing.T, cfg Config) *extPeer { return dialExtOn(t, newScript(t, cfg)) }
 
 func dialExtOn(t *testing.T, s *script) *extPeer {
-	ch := make(chan *Conn, 1)
-	go func() {
-		c, err := s.p.Dial(context.Background(), netip.AddrPort{}, netip.AddrPortFrom(scriptRemote, 80), DialOptions{})
-		if err != nil {
-			t.Error(err)
-		}
-		ch <- c
-	}()
+	ch := s.dialAsync()
 	syn := s.next()
 	o := opts(t, syn)
 	if !o.HasTimestamps || o.TSEcr != 0 || !o.SACKPermitted || !o.HasWindowScale || !o.HasMSS {

@@ -278,6 +278,20 @@ func (s *script) listen(port uint16, backlog int) *Listener {
 	return l
 }
 
+// dialAsync dials scriptRemote:80 in a goroutine: the connection arrives on the channel
+// once the handshake the test scripts ends (nil after an error, which fails the test).
+func (s *script) dialAsync() <-chan *Conn {
+	ch := make(chan *Conn, 1)
+	go func() {
+		c, err := s.p.Dial(context.Background(), netip.AddrPort{}, netip.AddrPortFrom(scriptRemote, 80), DialOptions{})
+		if err != nil {
+			s.t.Error(err)
+		}
+		ch <- c
+	}()
+	return ch
+}
+
 // none asserts nothing was sent.
 func (s *script) none() {
 	s.t.Helper()

@@ -1025,14 +1025,7 @@ func TestScriptLingerPositive(t *testing.T) {
 // after the 1 s initial RTO.
 func TestScriptSynTimeoutRTO(t *testing.T) {
 	s := newScript(t, Config{})
-	ch := make(chan *Conn, 1)
-	go func() {
-		c, err := s.p.Dial(context.Background(), netip.AddrPort{}, netip.AddrPortFrom(scriptRemote, 80), DialOptions{})
-		if err != nil {
-			t.Error(err)
-		}
-		ch <- c
-	}()
+	ch := s.dialAsync()
 	s.next()
 	s.waitTimer()
 	s.clk.Advance(time.Second)
