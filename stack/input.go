@@ -57,7 +57,9 @@ func (s *Stack) input4(ifc *Interface, p []byte, csumOK bool) {
 		return
 	}
 	src, dst := h.Src(), h.Dst()
-	if martian4(ifc, src) {
+	if martian4(ifc, src) || dst.As4()[0] == 0 {
+		// RFC 1122 §3.2.1.3: 0/8 is never a destination either (Linux:
+		// martian_destination).
 		c.InMartians.Add(1)
 		c.InAddrErrors.Add(1)
 		return
@@ -201,6 +203,28 @@ func (s *Stack) forward4(in *Interface, h wire.IPv4, csumOK bool) {
 	_ = s.fragment4(ifc, h.Src(), dst, h.Protocol(), h.ID(), h.TTL()-1, h.Payload())
 }
 
+// martian6 reports address pairs no IPv6 packet from a link may carry, as Linux's
+// ip6_rcv_core refuses them:
+//   - RFC 4291 §2.5.2-3: the unspecified address is never a destination, and ::1 never
+//     crosses a link;
+//   - RFC 4291 §2.7: a multicast source is invalid; scope 0 is reserved, and
+//     interface-local (scope 1) multicast never leaves its node;
+//   - RFC 4291 §2.5.5.2, RFC 4942 §2.1.4: IPv4-mapped addresses name IPv4 nodes inside
+//     an IPv6 API and never appear on the wire (they would also make one packet look
+//     like IPv4 to every later layer).
+func martian6(ifc *Interface, src, dst netip.Addr) bool {
+	if src.IsMulticast() || src.Is4In6() || dst.Is4In6() || dst.IsUnspecified() {
+		return true
+	}
+	if !ifc.loopback && (src.IsLoopback() || dst.IsLoopback() || dst.IsInterfaceLocalMulticast()) {
+		return true
+	}
+	if dst.IsMulticast() && dst.As16()[1]&0x0f == 0 {
+		return true
+	}
+	return false
+}
+
 // input6 validates the fixed header, walks the extension headers (RFC 8200 §4.1) and
 // delivers the upper-layer payload.
 func (s *Stack) input6(ifc *Interface, p []byte, csumOK bool) {
@@ -215,9 +239,7 @@ func (s *Stack) input6(ifc *Interface, p []byte, csumOK bool) {
 		return
 	}
 	src, dst := h.Src(), h.Dst()
-	// RFC 4291 §2.5.2-3: the unspecified address is never a destination, ::1 never crosses
-	// a link, and a multicast source is invalid.
-	if src.IsMulticast() || (!ifc.loopback && (src.IsLoopback() || dst.IsLoopback())) || dst.IsUnspecified() {
+	if martian6(ifc, src, dst) {
 		c.InAddrErrors.Add(1)
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/berthnet/berth/clock"
 	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/ports"
+	"github.com/berthnet/berth/tcp"
 	"github.com/berthnet/berth/udp"
 	"github.com/berthnet/berth/wire"
 )
@@ -412,6 +413,14 @@ func FuzzStackInput(f *testing.F) {
 	f.Add(ip6frag(peer6, us6, 17, 1, 0, true, make([]byte, 16)))
 	f.Add(ip6frag(peer6, us6, 58, 1, 0, false, []byte{128, 0, 0, 0, 0, 0, 0, 0}))
 	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 0, 64})
+	// Issue 19 (1): IPv4-mapped addresses in an IPv6 header, for each transport.
+	mapped := netip.MustParseAddr("::ffff:10.0.0.2")
+	syn := []byte{0x30, 0x39, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 0, 5 << 4, 0x02, 0xff, 0xff, 0, 0, 0, 0}
+	f.Add(ip6(mapped, us6, wire.ProtoICMPv6, []byte{wire.ICMPv6EchoRequest, 0, 0, 0, 0, 1, 0, 1}))
+	f.Add(ip6(mapped, us6, wire.ProtoUDP, []byte{0x30, 0x39, 0, 53, 0, 8, 0, 0}))
+	f.Add(ip6(mapped, us6, wire.ProtoTCP, syn))
+	f.Add(ip6(peer6, us6, wire.ProtoTCP, syn))
+	f.Add(ip6(mapped, netip.MustParseAddr("fd00::9"), wire.ProtoTCP, syn)) // forwarded
 	clk := clock.NewManual(time.Unix(1e9, 0))
 	s := New(Options{Clock: clk, Forwarding: true})
 	defer s.Close()
@@ -422,6 +431,12 @@ func FuzzStackInput(f *testing.F) {
 	s.RegisterTransport(200, &sink{})
 	u := udp.New(s, udp.Config{RecvBuf: 4096})
 	s.RegisterTransport(wire.ProtoUDP, u)
+	tp := tcp.New(s, tcp.Config{})
+	s.RegisterTransport(wire.ProtoTCP, tp)
+	defer tp.Close()
+	if ln, err := tp.Listen(netip.AddrPortFrom(netip.IPv6Unspecified(), 8080), 8, ports.BindOptions{}); err == nil {
+		defer ln.Close()
+	}
 	for _, fam := range []udp.Family{udp.V4, udp.Dual} {
 		ep, _ := u.NewEndpoint(fam)
 		ep.Bind(netip.AddrPortFrom(netip.Addr{}, 53), ports.BindOptions{ReuseAddr: true})

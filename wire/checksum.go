@@ -69,12 +69,14 @@ func Combine(a, b uint16) uint16 {
 }
 
 // PseudoHeaderChecksum is the folded sum of the IPv4 (RFC 793 §3.1) or IPv6 (RFC 8200 §8.1)
-// pseudo-header for a transport segment of the given length. Both addresses must be of the
-// same family; IPv4-mapped IPv6 addresses are treated as IPv4.
+// pseudo-header for a transport segment of the given length. It is the IPv4 form when both
+// addresses are IPv4 or IPv4-mapped, and the IPv6 form (16-byte addresses, IPv4 ones
+// mapped) otherwise. It is total: addresses of mixed families, such as an IPv4-mapped
+// source in a forged IPv6 header, or the zero Addr, give some sum and never a panic.
 func PseudoHeaderChecksum(proto uint8, src, dst netip.Addr, length int) uint16 {
 	var sum uint64
-	if src.Is4() || src.Is4In6() {
-		s, d := src.Unmap().As4(), dst.Unmap().As4()
+	if s, d := src.Unmap(), dst.Unmap(); s.Is4() && d.Is4() {
+		s, d := s.As4(), d.As4()
 		sum = uint64(binary.BigEndian.Uint32(s[:])) + uint64(binary.BigEndian.Uint32(d[:]))
 	} else {
 		s, d := src.As16(), dst.As16()

@@ -78,11 +78,20 @@ func (h IPv4) updateWord(off int, v uint16) {
 }
 
 func (h IPv4) setAddr(off int, a netip.Addr) {
-	b := a.Unmap().As4()
+	b := as4(a)
 	old := binary.BigEndian.Uint32(h[off:])
 	v := binary.BigEndian.Uint32(b[:])
 	binary.BigEndian.PutUint32(h[off:], v)
 	h.SetChecksum(ChecksumUpdate32(h.Checksum(), old, v))
+}
+
+// as4 is a's four bytes when a is IPv4 or IPv4-mapped, and 0.0.0.0 otherwise (the zero
+// Addr, an IPv6 address): writing a header never panics on a caller's wrong family.
+func as4(a netip.Addr) [4]byte {
+	if a = a.Unmap(); a.Is4() {
+		return a.As4()
+	}
+	return [4]byte{}
 }
 
 // IPv4Fields describes an IPv4 header without options, for Encode.
@@ -108,7 +117,7 @@ func (f *IPv4Fields) Encode(b []byte) {
 	b[8] = f.TTL
 	b[9] = f.Protocol
 	b[10], b[11] = 0, 0
-	s, d := f.Src.Unmap().As4(), f.Dst.Unmap().As4()
+	s, d := as4(f.Src), as4(f.Dst)
 	copy(b[12:16], s[:])
 	copy(b[16:20], d[:])
 	binary.BigEndian.PutUint16(b[10:], ^Checksum(b[:IPv4MinHeaderLen], 0))
