@@ -123,6 +123,16 @@ type Config struct {
 	// Logger gets one line per socket started and stopped and per service error;
 	// nil means slog.Default(). Per-connection errors are logged at debug level.
 	Logger *slog.Logger
+	// IdleTimeout ends a TCP connection whose client has sent nothing for this long:
+	// between HTTP requests (http.Server.IdleTimeout), or while echo or discard wait for
+	// data. WriteTimeout ends one whose client has taken none of a write for this long
+	// (a client that stops reading chargen, echo or GET /bytes/N). 0 means the defaults
+	// DefaultIdleTimeout and DefaultWriteTimeout; negative means no limit.
+	IdleTimeout, WriteTimeout time.Duration
+	// MaxConns is how many connections each TCP service serves at once (default
+	// DefaultMaxConns; negative means no limit). At the limit a service stops
+	// accepting until one closes: the stack's backlog holds the rest.
+	MaxConns int
 }
 
 // Server is a running set of services.
@@ -304,6 +314,13 @@ func open(cfg *Config, sock Socket, addr string, log *slog.Logger) (*runner, err
 	if err != nil {
 		return nil, err
 	}
+	idle := orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
+	write := orDefault(cfg.WriteTimeout, DefaultWriteTimeout)
+	maxConns := cfg.MaxConns
+	if maxConns == 0 {
+		maxConns = DefaultMaxConns
+	}
+	ln = limit(ln, maxConns)
 	if sock.Service == "http" {
 		// http.Server.Close does not wait for the connections' goroutines: count them
 		// through ConnState so that close can.
@@ -312,7 +329,10 @@ func open(cfg *Config, sock Socket, addr string, log *slog.Logger) (*runner, err
 		srv := &http.Server{
 			Handler:           HTTPHandler(cfg.Sockets),
 			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.With(attrs...).Handler(), slog.LevelDebug),
+			IdleTimeout:       idle,
+			// The server sets read deadlines itself; writes get a stall bound per
+			// write, not one for the whole response (a /bytes/N stream may be long).
+			ErrorLog: slog.NewLogLogger(log.With(attrs...).Handler(), slog.LevelDebug),
 			ConnState: func(_ net.Conn, st http.ConnState) {
 				switch st {
 				case http.StateNew:
@@ -327,7 +347,7 @@ func open(cfg *Config, sock Socket, addr string, log *slog.Logger) (*runner, err
 			addr: ln.Addr(),
 			serve: func() error {
 				defer close(served)
-				if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				if err := srv.Serve(guardListener{ln, 0, write, false}); !errors.Is(err, http.ErrServerClosed) {
 					return err
 				}
 				return nil
@@ -356,7 +376,7 @@ func open(cfg *Config, sock Socket, addr string, log *slog.Logger) (*runner, err
 		ln.Close()
 		return nil, fmt.Errorf("no TCP service %q", sock.Service)
 	}
-	ss := &streamServer{ln: ln, handle: handle, log: log.With(attrs...), conns: map[net.Conn]struct{}{}}
+	ss := &streamServer{ln: guardListener{ln, idle, write, true}, handle: handle, log: log.With(attrs...), conns: map[net.Conn]struct{}{}}
 	return &runner{sock: sock, addr: ln.Addr(), serve: ss.serve, close: ss.close, abort: func() { ln.Close() }}, nil
 }
 
