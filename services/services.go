@@ -330,9 +330,7 @@ func open(cfg *Config, sock Socket, addr string, log *slog.Logger) (*runner, err
 			Handler:           HTTPHandler(cfg.Sockets),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       idle,
-			// The server sets read deadlines itself; writes get a stall bound per
-			// write, not one for the whole response (a /bytes/N stream may be long).
-			ErrorLog: slog.NewLogLogger(log.With(attrs...).Handler(), slog.LevelDebug),
+			ErrorLog:          slog.NewLogLogger(log.With(attrs...).Handler(), slog.LevelDebug),
 			ConnState: func(_ net.Conn, st http.ConnState) {
 				switch st {
 				case http.StateNew:
@@ -347,6 +345,8 @@ func open(cfg *Config, sock Socket, addr string, log *slog.Logger) (*runner, err
 			addr: ln.Addr(),
 			serve: func() error {
 				defer close(served)
+				// The server sets read deadlines itself; writes get a stall bound per
+				// write, not one for the whole response (a /bytes/N stream may be long).
 				if err := srv.Serve(guardListener{ln, 0, write, false}); !errors.Is(err, http.ErrServerClosed) {
 					return err
 				}
