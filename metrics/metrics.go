@@ -50,7 +50,7 @@ func Write(w io.Writer, src control.Source) error {
 	seen := map[string]bool{}
 	for _, c := range src.Counters() {
 		name, typ := "berth_"+SnakeCase(c.Name), "gauge"
-		if !gauges[c.Name] {
+		if !gauges[c.Name] && !control.ProcessGauges[c.Name] {
 			name, typ = name+"_total", "counter"
 		}
 		if seen[name] {
