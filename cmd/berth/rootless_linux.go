@@ -32,7 +32,7 @@ import (
 )
 
 // rootlessChildArg is the hidden subcommand of the re-executed child: berth never lists
-// it, and init dispatches it before main.
+// it, and main dispatches it before any command.
 const rootlessChildArg = "__berth-rootless-child"
 
 // childSockFD is the child's end of the socket pair: ExtraFiles[0].
@@ -43,12 +43,6 @@ const (
 	msgTUN   = "tun"   // child -> parent, with the TUN descriptor
 	msgReady = "ready" // parent -> child: the forwarder serves the device; exec COMMAND
 )
-
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == rootlessChildArg {
-		os.Exit(rootlessChild(os.Args[2:]))
-	}
-}
 
 // nsSetup is what the child configures in the namespace.
 type nsSetup struct {
@@ -98,7 +92,7 @@ func setupFor(cfg forward.SessionConfig, dns []netip.Addr) nsSetup {
 
 // runRootless is berth run's user-namespace mode; sigs receives the signals to pass on
 // to COMMAND.
-func runRootless(cfg forward.SessionConfig, dns []netip.Addr, argv []string, control string, sigs <-chan os.Signal) int {
+func runRootless(cfg forward.SessionConfig, dns []netip.Addr, argv []string, controlPath string, sigs <-chan os.Signal) int {
 	if cfg.MTU <= 0 {
 		cfg.MTU = forward.DefaultMTU
 	}
@@ -194,16 +188,17 @@ func runRootless(cfg forward.SessionConfig, dns []netip.Addr, argv []string, con
 		return abort("%v", err)
 	}
 	cfg.Device = dev
+	tap := sessionTap(&cfg, controlPath)
 	sess, err := forward.Start(cfg)
 	if err != nil {
 		dev.Close()
 		return abort("%v", err)
 	}
 	defer sess.Close()
-	if control != "none" {
-		stop, err := serveForwardControl(control, sess)
+	if controlPath != "none" {
+		stop, err := serveSessionControl(controlPath, sess, tap)
 		if err != nil {
-			return abort("control socket %s: %v", control, err)
+			return abort("control socket %s: %v", controlPath, err)
 		}
 		defer stop()
 	}
