@@ -266,6 +266,7 @@ func usernsError(err error) error {
 // rootlessChild is the re-executed berth inside the new namespaces. It returns only on
 // failure; on success it becomes COMMAND.
 func rootlessChild(args []string) int {
+	parent := os.Getppid()           // alive: it waits for the device on the socket
 	syscall.CloseOnExec(childSockFD) // COMMAND must not inherit the socket
 	fs := flag.NewFlagSet(rootlessChildArg, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -312,6 +313,18 @@ func rootlessChild(args []string) int {
 		return exitFailure // the parent failed and says why
 	}
 	unix.Close(childSockFD)
+	// The parent-death signal (SysProcAttr.Pdeathsig) belongs to the thread fork made, and
+	// COMMAND keeps only that of the thread that calls execve: main's goroutine may run on
+	// another of the runtime's threads by now. Set it on the thread that execs, then make
+	// sure the parent did not die before (we would have been reparented).
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		fmt.Fprintf(stderr, "berth run: prctl(PR_SET_PDEATHSIG): %v\n", err)
+		return exitFailure
+	}
+	if os.Getppid() != parent {
+		return exitFailure // berth is gone: COMMAND would have no network
+	}
 	err = syscall.Exec(path, argv, os.Environ())
 	fmt.Fprintf(stderr, "berth run: exec %s: %v\n", argv[0], err)
 	if errors.Is(err, unix.ENOENT) {
