@@ -69,43 +69,41 @@ type Stack struct {
 	cfg Config
 	net *stack.Stack
 	udp *udp.Protocol
-	tcp *tcp.Protocol // set by setupTCP (tcp.go)
+	tcp *tcp.Protocol
 
 	mu      sync.Mutex
 	closers []func() // run by Close, in reverse order, before the network layer closes
 	once    sync.Once
 }
 
-// protocolSetups run in order inside New: each creates one transport protocol on s.net,
-// registers it (s.net.RegisterTransport), and may add closers with s.onClose. TCP: tcp.go
-// appends its setup from an init function.
-var protocolSetups = []func(s *Stack){setupUDP}
-
-// socketListers contribute to Sockets(); TCP appends its own.
-var socketListers = []func(s *Stack) []SocketInfo{udpSockets}
-
-// New returns a stack with a loopback interface (127.0.0.1/8, ::1) and UDP (plus every
-// protocol in protocolSetups). Add interfaces with AddInterface.
+// New returns a stack with a loopback interface (127.0.0.1/8, ::1), UDP and TCP. Add
+// interfaces with AddInterface. New is the one place where a stack is assembled: every
+// stack of the project (berth up, demo, the forwarder of berth run) is built by it.
 func New(opts ...Option) *Stack {
 	var cfg Config
 	for _, o := range opts {
 		o(&cfg)
 	}
 	s := &Stack{cfg: cfg, net: stack.New(cfg.Stack)}
-	for _, setup := range protocolSetups {
-		setup(s)
-	}
-	return s
-}
 
-func setupUDP(s *Stack) {
-	c := s.cfg.UDP
-	if c.Counter == nil {
-		c.Counter = s.net.Counters().Counter
+	uc := cfg.UDP
+	if uc.Counter == nil {
+		// UDP's counters live in the network layer's registry, so that Stats (and the
+		// control socket) show them with the others.
+		uc.Counter = s.net.Counters().Counter
 	}
-	s.udp = udp.New(s.net, c)
+	s.udp = udp.New(s.net, uc)
 	s.net.RegisterTransport(17, s.udp)
 	s.onClose(s.udp.Close)
+
+	tc := cfg.TCP
+	if !cfg.Unprivileged {
+		tc.Ports.NoPrivilegedPorts = tc.Ports.NoPrivilegedPorts || tc.Ports.UnprivilegedPortStart == 0
+	}
+	s.tcp = tcp.New(s.net, tc)
+	s.net.RegisterTransport(6, s.tcp)
+	s.onClose(s.tcp.Close)
+	return s
 }
 
 // onClose registers f to run when the stack closes (before the network layer stops).
@@ -121,6 +119,9 @@ func (s *Stack) Net() *stack.Stack { return s.net }
 
 // UDP returns the UDP protocol instance (its port Manager, endpoints).
 func (s *Stack) UDP() *udp.Protocol { return s.udp }
+
+// TCP returns the TCP protocol instance (its port Manager, counters, sockets).
+func (s *Stack) TCP() *tcp.Protocol { return s.tcp }
 
 // AddInterface adds a network interface called name on the link endpoint ep; the stack
 // closes ep when it closes.

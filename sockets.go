@@ -10,8 +10,7 @@ import (
 )
 
 // SocketInfo describes one socket, like a line of `ss -uan`/`ss -tan`. Protocol-specific
-// details live in optional fields added by each protocol (TCP: the TCP engineer adds a
-// field here).
+// details live in optional fields (TCP's in TCP).
 type SocketInfo struct {
 	Protocol string         // "udp", "tcp"
 	Local    netip.AddrPort // bound address (wildcard address when unbound to one)
@@ -27,10 +26,7 @@ type SocketInfo struct {
 // Sockets returns a snapshot of every socket, sorted by protocol, local and remote
 // address.
 func (s *Stack) Sockets() []SocketInfo {
-	var out []SocketInfo
-	for _, f := range socketListers {
-		out = append(out, f(s)...)
-	}
+	out := append(udpSockets(s), tcpSockets(s)...)
 	slices.SortFunc(out, func(a, b SocketInfo) int {
 		return cmp.Or(cmp.Compare(a.Protocol, b.Protocol), a.Local.Compare(b.Local), a.Remote.Compare(b.Remote))
 	})

@@ -14,26 +14,8 @@ import (
 	"github.com/berthnet/berth/tcp"
 )
 
-func init() {
-	protocolSetups = append(protocolSetups, setupTCP)
-	socketListers = append(socketListers, tcpSockets)
-}
-
 // WithTCPConfig sets TCP's settings (port manager, buffers, timers, congestion control).
 func WithTCPConfig(c tcp.Config) Option { return func(cfg *Config) { cfg.TCP = c } }
-
-func setupTCP(s *Stack) {
-	c := s.cfg.TCP
-	if !s.cfg.Unprivileged {
-		c.Ports.NoPrivilegedPorts = c.Ports.NoPrivilegedPorts || c.Ports.UnprivilegedPortStart == 0
-	}
-	s.tcp = tcp.New(s.net, c)
-	s.net.RegisterTransport(6, s.tcp)
-	s.onClose(s.tcp.Close)
-}
-
-// TCP returns the TCP protocol instance (its port Manager, counters, sockets).
-func (s *Stack) TCP() *tcp.Protocol { return s.tcp }
 
 // Go's defaults for keep-alive on dialed and accepted connections (net.Dialer and
 // net.ListenConfig with KeepAlive 0).

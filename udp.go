@@ -265,8 +265,8 @@ type Dialer struct {
 	Deadline time.Time
 }
 
-// DialContext connects to address on network ("udp", "udp4", "udp6"; "tcp", "tcp4",
-// "tcp6" once TCP is plugged in), as net.Dialer.DialContext does.
+// DialContext connects to address on network ("udp", "udp4", "udp6", "tcp", "tcp4",
+// "tcp6"), as net.Dialer.DialContext does.
 func (s *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	d := Dialer{Stack: s}
 	return d.DialContext(ctx, network, address)

@@ -1,6 +1,7 @@
-// Package control is the control socket of a running berth host: a unix socket through
-// which `berth ss`, `berth stats` and `berth capture` read the socket table and the
-// counters of a stack and start packet captures on it.
+// Package control is the control socket of a running berth (berth up, run or attach): a
+// unix socket through which `berth ss`, `berth stats` and `berth capture` read the socket
+// table and the counters of a stack and start packet captures on it, and through which
+// `berth forward` changes the port forwards of a run or attach session.
 //
 // The protocol is one request per connection. The client sends one line of JSON, a
 // Request; the server answers with one line of JSON, a Response. A capture's Response
@@ -14,9 +15,12 @@
 //	→ {"op":"capture","count":100}
 //	← {"ok":true}
 //	← pcap file header, records...
+//	→ {"op":"forward","action":"add","mapping":"8080:80/tcp"}
+//	← {"ok":true,"forwards":["8080:80/tcp"]}
 //
 // Serve runs the server for a Source (FromStack adapts a *berth.Stack); Client talks to
-// it. Tap records the packets of the links it wraps for captures.
+// it. Tap records the packets of the links it wraps for captures. A Source that is also a
+// Capturer serves captures, one that is also a PortForwarder the forward op.
 package control
 
 import (
@@ -83,10 +87,14 @@ type Counter struct {
 	Value uint64 `json:"value"`
 }
 
-// Request is what a client sends: Op is "sockets", "counters" or "capture".
+// Request is what a client sends: Op is "sockets", "counters", "capture" or "forward".
 type Request struct {
 	Op    string `json:"op"`
 	Count int    `json:"count,omitempty"` // capture: stop after this many packets (0: no limit)
+	// Action is the forward op's "add", "rm" or "ls"; Mapping the port mapping added or
+	// removed ([HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]).
+	Action  string `json:"action,omitempty"`
+	Mapping string `json:"mapping,omitempty"`
 }
 
 // Response is the server's answer. Error is set (and OK false) when the request failed.
@@ -95,6 +103,8 @@ type Response struct {
 	Error    string    `json:"error,omitempty"`
 	Sockets  []Socket  `json:"sockets,omitempty"`
 	Counters []Counter `json:"counters,omitempty"`
+	// Forwards are the port forwards in place after a forward op (also when it failed).
+	Forwards []string `json:"forwards,omitempty"`
 }
 
 // maxRequest bounds a request line.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -469,3 +470,70 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(bytes.TrimSpace(b), v) }
+
+// fakeForwarder is a Source with port forwards; AddPort refuses a mapping twice.
+type fakeForwarder struct {
+	fakeSource
+	mu    sync.Mutex
+	ports []string
+}
+
+func (f *fakeForwarder) AddPort(m string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if slices.Contains(f.ports, m) {
+		return errors.New(m + " is already forwarded")
+	}
+	f.ports = append(f.ports, m)
+	return nil
+}
+
+func (f *fakeForwarder) RemovePort(m string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := slices.Index(f.ports, m)
+	if i < 0 {
+		return errors.New(m + " is not forwarded")
+	}
+	f.ports = slices.Delete(f.ports, i, i+1)
+	return nil
+}
+
+func (f *fakeForwarder) Ports() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.ports)
+}
+
+// TestForward: one socket serves a session's stack ops and its port forwards.
+func TestForward(t *testing.T) {
+	src := &fakeForwarder{fakeSource: fakeSource{counters: []Counter{{"UdpInDatagrams", 5}}}, ports: []string{"8080:80/tcp"}}
+	s := listen(t, src)
+	c := &Client{Path: s.Path()}
+	ctx := context.Background()
+	got, err := c.Forward(ctx, "add", "9090:90/udp")
+	if err != nil || !slices.Equal(got, []string{"8080:80/tcp", "9090:90/udp"}) {
+		t.Errorf("add: %q, %v", got, err)
+	}
+	if _, err := c.Forward(ctx, "add", "9090:90/udp"); err == nil || !strings.Contains(err.Error(), "already forwarded") {
+		t.Errorf("add twice: %v, want the forwarder's error", err)
+	}
+	if got, err := c.Forward(ctx, "rm", "8080:80/tcp"); err != nil || !slices.Equal(got, []string{"9090:90/udp"}) {
+		t.Errorf("rm: %q, %v", got, err)
+	}
+	if got, err := c.Forward(ctx, "ls", ""); err != nil || !slices.Equal(got, []string{"9090:90/udp"}) {
+		t.Errorf("ls: %q, %v", got, err)
+	}
+	if _, err := c.Forward(ctx, "move", ""); err == nil || !strings.Contains(err.Error(), `unknown action "move"`) {
+		t.Errorf("unknown action: %v", err)
+	}
+	// The same socket answers the stack's ops.
+	if cs, err := c.Counters(ctx); err != nil || counter(cs, "UdpInDatagrams") != 5 {
+		t.Errorf("counters on a forwarding socket: %v, %v", cs, err)
+	}
+	// A host without port forwards (berth up) says so.
+	up := listen(t, &fakeSource{})
+	if _, err := (&Client{Path: up.Path()}).Forward(ctx, "ls", ""); err == nil || !strings.Contains(err.Error(), "no port forwards") {
+		t.Errorf("forward on a source without forwards: %v", err)
+	}
+}

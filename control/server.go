@@ -16,7 +16,8 @@ import (
 	"time"
 )
 
-// Source is what a control socket shows: a stack's sockets and counters.
+// Source is what a control socket shows: a stack's sockets and counters. A Source may
+// also be a Capturer (captures) and a PortForwarder (the forward op).
 type Source interface {
 	Sockets() []Socket
 	Counters() []Counter
@@ -181,8 +182,10 @@ func (s *Server) handle(c *net.UnixConn) {
 		s.reply(c, Response{OK: true, Counters: s.src.Counters()})
 	case "capture":
 		s.capture(c, req)
+	case "forward":
+		s.forward(c, req)
 	default:
-		s.reply(c, Response{Error: fmt.Sprintf("unknown op %q (want sockets, counters or capture)", req.Op)})
+		s.reply(c, Response{Error: fmt.Sprintf("unknown op %q (want sockets, counters, capture or forward)", req.Op)})
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/berthnet/berth"
 	"github.com/berthnet/berth/stack"
 	"github.com/berthnet/berth/tcp"
 	"github.com/berthnet/berth/wire"
@@ -138,8 +139,8 @@ type counters struct {
 
 // Forwarder terminates a namespace's flows on a berth stack and re-opens them on the host.
 type Forwarder struct {
-	s   *stack.Stack
-	tcp *tcp.Protocol
+	s   *stack.Stack  // the berth stack's network layer (berth.Stack.Net)
+	tcp *tcp.Protocol // its TCP (berth.Stack.TCP)
 	cfg Config
 
 	ctx    context.Context
@@ -161,16 +162,16 @@ type Forwarder struct {
 
 type flowKey struct{ src, dst netip.AddrPort }
 
-// New installs a Forwarder on s (through its unmatched-flow hook) with t, the TCP
-// protocol registered on s. Close removes it.
-func New(s *stack.Stack, t *tcp.Protocol, cfg Config) *Forwarder {
+// New installs a Forwarder on s (through its network layer's unmatched-flow hook); it
+// terminates TCP flows with s's TCP. Close removes it; s stays the caller's to close.
+func New(s *berth.Stack, cfg Config) *Forwarder {
 	cfg.setDefaults()
-	f := &Forwarder{s: s, tcp: t, cfg: cfg,
+	f := &Forwarder{s: s.Net(), tcp: s.TCP(), cfg: cfg,
 		pending: map[flowKey]struct{}{}, active: map[*spliced]struct{}{},
 		udp: map[flowKey]*udpFlow{}, udpRev: map[flowKey]*udpFlow{},
 		fwds: map[string]*portForward{}, pings: map[pingKey]*pingFlow{}}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
-	s.SetUnmatchedHandler(f.handle)
+	f.s.SetUnmatchedHandler(f.handle)
 	f.wg.Add(1)
 	go f.janitor()
 	return f

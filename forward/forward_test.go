@@ -366,7 +366,7 @@ func TestTimeWaitReuse(t *testing.T) {
 }
 
 func hasTimeWait(s *Session, port int) bool {
-	for _, si := range s.TCP.Sockets() {
+	for _, si := range s.Stack.TCP().Sockets() {
 		if si.State == tcp.StateTimeWait && int(si.Remote.Port()) == port {
 			return true
 		}
@@ -490,7 +490,7 @@ func TestNamespaceSeesWholeWindow(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	want := uint32(s.TCP.Config().ReceiveBuffer * 9 / 10)
+	want := uint32(s.Stack.TCP().Config().ReceiveBuffer * 9 / 10)
 	var wnd uint32
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		rc, err := c.(*net.TCPConn).SyscallConn()

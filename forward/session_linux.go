@@ -15,10 +15,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berthnet/berth"
+	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/link/tun"
-	"github.com/berthnet/berth/stack"
 	"github.com/berthnet/berth/tcp"
-	"github.com/berthnet/berth/udp"
 )
 
 // DeviceName is the TUN device the namespace gets.
@@ -36,6 +36,9 @@ type SessionConfig struct {
 	Ports []PortMapping
 	// TCP settings of the berth stack; zero buffers become 1 MiB.
 	TCP tcp.Config
+	// Link, when set, wraps the namespace's device before the stack gets it: cmd/berth
+	// puts a control.Tap there so that berth capture records the session's packets.
+	Link func(link.Endpoint) link.Endpoint
 	// Rootless hook (cmd/berth rootless mode): Device, when set, is the namespace's
 	// device, already open and configured (addresses, routes, MTU); Start neither
 	// creates nor configures one, and NSPath is unused. The Session takes it over; if
@@ -47,8 +50,9 @@ type SessionConfig struct {
 // the namespace's addresses and default routes, whose far side is a berth stack with a
 // Forwarder.
 type Session struct {
-	Stack     *stack.Stack
-	TCP       *tcp.Protocol
+	// Stack is the berth stack on the device (berth.New): its sockets, counters and
+	// protocols, for the control socket.
+	Stack     *berth.Stack
 	Forwarder *Forwarder
 	dev       *tun.Endpoint
 }
@@ -149,7 +153,6 @@ func Start(cfg SessionConfig) (*Session, error) {
 		}
 		return nil, err
 	}
-	s := stack.New(stack.Options{})
 	if cfg.TCP.SendBuffer == 0 {
 		cfg.TCP.SendBuffer = 1 << 20
 	}
@@ -166,17 +169,18 @@ func Start(cfg SessionConfig) (*Session, error) {
 		// still only taken as data arrives.
 		cfg.TCP.RMem = [3]int{4096, cfg.TCP.ReceiveBuffer, cfg.TCP.ReceiveBuffer}
 	}
-	tp := tcp.New(s, cfg.TCP)
-	s.RegisterTransport(6, tp)
-	up := udp.New(s, udp.Config{})
-	s.RegisterTransport(17, up)
-	sess := &Session{Stack: s, TCP: tp, dev: dev}
-	sess.Forwarder = New(s, tp, cfg.Forward)
+	s := berth.New(berth.WithTCPConfig(cfg.TCP))
+	sess := &Session{Stack: s, dev: dev}
+	sess.Forwarder = New(s, cfg.Forward)
 	fail := func(err error) (*Session, error) {
 		sess.Close()
 		return nil, err
 	}
-	if _, err := s.AddInterface(DeviceName, dev); err != nil {
+	var ep link.Endpoint = dev
+	if cfg.Link != nil {
+		ep = cfg.Link(dev)
+	}
+	if err := s.AddInterface(DeviceName, ep); err != nil {
 		return fail(err)
 	}
 	if err := s.AddAddress(DeviceName, DefaultStackAddr4); err != nil {
@@ -198,8 +202,7 @@ func Start(cfg SessionConfig) (*Session, error) {
 // Close stops forwarding and removes the device (closing it deletes it).
 func (s *Session) Close() error {
 	s.Forwarder.Close()
-	s.TCP.Close()
-	return s.Stack.Close()
+	return s.Stack.Close() // its TCP and UDP, and the device
 }
 
 // Namespace is a named network namespace berth made (ip netns add) for `berth run`.

@@ -13,22 +13,18 @@ import (
 	"github.com/berthnet/berth/forward"
 )
 
-func init() {
-	register(&command{
-		name:    "attach",
-		summary: "give an existing network namespace its network through berth",
-		usage:   "attach --netns PATH|NAME|PID [-p MAPPING]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N]",
-		help: `Serves a network namespace that exists (as slirp4netns and pasta do): creates berth0
+// attachUsage is the synopsis of berth attach (after "berth "); main.go's table lists the
+// command.
+const attachUsage = "attach --netns PATH|NAME|PID [-p MAPPING]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N]"
+
+// attachDoc is the text of berth help attach.
+const attachDoc = `Serves a network namespace that exists (as slirp4netns and pasta do): creates berth0
 in it, configured as for berth run, and forwards its flows until the namespace is
 gone (its file removed, or its process ended) or berth is signalled (SIGINT, SIGTERM).
 --netns takes a namespace file, a name under /run/netns, or a PID. The other options
-are berth run's (berth run --help).`,
-		run: runAttach,
-	})
-}
+are berth run's (berth run --help).`
 
-func runAttach(args []string) int {
-	c := commands["attach"]
+func runAttach(c *command, args []string) int {
 	var ff fwdFlags
 	fs := flag.NewFlagSet("attach", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -61,13 +57,14 @@ func runAttach(args []string) int {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	tap := sessionTap(&cfg, ff.control)
 	sess, err := forward.Start(cfg)
 	if err != nil {
 		return fail("attach", "%v", err)
 	}
 	defer sess.Close()
 	if ff.control != "none" {
-		stop, err := serveForwardControl(ff.control, sess)
+		stop, err := serveSessionControl(ff.control, sess, tap)
 		if err != nil {
 			return fail("attach", "control socket: %v", err)
 		}

@@ -13,13 +13,13 @@ import (
 	"github.com/berthnet/berth/control"
 )
 
-func init() {
-	register(&command{
-		name:    "capture",
-		summary: "record the packets of a running berth to a pcap file",
-		usage:   "capture FILE [--count N] [--duration D] [--control PATH | --tun NAME]",
-		help: `Starts a packet capture on a running "berth up", through its control socket, and
-writes it to FILE in the pcap format (LINKTYPE_RAW: IP packets), readable by
+// captureUsage is the synopsis of berth capture (after "berth "); main.go's table lists the
+// command.
+const captureUsage = "capture FILE [--count N] [--duration D] [--control PATH | --tun NAME]"
+
+// captureDoc is the text of berth help capture.
+var captureDoc = `Starts a packet capture on a running "berth up", "berth run" or "berth attach"
+(the namespace's device), through its control socket, and writes it to FILE in the pcap format (LINKTYPE_RAW: IP packets), readable by
 tcpdump, Wireshark and tshark. FILE "-" is standard output. The capture runs until
 N packets are recorded, D has passed, or SIGINT (Ctrl-C); the file always ends
 with a whole packet.
@@ -33,13 +33,9 @@ A capture whose writer cannot keep up loses packets rather than slowing the host
 
 Examples:
   berth capture echo.pcap --count 20
-  berth capture - --tun berth0 | tshark -r -`,
-		run: runCapture,
-	})
-}
+  berth capture - --tun berth0 | tshark -r -`
 
-func runCapture(args []string) int {
-	c := commands["capture"]
+func runCapture(c *command, args []string) int {
 	var countS, durationS string
 	var target controlTarget
 	specs := append([]flagSpec{

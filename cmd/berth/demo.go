@@ -33,12 +33,12 @@ import (
 	"github.com/berthnet/berth/services"
 )
 
-func init() {
-	register(&command{
-		name:    "demo",
-		summary: "show ports at work: clients and servers on an in-process network",
-		usage:   "demo [--clients N] [-4|-6] [--loss P] [--delay D] [--pcap FILE] [--json] [--no-color]",
-		help: `Runs two berth stacks in this process, joined by an in-memory link: a server host
+// demoUsage is the synopsis of berth demo (after "berth "); main.go's table lists the
+// command.
+const demoUsage = "demo [--clients N] [-4|-6] [--loss P] [--delay D] [--pcap FILE] [--json] [--no-color]"
+
+// demoDoc is the text of berth help demo.
+const demoDoc = `Runs two berth stacks in this process, joined by an in-memory link: a server host
 with the classic services on their well-known ports (echo 7, daytime 13, http 80
 over TCP; echo 7 and daytime 13 over UDP) and a client host whose clients all
 talk to them at once. No root, no network: it takes a few seconds.
@@ -67,10 +67,7 @@ Exit status 1 when an exchange failed (the report says which), 2 for bad flags.
 Examples:
   berth demo
   berth demo --clients 16 --loss 5 --delay 10ms --pcap demo.pcap
-  berth demo -6 --json`,
-		run: runDemo,
-	})
-}
+  berth demo -6 --json`
 
 // demoConfig is what the flags say.
 type demoConfig struct {
@@ -153,8 +150,7 @@ func isTerminal(w io.Writer) bool {
 	return err == nil
 }
 
-func runDemo(args []string) int {
-	c := commands["demo"]
+func runDemo(c *command, args []string) int {
 	cfg, help, err := parseDemo(args)
 	if help {
 		return runHelp([]string{c.name}) // the same text as berth help NAME

@@ -17,33 +17,32 @@ import (
 	"github.com/berthnet/berth/forward"
 )
 
-func init() {
-	register(&command{
-		name:    "forward",
-		summary: "add, remove or list the port forwards of a running berth run or attach",
-		usage:   "forward [--control PATH] add|rm MAPPING | ls",
-		help: `MAPPING is [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp], as run's -p.
---control names the forward socket of a berth run or attach (default: the one
-running, ` + filepath.Join(control.Dir(), "forward-PID.fwd") + `).`,
-		run: runForward,
-	})
-}
+// forwardUsage is the synopsis of berth forward (after "berth "); main.go's table lists the
+// command.
+const forwardUsage = "forward [--control PATH] add|rm MAPPING | ls"
 
-// forwardSocketPath is the default forward control socket of this process.
+// forwardDoc is the text of berth help forward.
+var forwardDoc = `MAPPING is [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp], as run's -p.
+--control names the control socket of a berth run or attach (default: the one
+running, ` + filepath.Join(control.Dir(), "forward-PID.sock") + `).`
+
+// forwardSocketPath is the default control socket of this process's berth run or attach:
+// a .sock in control.Dir() like berth up's, so that berth ss, stats and capture find it;
+// the forward- prefix lets berth forward find it among berth up's.
 func forwardSocketPath() string {
-	return filepath.Join(control.Dir(), "forward-"+strconv.Itoa(os.Getpid())+".fwd")
+	return filepath.Join(control.Dir(), "forward-"+strconv.Itoa(os.Getpid())+".sock")
 }
 
-// findForwardSocket finds the one forward socket of a running berth run or attach.
+// findForwardSocket finds the one control socket of a running berth run or attach.
 func findForwardSocket() (string, error) {
 	var found []string
 	for _, d := range slices.Compact([]string{control.Dir(), control.RunDir}) {
-		m, _ := filepath.Glob(filepath.Join(d, "forward-*.fwd"))
+		m, _ := filepath.Glob(filepath.Join(d, "forward-*.sock"))
 		found = append(found, m...)
 	}
 	switch len(found) {
 	case 0:
-		return "", fmt.Errorf("%w: no berth run or attach with a forward socket", control.ErrNotRunning)
+		return "", fmt.Errorf("%w: no berth run or attach with a control socket", control.ErrNotRunning)
 	case 1:
 		return found[0], nil
 	}
@@ -78,20 +77,47 @@ func (p portForwarder) Ports() []string {
 	return out
 }
 
-// serveForwardControl serves sess's port forwards on path ("" the default path).
-func serveForwardControl(path string, sess *forward.Session) (stop func(), err error) {
+// sessionTap returns the capture tap of a session whose control socket is controlPath
+// ("none": no socket, no tap), and sets it to wrap the session's device, so that berth
+// capture records the namespace's packets as it does berth up's.
+func sessionTap(cfg *forward.SessionConfig, controlPath string) *control.Tap {
+	if controlPath == "none" {
+		return nil
+	}
+	tap := &control.Tap{}
+	cfg.Link = tap.Wrap
+	return tap
+}
+
+// sessionSource is what the control socket of berth run and attach serves: the session
+// stack's sockets and counters, as berth up's, captures through the tap on its device,
+// and the port forwards.
+type sessionSource struct {
+	control.Source
+	tap *control.Tap
+	portForwarder
+}
+
+// Capture implements control.Capturer.
+func (s sessionSource) Capture(ctx context.Context, w io.Writer, count int) error {
+	return s.tap.Capture(ctx, w, count)
+}
+
+// serveSessionControl serves sess on the control socket at path ("" the default path);
+// tap is sessionTap's.
+func serveSessionControl(path string, sess *forward.Session, tap *control.Tap) (stop func(), err error) {
 	if path == "" {
 		path = forwardSocketPath()
 	}
-	s, err := control.ListenForward(path, portForwarder{sess.Forwarder})
+	src := sessionSource{Source: control.FromStack(sess.Stack, nil), tap: tap, portForwarder: portForwarder{sess.Forwarder}}
+	s, err := control.Listen(path, src, nil)
 	if err != nil {
 		return nil, err
 	}
 	return func() { s.Close() }, nil
 }
 
-func runForward(args []string) int {
-	c := commands["forward"]
+func runForward(c *command, args []string) int {
 	fs := flag.NewFlagSet("forward", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	path := fs.String("control", "", "forward socket path")

@@ -1,25 +1,18 @@
 // Command berth is the berth command-line tool.
 //
-// Each subcommand lives in its own file and registers itself from an init function:
+// Every subcommand is a line of the table in commandTable, with its synopsis and help
+// text from the file that implements it:
 //
-//	func init() {
-//		register(&command{
-//			name:    "ss",
-//			summary: "list sockets",
-//			usage:   "ss [-t|-u]",
-//			run:     runSS,
-//		})
-//	}
+//	{name: "ss", summary: "list sockets", usage: ssUsage, help: ssDoc, run: runSS},
 //
-// run gets the arguments after the subcommand name and returns the exit status: 0 success,
-// 1 failure (the message on stderr says what was wrong), 2 usage error.
+// run gets its command and the arguments after the subcommand name, and returns the exit
+// status: 0 success, 1 failure (the message on stderr says what was wrong), 2 usage error.
 package main
 
 import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 )
 
 // Exit statuses.
@@ -35,10 +28,48 @@ type command struct {
 	summary string // one line for `berth help`
 	usage   string // synopsis after "berth ", e.g. "port N"
 	help    string // optional longer text for `berth help NAME`
-	run     func(args []string) int
+	run     func(c *command, args []string) int
 }
 
-var commands = map[string]*command{}
+// commandTable is every subcommand, in the order berth help lists them. It is a function,
+// not a variable, because help reads the table: a variable would reach itself through
+// runHelp, an initialization cycle.
+func commandTable() []*command {
+	return []*command{
+		{name: "attach", summary: "give an existing network namespace its network through berth",
+			usage: attachUsage, help: attachDoc, run: runAttach},
+		{name: "capture", summary: "record the packets of a running berth to a pcap file",
+			usage: captureUsage, help: captureDoc, run: runCapture},
+		{name: "demo", summary: "show ports at work: clients and servers on an in-process network",
+			usage: demoUsage, help: demoDoc, run: runDemo},
+		{name: "forward", summary: "add, remove or list the port forwards of a running berth run or attach",
+			usage: forwardUsage, help: forwardDoc, run: runForward},
+		{name: "help", summary: "show commands, or one command's usage",
+			usage: "help [COMMAND]", run: func(_ *command, args []string) int { return runHelp(args) }},
+		{name: "port", summary: "show a port's RFC 6335 category and registered services",
+			usage: portUsage, help: portDoc, run: runPort},
+		{name: "run", summary: "run a command in a new network namespace networked through berth",
+			usage: runUsage, help: runDoc, run: runRun},
+		{name: "services", summary: "look up the IANA service registry by name or port",
+			usage: servicesUsage, help: servicesDoc, run: runServices},
+		{name: "ss", summary: "list the sockets of a running berth (like ss)",
+			usage: ssUsage, help: ssDoc, run: runSS},
+		{name: "stats", summary: "show the counters of a running berth (like nstat)",
+			usage: statsUsage, help: statsDoc, run: runStats},
+		{name: "up", summary: "run a berth host on a TUN device",
+			usage: upUsage, help: upHelp(), run: runUp},
+	}
+}
+
+// lookup returns the command called name, or nil.
+func lookup(name string) *command {
+	for _, c := range commandTable() {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
 
 // stdout and stderr are where subcommands write; tests may replace them.
 var (
@@ -46,15 +77,15 @@ var (
 	stderr io.Writer = os.Stderr
 )
 
-// register adds c to the command table; a duplicate name is a programming error.
-func register(c *command) {
-	if _, dup := commands[c.name]; dup {
-		panic("berth: duplicate command " + c.name)
+func main() {
+	// The re-executed child of rootless berth run (rootless_linux.go) is dispatched
+	// first, before anything of a command runs: it sets up the new namespaces and
+	// becomes COMMAND.
+	if len(os.Args) > 1 && os.Args[1] == rootlessChildArg {
+		os.Exit(rootlessChild(os.Args[2:]))
 	}
-	commands[c.name] = c
+	os.Exit(run(os.Args[1:]))
 }
-
-func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	if len(args) == 0 {
@@ -65,13 +96,13 @@ func run(args []string) int {
 	case "-h", "-help", "--help":
 		args[0] = "help"
 	}
-	c, ok := commands[args[0]]
-	if !ok {
+	c := lookup(args[0])
+	if c == nil {
 		fmt.Fprintf(stderr, "berth: unknown command %q\n", args[0])
 		usage(stderr)
 		return exitUsage
 	}
-	return c.run(args[1:])
+	return c.run(c, args[1:])
 }
 
 // fail prints "berth NAME: message" on stderr and returns exitFailure.
@@ -93,45 +124,31 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: berth COMMAND [ARGS]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	for _, c := range commandTable() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, `Run "berth help COMMAND" for details.`)
 }
 
-var helpCmd = &command{
-	name:    "help",
-	summary: "show commands, or one command's usage",
-	usage:   "help [COMMAND]",
-}
-
-func init() {
-	helpCmd.run = runHelp // set here: runHelp reads the table that holds helpCmd
-	register(helpCmd)
-}
-
+// runHelp prints the command list, or the usage and help text of the command args names;
+// commands answer -h with it.
 func runHelp(args []string) int {
 	switch len(args) {
 	case 0:
 		usage(stdout)
 		return exitOK
 	case 1:
-		c, ok := commands[args[0]]
-		if !ok {
+		h := lookup(args[0])
+		if h == nil {
 			fmt.Fprintf(stderr, "berth help: unknown command %q\n", args[0])
 			return exitUsage
 		}
-		fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n", c.usage, c.summary)
-		if c.help != "" {
-			fmt.Fprintf(stdout, "\n%s\n", c.help)
+		fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n", h.usage, h.summary)
+		if h.help != "" {
+			fmt.Fprintf(stdout, "\n%s\n", h.help)
 		}
 		return exitOK
 	}
-	return usageError(helpCmd, "too many arguments")
+	return usageError(lookup("help"), "too many arguments")
 }

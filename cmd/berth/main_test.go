@@ -91,11 +91,33 @@ func TestCLI(t *testing.T) {
 	}
 }
 
-func TestRegisterDuplicatePanics(t *testing.T) {
-	defer func() {
-		if recover() == nil {
-			t.Error("duplicate register did not panic")
+// TestCommandTable: every command of the table has one name, its texts and a run
+// function, and the table lists them in order.
+func TestCommandTable(t *testing.T) {
+	seen := map[string]bool{}
+	prev := ""
+	for _, c := range commandTable() {
+		if seen[c.name] {
+			t.Errorf("command %q listed twice", c.name)
 		}
-	}()
-	register(&command{name: "help"})
+		seen[c.name] = true
+		if c.name <= prev {
+			t.Errorf("command %q listed after %q: the table is in alphabetical order", c.name, prev)
+		}
+		prev = c.name
+		if c.summary == "" || c.run == nil || !strings.HasPrefix(c.usage, c.name) {
+			t.Errorf("command %q: summary %q, usage %q, run set %v", c.name, c.summary, c.usage, c.run != nil)
+		}
+		if lookup(c.name) == nil {
+			t.Errorf("lookup(%q) found nothing", c.name)
+		}
+	}
+	for _, name := range []string{"attach", "capture", "demo", "forward", "help", "port", "run", "services", "ss", "stats", "up"} {
+		if !seen[name] {
+			t.Errorf("command %q missing from the table", name)
+		}
+	}
+	if lookup(rootlessChildArg) != nil {
+		t.Errorf("the rootless child's hidden argument is a listed command")
+	}
 }

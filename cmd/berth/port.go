@@ -8,24 +8,20 @@ import (
 	"github.com/berthnet/berth/ports"
 )
 
-func init() {
-	register(&command{
-		name:    "port",
-		summary: "show a port's RFC 6335 category and registered services",
-		usage:   "port N|NAME",
-		help: `Prints the port number, its category by RFC 6335 §6 — system (well-known)
+// portUsage is the synopsis of berth port (after "berth "); main.go's table lists the
+// command.
+const portUsage = "port N|NAME"
+
+// portDoc is the text of berth help port.
+const portDoc = `Prints the port number, its category by RFC 6335 §6 — system (well-known)
 0-1023, user (registered) 1024-49151, dynamic (ephemeral) 49152-65535 — and the
 service names IANA registered for it.
 
 Example:
   berth port 443
-  443 system (well-known) 0-1023: https (tcp, udp, sctp)`,
-		run: runPort,
-	})
-}
+  443 system (well-known) 0-1023: https (tcp, udp, sctp)`
 
-func runPort(args []string) int {
-	c := commands["port"]
+func runPort(c *command, args []string) int {
 	if len(args) != 1 {
 		return usageError(c, "want one port")
 	}

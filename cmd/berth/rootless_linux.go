@@ -32,7 +32,7 @@ import (
 )
 
 // rootlessChildArg is the hidden subcommand of the re-executed child: berth never lists
-// it, and init dispatches it before main.
+// it, and main dispatches it before any command.
 const rootlessChildArg = "__berth-rootless-child"
 
 // childSockFD is the child's end of the socket pair: ExtraFiles[0].
@@ -43,12 +43,6 @@ const (
 	msgTUN   = "tun"   // child -> parent, with the TUN descriptor
 	msgReady = "ready" // parent -> child: the forwarder serves the device; exec COMMAND
 )
-
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == rootlessChildArg {
-		os.Exit(rootlessChild(os.Args[2:]))
-	}
-}
 
 // nsSetup is what the child configures in the namespace.
 type nsSetup struct {
@@ -98,7 +92,7 @@ func setupFor(cfg forward.SessionConfig, dns []netip.Addr) nsSetup {
 
 // runRootless is berth run's user-namespace mode; sigs receives the signals to pass on
 // to COMMAND.
-func runRootless(cfg forward.SessionConfig, dns []netip.Addr, argv []string, control string, sigs <-chan os.Signal) int {
+func runRootless(cfg forward.SessionConfig, dns []netip.Addr, argv []string, controlPath string, sigs <-chan os.Signal) int {
 	if cfg.MTU <= 0 {
 		cfg.MTU = forward.DefaultMTU
 	}
@@ -194,16 +188,17 @@ func runRootless(cfg forward.SessionConfig, dns []netip.Addr, argv []string, con
 		return abort("%v", err)
 	}
 	cfg.Device = dev
+	tap := sessionTap(&cfg, controlPath)
 	sess, err := forward.Start(cfg)
 	if err != nil {
 		dev.Close()
 		return abort("%v", err)
 	}
 	defer sess.Close()
-	if control != "none" {
-		stop, err := serveForwardControl(control, sess)
+	if controlPath != "none" {
+		stop, err := serveSessionControl(controlPath, sess, tap)
 		if err != nil {
-			return abort("control socket %s: %v", control, err)
+			return abort("control socket %s: %v", controlPath, err)
 		}
 		defer stop()
 	}
@@ -271,6 +266,7 @@ func usernsError(err error) error {
 // rootlessChild is the re-executed berth inside the new namespaces. It returns only on
 // failure; on success it becomes COMMAND.
 func rootlessChild(args []string) int {
+	parent := os.Getppid()           // alive: it waits for the device on the socket
 	syscall.CloseOnExec(childSockFD) // COMMAND must not inherit the socket
 	fs := flag.NewFlagSet(rootlessChildArg, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -317,6 +313,18 @@ func rootlessChild(args []string) int {
 		return exitFailure // the parent failed and says why
 	}
 	unix.Close(childSockFD)
+	// The parent-death signal (SysProcAttr.Pdeathsig) belongs to the thread fork made, and
+	// COMMAND keeps only that of the thread that calls execve: main's goroutine may run on
+	// another of the runtime's threads by now. Set it on the thread that execs, then make
+	// sure the parent did not die before (we would have been reparented).
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		fmt.Fprintf(stderr, "berth run: prctl(PR_SET_PDEATHSIG): %v\n", err)
+		return exitFailure
+	}
+	if os.Getppid() != parent {
+		return exitFailure // berth is gone: COMMAND would have no network
+	}
 	err = syscall.Exec(path, argv, os.Environ())
 	fmt.Fprintf(stderr, "berth run: exec %s: %v\n", argv[0], err)
 	if errors.Is(err, unix.ENOENT) {

@@ -17,12 +17,12 @@ import (
 	"github.com/berthnet/berth/forward"
 )
 
-func init() {
-	register(&command{
-		name:    "run",
-		summary: "run a command in a new network namespace networked through berth",
-		usage:   "run [-p [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N] [--userns] -- COMMAND [ARGS...]",
-		help: `Creates a network namespace, gives it a TUN device berth0 whose far side is berth,
+// runUsage is the synopsis of berth run (after "berth "); main.go's table lists the
+// command.
+const runUsage = "run [-p [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N] [--userns] -- COMMAND [ARGS...]"
+
+// runDoc is the text of berth help run.
+const runDoc = `Creates a network namespace, gives it a TUN device berth0 whose far side is berth,
 runs COMMAND in it, and exits with COMMAND's exit status, removing what it made.
 berth terminates every TCP and UDP flow the namespace opens and re-opens it with the
 host's sockets (user-mode networking, like slirp4netns and pasta).
@@ -36,9 +36,9 @@ first nameserver of /etc/resolv.conf, or --dns-upstream), and the namespace's
   -p MAPPING          forward a host port into the namespace (repeatable); the
                       namespace sees the client's address (loopback clients as the
                       gateway)
-  --control PATH      the socket berth forward add|rm|ls talks to (default:
-                      forward-PID.fwd in the control socket directory; none: no
-                      socket)
+  --control PATH      the control socket that berth ss, stats, capture and
+                      forward add|rm|ls talk to (default: forward-PID.sock in
+                      the control socket directory; none: no socket)
   --threads N         how many threads run berth's Go code at once (GOMAXPROCS;
                       0: every CPU). Default 1, unless GOMAXPROCS is set: the
                       forwarder's work is mostly system calls, which still run in
@@ -55,10 +55,7 @@ bind host ports below net.ipv4.ip_unprivileged_port_start (1024). It needs user
 namespaces (user.max_user_namespaces above 0) and a /dev/net/tun open to every
 user (mode 0666, as udev sets it).
 
-A COMMAND that is not found exits 127.`,
-		run: runRun,
-	})
-}
+A COMMAND that is not found exits 127.`
 
 // fwdFlags are the options run and attach share.
 type fwdFlags struct {
@@ -161,8 +158,7 @@ func resolvConfServer(path string) string {
 	return ""
 }
 
-func runRun(args []string) int {
-	c := commands["run"]
+func runRun(c *command, args []string) int {
 	var ff fwdFlags
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -209,13 +205,14 @@ func runRun(args []string) int {
 		return fail("run", "%v", err)
 	}
 	defer ns.Delete()
+	tap := sessionTap(&cfg, ff.control)
 	sess, err := forward.Start(cfg)
 	if err != nil {
 		return fail("run", "%v", err)
 	}
 	defer sess.Close()
 	if ff.control != "none" {
-		stop, err := serveForwardControl(ff.control, sess)
+		stop, err := serveSessionControl(ff.control, sess, tap)
 		if err != nil {
 			return fail("run", "control socket %s: %v", ff.control, err)
 		}

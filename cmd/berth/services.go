@@ -7,12 +7,12 @@ import (
 	"github.com/berthnet/berth/ports"
 )
 
-func init() {
-	register(&command{
-		name:    "services",
-		summary: "look up the IANA service registry by name or port",
-		usage:   "services NAME|PORT[/PROTO]",
-		help: `Prints the matching records of the IANA service name and port number registry
+// servicesUsage is the synopsis of berth services (after "berth "); main.go's table lists the
+// command.
+const servicesUsage = "services NAME|PORT[/PROTO]"
+
+// servicesDoc is the text of berth help services.
+const servicesDoc = `Prints the matching records of the IANA service name and port number registry
 in the style of "getent services": name, port/protocol, and the description
 after a '#'. PROTO is tcp, udp, sctp or dccp. Names are case-insensitive.
 Port ranges show as low-high (x11 6000-6063/tcp); names registered without a
@@ -20,15 +20,11 @@ port show "-". Exits 1 when nothing matches.
 
 Examples:
   berth services https
-  berth services 22/tcp`,
-		run: runServices,
-	})
-}
+  berth services 22/tcp`
 
 var protocols = map[string]bool{"tcp": true, "udp": true, "sctp": true, "dccp": true}
 
-func runServices(args []string) int {
-	c := commands["services"]
+func runServices(c *command, args []string) int {
 	if len(args) != 1 || args[0] == "" {
 		return usageError(c, "want one NAME or PORT")
 	}

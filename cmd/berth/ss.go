@@ -20,14 +20,15 @@ import (
 	"github.com/berthnet/berth/ports"
 )
 
-func init() {
-	register(&command{
-		name:    "ss",
-		summary: "list the sockets of a running berth (like ss)",
-		usage:   "ss [-t] [-u] [-l] [-a] [-n] [-i] [-o] [-4|-6] [--json] [--control PATH | --tun NAME]",
-		help: `Prints the socket table of a running "berth up", read through its control socket,
-with the columns and state names of ss: Netid, State, Recv-Q, Send-Q,
-Local Address:Port, Peer Address:Port.
+// ssUsage is the synopsis of berth ss (after "berth "); main.go's table lists the
+// command.
+const ssUsage = "ss [-t] [-u] [-l] [-a] [-n] [-i] [-o] [-4|-6] [--json] [--control PATH | --tun NAME]"
+
+// ssDoc is the text of berth help ss.
+var ssDoc = `Prints the socket table of a running "berth up", "berth run" or "berth attach",
+read through its control socket, with the columns and state names of ss: Netid,
+State, Recv-Q, Send-Q, Local Address:Port, Peer Address:Port. For run and attach
+these are the berth side of the namespace's forwarded connections.
 
   -t, --tcp        TCP sockets            -u, --udp        UDP sockets
   -l, --listening  only listening sockets (TCP LISTEN, unconnected UDP)
@@ -47,10 +48,7 @@ Short flags combine: -tln. Exit status 1 when no berth is running there.
 Examples:
   berth ss -tln
   berth ss -ti --tun berth0
-  berth ss -ua --control /run/berth/berth0.sock`,
-		run: runSS,
-	})
-}
+  berth ss -ua --control /run/berth/berth0.sock`
 
 // ssOptions are the flags of `berth ss`; demo uses the same table.
 type ssOptions struct {
@@ -85,7 +83,7 @@ func controlError(c *command, path string, err error) int {
 		where := path
 		if where == "" {
 			where = strings.TrimPrefix(err.Error(), control.ErrNotRunning.Error()+": ")
-			return fail(c.name, "no berth running (%s); start one with: berth up --tun NAME --addr PREFIX", where)
+			return fail(c.name, "no berth running (%s); start one with: berth up --tun NAME --addr PREFIX, or berth run", where)
 		}
 		return fail(c.name, "no berth running at %s; start one with: berth up --tun NAME --addr PREFIX, or give its socket with --control PATH", where)
 	}
@@ -176,8 +174,7 @@ func targetFlags(t *controlTarget) []flagSpec {
 	}
 }
 
-func runSS(args []string) int {
-	c := commands["ss"]
+func runSS(c *command, args []string) int {
 	var o ssOptions
 	specs := append([]flagSpec{
 		{short: 't', long: "tcp", bool: &o.tcp},

@@ -15,12 +15,13 @@ import (
 	"github.com/berthnet/berth/control"
 )
 
-func init() {
-	register(&command{
-		name:    "stats",
-		summary: "show the counters of a running berth (like nstat)",
-		usage:   "stats [-z] [--json] [--control PATH | --tun NAME] [PATTERN...]",
-		help: `Prints the counters of a running "berth up", read through its control socket.
+// statsUsage is the synopsis of berth stats (after "berth "); main.go's table lists the
+// command.
+const statsUsage = "stats [-z] [--json] [--control PATH | --tun NAME] [PATTERN...]"
+
+// statsDoc is the text of berth help stats.
+var statsDoc = `Prints the counters of a running "berth up", "berth run" or "berth attach", read
+through its control socket.
 They are named like the kernel's (nstat, netstat -s): IpInReceives,
 TcpActiveOpens, TcpRetransSegs, UdpNoPorts, IcmpOutDestUnreachs, ...
 
@@ -36,13 +37,9 @@ Exit status 1 when no berth is running there or no counter matches a pattern.
 Examples:
   berth stats
   berth stats 'Tcp*' UdpNoPorts
-  berth stats -z --json --tun berth0`,
-		run: runStats,
-	})
-}
+  berth stats -z --json --tun berth0`
 
-func runStats(args []string) int {
-	c := commands["stats"]
+func runStats(c *command, args []string) int {
 	var zeros, asJSON bool
 	var target controlTarget
 	specs := append([]flagSpec{

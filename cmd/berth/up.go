@@ -27,15 +27,9 @@ import (
 	"github.com/berthnet/berth/services"
 )
 
-func init() {
-	register(&command{
-		name:    "up",
-		summary: "run a berth host on a TUN device",
-		usage:   "up --tun NAME --addr PREFIX [--addr PREFIX] [--host-addr PREFIX]... [--serve NAME,...] [--pcap FILE] [--mtu N] [--control PATH|none] [--metrics ADDR]",
-		help:    upHelp(),
-		run:     runUp,
-	})
-}
+// upUsage is the synopsis of berth up (after "berth "); main.go's table lists the
+// command.
+const upUsage = "up --tun NAME --addr PREFIX [--addr PREFIX] [--host-addr PREFIX]... [--serve NAME,...] [--pcap FILE] [--mtu N] [--control PATH|none] [--metrics ADDR]"
 
 func upHelp() string {
 	var b strings.Builder
@@ -224,8 +218,7 @@ func parseUp(args []string) (*upConfig, error) {
 	return cfg, nil
 }
 
-func runUp(args []string) int {
-	c := commands["up"]
+func runUp(c *command, args []string) int {
 	cfg, err := parseUp(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return usageError(c, "")
