@@ -51,7 +51,7 @@ func TestMartianFromNamespace(t *testing.T) {
 	testenv.NeedRoot(t)
 	ns, s := session(t, SessionConfig{})
 	hp := httpServer(t, "127.0.0.1:0")
-	before := s.Stack.Counters().Get("Ip6InAddrErrors")
+	before := s.Stack.Stats()["Ip6InAddrErrors"]
 	var sent int
 	err := ns.Do(func() error {
 		ifc, err := net.InterfaceByName(DeviceName)
@@ -96,7 +96,7 @@ func TestMartianFromNamespace(t *testing.T) {
 	if !strings.HasPrefix(string(b), "hello ") {
 		t.Errorf("after the martians: %q", b)
 	}
-	if got := s.Stack.Counters().Get("Ip6InAddrErrors") - before; got != uint64(sent) {
+	if got := s.Stack.Stats()["Ip6InAddrErrors"] - before; got != uint64(sent) {
 		t.Errorf("Ip6InAddrErrors grew by %d, want %d (one per martian)", got, sent)
 	}
 }
