@@ -4,6 +4,8 @@ import (
 	"os"
 	"sync"
 	"testing"
+
+	"github.com/berthnet/berth"
 )
 
 func processFigure(t *testing.T, name string) uint64 {
@@ -57,5 +59,21 @@ func TestProcessCounters(t *testing.T) {
 	}
 	if processFigure(t, GoHeapObjectBytes) == 0 || processFigure(t, GoMemoryBytes) == 0 {
 		t.Error("heap figures are zero")
+	}
+}
+
+// A stack's Source serves the process figures after the stack's counters, so `berth
+// stats` and --metrics show them.
+func TestStackSourceHasProcessCounters(t *testing.T) {
+	s := berth.New()
+	defer s.Close()
+	have := map[string]bool{}
+	for _, c := range FromStack(s, nil).Counters() {
+		have[c.Name] = true
+	}
+	for _, name := range []string{"IpInReceives", GoGoroutines, GoHeapObjectBytes, GoMemoryBytes, GoGCCycles, ProcessOpenFDs} {
+		if !have[name] {
+			t.Errorf("the stack's Source has no %s", name)
+		}
 	}
 }

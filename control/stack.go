@@ -21,7 +21,8 @@ type stackSource struct{ s *berth.Stack }
 
 func (st stackSource) Sockets() []Socket { return SocketsOf(st.s) }
 
-func (st stackSource) Counters() []Counter { return CountersOf(st.s) }
+// Counters are the stack's counters, then the process's own figures (ProcessCounters).
+func (st stackSource) Counters() []Counter { return append(CountersOf(st.s), ProcessCounters()...) }
 
 type capturingStackSource struct {
 	stackSource
