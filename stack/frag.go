@@ -414,7 +414,9 @@ func (r *reassembler) deliver(d *reasm) {
 		r.transit(d, buf[len(d.hdr):])
 		return
 	}
-	r.s.deliver(d.ifc, buf, d.key.src, d.key.dst, d.proto, buf[len(d.hdr):], false)
+	// RFC 8200 §4.5: the reassembled packet is processed from the headers of the
+	// fragmentable part on (destination options, say), as if it had come whole.
+	r.s.local6(d.ifc, buf, false)
 }
 
 // transit offers a reassembled datagram for another host to the unmatched-flow hook. One

@@ -183,7 +183,13 @@ func (s *Stack) icmp6ToTransport(m wire.ICMPv6, errno syscall.Errno, mtu int) {
 
 // sendEcho sends an echo request or reply from src to dst.
 func (s *Stack) sendEcho(to, from netip.Addr, typ uint8, id, seq uint16, data []byte) {
-	if len(data) > 0xffff-wire.IPv6HeaderLen-8 {
+	// The largest echo: an IPv4 datagram of 65535 bytes (Linux's `ping -s 65507`), an IPv6
+	// payload of 65535 (`ping -6 -s 65527`).
+	lim := 0xffff - 8 - wire.IPv4MinHeaderLen
+	if to.Is6() {
+		lim = 0xffff - 8
+	}
+	if len(data) > lim {
 		return
 	}
 	ifc, rsrc, err := s.resolve(to)
@@ -252,7 +258,11 @@ func (s *Stack) icmp6Error(in *Interface, orig []byte, typ, code uint8, mtu int)
 	if src.IsUnspecified() || src.IsMulticast() {
 		return
 	}
-	if dst.IsMulticast() && typ != wire.ICMPv6PacketTooBig {
+	// RFC 4443 §2.4(e.3): a multicast destination is answered only with Packet Too Big,
+	// or with Parameter Problem code 2 for an option whose action asks for it (the caller
+	// checks the action: RFC 8200 §4.2).
+	if dst.IsMulticast() && typ != wire.ICMPv6PacketTooBig &&
+		(typ != wire.ICMPv6ParamProblem || code != wire.ICMPv6CodeUnrecognizedOption) {
 		return
 	}
 	if proto, off, _, ok := walk6(h); ok && proto == wire.ProtoICMPv6 {
@@ -288,7 +298,8 @@ func (s *Stack) sendICMPError(in *Interface, v6 bool, origSrc, origDst netip.Add
 	copy(msg[8:], quote)
 	c.OutMsgs.Add(1)
 	if !v6 {
-		f := wire.ICMPv4Fields{Type: typ, Code: code, MTU: uint16(mtu)}
+		// mtu doubles as the pointer of a parameter problem (RFC 792).
+		f := wire.ICMPv4Fields{Type: typ, Code: code, MTU: uint16(mtu), Pointer: uint8(mtu)}
 		f.Encode(msg)
 		wire.SetICMPv4Checksum(msg)
 		switch typ {

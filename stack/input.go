@@ -64,6 +64,16 @@ func (s *Stack) input4(ifc *Interface, p []byte, csumOK bool) {
 		c.InAddrErrors.Add(1)
 		return
 	}
+	if h.HeaderLen() > wire.IPv4MinHeaderLen {
+		if at := h.BadOption(); at >= 0 {
+			// RFC 1122 §3.2.1.8 and Linux's ip_options_compile: a malformed option
+			// (length 0 or 1, or past the header) drops the datagram, with a parameter
+			// problem pointing at it.
+			c.InHdrErrors.Add(1)
+			s.icmp4Error(ifc, h, wire.ICMPv4ParamProblem, wire.ICMPv4CodePointer, at)
+			return
+		}
+	}
 	t := s.tab.Load()
 	if !t.isLocal(dst) || (!ifc.loopback && dst.As4()[0] == 127) {
 		if dst.IsMulticast() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
@@ -266,23 +276,51 @@ func (s *Stack) input6(ifc *Interface, p []byte, csumOK bool) {
 		}
 		return
 	}
-	proto, off, frag, ok := walk6(h)
-	if !ok {
+	s.local6(ifc, h, csumOK)
+}
+
+// local6 processes the extension headers of a packet addressed to us (RFC 8200 §4) and
+// delivers its upper-layer payload: hop-by-hop and destination options are interpreted
+// (§4.2: an unrecognized option is skipped or refused as its action bits say), a
+// Fragment header sends the packet to reassembly, which brings the whole datagram back
+// here to walk the headers that follow it, and an atomic fragment (RFC 6946) goes on
+// through the headers after its Fragment header.
+func (s *Stack) local6(ifc *Interface, h wire.IPv6, csumOK bool) {
+	c := &s.ip6
+	it := h.Extensions()
+	for it.Next() {
+		e := it.Header()
+		switch e.Type {
+		case wire.ProtoHopByHop, wire.ProtoDestOpts:
+			if act, at := wire.UnrecognizedIPv6Option(e.Bytes); at >= 0 {
+				c.InHdrErrors.Add(1)
+				// RFC 8200 §4.2: action 10 answers even a multicast destination, 11
+				// only a unicast one (RFC 4443 §2.4(e.3)); 01 discards silently.
+				if act == wire.IPv6OptActionICMP || (act == wire.IPv6OptActionICMPUnicast && !h.Dst().IsMulticast()) {
+					s.icmp6Error(ifc, h, wire.ICMPv6ParamProblem, wire.ICMPv6CodeUnrecognizedOption, e.Offset+at)
+				}
+				return
+			}
+		case wire.ProtoRouting:
+			if e.Bytes[3] != 0 {
+				// RFC 8200 §4.4: berth routes no source routes; with segments left the
+				// packet is not finished here.
+				c.InHdrErrors.Add(1)
+				return
+			}
+		case wire.ProtoFragment:
+			if !wire.IPv6Fragment(e.Bytes).IsAtomic() {
+				s.reasm.add6(ifc, h, e.Offset, false)
+				return
+			}
+		}
+	}
+	if it.Err() != nil {
 		c.InHdrErrors.Add(1)
 		return
 	}
-	if frag >= 0 {
-		fh := h[frag : frag+8]
-		fo := binary.BigEndian.Uint16(fh[2:])
-		if fo&^6 == 0 {
-			// RFC 6946: an atomic fragment (offset 0, M clear) is processed as is.
-			s.deliver(ifc, h, src, dst, fh[0], h[frag+8:], csumOK)
-			return
-		}
-		s.reasm.add6(ifc, h, frag, false)
-		return
-	}
-	s.deliver(ifc, h, src, dst, proto, h[off:], csumOK)
+	proto, off := it.Upper()
+	s.deliver(ifc, h, h.Src(), h.Dst(), proto, h[off:], csumOK)
 }
 
 // walk6 skips hop-by-hop, routing and destination options headers and finds either the
