@@ -43,7 +43,11 @@ func (s *Stack) icmp4Input(ifc *Interface, ip []byte, src, dst netip.Addr, paylo
 		s.pinger.reply(false, src, m.ID(), m.Seq(), m.Payload())
 	case wire.ICMPv4DestUnreachable:
 		c.InDestUnreachs.Add(1)
-		s.icmp4ToTransport(m, unreach4Errno(m.Code()), int(m.MTU()))
+		mtu := 0
+		if m.Code() == wire.ICMPv4CodeFragNeeded {
+			mtu = int(m.MTU()) // clamped once the quote names the path (icmp4ToTransport)
+		}
+		s.icmp4ToTransport(m, unreach4Errno(m.Code()), mtu)
 	case wire.ICMPv4TimeExceeded:
 		c.InTimeExcds.Add(1)
 		s.icmp4ToTransport(m, syscall.ETIMEDOUT, 0)
@@ -96,9 +100,37 @@ func (s *Stack) icmp4ToTransport(m wire.ICMPv4, errno syscall.Errno, mtu int) {
 		}
 		return
 	}
+	if errno == syscall.EMSGSIZE {
+		mtu = s.pmtuFloor(q.Dst(), mtu)
+	}
 	if h := s.transports.Load()[q.Protocol()]; h != nil {
 		h.HandleICMPError(q.Src(), q.Dst(), tp, errno, mtu)
 	}
+}
+
+// Path MTU floors. An ICMP error is easily forged (RFC 5927 §7): a "fragmentation needed"
+// with next-hop MTU 0, 68 or 104 quoting a live connection would cut its segments to a
+// few dozen bytes. Like Linux (__ip_rt_update_pmtu), a reported IPv4 MTU below
+// net.ipv4.route.min_pmtu counts as min_pmtu (RFC 1191 §5's plateau guess for an old
+// router's 0 also lands there); RFC 8201 §4: an IPv6 node never lowers its path MTU below
+// the minimum link MTU, 1280 (a smaller report may be a forgery, or a translator's).
+const (
+	minPMTU4 = 552  // net.ipv4.route.min_pmtu: 512 + 20 + 20
+	minPMTU6 = 1280 // RFC 8200 §5: the IPv6 minimum link MTU
+)
+
+// pmtuFloor is the path MTU a "fragmentation needed" / Packet Too Big reporting mtu for
+// the path to dst may set: at least the family's floor, unless dst's own link is smaller
+// still (then the link's MTU, which no report can go under anyway).
+func (s *Stack) pmtuFloor(dst netip.Addr, mtu int) int {
+	floor := minPMTU6
+	if dst.Is4() {
+		floor = minPMTU4
+	}
+	if ifc, _, err := s.resolve(dst); err == nil {
+		floor = min(floor, ifc.mtu)
+	}
+	return max(mtu, floor)
 }
 
 // icmp6Input handles an ICMPv6 message addressed to us (RFC 4443).
@@ -175,6 +207,9 @@ func (s *Stack) icmp6ToTransport(m wire.ICMPv6, errno syscall.Errno, mtu int) {
 			s.pinger.fail(true, binary.BigEndian.Uint16(tp[4:]), binary.BigEndian.Uint16(tp[6:]), errno)
 		}
 		return
+	}
+	if errno == syscall.EMSGSIZE {
+		mtu = s.pmtuFloor(q.Dst(), mtu)
 	}
 	if h := s.transports.Load()[proto]; h != nil {
 		h.HandleICMPError(q.Src(), q.Dst(), tp, errno, mtu)

@@ -431,6 +431,9 @@ func FuzzStackInput(f *testing.F) {
 	}
 	f.Add(ip6frag(peer6, us6, wire.ProtoDestOpts, 6, 0, true, optsHeader(wire.ProtoUDP, 0x9e)))
 	f.Add(ip6frag(peer6, us6, wire.ProtoDestOpts, 6, 8, false, []byte{0, 53, 0, 53, 0, 8, 0, 0}))
+	// Issue 19 (2, 3): ICMP errors with tiny MTUs quoting our TCP.
+	f.Add(icmpAbout(false, wire.ICMPv4DestUnreachable, wire.ICMPv4CodeFragNeeded, 68))
+	f.Add(icmpAbout(true, wire.ICMPv6PacketTooBig, 0, 1000))
 	clk := clock.NewManual(time.Unix(1e9, 0))
 	s := New(Options{Clock: clk, Forwarding: true})
 	defer s.Close()
