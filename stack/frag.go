@@ -400,7 +400,7 @@ func (r *reassembler) deliver(d *reasm) {
 		buf[10], buf[11] = 0, 0
 		binary.BigEndian.PutUint16(buf[10:], ^wire.Checksum(buf[:h.HeaderLen()], 0))
 		if d.transit {
-			r.transit(d, h.Payload())
+			r.transit(d, d.proto, h.Payload())
 			return
 		}
 		r.s.deliver(d.ifc, h, d.key.src, d.key.dst, d.proto, h.Payload(), false)
@@ -411,7 +411,14 @@ func (r *reassembler) deliver(d *reasm) {
 	binary.BigEndian.PutUint16(buf[4:], uint16(n-wire.IPv6HeaderLen))
 	setLastNextHeader(buf, len(d.hdr), d.proto)
 	if d.transit {
-		r.transit(d, buf[len(d.hdr):])
+		// As for a whole packet (input6): the hook gets the upper layer, past any
+		// destination options of the fragmentable part.
+		proto, off, frag, ok := walk6From(buf, d.proto, len(d.hdr))
+		if !ok || frag >= 0 {
+			r.s.ip6.InHdrErrors.Add(1)
+			return
+		}
+		r.transit(d, proto, buf[off:])
 		return
 	}
 	// RFC 8200 §4.5: the reassembled packet is processed from the headers of the
@@ -424,8 +431,8 @@ func (r *reassembler) deliver(d *reasm) {
 // router forwards fragments as they came (RFC 1812 §5.2.6, RFC 8200 §4.5), and a whole
 // datagram may not fit the next hop's MTU. It counts as InDiscards (RFC 4293: discarded
 // though no problem was found in it).
-func (r *reassembler) transit(d *reasm, seg []byte) {
-	if r.s.takeUnmatched(d.proto, d.key.src, d.key.dst, seg, false) {
+func (r *reassembler) transit(d *reasm, proto uint8, seg []byte) {
+	if r.s.takeUnmatched(proto, d.key.src, d.key.dst, seg, false) {
 		return
 	}
 	if d.v6 {

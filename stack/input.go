@@ -269,7 +269,10 @@ func (s *Stack) input6(ifc *Interface, p []byte, csumOK bool) {
 				s.reasm.add6(ifc, h, frag, true)
 				return
 			}
-			proto, off = fh[0], frag+8 // RFC 6946: an atomic fragment is processed as is
+			// RFC 6946: an atomic fragment is processed as is, through the headers
+			// after its Fragment header.
+			proto, off, frag, ok = walk6From(h, fh[0], frag+8)
+			ok = ok && frag < 0
 		}
 		if !ok || proto == wire.ProtoFragment || !s.takeUnmatched(proto, src, dst, h[off:], csumOK) {
 			s.forward6(ifc, h, csumOK)
@@ -328,12 +331,17 @@ func (s *Stack) local6(ifc *Interface, h wire.IPv6, csumOK bool) {
 // Options inside are not interpreted; a routing header with segments left is refused
 // (RFC 8200 §4.4; berth is not a router of source routes).
 func walk6(h wire.IPv6) (proto uint8, off int, frag int, ok bool) {
-	nh := h.NextHeader()
-	off = wire.IPv6HeaderLen
+	return walk6From(h, h.NextHeader(), wire.IPv6HeaderLen)
+}
+
+// walk6From is walk6 from the header of type nh at off (after an atomic fragment's
+// Fragment header, say, or from the fragmentable part of a reassembled packet).
+func walk6From(h wire.IPv6, nh uint8, off int) (proto uint8, _ int, frag int, ok bool) {
+	first := off == wire.IPv6HeaderLen
 	for i := 0; i < 16; i++ {
 		switch nh {
 		case wire.ProtoHopByHop, wire.ProtoRouting, wire.ProtoDestOpts:
-			if nh == wire.ProtoHopByHop && i != 0 {
+			if nh == wire.ProtoHopByHop && (i != 0 || !first) {
 				return 0, 0, -1, false // RFC 8200 §4.1: hop-by-hop only right after the header
 			}
 			if len(h)-off < 8 {

@@ -272,3 +272,31 @@ func TestIPv4MalformedOptions(t *testing.T) {
 		}
 	}
 }
+
+// The same for fragments to other hosts reassembled for the unmatched-flow hook (the
+// forwarder of `berth run`): destination options after the Fragment header are stepped
+// over, and the hook gets the upper-layer segment, not protocol 60.
+func TestTransitDestOptsAfterFragmentHeader(t *testing.T) {
+	s, ifc, _, _ := newTestStack(t, Options{})
+	var calls []hookCall
+	s.SetUnmatchedHandler(func(proto uint8, src, dst netip.Addr, seg []byte, _ bool) bool {
+		calls = append(calls, hookCall{proto, src, dst, bytes.Clone(seg)})
+		return true
+	})
+	other6 := netip.MustParseAddr("2001:db8::7")
+	udp := make([]byte, 3008)
+	for i := range udp {
+		udp[i] = byte(i * 5)
+	}
+	part := append(optsHeader(wire.ProtoUDP, 0x1e), udp...)
+	ifc.DeliverPackets(fragments6(peer6, other6, wire.ProtoDestOpts, 1, part))
+	ifc.DeliverPackets([][]byte{ip6frag(peer6, other6, wire.ProtoDestOpts, 2, 0, false, part)})
+	if len(calls) != 2 {
+		t.Fatalf("hook called %d times, want 2", len(calls))
+	}
+	for i, g := range calls {
+		if g.proto != wire.ProtoUDP || g.dst != other6 || !bytes.Equal(g.seg, udp) {
+			t.Errorf("call %d: proto %d to %v, %d bytes (the segment: %v)", i, g.proto, g.dst, len(g.seg), bytes.Equal(g.seg, udp))
+		}
+	}
+}
