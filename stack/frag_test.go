@@ -356,3 +356,122 @@ type discard struct{}
 
 func (discard) HandlePacket(src, dst netip.Addr, seg []byte) bool                  { return false }
 func (discard) HandleICMPError(netip.Addr, netip.Addr, []byte, syscall.Errno, int) {}
+
+// checkFragTable verifies a table's bookkeeping: every datagram is on both lists once,
+// the charges add up, no source is over its share and the table is within its budget.
+func checkFragTable(t *testing.T, tb *fragTable, high int) {
+	t.Helper()
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	n, sum := 0, 0
+	for d := tb.lru.head; d != nil; d = d.next {
+		if tb.m[d.key] != d {
+			t.Fatalf("datagram %v on the list but not in the map", d.key)
+		}
+		n++
+		sum += d.mem
+	}
+	if n != len(tb.m) || sum != tb.bytes {
+		t.Fatalf("list holds %d datagrams, %d bytes; map %d, table %d bytes", n, sum, len(tb.m), tb.bytes)
+	}
+	srcSum := 0
+	for k, src := range tb.srcs {
+		b := 0
+		for d := src.lru.head; d != nil; d = d.snext {
+			if d.src != src {
+				t.Fatalf("datagram on the wrong source's list")
+			}
+			b += d.mem
+		}
+		if b != src.bytes || src.lru.head == nil {
+			t.Fatalf("source %v: list %d bytes, counted %d (empty %v)", k, b, src.bytes, src.lru.head == nil)
+		}
+		if src.bytes > high/4 {
+			t.Fatalf("source %v holds %d bytes, over a quarter of %d", k, src.bytes, high)
+		}
+		srcSum += b
+	}
+	if srcSum != tb.bytes || tb.bytes > high {
+		t.Fatalf("sources hold %d bytes, table %d, budget %d", srcSum, tb.bytes, high)
+	}
+}
+
+// pattern is the fragment data FuzzReassemblyManySources sends: byte i of every datagram
+// is byte(i), so a reassembled datagram shows any piece put in the wrong place.
+var pattern = func() []byte {
+	b := make([]byte, 0x10000)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	return b
+}()
+
+type patternSink struct{ bad, got int }
+
+func (p *patternSink) HandlePacket(src, dst netip.Addr, seg []byte) bool {
+	p.got++
+	if !bytes.Equal(seg, pattern[:len(seg)]) {
+		p.bad++
+	}
+	return false
+}
+func (p *patternSink) HandleICMPError(netip.Addr, netip.Addr, []byte, syscall.Errno, int) {}
+
+// FuzzReassemblyManySources drives both fragment tables with fragments from many sources
+// (each 5-byte record: family and M flag, source, ID, offset, length), under a small
+// budget so that eviction and per-source shares are exercised: the bookkeeping stays
+// consistent, no table or source goes over its bound, every datagram delivered is the one
+// sent, and nothing is left after the timeout.
+func FuzzReassemblyManySources(f *testing.F) {
+	f.Add([]byte{0, 1, 1, 0, 4, 1, 1, 1, 4, 4})
+	f.Add([]byte{2, 1, 1, 0, 4, 3, 1, 1, 4, 4})
+	seed := make([]byte, 0, 5*400)
+	for i := range 400 {
+		seed = append(seed, byte(i&3)|0x80, byte(i), byte(i>>2), byte(i), 180)
+	}
+	f.Add(seed)
+	const high = 32 << 10
+	clk := clock.NewManual(time.Unix(1e9, 0))
+	s := New(Options{Clock: clk, FragHighThresh: high})
+	defer s.Close()
+	c := &capture{mtu: 1500}
+	ifc, _ := s.AddInterface("eth0", c)
+	s.AddAddress("eth0", netip.MustParsePrefix("10.0.0.1/24"))
+	s.AddAddress("eth0", netip.MustParsePrefix("fd00::1/64"))
+	ps := &patternSink{}
+	s.RegisterTransport(200, ps)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for ; len(data) >= 5; data = data[5:] {
+			v6, more := data[0]&1 != 0, data[0]&2 != 0
+			src := int(data[1] & 0x3f)
+			if data[0]&0x80 != 0 {
+				src = 0 // one source's flood
+			}
+			id := data[2] & 7
+			off, n := int(data[3])*64, int(data[4])*8
+			pl := pattern[off : off+n]
+			var p []byte
+			if v6 {
+				a := netip.MustParseAddr("2001:db8::1").As16()
+				a[5] = byte(src)
+				p = ip6frag(netip.AddrFrom16(a), us6, 200, uint32(id), off, more, pl)
+			} else {
+				p = ip4(netip.AddrFrom4([4]byte{198, 18, 0, byte(src)}), us4, 200, uint16(id), 0, off, pl)
+				if more {
+					p = ip4(netip.AddrFrom4([4]byte{198, 18, 0, byte(src)}), us4, 200, uint16(id), wire.IPv4FlagMF, off, pl)
+				}
+			}
+			ifc.DeliverPackets([][]byte{p})
+			checkFragTable(t, &s.reasm.v4, high)
+			checkFragTable(t, &s.reasm.v6, high)
+		}
+		c.take()
+		if ps.bad != 0 {
+			t.Fatalf("%d of %d reassembled datagrams differ from what was sent", ps.bad, ps.got)
+		}
+		clk.Advance(DefaultFragTimeout)
+		if n, by := s.PendingReassembly(); n != 0 || by != 0 {
+			t.Fatalf("reassembly left %d datagrams, %d bytes", n, by)
+		}
+	})
+}
