@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -101,6 +102,9 @@ func (s *Stack) icmp4ToTransport(m wire.ICMPv4, errno syscall.Errno, mtu int) {
 		return
 	}
 	if errno == syscall.EMSGSIZE {
+		if mtu < minPMTU4 {
+			s.pmtu.lock(q.Dst(), s.clk.Now())
+		}
 		mtu = s.pmtuFloor(q.Dst(), mtu)
 	}
 	if h := s.transports.Load()[q.Protocol()]; h != nil {
@@ -118,6 +122,61 @@ const (
 	minPMTU4 = 552  // net.ipv4.route.min_pmtu: 512 + 20 + 20
 	minPMTU6 = 1280 // RFC 8200 §5: the IPv6 minimum link MTU
 )
+
+// pmtuLocks remembers IPv4 destinations whose path MTU was reported below min_pmtu, for
+// net.ipv4.route.mtu_expires. Linux locks such a route's MTU at min_pmtu and sends
+// without DF (ip_dont_fragment), so a path that really is that narrow still works, by
+// fragmentation at the router, while the MTU cannot be driven lower. The table is a
+// fixed hashed array (a flood of forged errors costs no memory; a collision forgets a
+// lock, erring towards DF), and the packet path reads one atomic when it is empty.
+type pmtuLocks struct {
+	n     atomic.Int32 // slots in use, expired or not
+	mu    sync.Mutex
+	slots [64]pmtuLock
+}
+
+type pmtuLock struct {
+	dst   netip.Addr
+	until time.Time
+}
+
+// mtuExpires is net.ipv4.route.mtu_expires.
+const mtuExpires = 600 * time.Second
+
+func (l *pmtuLocks) slot(dst netip.Addr) *pmtuLock {
+	a := dst.As16()
+	h := binary.LittleEndian.Uint64(a[8:]) * 0x9e3779b97f4a7c15
+	return &l.slots[h>>58]
+}
+
+func (l *pmtuLocks) lock(dst netip.Addr, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.slot(dst)
+	if !e.dst.IsValid() {
+		l.n.Add(1)
+	}
+	*e = pmtuLock{dst, now.Add(mtuExpires)}
+}
+
+// locked reports whether packets to dst go without DF; it forgets an expired lock.
+func (l *pmtuLocks) locked(dst netip.Addr, clk interface{ Now() time.Time }) bool {
+	if l.n.Load() == 0 {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.slot(dst)
+	if e.dst != dst {
+		return false
+	}
+	if !clk.Now().Before(e.until) {
+		*e = pmtuLock{}
+		l.n.Add(-1)
+		return false
+	}
+	return true
+}
 
 // pmtuFloor is the path MTU a "fragmentation needed" / Packet Too Big reporting mtu for
 // the path to dst may set: at least the family's floor, unless dst's own link is smaller

@@ -7,7 +7,9 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/berthnet/berth/clock"
 	"github.com/berthnet/berth/ports"
 	"github.com/berthnet/berth/tcp"
 	"github.com/berthnet/berth/wire"
@@ -168,4 +170,56 @@ func TestPMTUForgeryTCP(t *testing.T) {
 		t.Errorf("largest data segment after the forgery: %d bytes (MSS %d)", biggest, after)
 	}
 	t.Logf("MSS %d -> %d; largest segment resent %d", before, after, biggest)
+}
+
+// A reported IPv4 MTU below min_pmtu locks the path at the floor and, as Linux does,
+// TCP to that destination goes without DF for mtu_expires (600 s), so a path that truly
+// is narrower still works by fragmentation; other destinations keep DF, and so does this
+// one once the lock expires.
+func TestPMTULockClearsDF(t *testing.T) {
+	clk := clock.NewManual(time.Unix(1e9, 0))
+	s, ifc, c, _ := newTestStack(t, Options{Clock: clk})
+	s.RegisterTransport(wire.ProtoTCP, &mtuRecorder{})
+	df := func(dst netip.Addr) bool {
+		t.Helper()
+		if err := s.Output(netip.Addr{}, dst, wire.ProtoTCP, make([]byte, wire.NetworkHeadroom+20)); err != nil {
+			t.Fatal(err)
+		}
+		out := c.take()
+		if len(out) != 1 {
+			t.Fatalf("%d packets sent", len(out))
+		}
+		return wire.IPv4(out[0]).DontFragment()
+	}
+	other := netip.MustParseAddr("10.0.0.3")
+	if !df(peer4) || !df(other) {
+		t.Fatal("TCP sent without DF before any report")
+	}
+	ifc.DeliverPackets([][]byte{icmpAbout(false, wire.ICMPv4DestUnreachable, wire.ICMPv4CodeFragNeeded, 1000)})
+	if !df(peer4) {
+		t.Error("a report above min_pmtu cleared DF")
+	}
+	ifc.DeliverPackets([][]byte{icmpAbout(false, wire.ICMPv4DestUnreachable, wire.ICMPv4CodeFragNeeded, 68)})
+	if df(peer4) {
+		t.Error("DF still set towards a destination locked at min_pmtu")
+	}
+	if !df(other) {
+		t.Error("DF cleared towards another destination")
+	}
+	clk.Advance(mtuExpires - time.Second)
+	if df(peer4) {
+		t.Error("the lock expired early")
+	}
+	clk.Advance(time.Second)
+	if !df(peer4) {
+		t.Error("DF not set again after mtu_expires")
+	}
+	// IPv6 has no DF to clear: a Packet Too Big below 1280 changes nothing on output.
+	ifc.DeliverPackets([][]byte{icmpAbout(true, wire.ICMPv6PacketTooBig, 0, 68)})
+	if err := s.Output(netip.Addr{}, peer6, wire.ProtoTCP, make([]byte, wire.NetworkHeadroom+20)); err != nil {
+		t.Fatal(err)
+	}
+	if out := c.take(); len(out) != 1 || out[0][6] != wire.ProtoTCP {
+		t.Errorf("IPv6 TCP after a Packet Too Big of 68: %d packets, not a plain TCP packet", len(out))
+	}
 }

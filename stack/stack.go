@@ -182,6 +182,7 @@ type Stack struct {
 	rl     rateLimiter
 	reasm  reassembler
 	pinger pinger
+	pmtu   pmtuLocks
 
 	staticRoutes []route // guarded by mu
 	raw          atomic.Pointer[[]*ICMPEndpoint]
