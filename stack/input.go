@@ -312,10 +312,21 @@ func (s *Stack) local6(ifc *Interface, h wire.IPv6, csumOK bool) {
 				return
 			}
 		case wire.ProtoFragment:
-			if !wire.IPv6Fragment(e.Bytes).IsAtomic() {
-				s.reasm.add6(ifc, h, e.Offset, false)
+			fh := wire.IPv6Fragment(e.Bytes)
+			if fh.IsAtomic() {
+				continue
+			}
+			if fh.Offset() == 0 && incompleteChain(h, fh.NextHeader(), e.Offset+8) {
+				// RFC 8200 §4.5, RFC 7112 §5: a first fragment must hold every header
+				// through the upper-layer one (else a filter cannot see the ports);
+				// discard it with Parameter Problem code 3, pointer 0 (Linux counts
+				// it in InUnknownProtos).
+				c.InUnknownProtos.Add(1)
+				s.icmp6Error(ifc, h, wire.ICMPv6ParamProblem, wire.ICMPv6CodeIncompleteChain, 0)
 				return
 			}
+			s.reasm.add6(ifc, h, e.Offset, false)
+			return
 		}
 	}
 	if it.Err() != nil {
@@ -324,6 +335,27 @@ func (s *Stack) local6(ifc *Interface, h wire.IPv6, csumOK bool) {
 	}
 	proto, off := it.Upper()
 	s.deliver(ifc, h, h.Src(), h.Dst(), proto, h[off:], csumOK)
+}
+
+// incompleteChain reports whether the headers of a first fragment, from the one of type nh
+// at off, run past its end before the upper-layer header and its fixed part
+// (wire.UpperHeaderMin). A chain that is malformed rather than cut short is left to the
+// walk after reassembly to refuse.
+func incompleteChain(h wire.IPv6, nh uint8, off int) bool {
+	for range 16 {
+		switch nh {
+		case wire.ProtoHopByHop, wire.ProtoRouting, wire.ProtoDestOpts:
+			if len(h)-off < 8 || len(h)-off < (int(h[off+1])+1)*8 {
+				return true
+			}
+			nh, off = h[off], off+(int(h[off+1])+1)*8
+		case wire.ProtoFragment:
+			return false
+		default:
+			return len(h)-off < wire.UpperHeaderMin(nh)
+		}
+	}
+	return false
 }
 
 // walk6 skips hop-by-hop, routing and destination options headers and finds either the

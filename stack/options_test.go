@@ -300,3 +300,43 @@ func TestTransitDestOptsAfterFragmentHeader(t *testing.T) {
 		}
 	}
 }
+
+// RFC 8200 §4.5, RFC 7112 §5: a first fragment that does not hold the whole header chain
+// through the upper-layer header is discarded with a Parameter Problem code 3, pointer 0,
+// as Linux does; the datagram is not reassembled from its later fragments.
+func TestIPv6FirstFragmentIncompleteChain(t *testing.T) {
+	s, ifc, c, k := newTestStack(t, Options{})
+	tcpHdr := make([]byte, 24)
+	for i, tc := range []struct {
+		name  string
+		next  uint8
+		first []byte // the first fragment's data (8 bytes)
+		rest  []byte
+	}{
+		{"destination options, then nothing", wire.ProtoDestOpts, optsHeader(wire.ProtoUDP, 0x1e), make([]byte, 16)},
+		{"a TCP header cut at 8 bytes", wire.ProtoTCP, tcpHdr[:8], tcpHdr[8:]},
+	} {
+		k.segs = nil
+		id := uint32(i + 1)
+		ifc.DeliverPackets([][]byte{
+			ip6frag(peer6, us6, tc.next, id, 0, true, tc.first),
+			ip6frag(peer6, us6, tc.next, id, 8, false, tc.rest),
+		})
+		out := c.take()
+		if len(out) != 1 {
+			t.Errorf("%s: %d replies, want a parameter problem", tc.name, len(out))
+			continue
+		}
+		m := wire.ICMPv6(out[0][40:])
+		if m.Type() != wire.ICMPv6ParamProblem || m.Code() != wire.ICMPv6CodeIncompleteChain || m.Pointer() != 0 {
+			t.Errorf("%s: type %d code %d pointer %d, want 4/3/0", tc.name, m.Type(), m.Code(), m.Pointer())
+		}
+		if n, _ := s.PendingReassembly(); n != i+1 || len(k.segs) != 0 {
+			// Each later fragment waits alone (until the timeout): nothing completes.
+			t.Errorf("%s: %d datagrams pending, %d delivered; want %d, 0", tc.name, n, len(k.segs), i+1)
+		}
+	}
+	if s.Counters().Get("Ip6InUnknownProtos") != 2 {
+		t.Errorf("Ip6InUnknownProtos %d, want 2", s.Counters().Get("Ip6InUnknownProtos"))
+	}
+}

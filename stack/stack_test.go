@@ -431,6 +431,8 @@ func FuzzStackInput(f *testing.F) {
 	}
 	f.Add(ip6frag(peer6, us6, wire.ProtoDestOpts, 6, 0, true, optsHeader(wire.ProtoUDP, 0x9e)))
 	f.Add(ip6frag(peer6, us6, wire.ProtoDestOpts, 6, 8, false, []byte{0, 53, 0, 53, 0, 8, 0, 0}))
+	// RFC 7112: a first fragment whose chain stops short.
+	f.Add(ip6frag(peer6, us6, wire.ProtoTCP, 7, 0, true, make([]byte, 8)))
 	// Issue 19 (2, 3): ICMP errors with tiny MTUs quoting our TCP.
 	f.Add(icmpAbout(false, wire.ICMPv4DestUnreachable, wire.ICMPv4CodeFragNeeded, 68))
 	f.Add(icmpAbout(true, wire.ICMPv6PacketTooBig, 0, 1000))

@@ -254,3 +254,26 @@ func UnrecognizedIPv6Option(hdr []byte) (action uint8, at int) {
 	}
 	return 0, -1
 }
+
+// ICMPv6CodeIncompleteChain is the Parameter Problem code for a first fragment that does
+// not hold the whole header chain through the upper-layer header (RFC 7112 §5, RFC 8200
+// §4.5); the pointer is zero. (Kept with the extension-header code that needs it; the
+// other codes are in icmpv6.go.)
+const ICMPv6CodeIncompleteChain uint8 = 3
+
+// UpperHeaderMin is how many bytes of an upper-layer header of type proto a first fragment
+// must hold for its chain to count as complete: the fixed TCP, UDP or ICMPv6 header, one
+// byte of any other (as Linux's ipv6frag_thdr_truncated counts), none after No Next Header.
+func UpperHeaderMin(proto uint8) int {
+	switch proto {
+	case ProtoTCP:
+		return TCPMinHeaderLen
+	case ProtoUDP:
+		return UDPHeaderLen
+	case ProtoICMPv6:
+		return ICMPv6HeaderLen
+	case ProtoNoNext:
+		return 0
+	}
+	return 1
+}

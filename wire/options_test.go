@@ -65,3 +65,11 @@ func FuzzIPv6Options(f *testing.F) {
 		}
 	})
 }
+
+func TestUpperHeaderMin(t *testing.T) {
+	for proto, want := range map[uint8]int{ProtoTCP: 20, ProtoUDP: 8, ProtoICMPv6: 8, ProtoNoNext: 0, 200: 1} {
+		if got := UpperHeaderMin(proto); got != want {
+			t.Errorf("UpperHeaderMin(%d) = %d, want %d", proto, got, want)
+		}
+	}
+}
