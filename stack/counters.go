@@ -79,6 +79,10 @@ type ipCounters struct {
 	InTruncatedPkts, InCsumErrors, InMartians, ForwDatagrams, OutRequests, OutNoRoutes,
 	OutDiscards, ReasmReqds, ReasmOKs, ReasmFails, ReasmTimeout, ReasmOverlaps,
 	FragOKs, FragFails, FragCreates *atomic.Uint64
+	// ReasmEvictions (berth's; Linux has no SNMP name for it): incomplete datagrams
+	// dropped to make room, under FragHighThresh or the per-source share. Each also
+	// counts in ReasmFails.
+	ReasmEvictions *atomic.Uint64
 }
 
 type ip6Counters struct {
@@ -86,6 +90,10 @@ type ip6Counters struct {
 	InTruncatedPkts, InTooBigErrors, InNoRoutes, ForwDatagrams, OutRequests, OutNoRoutes,
 	OutDiscards, ReasmReqds, ReasmOKs, ReasmFails, ReasmTimeout, ReasmOverlaps,
 	FragOKs, FragFails, FragCreates *atomic.Uint64
+	// ReasmEvictions (berth's; Linux has no SNMP name for it): incomplete datagrams
+	// dropped to make room, under FragHighThresh or the per-source share. Each also
+	// counts in ReasmFails.
+	ReasmEvictions *atomic.Uint64
 }
 
 type icmpCounters struct {
@@ -109,13 +117,13 @@ func (s *Stack) registerCounters() {
 		"OutRequests", "OutNoRoutes", "OutDiscards", "ReasmReqds", "ReasmOKs", "ReasmFails",
 		"ReasmTimeout", "ReasmOverlaps", "FragOKs", "FragFails", "FragCreates")
 	s.ip4 = ipCounters{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10],
-		v[11], v[12], v[13], v[14], v[15], v[16], v[17], v[18], v[19], v[20]}
+		v[11], v[12], v[13], v[14], v[15], v[16], v[17], v[18], v[19], v[20], c.Counter("IpReasmEvictions")}
 	v = p("Ip6", "InReceives", "InHdrErrors", "InAddrErrors", "InUnknownProtos", "InDiscards",
 		"InDelivers", "InTruncatedPkts", "InTooBigErrors", "InNoRoutes", "ForwDatagrams",
 		"OutRequests", "OutNoRoutes", "OutDiscards", "ReasmReqds", "ReasmOKs", "ReasmFails",
 		"ReasmTimeout", "ReasmOverlaps", "FragOKs", "FragFails", "FragCreates")
 	s.ip6 = ip6Counters{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10],
-		v[11], v[12], v[13], v[14], v[15], v[16], v[17], v[18], v[19], v[20]}
+		v[11], v[12], v[13], v[14], v[15], v[16], v[17], v[18], v[19], v[20], c.Counter("Ip6ReasmEvictions")}
 	icmpNames := []string{"InMsgs", "InErrors", "InCsumErrors", "InDestUnreachs", "InTimeExcds",
 		"InParmProbs", "InEchos", "InEchoReps", "InPktTooBigs", "OutMsgs", "OutErrors",
 		"OutDestUnreachs", "OutTimeExcds", "OutParmProbs", "OutEchos", "OutEchoReps",

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,7 +44,11 @@ func (s *Stack) icmp4Input(ifc *Interface, ip []byte, src, dst netip.Addr, paylo
 		s.pinger.reply(false, src, m.ID(), m.Seq(), m.Payload())
 	case wire.ICMPv4DestUnreachable:
 		c.InDestUnreachs.Add(1)
-		s.icmp4ToTransport(m, unreach4Errno(m.Code()), int(m.MTU()))
+		mtu := 0
+		if m.Code() == wire.ICMPv4CodeFragNeeded {
+			mtu = int(m.MTU()) // clamped once the quote names the path (icmp4ToTransport)
+		}
+		s.icmp4ToTransport(m, unreach4Errno(m.Code()), mtu)
 	case wire.ICMPv4TimeExceeded:
 		c.InTimeExcds.Add(1)
 		s.icmp4ToTransport(m, syscall.ETIMEDOUT, 0)
@@ -96,9 +101,95 @@ func (s *Stack) icmp4ToTransport(m wire.ICMPv4, errno syscall.Errno, mtu int) {
 		}
 		return
 	}
+	if errno == syscall.EMSGSIZE {
+		if mtu < minPMTU4 {
+			s.pmtu.lock(q.Dst(), s.clk.Now())
+		}
+		mtu = s.pmtuFloor(q.Dst(), mtu)
+	}
 	if h := s.transports.Load()[q.Protocol()]; h != nil {
 		h.HandleICMPError(q.Src(), q.Dst(), tp, errno, mtu)
 	}
+}
+
+// Path MTU floors. An ICMP error is easily forged (RFC 5927 §7): a "fragmentation needed"
+// with next-hop MTU 0, 68 or 104 quoting a live connection would cut its segments to a
+// few dozen bytes. Like Linux (__ip_rt_update_pmtu), a reported IPv4 MTU below
+// net.ipv4.route.min_pmtu counts as min_pmtu (RFC 1191 §5's plateau guess for an old
+// router's 0 also lands there); RFC 8201 §4: an IPv6 node never lowers its path MTU below
+// the minimum link MTU, 1280 (a smaller report may be a forgery, or a translator's).
+const (
+	minPMTU4 = 552  // net.ipv4.route.min_pmtu: 512 + 20 + 20
+	minPMTU6 = 1280 // RFC 8200 §5: the IPv6 minimum link MTU
+)
+
+// pmtuLocks remembers IPv4 destinations whose path MTU was reported below min_pmtu, for
+// net.ipv4.route.mtu_expires. Linux locks such a route's MTU at min_pmtu and sends
+// without DF (ip_dont_fragment), so a path that really is that narrow still works, by
+// fragmentation at the router, while the MTU cannot be driven lower. The table is a
+// fixed hashed array (a flood of forged errors costs no memory; a collision forgets a
+// lock, erring towards DF), and the packet path reads one atomic when it is empty.
+type pmtuLocks struct {
+	n     atomic.Int32 // slots in use, expired or not
+	mu    sync.Mutex
+	slots [64]pmtuLock
+}
+
+type pmtuLock struct {
+	dst   netip.Addr
+	until time.Time
+}
+
+// mtuExpires is net.ipv4.route.mtu_expires.
+const mtuExpires = 600 * time.Second
+
+func (l *pmtuLocks) slot(dst netip.Addr) *pmtuLock {
+	a := dst.As16()
+	h := binary.LittleEndian.Uint64(a[8:]) * 0x9e3779b97f4a7c15
+	return &l.slots[h>>58]
+}
+
+func (l *pmtuLocks) lock(dst netip.Addr, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.slot(dst)
+	if !e.dst.IsValid() {
+		l.n.Add(1)
+	}
+	*e = pmtuLock{dst, now.Add(mtuExpires)}
+}
+
+// locked reports whether packets to dst go without DF; it forgets an expired lock.
+func (l *pmtuLocks) locked(dst netip.Addr, clk interface{ Now() time.Time }) bool {
+	if l.n.Load() == 0 {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.slot(dst)
+	if e.dst != dst {
+		return false
+	}
+	if !clk.Now().Before(e.until) {
+		*e = pmtuLock{}
+		l.n.Add(-1)
+		return false
+	}
+	return true
+}
+
+// pmtuFloor is the path MTU a "fragmentation needed" / Packet Too Big reporting mtu for
+// the path to dst may set: at least the family's floor, unless dst's own link is smaller
+// still (then the link's MTU, which no report can go under anyway).
+func (s *Stack) pmtuFloor(dst netip.Addr, mtu int) int {
+	floor := minPMTU6
+	if dst.Is4() {
+		floor = minPMTU4
+	}
+	if ifc, _, err := s.resolve(dst); err == nil {
+		floor = min(floor, ifc.mtu)
+	}
+	return max(mtu, floor)
 }
 
 // icmp6Input handles an ICMPv6 message addressed to us (RFC 4443).
@@ -176,6 +267,9 @@ func (s *Stack) icmp6ToTransport(m wire.ICMPv6, errno syscall.Errno, mtu int) {
 		}
 		return
 	}
+	if errno == syscall.EMSGSIZE {
+		mtu = s.pmtuFloor(q.Dst(), mtu)
+	}
 	if h := s.transports.Load()[proto]; h != nil {
 		h.HandleICMPError(q.Src(), q.Dst(), tp, errno, mtu)
 	}
@@ -183,7 +277,13 @@ func (s *Stack) icmp6ToTransport(m wire.ICMPv6, errno syscall.Errno, mtu int) {
 
 // sendEcho sends an echo request or reply from src to dst.
 func (s *Stack) sendEcho(to, from netip.Addr, typ uint8, id, seq uint16, data []byte) {
-	if len(data) > 0xffff-wire.IPv6HeaderLen-8 {
+	// The largest echo: an IPv4 datagram of 65535 bytes (Linux's `ping -s 65507`), an IPv6
+	// payload of 65535 (`ping -6 -s 65527`).
+	lim := 0xffff - 8 - wire.IPv4MinHeaderLen
+	if to.Is6() {
+		lim = 0xffff - 8
+	}
+	if len(data) > lim {
 		return
 	}
 	ifc, rsrc, err := s.resolve(to)
@@ -252,7 +352,11 @@ func (s *Stack) icmp6Error(in *Interface, orig []byte, typ, code uint8, mtu int)
 	if src.IsUnspecified() || src.IsMulticast() {
 		return
 	}
-	if dst.IsMulticast() && typ != wire.ICMPv6PacketTooBig {
+	// RFC 4443 §2.4(e.3): a multicast destination is answered only with Packet Too Big,
+	// or with Parameter Problem code 2 for an option whose action asks for it (the caller
+	// checks the action: RFC 8200 §4.2).
+	if dst.IsMulticast() && typ != wire.ICMPv6PacketTooBig &&
+		(typ != wire.ICMPv6ParamProblem || code != wire.ICMPv6CodeUnrecognizedOption) {
 		return
 	}
 	if proto, off, _, ok := walk6(h); ok && proto == wire.ProtoICMPv6 {
@@ -288,7 +392,8 @@ func (s *Stack) sendICMPError(in *Interface, v6 bool, origSrc, origDst netip.Add
 	copy(msg[8:], quote)
 	c.OutMsgs.Add(1)
 	if !v6 {
-		f := wire.ICMPv4Fields{Type: typ, Code: code, MTU: uint16(mtu)}
+		// mtu doubles as the pointer of a parameter problem (RFC 792).
+		f := wire.ICMPv4Fields{Type: typ, Code: code, MTU: uint16(mtu), Pointer: uint8(mtu)}
 		f.Encode(msg)
 		wire.SetICMPv4Checksum(msg)
 		switch typ {

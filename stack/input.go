@@ -64,6 +64,16 @@ func (s *Stack) input4(ifc *Interface, p []byte, csumOK bool) {
 		c.InAddrErrors.Add(1)
 		return
 	}
+	if h.HeaderLen() > wire.IPv4MinHeaderLen {
+		if at := h.BadOption(); at >= 0 {
+			// RFC 1122 §3.2.1.8 and Linux's ip_options_compile: a malformed option
+			// (length 0 or 1, or past the header) drops the datagram, with a parameter
+			// problem pointing at it.
+			c.InHdrErrors.Add(1)
+			s.icmp4Error(ifc, h, wire.ICMPv4ParamProblem, wire.ICMPv4CodePointer, at)
+			return
+		}
+	}
 	t := s.tab.Load()
 	if !t.isLocal(dst) || (!ifc.loopback && dst.As4()[0] == 127) {
 		if dst.IsMulticast() || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
@@ -259,30 +269,93 @@ func (s *Stack) input6(ifc *Interface, p []byte, csumOK bool) {
 				s.reasm.add6(ifc, h, frag, true)
 				return
 			}
-			proto, off = fh[0], frag+8 // RFC 6946: an atomic fragment is processed as is
+			// RFC 6946: an atomic fragment is processed as is, through the headers
+			// after its Fragment header.
+			proto, off, frag, ok = walk6From(h, fh[0], frag+8)
+			ok = ok && frag < 0
 		}
 		if !ok || proto == wire.ProtoFragment || !s.takeUnmatched(proto, src, dst, h[off:], csumOK) {
 			s.forward6(ifc, h, csumOK)
 		}
 		return
 	}
-	proto, off, frag, ok := walk6(h)
-	if !ok {
+	s.local6(ifc, h, csumOK)
+}
+
+// local6 processes the extension headers of a packet addressed to us (RFC 8200 §4) and
+// delivers its upper-layer payload: hop-by-hop and destination options are interpreted
+// (§4.2: an unrecognized option is skipped or refused as its action bits say), a
+// Fragment header sends the packet to reassembly, which brings the whole datagram back
+// here to walk the headers that follow it, and an atomic fragment (RFC 6946) goes on
+// through the headers after its Fragment header.
+func (s *Stack) local6(ifc *Interface, h wire.IPv6, csumOK bool) {
+	c := &s.ip6
+	it := h.Extensions()
+	for it.Next() {
+		e := it.Header()
+		switch e.Type {
+		case wire.ProtoHopByHop, wire.ProtoDestOpts:
+			if act, at := wire.UnrecognizedIPv6Option(e.Bytes); at >= 0 {
+				c.InHdrErrors.Add(1)
+				// RFC 8200 §4.2: action 10 answers even a multicast destination, 11
+				// only a unicast one (RFC 4443 §2.4(e.3)); 01 discards silently.
+				if act == wire.IPv6OptActionICMP || (act == wire.IPv6OptActionICMPUnicast && !h.Dst().IsMulticast()) {
+					s.icmp6Error(ifc, h, wire.ICMPv6ParamProblem, wire.ICMPv6CodeUnrecognizedOption, e.Offset+at)
+				}
+				return
+			}
+		case wire.ProtoRouting:
+			if e.Bytes[3] != 0 {
+				// RFC 8200 §4.4: berth routes no source routes; with segments left the
+				// packet is not finished here.
+				c.InHdrErrors.Add(1)
+				return
+			}
+		case wire.ProtoFragment:
+			fh := wire.IPv6Fragment(e.Bytes)
+			if fh.IsAtomic() {
+				continue
+			}
+			if fh.Offset() == 0 && incompleteChain(h, fh.NextHeader(), e.Offset+8) {
+				// RFC 8200 §4.5, RFC 7112 §5: a first fragment must hold every header
+				// through the upper-layer one (else a filter cannot see the ports);
+				// discard it with Parameter Problem code 3, pointer 0 (Linux counts
+				// it in InUnknownProtos).
+				c.InUnknownProtos.Add(1)
+				s.icmp6Error(ifc, h, wire.ICMPv6ParamProblem, wire.ICMPv6CodeIncompleteChain, 0)
+				return
+			}
+			s.reasm.add6(ifc, h, e.Offset, false)
+			return
+		}
+	}
+	if it.Err() != nil {
 		c.InHdrErrors.Add(1)
 		return
 	}
-	if frag >= 0 {
-		fh := h[frag : frag+8]
-		fo := binary.BigEndian.Uint16(fh[2:])
-		if fo&^6 == 0 {
-			// RFC 6946: an atomic fragment (offset 0, M clear) is processed as is.
-			s.deliver(ifc, h, src, dst, fh[0], h[frag+8:], csumOK)
-			return
+	proto, off := it.Upper()
+	s.deliver(ifc, h, h.Src(), h.Dst(), proto, h[off:], csumOK)
+}
+
+// incompleteChain reports whether the headers of a first fragment, from the one of type nh
+// at off, run past its end before the upper-layer header and its fixed part
+// (wire.UpperHeaderMin). A chain that is malformed rather than cut short is left to the
+// walk after reassembly to refuse.
+func incompleteChain(h wire.IPv6, nh uint8, off int) bool {
+	for range 16 {
+		switch nh {
+		case wire.ProtoHopByHop, wire.ProtoRouting, wire.ProtoDestOpts:
+			if len(h)-off < 8 || len(h)-off < (int(h[off+1])+1)*8 {
+				return true
+			}
+			nh, off = h[off], off+(int(h[off+1])+1)*8
+		case wire.ProtoFragment:
+			return false
+		default:
+			return len(h)-off < wire.UpperHeaderMin(nh)
 		}
-		s.reasm.add6(ifc, h, frag, false)
-		return
 	}
-	s.deliver(ifc, h, src, dst, proto, h[off:], csumOK)
+	return false
 }
 
 // walk6 skips hop-by-hop, routing and destination options headers and finds either the
@@ -290,12 +363,17 @@ func (s *Stack) input6(ifc *Interface, p []byte, csumOK bool) {
 // Options inside are not interpreted; a routing header with segments left is refused
 // (RFC 8200 §4.4; berth is not a router of source routes).
 func walk6(h wire.IPv6) (proto uint8, off int, frag int, ok bool) {
-	nh := h.NextHeader()
-	off = wire.IPv6HeaderLen
+	return walk6From(h, h.NextHeader(), wire.IPv6HeaderLen)
+}
+
+// walk6From is walk6 from the header of type nh at off (after an atomic fragment's
+// Fragment header, say, or from the fragmentable part of a reassembled packet).
+func walk6From(h wire.IPv6, nh uint8, off int) (proto uint8, _ int, frag int, ok bool) {
+	first := off == wire.IPv6HeaderLen
 	for i := 0; i < 16; i++ {
 		switch nh {
 		case wire.ProtoHopByHop, wire.ProtoRouting, wire.ProtoDestOpts:
-			if nh == wire.ProtoHopByHop && i != 0 {
+			if nh == wire.ProtoHopByHop && (i != 0 || !first) {
 				return 0, 0, -1, false // RFC 8200 §4.1: hop-by-hop only right after the header
 			}
 			if len(h)-off < 8 {

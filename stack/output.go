@@ -44,7 +44,9 @@ func putBuf(b *[]byte) {
 
 // Output sends one transport packet (Network contract): pkt[:wire.NetworkHeadroom] is free
 // for the IP header. TCP packets are sent with DF (RFC 1191 path MTU discovery) and fail with
-// EMSGSIZE when too big; other protocols are fragmented by the source as needed (RFC 791
+// EMSGSIZE when too big, except, as Linux does, to an IPv4 destination whose path MTU was
+// reported below min_pmtu within mtu_expires (its MTU is locked at the floor: see
+// pmtuLocks); other protocols are fragmented by the source as needed (RFC 791
 // §3.2, RFC 8200 §4.5).
 func (s *Stack) Output(src, dst netip.Addr, proto uint8, pkt []byte) error {
 	if len(pkt) < wire.NetworkHeadroom {
@@ -69,7 +71,9 @@ func (s *Stack) Output(src, dst netip.Addr, proto uint8, pkt []byte) error {
 	if src.Is4() != dst.Is4() {
 		return syscall.EAFNOSUPPORT
 	}
-	return s.outputIP(ifc, src, dst, proto, pkt, proto == wire.ProtoTCP, s.opts.DefaultTTL)
+	// DF unless the path's MTU is locked at min_pmtu (see pmtuLocks).
+	df := proto == wire.ProtoTCP && !(dst.Is4() && s.pmtu.locked(dst, s.clk))
+	return s.outputIP(ifc, src, dst, proto, pkt, df, s.opts.DefaultTTL)
 }
 
 // GSOMax reports the largest TCP packet (TCP header and payload) that OutputGSO takes
@@ -95,7 +99,7 @@ func (s *Stack) GSOMax(dst netip.Addr) int {
 
 // OutputGSO sends one TCP super-segment (pkt as for Output, with up to GSOMax bytes after
 // the headroom) that the link cuts into segments of mss payload bytes, with DF set on
-// each (RFC 1191). Without a GSO link it fails with EMSGSIZE.
+// each (RFC 1191) as Output sets it. Without a GSO link it fails with EMSGSIZE.
 func (s *Stack) OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error {
 	if len(pkt) < wire.NetworkHeadroom {
 		return syscall.EINVAL
@@ -126,6 +130,9 @@ func (s *Stack) OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error {
 		h = pkt[wire.NetworkHeadroom-wire.IPv4MinHeaderLen:]
 		f := wire.IPv4Fields{TotalLen: total, ID: uint16(s.ipID.Add(1)), TTL: s.opts.DefaultTTL,
 			Protocol: wire.ProtoTCP, Src: src, Dst: dst, Flags: wire.IPv4FlagDF}
+		if s.pmtu.locked(dst, s.clk) {
+			f.Flags = 0 // the path's MTU is locked at min_pmtu (see pmtuLocks)
+		}
 		f.Encode(h)
 	} else {
 		s.ip6.OutRequests.Add(1)

@@ -27,6 +27,7 @@ const (
 	DefaultICMPMsgsPerSec = 1000             // net.ipv4.icmp_msgs_per_sec
 	DefaultICMPMsgsBurst  = 50               // net.ipv4.icmp_msgs_burst
 	DefaultFragHighThresh = 4 << 20          // net.ipv4.ipfrag_high_thresh (4 MiB)
+	DefaultFragLowThresh  = 3 << 20          // net.ipv4.ipfrag_low_thresh (3 MiB)
 	DefaultFragTimeout    = 30 * time.Second // net.ipv4.ipfrag_time
 	LoopbackMTU           = 65535            // Linux lo has 65536; IPv4 total length caps at 65535
 	LoopbackName          = "lo"
@@ -49,9 +50,13 @@ type Options struct {
 	ICMPMsgsPerSec  int
 	ICMPMsgsBurst   int
 	NoICMPRateLimit bool
-	// Fragment reassembly limits: bytes held by incomplete datagrams, and how long one may
-	// wait for its missing fragments.
+	// Fragment reassembly limits, for IPv4 and IPv6 each: over FragHighThresh bytes held by
+	// incomplete datagrams, the least recently used are evicted down to FragLowThresh
+	// (which defaults to 3/4 of a FragHighThresh below DefaultFragLowThresh); one source
+	// holds at most FragHighThresh/4. FragTimeout is how long a datagram may wait for its
+	// missing fragments.
 	FragHighThresh int
+	FragLowThresh  int
 	FragTimeout    time.Duration
 }
 
@@ -177,6 +182,7 @@ type Stack struct {
 	rl     rateLimiter
 	reasm  reassembler
 	pinger pinger
+	pmtu   pmtuLocks
 
 	staticRoutes []route // guarded by mu
 	raw          atomic.Pointer[[]*ICMPEndpoint]
@@ -201,6 +207,9 @@ func New(opts Options) *Stack {
 	}
 	if opts.FragHighThresh <= 0 {
 		opts.FragHighThresh = DefaultFragHighThresh
+	}
+	if opts.FragLowThresh <= 0 || opts.FragLowThresh >= opts.FragHighThresh {
+		opts.FragLowThresh = min(DefaultFragLowThresh, opts.FragHighThresh-opts.FragHighThresh/4)
 	}
 	if opts.FragTimeout <= 0 {
 		opts.FragTimeout = DefaultFragTimeout

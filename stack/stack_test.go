@@ -421,6 +421,21 @@ func FuzzStackInput(f *testing.F) {
 	f.Add(ip6(mapped, us6, wire.ProtoTCP, syn))
 	f.Add(ip6(peer6, us6, wire.ProtoTCP, syn))
 	f.Add(ip6(mapped, netip.MustParseAddr("fd00::9"), wire.ProtoTCP, syn)) // forwarded
+	// Issue 19 (5): IPv4 options, IPv6 options with each action, options after a Fragment
+	// header (first, later and atomic fragments).
+	f.Add(ip4opts([]byte{0x44, 0, 0, 0}, []byte("data")))
+	f.Add(ip4opts([]byte{1, 0x07, 7, 4, 0, 0, 0, 0}, []byte("data")))
+	for _, typ := range []uint8{0x1e, 0x5e, 0x9e, 0xde} {
+		f.Add(ip6ext(wire.ProtoHopByHop, append(optsHeader(wire.ProtoDestOpts, typ), optsHeader(200, typ)...)))
+		f.Add(ip6frag(peer6, us6, wire.ProtoDestOpts, 5, 0, false, append(optsHeader(200, typ), "x"...)))
+	}
+	f.Add(ip6frag(peer6, us6, wire.ProtoDestOpts, 6, 0, true, optsHeader(wire.ProtoUDP, 0x9e)))
+	f.Add(ip6frag(peer6, us6, wire.ProtoDestOpts, 6, 8, false, []byte{0, 53, 0, 53, 0, 8, 0, 0}))
+	// RFC 7112: a first fragment whose chain stops short.
+	f.Add(ip6frag(peer6, us6, wire.ProtoTCP, 7, 0, true, make([]byte, 8)))
+	// Issue 19 (2, 3): ICMP errors with tiny MTUs quoting our TCP.
+	f.Add(icmpAbout(false, wire.ICMPv4DestUnreachable, wire.ICMPv4CodeFragNeeded, 68))
+	f.Add(icmpAbout(true, wire.ICMPv6PacketTooBig, 0, 1000))
 	clk := clock.NewManual(time.Unix(1e9, 0))
 	s := New(Options{Clock: clk, Forwarding: true})
 	defer s.Close()

@@ -122,3 +122,33 @@ func (f *IPv4Fields) Encode(b []byte) {
 	copy(b[16:20], d[:])
 	binary.BigEndian.PutUint16(b[10:], ^Checksum(b[:IPv4MinHeaderLen], 0))
 }
+
+// IPv4 option types that are one byte long (RFC 791 §3.1): end of option list and no
+// operation. Every other option has a length byte that counts its type and length bytes.
+const (
+	IPv4OptEOL = 0
+	IPv4OptNOP = 1
+)
+
+// BadOption checks that h's options are well formed (RFC 791 §3.1: after a type byte other
+// than EOL or NOP, a length of at least 2 that stays inside the header) and returns the
+// offset from the start of the header of the first malformed option's type byte (the
+// pointer of an ICMP parameter problem, as Linux's ip_options_compile reports it), or -1.
+// Options after EOL are not looked at.
+func (h IPv4) BadOption() int {
+	hl := h.HeaderLen()
+	for i := IPv4MinHeaderLen; i < hl; {
+		switch h[i] {
+		case IPv4OptEOL:
+			return -1
+		case IPv4OptNOP:
+			i++
+			continue
+		}
+		if i+1 >= hl || h[i+1] < 2 || i+int(h[i+1]) > hl {
+			return i
+		}
+		i += int(h[i+1])
+	}
+	return -1
+}

@@ -220,3 +220,60 @@ func (h IPv6) Upper() (proto uint8, offset int, frag IPv6Fragment, hasFrag bool,
 	proto, offset = it.Upper()
 	return proto, offset, frag, hasFrag, nil
 }
+
+// Actions for an unrecognized option, its type's two high-order bits (RFC 8200 §4.2).
+const (
+	IPv6OptActionSkip        = 0 // skip over it and go on
+	IPv6OptActionDiscard     = 1 // discard the packet
+	IPv6OptActionICMP        = 2 // discard, send Parameter Problem code 2 even to multicast
+	IPv6OptActionICMPUnicast = 3 // discard, send Parameter Problem code 2 unless multicast
+	ipv6OptPad1, ipv6OptPadN = 0, 1
+)
+
+// UnrecognizedIPv6Option walks the TLV-encoded options of a hop-by-hop or destination
+// options header (hdr is the whole header, as IPv6ExtHeader.Bytes; the chain walk has
+// checked that the options are well formed) and returns the first option berth does not
+// implement whose action (RFC 8200 §4.2) is not IPv6OptActionSkip: its action, and the
+// offset of its type byte in hdr. at is -1 when every option may be skipped. berth
+// recognizes only Pad1 and PadN; it has no jumbograms (RFC 2675), so a Jumbo Payload
+// option, action 11, is refused like any other.
+func UnrecognizedIPv6Option(hdr []byte) (action uint8, at int) {
+	for i := 2; i < len(hdr); {
+		t := hdr[i]
+		if t == ipv6OptPad1 {
+			i++
+			continue
+		}
+		if i+1 >= len(hdr) {
+			return 0, -1
+		}
+		if t != ipv6OptPadN && t>>6 != IPv6OptActionSkip {
+			return t >> 6, i
+		}
+		i += 2 + int(hdr[i+1])
+	}
+	return 0, -1
+}
+
+// ICMPv6CodeIncompleteChain is the Parameter Problem code for a first fragment that does
+// not hold the whole header chain through the upper-layer header (RFC 7112 §5, RFC 8200
+// §4.5); the pointer is zero. (Kept with the extension-header code that needs it; the
+// other codes are in icmpv6.go.)
+const ICMPv6CodeIncompleteChain uint8 = 3
+
+// UpperHeaderMin is how many bytes of an upper-layer header of type proto a first fragment
+// must hold for its chain to count as complete: the fixed TCP, UDP or ICMPv6 header, one
+// byte of any other (as Linux's ipv6frag_thdr_truncated counts), none after No Next Header.
+func UpperHeaderMin(proto uint8) int {
+	switch proto {
+	case ProtoTCP:
+		return TCPMinHeaderLen
+	case ProtoUDP:
+		return UDPHeaderLen
+	case ProtoICMPv6:
+		return ICMPv6HeaderLen
+	case ProtoNoNext:
+		return 0
+	}
+	return 1
+}
