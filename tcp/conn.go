@@ -11,31 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berthnet/berth/clock"
 	"github.com/berthnet/berth/ports"
 	"github.com/berthnet/berth/wire"
 )
-
-type timerKind uint8
-
-const (
-	timerNone       timerKind = iota
-	timerRetransmit           // RFC 6298; also SYN and SYN-ACK retransmission
-	timerPersist              // RFC 9293 §3.8.6.1 zero-window probes, and SWS override
-	timerFinWait2             // orphaned FIN-WAIT-2 (tcp_fin_timeout)
-	timerTimeWait             // 2*MSL
-	timerKeepalive            // RFC 9293 §3.8.4 keep-alives, while idle
-	timerReorder              // RFC 8985 §6.2 RACK reordering window
-	timerTLP                  // RFC 8985 §7 tail loss probe
-)
-
-var timerNames = [...]string{"off", "on", "persist", "timewait", "timewait", "keepalive", "on", "on"}
-
-// maxOOO bounds the out-of-order ranges a connection remembers; together with the
-// receive buffer it bounds reassembly memory.
-const maxOOO = 16
-
-type span struct{ start, end uint32 }
 
 // KeepAliveConfig mirrors net.KeepAliveConfig.
 type KeepAliveConfig struct {
@@ -46,6 +24,13 @@ type KeepAliveConfig struct {
 }
 
 // Conn is one TCP connection endpoint. Its methods are safe for concurrent use.
+//
+// The connection is split by job, as gVisor splits its endpoint: the sender (send
+// sequence space, segmentation, congestion control, loss recovery; sender.go, sack.go,
+// recovery.go), the receiver (receive sequence space, reassembly, window, ACK policy;
+// receiver.go) and the timers with the RTO (timers.go) are plain types embedded here, so
+// one lock, c.mu, guards them all; conn.go keeps the lifecycle and the user API, input.go
+// the segment arrival state machine.
 type Conn struct {
 	p    *Protocol
 	mu   sync.Mutex
@@ -60,81 +45,12 @@ type Conn struct {
 	synced   bool        // reached ESTABLISHED once
 	timeWait atomic.Bool // in TIME-WAIT: read without the lock by reclaim
 
-	// Send sequence space (RFC 9293 §3.3.1). The send buffer holds the bytes from sndUna
-	// on; sndMax is the highest sequence number sent so far (sndNxt goes back to sndUna on
-	// a retransmission timeout).
-	iss, sndUna, sndNxt, sndMax uint32
-	sndWnd, maxSndWnd           uint32
-	sndWl1, sndWl2              uint32
-	sndWscale                   uint8
-	wsPeer                      bool // the peer's SYN offered window scale
-	sndBuf                      ring
-	sndBufMax                   int
-	finQueued                   bool
-	finSeq                      uint32 // sequence number of our FIN, once queued
-	mss                         int    // effective send MSS
-	gsoMax                      int    // largest super-segment the route takes (GSONetwork); 0: none
-	segPay                      int    // payload per segment of the super-segment being built
-	advMSS                      int    // the MSS we announce: route MTU minus headers
+	sender
+	receiver
+	timers
 
-	// Receive sequence space.
-	irs, rcvNxt uint32
-	rcvAdv      uint32 // right edge of the window last advertised
-	rcvWscale   uint8
-	rcvBuf      ring
-	rcvBufMax   int
-	// Auto-tuning (Config.RMem/WMem): the limits buffers may grow to (0: fixed), and
-	// the receiver's measurement of what the reader takes per RTT.
-	rcvAutoMax, sndAutoMax int
-	rcvCopied              int
-	rcvSpaceAt             time.Time
-	rcvRTT                 time.Duration // the receiver's RTT estimate from timestamps
-	rcvRTTOK               bool
-	rcvPeak                int // most unread bytes seen since the last auto-tuning step
-	ooo                    [maxOOO]span
-	nooo                   int
-	oooFin                 bool
-	oooFinSeq              uint32
-	finRcvd                bool
-	ackPending             int  // in-order segments not yet acknowledged
-	ackNow                 bool // an ACK must go out when the current input is done
-
-	// Timers.
-	timer    clock.Timer
-	tkind    timerKind
-	tat      time.Time // when the current timer kind is due
-	tsched   time.Time // when the underlying timer will fire; zero if not scheduled
-	dack     clock.Timer
-	dackOn   bool
-	retries  int // consecutive retransmission timeouts
-	probes   int // unanswered zero-window probes
-	pbackoff int // persist timer backoff, kept while the window stays shut
-	srtt     time.Duration
-	rttvar   time.Duration
-	rto      time.Duration
-	rttOn    bool
-	rttSeq   uint32
-	rttStart time.Time
-	twStart  time.Time
-	kaSeen   bool      // a segment arrived since the keep-alive timer was armed
-	oowLast  time.Time // last ACK sent for an out-of-window segment without data
-	kaProbes int
-
-	// Congestion control and loss recovery.
-	cc         CongestionControl
-	ccName     string // SetCongestionControl's choice; "" means Config's (cc.go)
-	dupAcks    int
-	inRecovery bool
 	outPending bool       // in Protocol.pend: finishInput waits for the end of the link batch
 	wmu        sync.Mutex // serializes writers (Write, ReadFrom): ReadFrom fills the buffer unlocked
-	recover    uint32
-	retrans    uint64 // segments retransmitted, for Sockets
-	// rtoRecovery: the recovery began with a timeout (cwnd slow-starts, RFC 6675 §5.1).
-	rtoRecovery bool
-	// RFC 6937 proportional rate reduction during SACK recovery (sack.go, prrUpdate):
-	// bytes delivered to the peer and sent by us since recovery began, the flight then,
-	// and the limit for pipe until the next ACK.
-	prrDelivered, prrOut, prrRecoverFS, prrLimit int
 
 	// RFC 7323 timestamps: negotiated (tsOK), the peer's SYN offered them (tsPeer),
 	// TS.Recent and when it was taken (for PAWS's 24-day rule, RFC 7323 §5.5), the
@@ -145,23 +61,9 @@ type Conn struct {
 	tsRecentAt   time.Time
 	lastAckSent  uint32
 
-	// RFC 2018 SACK: negotiated (sackOK), the peer's SYN offered it (sackPeer); a D-SACK
-	// block owed to the peer (RFC 2883); the sender's scoreboard and RACK-TLP state
-	// (sack.go).
-	sackOK, sackPeer  bool
-	dsack             span
-	dsackOn           bool
-	sb                scoreboard
-	rackValid         bool
-	rackReord         bool // reordering seen (RFC 8985 §6.1 step 3)
-	rackReoMult       int
-	rackXmit          time.Duration
-	rackEnd, rackFack uint32
-	rackRTT           time.Duration
-	rackMinRTT        time.Duration
-	reoAt             time.Duration // when the RACK reordering timer is due; 0: not needed
-	tlpOut            bool          // a tail loss probe is unanswered
-	oooHeld           int           // out-of-order bytes counted in the stack-wide cap
+	// RFC 2018 SACK: negotiated (sackOK), the peer's SYN offered it (sackPeer). The
+	// sender keeps the scoreboard, the receiver the blocks it reports.
+	sackOK, sackPeer bool
 
 	// RFC 5961 §7 challenge ACKs, rate-limited per socket.
 	chStart time.Time
@@ -169,9 +71,8 @@ type Conn struct {
 	// The clock, read at most once per locked operation: a clock read costs as much as
 	// building a segment on some machines, and timestamps, the scoreboard and the timers
 	// each want one. Every entry point that takes c.mu clears nowOK.
-	nowT      time.Time
-	nowOK     bool
-	quickAcks int // in-order segments still acknowledged at once (as Linux's quickack)
+	nowT  time.Time
+	nowOK bool
 
 	// User side.
 	err        error // hard error, reported once to Read or Write
@@ -187,17 +88,15 @@ type Conn struct {
 
 func (p *Protocol) newConn() *Conn {
 	c := &Conn{
-		p:           p,
-		rto:         p.cfg.InitialRTO,
-		sndBufMax:   p.cfg.WMem[1],
-		rcvBufMax:   p.cfg.RMem[1],
-		rcvAutoMax:  p.cfg.RMem[2],
-		sndAutoMax:  p.cfg.WMem[2],
-		nodelay:     true,
-		linger:      -1,
-		rackReoMult: 1,
-		quickAcks:   16,
+		p:       p,
+		nodelay: true,
+		linger:  -1,
 	}
+	c.sndBufMax, c.sndAutoMax = p.cfg.WMem[1], p.cfg.WMem[2]
+	c.rcvBufMax, c.rcvAutoMax = p.cfg.RMem[1], p.cfg.RMem[2]
+	c.rto = p.cfg.InitialRTO
+	c.rackReoMult = 1
+	c.quickAcks = 16
 	c.cond.L = &c.mu
 	return c
 }
