@@ -176,24 +176,24 @@ func rackSentAfter(t1 time.Duration, seq1 uint32, t2 time.Duration, seq2 uint32)
 }
 
 // rackDeliver is RFC 8985 §6.1 steps 1-3 for one delivered record.
-func (c *Conn) rackDeliver(r *txSeg, now time.Duration) {
+func (s *sender) rackDeliver(r *txSeg, now time.Duration) {
 	rtt := now - r.sent
-	if r.flags&segRetrans != 0 && rtt < c.rackMinRTT {
+	if r.flags&segRetrans != 0 && rtt < s.rackMinRTT {
 		return // delivered sooner than possible: the original was delivered, not this
 	}
-	if r.flags&segRetrans == 0 && (c.rackMinRTT == 0 || rtt < c.rackMinRTT) {
-		c.rackMinRTT = max(rtt, time.Microsecond)
+	if r.flags&segRetrans == 0 && (s.rackMinRTT == 0 || rtt < s.rackMinRTT) {
+		s.rackMinRTT = max(rtt, time.Microsecond)
 	}
 	// Step 3: a delivered segment below the highest delivered one, never retransmitted,
 	// was reordered.
 	switch {
-	case !c.rackValid || seqGT(r.end, c.rackFack):
-		c.rackFack = r.end
-	case seqLT(r.end, c.rackFack) && r.flags&segRetrans == 0:
-		c.rackReord = true
+	case !s.rackValid || seqGT(r.end, s.rackFack):
+		s.rackFack = r.end
+	case seqLT(r.end, s.rackFack) && r.flags&segRetrans == 0:
+		s.rackReord = true
 	}
-	if !c.rackValid || rackSentAfter(r.sent, r.end, c.rackXmit, c.rackEnd) {
-		c.rackRTT, c.rackXmit, c.rackEnd, c.rackValid = rtt, r.sent, r.end, true
+	if !s.rackValid || rackSentAfter(r.sent, r.end, s.rackXmit, s.rackEnd) {
+		s.rackRTT, s.rackXmit, s.rackEnd, s.rackValid = rtt, r.sent, r.end, true
 	}
 }
 
@@ -236,8 +236,8 @@ func (c *Conn) rackDetectLoss(now time.Duration) (timeout time.Duration, lost bo
 	return timeout, lost
 }
 
-func (c *Conn) markLost(r *txSeg) {
-	sb := &c.sb
+func (s *sender) markLost(r *txSeg) {
+	sb := &s.sb
 	k := int(r.end - r.start)
 	if r.flags&segRexmitOut != 0 {
 		r.flags &^= segRexmitOut
@@ -260,8 +260,8 @@ func (c *Conn) sbComplete() bool {
 }
 
 // pipe is RFC 6675's estimate of the bytes in the network.
-func (c *Conn) pipe() int {
-	return int(c.sndNxt-c.sndUna) - c.sb.sacked - c.sb.lost + c.sb.rexmitOut
+func (s *sender) pipe() int {
+	return int(s.sndNxt-s.sndUna) - s.sb.sacked - s.sb.lost + s.sb.rexmitOut
 }
 
 // cwndLimit is the congestion window that pipe must stay below: during SACK fast
@@ -491,40 +491,4 @@ func (c *Conn) rtoSACK() {
 	c.recover = c.sndMax
 	c.reoAt = 0
 	c.retransmitLost(true)
-}
-
-// sackBlocks fills the SACK option of an outgoing ACK (RFC 2018 §4): a D-SACK block first
-// when a duplicate arrived (RFC 2883 §4), then the out-of-order ranges, most recently
-// changed first.
-func (c *Conn) sackBlocks(o *wire.TCPOptions) {
-	k := 0
-	if c.dsackOn {
-		o.SACK[0] = wire.SACKBlock{Left: c.dsack.start, Right: c.dsack.end}
-		k = 1
-		c.dsackOn = false
-	}
-	for i := 0; i < c.nooo && k < wire.MaxSACKBlocks; i++ {
-		o.SACK[k] = wire.SACKBlock{Left: c.ooo[i].start, Right: c.ooo[i].end}
-		k++
-	}
-	o.NumSACK = k
-}
-
-// sackOptLen is the option space SACK blocks take in the next segment.
-func (c *Conn) sackOptLen() int {
-	if !c.sackOK {
-		return 0
-	}
-	k := c.nooo
-	if c.dsackOn {
-		k++
-	}
-	if k == 0 {
-		return 0
-	}
-	fit := 4
-	if c.tsOK {
-		fit = 3
-	}
-	return 4 + 8*min(k, fit)
 }
