@@ -228,8 +228,7 @@ func (c *Conn) activeOpen(ctx context.Context, mtu int) (*Conn, error) {
 	c.setRoute(mtu)
 	p.track(c)
 	p.Stats.ActiveOpens.Add(1)
-	c.iss = p.isn(c.local, c.remote)
-	c.sndUna, c.sndNxt, c.sndMax, c.recover = c.iss, c.iss+1, c.iss+1, c.iss
+	c.initSend(p.isn(c.local, c.remote))
 	c.state = StateSynSent
 	c.sendSYN()
 	c.arm(timerRetransmit, c.rto)
@@ -260,6 +259,34 @@ func (c *Conn) activeOpen(ctx context.Context, mtu int) (*Conn, error) {
 		return nil, err
 	}
 	c.mu.Unlock()
+	return c, nil
+}
+
+// passiveOpen creates the connection the peer's SYN asks for (RFC 9293 §3.10.7.2, as in
+// LISTEN), registered under its 4-tuple and in SYN-RECEIVED, and returns it with c.mu
+// held; l is the listener that accepts it, if any. irs is the peer's initial sequence
+// number, iss ours, wnd the window of the SYN (never scaled, RFC 7323 §2.2), opts the
+// options of the SYN. Listeners (listener.go), syncookies (syncookie.go) and transparent
+// connections (transparent.go) all open through it; the caller then tracks the
+// connection and answers (or, for a cookie, completes) the handshake.
+func (p *Protocol) passiveOpen(l *Listener, local, remote netip.AddrPort, mtu int, irs, iss, wnd uint32, opts *wire.TCPOptions) (*Conn, error) {
+	c := p.newConn()
+	c.local, c.remote = local, remote
+	c.listener = l
+	c.mu.Lock()
+	b, err := p.mgr.Register(local, remote, c)
+	if err != nil {
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.bind = b
+	c.setRoute(mtu)
+	c.initRecv(irs)
+	c.negotiate(opts)
+	c.sndWnd, c.sndWl1, c.maxSndWnd = wnd, irs, wnd
+	c.initSend(iss)
+	c.sndWl2 = iss
+	c.state = StateSynReceived
 	return c, nil
 }
 

@@ -84,7 +84,7 @@ func (c *Conn) inputSynSent(s *segment) {
 	if s.flags&flagSYN == 0 {
 		return
 	}
-	c.irs, c.rcvNxt = s.seq, s.seq+1
+	c.initRecv(s.seq)
 	c.negotiate(&s.opts)
 	// RFC 7323 §2.2: the window in a SYN is not scaled.
 	c.sndWnd, c.sndWl1, c.sndWl2 = s.wnd, s.seq, s.ack

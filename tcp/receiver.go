@@ -449,3 +449,6 @@ func (c *Conn) sackOptLen() int {
 	}
 	return 4 + 8*min(k, fit)
 }
+
+// initRecv starts the receive sequence space after the peer's SYN, which took irs.
+func (rv *receiver) initRecv(irs uint32) { rv.irs, rv.rcvNxt = irs, irs+1 }

@@ -405,3 +405,10 @@ func (c *Conn) dupAck() {
 		c.arm(timerRetransmit, c.rto)
 	}
 }
+
+// initSend starts the send sequence space at our initial sequence number, which the SYN
+// takes (RFC 9293 §3.3.1).
+func (s *sender) initSend(iss uint32) {
+	s.iss = iss
+	s.sndUna, s.sndNxt, s.sndMax, s.recover = iss, iss+1, iss+1, iss
+}
