@@ -332,31 +332,8 @@ func (c *Conn) ackNew(ack uint32, s *segment) {
 	c.rto = c.computedRTO()
 	c.tlpOut = false
 	c.sndAutotune()
-	if c.inRecovery && c.sackOK {
-		// RFC 6675: RACK finds the holes; recovery ends when everything outstanding at
-		// its start is acknowledged. After a timeout cwnd slow-starts meanwhile.
-		if seqGEQ(ack, c.recover) {
-			c.inRecovery, c.dupAcks = false, 0
-			if !c.rtoRecovery {
-				// RFC 6675 §5 step 4.2: cwnd was ssthresh throughout and stays so (as
-				// Linux's PRR ends). RFC 6582's min(ssthresh, FlightSize+SMSS) would
-				// collapse it to one segment when this ACK leaves little in flight.
-				c.cc.OnRecoveryExit(max(int(c.sndMax-c.sndUna), c.cc.SSThresh()))
-			}
-			c.rtoRecovery = false
-		} else if c.rtoRecovery {
-			c.cc.OnAck(acked, flight)
-		}
-	} else if c.inRecovery {
-		if seqGEQ(ack, c.recover) {
-			c.inRecovery, c.dupAcks = false, 0
-			c.cc.OnRecoveryExit(int(c.sndMax - c.sndUna))
-		} else {
-			// RFC 6582 §3.2 step 5: a partial ACK retransmits the next hole at once.
-			c.cc.OnPartialAck(acked)
-			c.sendData(c.sndUna, c.mss)
-			c.arm(timerRetransmit, c.rto)
-		}
+	if c.inRecovery {
+		c.recoveryAck(ack, acked, flight)
 	} else {
 		c.dupAcks = 0
 		// Grow cwnd only when it limits the sender (RFC 7661 §4.1's spirit).
@@ -379,32 +356,6 @@ func (c *Conn) ackNew(ack uint32, s *segment) {
 // every ACK that frees a few segments would cost a context switch and a contended lock
 // per ACK, and let it copy a few kilobytes each time.
 func (s *sender) sndWritable() bool { return s.sndBufMax-s.sndBuf.n >= s.sndBufMax/3 }
-
-// dupAck counts a duplicate ACK (RFC 5681 §2) and starts fast retransmit and recovery on
-// the third (RFC 5681 §3.2, RFC 6582 §3.2 step 2).
-func (c *Conn) dupAck() {
-	c.dupAcks++
-	if c.sackOK {
-		// RACK decides from the SACK blocks; this is RFC 6675's DupThresh for a peer
-		// whose duplicate ACKs carry no SACK information.
-		if c.dupAcks >= 3 && !c.inRecovery && c.sb.sacked == 0 && c.sb.n > 0 {
-			c.markLost(c.sb.at(0))
-			c.enterRecovery()
-		}
-		return
-	}
-	if c.inRecovery {
-		c.cc.OnRecoveryDupAck()
-		return
-	}
-	if c.dupAcks == 3 && seqGEQ(c.sndUna, c.recover) {
-		c.inRecovery = true
-		c.recover = c.sndMax
-		c.cc.OnFastRetransmit(int(c.sndMax - c.sndUna))
-		c.sendData(c.sndUna, c.mss)
-		c.arm(timerRetransmit, c.rto)
-	}
-}
 
 // initSend starts the send sequence space at our initial sequence number, which the SYN
 // takes (RFC 9293 §3.3.1).
