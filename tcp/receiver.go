@@ -417,15 +417,15 @@ func (c *Conn) receiveFIN() {
 // sackBlocks fills the SACK option of an outgoing ACK (RFC 2018 §4): a D-SACK block first
 // when a duplicate arrived (RFC 2883 §4), then the out-of-order ranges, most recently
 // changed first.
-func (c *Conn) sackBlocks(o *wire.TCPOptions) {
+func (rv *receiver) sackBlocks(o *wire.TCPOptions) {
 	k := 0
-	if c.dsackOn {
-		o.SACK[0] = wire.SACKBlock{Left: c.dsack.start, Right: c.dsack.end}
+	if rv.dsackOn {
+		o.SACK[0] = wire.SACKBlock{Left: rv.dsack.start, Right: rv.dsack.end}
 		k = 1
-		c.dsackOn = false
+		rv.dsackOn = false
 	}
-	for i := 0; i < c.nooo && k < wire.MaxSACKBlocks; i++ {
-		o.SACK[k] = wire.SACKBlock{Left: c.ooo[i].start, Right: c.ooo[i].end}
+	for i := 0; i < rv.nooo && k < wire.MaxSACKBlocks; i++ {
+		o.SACK[k] = wire.SACKBlock{Left: rv.ooo[i].start, Right: rv.ooo[i].end}
 		k++
 	}
 	o.NumSACK = k

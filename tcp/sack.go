@@ -8,8 +8,9 @@ import (
 
 // The sender's loss machinery once SACK is negotiated: a scoreboard of transmitted
 // segments (RFC 6675 §3), RACK time-based loss detection (RFC 8985 §6), tail loss probes
-// (RFC 8985 §7) and SACK-based recovery that keeps pipe below cwnd (RFC 6675 §5). Without
-// SACK the connection keeps RFC 5681/6582 NewReno recovery (input.go).
+// (RFC 8985 §7). RACK's verdicts start SACK-based recovery that keeps pipe below cwnd
+// (RFC 6675 §5, recovery.go); without SACK the sender keeps RFC 5681/6582 NewReno
+// recovery (recovery.go too).
 
 // txSeg is one transmitted segment (or a few small ones sent back to back and coalesced)
 // in the scoreboard.
@@ -97,13 +98,13 @@ func (sb *scoreboard) find(seq uint32) int {
 
 // sbAck drops the records the cumulative ACK covers; each record delivered by it (not
 // SACKed before) feeds RACK (RFC 8985 §6.1).
-func (c *Conn) sbAck(ack uint32, now time.Duration) {
-	sb := &c.sb
+func (s *sender) sbAck(ack uint32, now time.Duration) {
+	sb := &s.sb
 	for sb.n > 0 {
 		r := sb.at(0)
 		if seqLEQ(r.end, ack) {
 			if r.flags&segSACKed == 0 {
-				c.rackDeliver(r, now)
+				s.rackDeliver(r, now)
 			}
 			sb.uncount(r.flags, int(r.end-r.start))
 			sb.head = (sb.head + 1) & (len(sb.segs) - 1)
