@@ -269,8 +269,13 @@ func (c *Conn) activeOpen(ctx context.Context, mtu int) (*Conn, error) {
 // options of the SYN. Listeners (listener.go), syncookies (syncookie.go) and transparent
 // connections (transparent.go) all open through it; the caller then tracks the
 // connection and answers (or, for a cookie, completes) the handshake.
-func (p *Protocol) passiveOpen(l *Listener, local, remote netip.AddrPort, mtu int, irs, iss, wnd uint32, opts *wire.TCPOptions) (*Conn, error) {
+// registerConn creates a connection for the exact 4-tuple (local, remote), registered
+// with the Manager (EADDRINUSE if the 4-tuple is taken), and returns it with c.mu held:
+// the passive opens and DialTransparent. active says we send the SYN; l is the listener
+// of a passive open, if any.
+func (p *Protocol) registerConn(local, remote netip.AddrPort, active bool, l *Listener) (*Conn, error) {
 	c := p.newConn()
+	c.active = active
 	c.local, c.remote = local, remote
 	c.listener = l
 	c.mu.Lock()
@@ -280,6 +285,14 @@ func (p *Protocol) passiveOpen(l *Listener, local, remote netip.AddrPort, mtu in
 		return nil, err
 	}
 	c.bind = b
+	return c, nil
+}
+
+func (p *Protocol) passiveOpen(l *Listener, local, remote netip.AddrPort, mtu int, irs, iss, wnd uint32, opts *wire.TCPOptions) (*Conn, error) {
+	c, err := p.registerConn(local, remote, false, l)
+	if err != nil {
+		return nil, err
+	}
 	c.setRoute(mtu)
 	c.initRecv(irs)
 	c.negotiate(opts)

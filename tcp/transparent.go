@@ -115,15 +115,9 @@ func (p *Protocol) DialTransparent(ctx context.Context, local, remote netip.Addr
 	if err != nil {
 		return nil, err
 	}
-	c := p.newConn()
-	c.active = true
-	c.local, c.remote = local, remote
-	c.mu.Lock()
-	b, err := p.mgr.Register(local, remote, c)
+	c, err := p.registerConn(local, remote, true, nil)
 	if err != nil {
-		c.mu.Unlock()
 		return nil, err
 	}
-	c.bind = b
 	return c.activeOpen(ctx, mtu)
 }
