@@ -7,12 +7,14 @@ import (
 	"github.com/berthnet/berth/clock"
 )
 
-// CongestionControl is the congestion-window policy of one connection. The connection
-// runs loss detection and recovery (RFC 5681 fast retransmit, RFC 6582 NewReno partial
-// ACKs, RFC 6298 timeouts) and tells the policy what happened; the policy decides cwnd and
-// ssthresh. CUBIC (RFC 9438, with HyStart++ slow start, RFC 9406) is the default; NewReno
-// is selectable per connection (Config.CongestionControl, Conn.SetCongestionControl).
-// All byte counts are in bytes; calls are made with the connection's lock held.
+// CongestionControl is the congestion-window policy of one connection: how the window
+// grows and how much a loss or a timeout reduces it. Loss detection and recovery (RFC 5681
+// fast retransmit, RFC 6582 NewReno partial ACKs, RFC 6675 SACK recovery with RFC 6937
+// PRR, RFC 6298 timeouts) are the connection's (recovery.go): it tells the policy what
+// happened and sets cwnd itself during fast recovery. CUBIC (RFC 9438, with HyStart++
+// slow start, RFC 9406) is the default; NewReno is selectable per connection
+// (Config.CongestionControl, Conn.SetCongestionControl). All byte counts are in bytes;
+// calls are made with the connection's lock held.
 type CongestionControl interface {
 	// Name is the algorithm's name as Sockets and ss report it: "cubic", "reno".
 	Name() string
@@ -27,19 +29,19 @@ type CongestionControl interface {
 	// An ACK's sample is reported before that ACK's OnAck. CUBIC uses srtt for its target
 	// (RFC 9438 §4.2) and HyStart++ the per-round minimum of the samples (RFC 9406 §4.2).
 	OnRTTSample(rtt, srtt time.Duration)
-	// OnAck: an ACK outside recovery acknowledged acked new bytes; flight is what was
-	// outstanding before it.
+	// OnAck: an ACK outside fast recovery (or in the slow start after a timeout)
+	// acknowledged acked new bytes; flight is what was outstanding before it. The policy
+	// grows cwnd.
 	OnAck(acked, flight int)
-	// OnFastRetransmit: three duplicate ACKs; fast recovery begins with flight outstanding.
-	OnFastRetransmit(flight int)
-	// OnRecoveryDupAck: another duplicate ACK during fast recovery.
-	OnRecoveryDupAck()
-	// OnPartialAck: an ACK in recovery acknowledged acked bytes but not everything
-	// outstanding when recovery began (RFC 6582 §3.2 step 5).
-	OnPartialAck(acked int)
-	// OnRecoveryExit: a full acknowledgment ended fast recovery; flight is now outstanding.
-	OnRecoveryExit(flight int)
-	// OnTimeout: the retransmission timer expired with flight outstanding.
+	// OnCongestion: fast recovery begins (three duplicate ACKs, or RACK declared a loss)
+	// with flight outstanding. The policy makes its multiplicative decrease: it sets
+	// ssthresh and its own state; recovery then sets cwnd (SetWindow).
+	OnCongestion(flight int)
+	// SetWindow: recovery sets cwnd (RFC 5681 §3.2's inflation, RFC 6582's deflation, the
+	// window recovery ends with); the policy takes it as its cwnd and grows from there.
+	SetWindow(cwnd int)
+	// OnTimeout: the retransmission timer expired with flight outstanding. The policy
+	// sets ssthresh and cwnd (the loss window, RFC 5681 §3.1).
 	OnTimeout(flight int)
 }
 
@@ -125,7 +127,8 @@ func (c *Conn) CongestionControl() string {
 // initialWindow is RFC 6928's IW: min(10*MSS, max(2*MSS, 14600)).
 func initialWindow(mss int) int { return min(10*mss, max(2*mss, 14600)) }
 
-// NewReno is RFC 5681 congestion control with RFC 6582's fast-recovery modification.
+// NewReno is RFC 5681 congestion control: slow start, congestion avoidance and the halving
+// on a loss (the fast recovery of RFC 5681 §3.2 and RFC 6582 is the connection's).
 type NewReno struct {
 	mss      int
 	cwnd     int
@@ -164,29 +167,15 @@ func (r *NewReno) OnAck(acked, flight int) {
 
 func (r *NewReno) lossThreshold(flight int) int { return max(flight/2, 2*r.mss) }
 
-func (r *NewReno) OnFastRetransmit(flight int) {
-	// RFC 5681 §3.2 steps 2 and 3.
+// OnCongestion implements CongestionControl: ssthresh halves (with a floor of 2*SMSS).
+func (r *NewReno) OnCongestion(flight int) {
+	// RFC 5681 §3.2 step 2 (eqn. 4).
 	r.ssthresh = r.lossThreshold(flight)
-	r.cwnd = r.ssthresh + 3*r.mss
 	r.acc = 0
 }
 
-func (r *NewReno) OnRecoveryDupAck() { r.cwnd += r.mss } // RFC 5681 §3.2 step 4
-
-func (r *NewReno) OnPartialAck(acked int) {
-	// RFC 6582 §3.2 step 5: deflate by the amount acknowledged, add back one SMSS if
-	// at least one SMSS was acknowledged.
-	r.cwnd -= acked
-	if acked >= r.mss {
-		r.cwnd += r.mss
-	}
-	r.cwnd = max(r.cwnd, r.mss)
-}
-
-func (r *NewReno) OnRecoveryExit(flight int) {
-	// RFC 6582 §3.2 step 4, option (1).
-	r.cwnd = max(min(r.ssthresh, flight+r.mss), r.mss)
-}
+// SetWindow implements CongestionControl: recovery's cwnd becomes NewReno's.
+func (r *NewReno) SetWindow(cwnd int) { r.cwnd = cwnd }
 
 func (r *NewReno) OnTimeout(flight int) {
 	// RFC 5681 §3.1 eqn. 4 and the loss window of one SMSS.

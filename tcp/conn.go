@@ -11,31 +11,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berthnet/berth/clock"
 	"github.com/berthnet/berth/ports"
 	"github.com/berthnet/berth/wire"
 )
-
-type timerKind uint8
-
-const (
-	timerNone       timerKind = iota
-	timerRetransmit           // RFC 6298; also SYN and SYN-ACK retransmission
-	timerPersist              // RFC 9293 §3.8.6.1 zero-window probes, and SWS override
-	timerFinWait2             // orphaned FIN-WAIT-2 (tcp_fin_timeout)
-	timerTimeWait             // 2*MSL
-	timerKeepalive            // RFC 9293 §3.8.4 keep-alives, while idle
-	timerReorder              // RFC 8985 §6.2 RACK reordering window
-	timerTLP                  // RFC 8985 §7 tail loss probe
-)
-
-var timerNames = [...]string{"off", "on", "persist", "timewait", "timewait", "keepalive", "on", "on"}
-
-// maxOOO bounds the out-of-order ranges a connection remembers; together with the
-// receive buffer it bounds reassembly memory.
-const maxOOO = 16
-
-type span struct{ start, end uint32 }
 
 // KeepAliveConfig mirrors net.KeepAliveConfig.
 type KeepAliveConfig struct {
@@ -46,6 +24,13 @@ type KeepAliveConfig struct {
 }
 
 // Conn is one TCP connection endpoint. Its methods are safe for concurrent use.
+//
+// The connection is split by job, as gVisor splits its endpoint: the sender (send
+// sequence space, segmentation, congestion control, loss recovery; sender.go, sack.go,
+// recovery.go), the receiver (receive sequence space, reassembly, window, ACK policy;
+// receiver.go) and the timers with the RTO (timers.go) are plain types embedded here, so
+// one lock, c.mu, guards them all; conn.go keeps the lifecycle and the user API, input.go
+// the segment arrival state machine.
 type Conn struct {
 	p    *Protocol
 	mu   sync.Mutex
@@ -60,81 +45,12 @@ type Conn struct {
 	synced   bool        // reached ESTABLISHED once
 	timeWait atomic.Bool // in TIME-WAIT: read without the lock by reclaim
 
-	// Send sequence space (RFC 9293 §3.3.1). The send buffer holds the bytes from sndUna
-	// on; sndMax is the highest sequence number sent so far (sndNxt goes back to sndUna on
-	// a retransmission timeout).
-	iss, sndUna, sndNxt, sndMax uint32
-	sndWnd, maxSndWnd           uint32
-	sndWl1, sndWl2              uint32
-	sndWscale                   uint8
-	wsPeer                      bool // the peer's SYN offered window scale
-	sndBuf                      ring
-	sndBufMax                   int
-	finQueued                   bool
-	finSeq                      uint32 // sequence number of our FIN, once queued
-	mss                         int    // effective send MSS
-	gsoMax                      int    // largest super-segment the route takes (GSONetwork); 0: none
-	segPay                      int    // payload per segment of the super-segment being built
-	advMSS                      int    // the MSS we announce: route MTU minus headers
+	sender
+	receiver
+	timers
 
-	// Receive sequence space.
-	irs, rcvNxt uint32
-	rcvAdv      uint32 // right edge of the window last advertised
-	rcvWscale   uint8
-	rcvBuf      ring
-	rcvBufMax   int
-	// Auto-tuning (Config.RMem/WMem): the limits buffers may grow to (0: fixed), and
-	// the receiver's measurement of what the reader takes per RTT.
-	rcvAutoMax, sndAutoMax int
-	rcvCopied              int
-	rcvSpaceAt             time.Time
-	rcvRTT                 time.Duration // the receiver's RTT estimate from timestamps
-	rcvRTTOK               bool
-	rcvPeak                int // most unread bytes seen since the last auto-tuning step
-	ooo                    [maxOOO]span
-	nooo                   int
-	oooFin                 bool
-	oooFinSeq              uint32
-	finRcvd                bool
-	ackPending             int  // in-order segments not yet acknowledged
-	ackNow                 bool // an ACK must go out when the current input is done
-
-	// Timers.
-	timer    clock.Timer
-	tkind    timerKind
-	tat      time.Time // when the current timer kind is due
-	tsched   time.Time // when the underlying timer will fire; zero if not scheduled
-	dack     clock.Timer
-	dackOn   bool
-	retries  int // consecutive retransmission timeouts
-	probes   int // unanswered zero-window probes
-	pbackoff int // persist timer backoff, kept while the window stays shut
-	srtt     time.Duration
-	rttvar   time.Duration
-	rto      time.Duration
-	rttOn    bool
-	rttSeq   uint32
-	rttStart time.Time
-	twStart  time.Time
-	kaSeen   bool      // a segment arrived since the keep-alive timer was armed
-	oowLast  time.Time // last ACK sent for an out-of-window segment without data
-	kaProbes int
-
-	// Congestion control and loss recovery.
-	cc         CongestionControl
-	ccName     string // SetCongestionControl's choice; "" means Config's (cc.go)
-	dupAcks    int
-	inRecovery bool
 	outPending bool       // in Protocol.pend: finishInput waits for the end of the link batch
 	wmu        sync.Mutex // serializes writers (Write, ReadFrom): ReadFrom fills the buffer unlocked
-	recover    uint32
-	retrans    uint64 // segments retransmitted, for Sockets
-	// rtoRecovery: the recovery began with a timeout (cwnd slow-starts, RFC 6675 §5.1).
-	rtoRecovery bool
-	// RFC 6937 proportional rate reduction during SACK recovery (sack.go, prrUpdate):
-	// bytes delivered to the peer and sent by us since recovery began, the flight then,
-	// and the limit for pipe until the next ACK.
-	prrDelivered, prrOut, prrRecoverFS, prrLimit int
 
 	// RFC 7323 timestamps: negotiated (tsOK), the peer's SYN offered them (tsPeer),
 	// TS.Recent and when it was taken (for PAWS's 24-day rule, RFC 7323 §5.5), the
@@ -145,23 +61,9 @@ type Conn struct {
 	tsRecentAt   time.Time
 	lastAckSent  uint32
 
-	// RFC 2018 SACK: negotiated (sackOK), the peer's SYN offered it (sackPeer); a D-SACK
-	// block owed to the peer (RFC 2883); the sender's scoreboard and RACK-TLP state
-	// (sack.go).
-	sackOK, sackPeer  bool
-	dsack             span
-	dsackOn           bool
-	sb                scoreboard
-	rackValid         bool
-	rackReord         bool // reordering seen (RFC 8985 §6.1 step 3)
-	rackReoMult       int
-	rackXmit          time.Duration
-	rackEnd, rackFack uint32
-	rackRTT           time.Duration
-	rackMinRTT        time.Duration
-	reoAt             time.Duration // when the RACK reordering timer is due; 0: not needed
-	tlpOut            bool          // a tail loss probe is unanswered
-	oooHeld           int           // out-of-order bytes counted in the stack-wide cap
+	// RFC 2018 SACK: negotiated (sackOK), the peer's SYN offered it (sackPeer). The
+	// sender keeps the scoreboard, the receiver the blocks it reports.
+	sackOK, sackPeer bool
 
 	// RFC 5961 §7 challenge ACKs, rate-limited per socket.
 	chStart time.Time
@@ -169,9 +71,8 @@ type Conn struct {
 	// The clock, read at most once per locked operation: a clock read costs as much as
 	// building a segment on some machines, and timestamps, the scoreboard and the timers
 	// each want one. Every entry point that takes c.mu clears nowOK.
-	nowT      time.Time
-	nowOK     bool
-	quickAcks int // in-order segments still acknowledged at once (as Linux's quickack)
+	nowT  time.Time
+	nowOK bool
 
 	// User side.
 	err        error // hard error, reported once to Read or Write
@@ -187,17 +88,15 @@ type Conn struct {
 
 func (p *Protocol) newConn() *Conn {
 	c := &Conn{
-		p:           p,
-		rto:         p.cfg.InitialRTO,
-		sndBufMax:   p.cfg.WMem[1],
-		rcvBufMax:   p.cfg.RMem[1],
-		rcvAutoMax:  p.cfg.RMem[2],
-		sndAutoMax:  p.cfg.WMem[2],
-		nodelay:     true,
-		linger:      -1,
-		rackReoMult: 1,
-		quickAcks:   16,
+		p:       p,
+		nodelay: true,
+		linger:  -1,
 	}
+	c.sndBufMax, c.sndAutoMax = p.cfg.WMem[1], p.cfg.WMem[2]
+	c.rcvBufMax, c.rcvAutoMax = p.cfg.RMem[1], p.cfg.RMem[2]
+	c.rto = p.cfg.InitialRTO
+	c.rackReoMult = 1
+	c.quickAcks = 16
 	c.cond.L = &c.mu
 	return c
 }
@@ -329,8 +228,7 @@ func (c *Conn) activeOpen(ctx context.Context, mtu int) (*Conn, error) {
 	c.setRoute(mtu)
 	p.track(c)
 	p.Stats.ActiveOpens.Add(1)
-	c.iss = p.isn(c.local, c.remote)
-	c.sndUna, c.sndNxt, c.sndMax, c.recover = c.iss, c.iss+1, c.iss+1, c.iss
+	c.initSend(p.isn(c.local, c.remote))
 	c.state = StateSynSent
 	c.sendSYN()
 	c.arm(timerRetransmit, c.rto)
@@ -361,6 +259,47 @@ func (c *Conn) activeOpen(ctx context.Context, mtu int) (*Conn, error) {
 		return nil, err
 	}
 	c.mu.Unlock()
+	return c, nil
+}
+
+// passiveOpen creates the connection the peer's SYN asks for (RFC 9293 §3.10.7.2, as in
+// LISTEN), registered under its 4-tuple and in SYN-RECEIVED, and returns it with c.mu
+// held; l is the listener that accepts it, if any. irs is the peer's initial sequence
+// number, iss ours, wnd the window of the SYN (never scaled, RFC 7323 §2.2), opts the
+// options of the SYN. Listeners (listener.go), syncookies (syncookie.go) and transparent
+// connections (transparent.go) all open through it; the caller then tracks the
+// connection and answers (or, for a cookie, completes) the handshake.
+// registerConn creates a connection for the exact 4-tuple (local, remote), registered
+// with the Manager (EADDRINUSE if the 4-tuple is taken), and returns it with c.mu held:
+// the passive opens and DialTransparent. active says we send the SYN; l is the listener
+// of a passive open, if any.
+func (p *Protocol) registerConn(local, remote netip.AddrPort, active bool, l *Listener) (*Conn, error) {
+	c := p.newConn()
+	c.active = active
+	c.local, c.remote = local, remote
+	c.listener = l
+	c.mu.Lock()
+	b, err := p.mgr.Register(local, remote, c)
+	if err != nil {
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.bind = b
+	return c, nil
+}
+
+func (p *Protocol) passiveOpen(l *Listener, local, remote netip.AddrPort, mtu int, irs, iss, wnd uint32, opts *wire.TCPOptions) (*Conn, error) {
+	c, err := p.registerConn(local, remote, false, l)
+	if err != nil {
+		return nil, err
+	}
+	c.setRoute(mtu)
+	c.initRecv(irs)
+	c.negotiate(opts)
+	c.sndWnd, c.sndWl1, c.maxSndWnd = wnd, irs, wnd
+	c.initSend(iss)
+	c.sndWl2 = iss
+	c.state = StateSynReceived
 	return c, nil
 }
 
@@ -411,481 +350,6 @@ func (c *Conn) now() time.Time {
 
 // mono is now on the protocol's monotonic clock, for transmission times (sack.go).
 func (c *Conn) mono() time.Duration { return c.now().Sub(c.p.epoch) }
-
-// emit builds one segment in a scratch buffer and hands it to the network: payload n
-// bytes from the send buffer at seq. Timestamps and SACK blocks are added here unless the
-// caller gives the options (a SYN). The caller holds c.mu.
-func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
-	var o wire.TCPOptions
-	if opts == nil && (c.tsOK || c.sackOK) {
-		if c.tsOK {
-			o.HasTimestamps, o.TSVal, o.TSEcr = true, c.tsNow(), c.tsRecent
-		}
-		if c.sackOK && flags&wire.TCPFlagACK != 0 && (c.nooo > 0 || c.dsackOn) {
-			c.sackBlocks(&o)
-		}
-		opts = &o
-	}
-	f := wire.TCPFields{
-		SrcPort: c.local.Port(),
-		DstPort: c.remote.Port(),
-		Seq:     seq,
-		Flags:   flags,
-		Options: opts,
-	}
-	if flags&wire.TCPFlagACK != 0 {
-		f.Ack = c.rcvNxt
-		f.Window = c.windowField(flags&wire.TCPFlagSYN != 0)
-		c.lastAckSent = c.rcvNxt
-		c.ackPending, c.ackNow = 0, false
-		if c.dackOn {
-			c.dackOn = false
-			c.dack.Stop()
-		}
-	}
-	hl := f.HeaderLen()
-	total := wire.NetworkHeadroom + hl + n
-	bp := c.p.scratch(total)
-	b := *bp
-	f.Encode(b[wire.NetworkHeadroom:])
-	if n > 0 {
-		c.sndBuf.readAt(b[wire.NetworkHeadroom+hl:total], int(seq-c.sndUna))
-	}
-	if c.gsoMax > 0 && n > 0 {
-		// Through the GSO link: a super-segment is cut there, copying our header into
-		// each piece, and the link computes every piece's checksum (link.GSOEndpoint), a
-		// single segment's too (the kernel behind a TUN device then needs no check of
-		// its own): no pass over the payload here.
-		mss := c.segPay
-		if mss == 0 || n <= mss {
-			mss = n
-		}
-		err := c.p.net.(GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], mss)
-		if err == nil || n > mss {
-			if err != nil {
-				c.gsoMax = 0 // the route changed under us: segment ourselves from now on
-			}
-			c.p.release(bp)
-			c.p.Stats.OutSegs.Add(uint64((n + mss - 1) / mss))
-			return
-		}
-		// One segment the route would not take whole: send it the ordinary way.
-		c.gsoMax = 0
-	}
-	wire.SetTCPChecksum(b[wire.NetworkHeadroom:total], c.local.Addr(), c.remote.Addr())
-	c.p.net.Output(c.local.Addr(), c.remote.Addr(), wire.ProtoTCP, b[:total])
-	c.p.release(bp)
-	c.p.Stats.OutSegs.Add(1)
-}
-
-// windowField computes the window to advertise and remembers its right edge. Receiver SWS
-// avoidance (RFC 9293 §3.8.6.2.2): the right edge moves only when it can move by at least
-// min(buffer/2, MSS); it never moves left (RFC 9293 §3.8.6: do not shrink the window).
-func (c *Conn) windowField(syn bool) uint16 {
-	free := max(c.rcvBufMax-c.rcvBuf.n, 0)
-	if syn {
-		w := min(free, 0xffff) // RFC 7323 §2.2: the window in a SYN is never scaled
-		c.rcvAdv = c.rcvNxt + uint32(w)
-		return uint16(w)
-	}
-	cur := 0
-	if seqGT(c.rcvAdv, c.rcvNxt) {
-		cur = int(c.rcvAdv - c.rcvNxt)
-	}
-	w := cur
-	if free >= cur+min(c.rcvBufMax/2, c.mss) {
-		w = free
-	}
-	field := min(w>>c.rcvWscale, 0xffff)
-	if field<<c.rcvWscale < cur {
-		field = min((cur+(1<<c.rcvWscale)-1)>>c.rcvWscale, 0xffff)
-	}
-	c.rcvAdv = c.rcvNxt + uint32(field<<c.rcvWscale)
-	return uint16(field)
-}
-
-// rcvWnd is the window currently offered to the peer.
-func (c *Conn) rcvWnd() uint32 {
-	if seqGT(c.rcvAdv, c.rcvNxt) {
-		return c.rcvAdv - c.rcvNxt
-	}
-	return 0
-}
-
-// sendAck sends a bare ACK. Its sequence number is SND.MAX, not SND.NXT (as BSD): after a
-// timeout SND.NXT goes back, and an ACK numbered below what the peer already has would
-// fail its acceptance test, so the acknowledgment in it would be ignored.
-func (c *Conn) sendAck() {
-	c.emit(c.sndMax, wire.TCPFlagACK, 0, nil)
-}
-
-// sendData sends one segment at seq with up to limit bytes from the send buffer, with FIN if
-// it reaches our FIN. It returns the sequence space used.
-func (c *Conn) sendData(seq uint32, limit int) int {
-	off := int(seq - c.sndUna)
-	n := min(max(c.sndBuf.n-off, 0), limit)
-	pay := c.mss
-	if sl := c.sackOptLen(); sl > 0 {
-		pay = max(c.mss-sl, 1) // SACK blocks share the segment's option space
-	}
-	c.segPay = 0
-	if n > pay {
-		if c.gsoMax > 0 && seq == c.sndMax {
-			// New data as a super-segment of whole segments (and a last partial one).
-			c.segPay = pay
-		} else {
-			n = pay
-		}
-	}
-	flags := wire.TCPFlagACK
-	fin := c.finQueued && seq+uint32(n) == c.finSeq
-	if fin {
-		flags |= wire.TCPFlagFIN
-	}
-	if n == 0 && !fin {
-		return 0
-	}
-	if n > 0 && off+n == c.sndBuf.n {
-		flags |= wire.TCPFlagPSH
-	}
-	used := n
-	if fin {
-		used++
-	}
-	end := seq + uint32(used)
-	if c.inRecovery {
-		c.prrOut += n // RFC 6937: prr_out counts retransmissions and new data alike
-	}
-	if seqLT(seq, c.sndMax) {
-		// A retransmission: Karn's rule, no RTT sample from it (RFC 6298 §3).
-		c.rttOn = false
-		c.retrans++
-		c.p.Stats.RetransSegs.Add(1)
-	} else {
-		if !c.rttOn {
-			c.rttOn, c.rttSeq, c.rttStart = true, seq, c.now()
-		}
-		if c.sackOK {
-			now := c.mono()
-			for s := seq; seqLT(s, end); {
-				e := end
-				if c.segPay > 0 && int(end-s) > c.segPay {
-					e = s + uint32(c.segPay) // one record per segment the link will cut
-				}
-				c.sb.push(s, e, now, c.mss)
-				s = e
-			}
-		}
-	}
-	c.emit(seq, flags, n, nil)
-	c.segPay = 0
-	if seqGT(end, c.sndMax) {
-		c.sndMax = end
-	}
-	return used
-}
-
-// output sends what the windows allow: new data, segmented by MSS, with sender SWS
-// avoidance (RFC 9293 §3.8.6.2.1) and Nagle's algorithm when NoDelay is off; then the FIN.
-func (c *Conn) output() {
-	if !c.state.sending() {
-		return
-	}
-	if c.sackOK && c.sb.lost > 0 {
-		c.retransmitLost(false)
-	}
-	for {
-		bufEnd := c.sndUna + uint32(c.sndBuf.n)
-		pending := 0
-		if seqLT(c.sndNxt, bufEnd) {
-			pending = int(bufEnd - c.sndNxt)
-		}
-		finPending := c.finQueued && seqLEQ(c.sndNxt, c.finSeq)
-		if pending == 0 && !finPending {
-			break
-		}
-		inFlight := int(c.sndNxt - c.sndUna)
-		usable := int(c.sndWnd) - inFlight
-		if c.sackOK {
-			// RFC 6675 §5: the congestion window limits pipe, which leaves out what the
-			// peer SACKed and what is lost.
-			usable = min(usable, c.cwndLimit()-c.pipe())
-		} else {
-			usable = min(usable, c.cc.Window()-inFlight)
-		}
-		seg := c.mss
-		if c.gsoMax > 0 && c.sndNxt == c.sndMax {
-			// GSO: as many whole segments as the windows allow in one super-segment.
-			hdr := wire.TCPMinHeaderLen + tsOptLen + c.sackOptLen()
-			seg = max(c.mss, min(usable/c.mss, (c.gsoMax-hdr)/c.mss)*c.mss)
-		}
-		n := min(pending, usable, seg)
-		if pending > 0 {
-			if n <= 0 {
-				break
-			}
-			if n < c.mss && n < pending && n < int(c.maxSndWnd/2) {
-				break // SWS avoidance: wait for a bigger window
-			}
-			if n < c.mss && n == pending && !c.nodelay && inFlight > 0 {
-				break // Nagle (RFC 9293 §3.7.4)
-			}
-		}
-		used := c.sendData(c.sndNxt, max(n, 0))
-		if used == 0 {
-			break
-		}
-		c.sndNxt += uint32(used)
-	}
-	c.updateTimer()
-}
-
-// updateTimer picks the timer the send side needs: retransmission while data is in
-// flight, persist while data waits on a zero (or too small) window, none otherwise.
-func (c *Conn) updateTimer() {
-	switch c.state {
-	case StateSynSent, StateSynReceived:
-		return
-	case StateTimeWait, StateClosed:
-		return
-	}
-	inFlight := c.sndNxt != c.sndUna
-	bufEnd := c.sndUna + uint32(c.sndBuf.n)
-	pending := seqLT(c.sndNxt, bufEnd) || (c.finQueued && seqLEQ(c.sndNxt, c.finSeq))
-	switch {
-	case c.sndWnd == 0 && (pending || inFlight):
-		if c.tkind != timerPersist {
-			c.arm(timerPersist, c.backedOff())
-		}
-	case inFlight:
-		if c.tkind != timerRetransmit && c.tkind != timerReorder && c.tkind != timerTLP {
-			c.armLoss()
-		}
-	case pending:
-		if c.tkind != timerPersist {
-			c.arm(timerPersist, c.backedOff())
-		}
-	default:
-		if c.keepAlive.Enable && (c.state == StateEstablished || c.state == StateCloseWait) {
-			if c.tkind != timerKeepalive {
-				c.kaSeen = false // the connection falls idle now
-				c.arm(timerKeepalive, c.keepAliveIdle())
-			}
-		} else if c.tkind == timerRetransmit || c.tkind == timerPersist || c.tkind == timerKeepalive {
-			c.disarm()
-		}
-	}
-}
-
-func (c *Conn) keepAliveIdle() time.Duration {
-	if d := c.keepAlive.Idle; d > 0 {
-		return d
-	}
-	return 15 * time.Second // Go's default
-}
-
-// onKeepalive probes an idle connection with <SEQ=SND.NXT-1> and no data, which the peer
-// must acknowledge (RFC 9293 §3.8.4, RFC 1122 §4.2.3.6); Count unanswered probes, Interval
-// apart, end the connection with ETIMEDOUT. The timer is armed when the connection falls
-// idle; segments arriving later only set kaSeen (no clock read per segment), so a
-// connection that was active is given a fresh idle period: the first probe goes out
-// between Idle and twice Idle after the last segment.
-func (c *Conn) onKeepalive() {
-	if !c.keepAlive.Enable || c.sndNxt != c.sndUna || !(c.state == StateEstablished || c.state == StateCloseWait) {
-		c.updateTimer()
-		return
-	}
-	if c.kaSeen {
-		c.kaSeen, c.kaProbes = false, 0
-		c.arm(timerKeepalive, c.keepAliveIdle())
-		return
-	}
-	count := c.keepAlive.Count
-	if count <= 0 {
-		count = 9
-	}
-	if c.kaProbes >= count {
-		c.fail(syscall.ETIMEDOUT)
-		return
-	}
-	c.kaProbes++
-	c.emit(c.sndNxt-1, wire.TCPFlagACK, 0, nil)
-	iv := c.keepAlive.Interval
-	if iv <= 0 {
-		iv = 15 * time.Second
-	}
-	c.arm(timerKeepalive, iv)
-}
-
-func (c *Conn) backedOff() time.Duration {
-	d := c.rto
-	for i := 0; i < c.pbackoff && d < c.p.cfg.MaxRTO; i++ {
-		d *= 2
-	}
-	return min(d, c.p.cfg.MaxRTO)
-}
-
-func (c *Conn) arm(kind timerKind, d time.Duration) {
-	c.tkind = kind
-	now := c.now()
-	c.tat = now.Add(d)
-	if c.timer == nil {
-		c.timer = c.p.clk.AfterFunc(d, c.onTimer)
-		c.tsched = c.tat
-		return
-	}
-	if c.tsched.IsZero() || c.tat.Before(c.tsched) {
-		c.timer.Reset(d)
-		c.tsched = c.tat
-	}
-}
-
-func (c *Conn) disarm() {
-	c.tkind = timerNone
-	if c.timer != nil && !c.tsched.IsZero() {
-		c.timer.Stop()
-		c.tsched = time.Time{}
-	}
-}
-
-func (c *Conn) onTimer() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.nowOK = false
-	c.tsched = time.Time{}
-	if c.tkind == timerNone {
-		return
-	}
-	now := c.p.clk.Now()
-	if left := c.tat.Sub(now); left > 0 {
-		c.timer.Reset(left)
-		c.tsched = c.tat
-		return
-	}
-	kind := c.tkind
-	c.tkind = timerNone
-	switch kind {
-	case timerRetransmit:
-		c.onRetransmit()
-	case timerPersist:
-		c.onPersist()
-	case timerFinWait2, timerTimeWait:
-		c.finish(nil)
-	case timerKeepalive:
-		c.onKeepalive()
-	case timerReorder:
-		c.onReorder()
-	case timerTLP:
-		c.onTLP()
-	}
-}
-
-// onRetransmit handles an expired retransmission timer (RFC 6298 §5.4-5.6).
-func (c *Conn) onRetransmit() {
-	switch c.state {
-	case StateSynSent, StateSynReceived:
-		limit := c.p.cfg.SynRetries
-		if !c.active {
-			limit = c.p.cfg.SynAckRetries
-		}
-		if c.retries >= limit {
-			c.fail(syscall.ETIMEDOUT)
-			return
-		}
-		c.retries++
-		c.backoff()
-		c.rttOn = false
-		c.retrans++
-		c.p.Stats.RetransSegs.Add(1)
-		c.sendSYN()
-		c.arm(timerRetransmit, c.rto)
-		return
-	}
-	if c.sndNxt == c.sndUna && c.sndMax == c.sndUna {
-		c.updateTimer()
-		return
-	}
-	if c.retries >= c.p.cfg.Retries {
-		err := syscall.ETIMEDOUT
-		if c.softErr != 0 {
-			err = c.softErr
-		}
-		c.fail(err)
-		return
-	}
-	c.retries++
-	c.backoff()
-	c.p.Stats.Timeouts.Add(1)
-	c.cc.OnTimeout(int(c.sndMax - c.sndUna))
-	c.inRecovery, c.dupAcks, c.recover = false, 0, c.sndMax
-	c.rttOn = false
-	if c.sbComplete() && c.sndWnd > 0 {
-		c.rtoSACK()
-		c.arm(timerRetransmit, c.rto)
-		return
-	}
-	c.sb.reset()        // going back N: records of the old transmissions no longer apply
-	c.sndNxt = c.sndUna // go back: resend from the first unacknowledged byte
-	if c.sndWnd == 0 {
-		c.updateTimer()
-		return
-	}
-	c.sndNxt += uint32(c.sendData(c.sndUna, c.mss))
-	c.arm(timerRetransmit, c.rto)
-}
-
-// onPersist sends a zero-window probe carrying one byte of new data (RFC 9293
-// §3.8.6.1), or, when the window is open but too small for SWS avoidance, what fits.
-// Probes back off exponentially; as long as the peer answers, the connection stays.
-func (c *Conn) onPersist() {
-	if c.probes > c.p.cfg.Retries {
-		c.fail(syscall.ETIMEDOUT)
-		return
-	}
-	c.probes++
-	c.pbackoff++
-	inFlight := int(c.sndNxt - c.sndUna)
-	usable := min(int(c.sndWnd), c.cc.Window()) - inFlight
-	if usable > 0 {
-		c.sndNxt += uint32(c.sendData(c.sndNxt, min(usable, c.mss)))
-	} else {
-		used := c.sendData(c.sndUna, 1)
-		if seqLT(c.sndNxt, c.sndUna+uint32(used)) {
-			c.sndNxt = c.sndUna + uint32(used)
-		}
-	}
-	// Still shut: the next probe, backed off. Data sent into an open window: the
-	// retransmission timer covers it.
-	c.updateTimer()
-}
-
-func (c *Conn) backoff() { c.rto = min(2*c.rto, c.p.cfg.MaxRTO) }
-
-// rttSample updates SRTT, RTTVAR and RTO (RFC 6298 §2), with the RTO floored at MinRTO.
-func (c *Conn) rttSample(r time.Duration) {
-	r = max(r, time.Microsecond)
-	if c.srtt == 0 {
-		c.srtt, c.rttvar = r, r/2
-	} else {
-		d := c.srtt - r
-		if d < 0 {
-			d = -d
-		}
-		c.rttvar = (3*c.rttvar + d) / 4
-		c.srtt = (7*c.srtt + r) / 8
-	}
-	c.rto = c.computedRTO()
-	if c.cc != nil {
-		c.cc.OnRTTSample(r, c.srtt) // CUBIC target, HyStart++ rounds (cc.go)
-	}
-}
-
-func (c *Conn) computedRTO() time.Duration {
-	if c.srtt == 0 {
-		return c.p.cfg.InitialRTO
-	}
-	return min(max(c.srtt+max(time.Millisecond, 4*c.rttvar), c.p.cfg.MinRTO), c.p.cfg.MaxRTO)
-}
 
 // takeErr reports the pending hard error once, as Linux's sock_error does: afterwards
 // reads see EOF and writes EPIPE.
@@ -1072,69 +536,6 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, nil
 		}
 		c.cond.Wait()
-	}
-}
-
-// rcvAutotune grows the receive buffer toward what the reader takes in one RTT, twice
-// over (Linux's tcp_rcv_space_adjust, "dynamic right-sizing"): the sender's window can
-// double per RTT in slow start, and the window must not be what limits it. The RTT is
-// the receiver's own estimate from timestamps when the millisecond clock can resolve it
-// (2 ms or more), else SRTT (microseconds, from the handshake at least), else 100 ms: on
-// a sub-millisecond path a 1 ms estimate would inflate buffers many times over.
-func (c *Conn) rcvAutotune(n int) {
-	if c.rcvAutoMax <= c.rcvBufMax {
-		return
-	}
-	c.rcvCopied += n
-	now := c.now()
-	if c.rcvSpaceAt.IsZero() {
-		c.rcvSpaceAt, c.rcvCopied = now, n
-		return
-	}
-	rtt := c.rcvRTT
-	if (!c.rcvRTTOK || rtt < 2*time.Millisecond) && c.srtt > 0 {
-		rtt = c.srtt
-	}
-	if rtt == 0 {
-		rtt = 100 * time.Millisecond
-	}
-	if now.Sub(c.rcvSpaceAt) < rtt {
-		return
-	}
-	want := 2*c.rcvCopied + 16*c.advMSS
-	peak := c.rcvPeak
-	c.rcvSpaceAt, c.rcvCopied, c.rcvPeak = now, 0, 0
-	// A reader that left half the buffer unread is what limits the transfer, not the
-	// window: a bigger buffer would only hold more unread data (and cost cache).
-	if want > c.rcvBufMax && peak <= c.rcvBufMax/2 {
-		// Never beyond what the window field can announce with the fixed scale.
-		c.rcvBufMax = min(want, c.rcvAutoMax, 0xffff<<c.rcvWscale)
-	}
-}
-
-// sndAutotune grows the send buffer to twice the window the sender can use (Linux's
-// tcp_sndbuf_expand), so that a write can always fill the path.
-func (c *Conn) sndAutotune() {
-	if c.sndAutoMax <= c.sndBufMax {
-		return
-	}
-	if want := 2 * min(c.cc.Window(), int(c.maxSndWnd)); want > c.sndBufMax {
-		c.sndBufMax = min(want, c.sndAutoMax)
-		c.cond.Broadcast()
-	}
-}
-
-// windowUpdate sends an ACK when reading opened the window a lot: from (almost) zero to
-// at least an MSS, or to twice what was offered (as Linux's tcp_cleanup_rbuf).
-func (c *Conn) windowUpdate() {
-	if !c.state.receiving() {
-		return
-	}
-	cur := int(c.rcvWnd())
-	free := c.rcvBufMax - c.rcvBuf.n
-	step := min(c.rcvBufMax/2, c.mss)
-	if free-cur >= step && (cur < step || free >= 2*cur) {
-		c.sendAck()
 	}
 }
 

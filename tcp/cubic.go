@@ -31,8 +31,8 @@ const (
 // Cubic is RFC 9438 CUBIC congestion control with RFC 9406 HyStart++ for the initial slow
 // start. Windows are kept in bytes; the cubic function works in segments and seconds, as
 // the RFC writes it. Loss recovery itself (retransmissions, the window inflation of RFC
-// 5681 §3.2 during fast recovery and RFC 6582's partial ACKs) is the connection's, as for
-// NewReno; CUBIC changes the reduction (β = 0.7) and the growth in congestion avoidance.
+// 5681 §3.2 during fast recovery and RFC 6582's partial ACKs) is the connection's
+// (recovery.go); CUBIC decides the reduction (β = 0.7) and the growth.
 type Cubic struct {
 	clk      clock.Clock
 	mss      int
@@ -244,28 +244,15 @@ func (c *Cubic) reduce(flight int) {
 	c.hs.on, c.hs.css = false, false
 }
 
-func (c *Cubic) OnFastRetransmit(flight int) {
+// OnCongestion implements CongestionControl: RFC 9438 §4.6 and §4.7 (reduce).
+func (c *Cubic) OnCongestion(flight int) {
 	c.reduce(flight)
 	c.afterRTO = false
-	// RFC 5681 §3.2 step 3: cwnd = ssthresh + 3*SMSS for the duplicates' departed segments.
-	c.cwnd = c.ssthresh + 3*c.mss
 }
 
-func (c *Cubic) OnRecoveryDupAck() { c.cwnd += c.mss } // RFC 5681 §3.2 step 4
-
-func (c *Cubic) OnPartialAck(acked int) {
-	// RFC 6582 §3.2 step 5, as in NewReno.
-	c.cwnd -= acked
-	if acked >= c.mss {
-		c.cwnd += c.mss
-	}
-	c.cwnd = max(c.cwnd, c.mss)
-}
-
-func (c *Cubic) OnRecoveryExit(flight int) {
-	// RFC 6582 §3.2 step 4 option (1); cwnd ends at about β*cwnd (RFC 9438 §4.6).
-	c.cwnd = max(min(c.ssthresh, flight+c.mss), c.mss)
-}
+// SetWindow implements CongestionControl: recovery's cwnd becomes CUBIC's; the next
+// epoch starts from it (RFC 9438 §4.2).
+func (c *Cubic) SetWindow(cwnd int) { c.cwnd = cwnd }
 
 func (c *Cubic) OnTimeout(flight int) {
 	// RFC 9438 §4.8: ssthresh by β as for a loss, cwnd to one segment as Reno (RFC 5681

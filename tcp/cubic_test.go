@@ -19,14 +19,14 @@ func cubicAfterLoss(t *testing.T, w int, rtt time.Duration) (*Cubic, *clock.Manu
 	c := NewCubic(ccMSS, clk)
 	c.seed(w*ccMSS, w*ccMSS/2) // in congestion avoidance at w segments
 	c.OnRTTSample(rtt, rtt)
-	c.OnFastRetransmit(w * ccMSS)
+	recoveryStart(c, w*ccMSS, ccMSS)
 	if want := int(float64(w*ccMSS) * cubicBeta); c.SSThresh() != want {
 		t.Fatalf("ssthresh after loss at %d segments: %d, want β·flight = %d", w, c.SSThresh(), want)
 	}
 	if c.Window() != c.SSThresh()+3*ccMSS {
 		t.Fatalf("cwnd in recovery %d, want ssthresh+3*MSS", c.Window())
 	}
-	c.OnRecoveryExit(c.SSThresh())
+	recoveryExit(c, c.SSThresh(), ccMSS)
 	if c.Window() != c.SSThresh() {
 		t.Fatalf("cwnd after recovery %d, want ssthresh %d", c.Window(), c.SSThresh())
 	}
@@ -162,19 +162,19 @@ func TestCubicFastConvergence(t *testing.T) {
 	clk := clock.NewManual(time.Unix(1e9, 0))
 	c := NewCubic(ccMSS, clk)
 	c.seed(100*ccMSS, 50*ccMSS)
-	c.OnFastRetransmit(100 * ccMSS)
+	recoveryStart(c, 100*ccMSS, ccMSS)
 	if c.WMax() != 100 {
 		t.Fatalf("W_max %v, want 100", c.WMax())
 	}
-	c.OnRecoveryExit(70 * ccMSS)
+	recoveryExit(c, 70*ccMSS, ccMSS)
 	c.seed(80*ccMSS, c.SSThresh()) // grew to 80 only, then another loss
-	c.OnFastRetransmit(80 * ccMSS)
+	recoveryStart(c, 80*ccMSS, ccMSS)
 	if want := 80 * (1 + cubicBeta) / 2; math.Abs(c.WMax()-want) > 1e-9 {
 		t.Fatalf("W_max %v after a loss below the old one, want %v", c.WMax(), want)
 	}
-	c.OnRecoveryExit(56 * ccMSS)
+	recoveryExit(c, 56*ccMSS, ccMSS)
 	c.seed(120*ccMSS, c.SSThresh())
-	c.OnFastRetransmit(120 * ccMSS)
+	recoveryStart(c, 120*ccMSS, ccMSS)
 	if c.WMax() != 120 {
 		t.Fatalf("W_max %v after a loss above the old one, want 120", c.WMax())
 	}
@@ -183,8 +183,8 @@ func TestCubicFastConvergence(t *testing.T) {
 	c2.OnAck(ccMSS, c2.Window())
 	kNoFC := c2.K()
 	c2.seed(80*ccMSS, c2.SSThresh())
-	c2.OnFastRetransmit(80 * ccMSS)
-	c2.OnRecoveryExit(56 * ccMSS)
+	recoveryStart(c2, 80*ccMSS, ccMSS)
+	recoveryExit(c2, 56*ccMSS, ccMSS)
 	c2.OnAck(ccMSS, c2.Window())
 	if want := math.Cbrt((80*(1+cubicBeta)/2 - 56) / cubicC); math.Abs(c2.K().Seconds()-want) > 1e-3 || c2.K() >= kNoFC {
 		t.Fatalf("K after fast convergence %v, want %.3fs (< %v)", c2.K(), want, kNoFC)
@@ -352,8 +352,8 @@ func BenchmarkCubicOnAck(b *testing.B) {
 		c.OnRTTSample(10*time.Millisecond, 10*time.Millisecond)
 		c.OnAck(1460, c.Window())
 		if c.Window() > 1<<20 { // stay in a realistic range
-			c.OnFastRetransmit(c.Window())
-			c.OnRecoveryExit(c.SSThresh())
+			recoveryStart(c, c.Window(), 1460)
+			recoveryExit(c, c.SSThresh(), 1460)
 		}
 	}
 }

@@ -876,10 +876,8 @@ func (h *halvingCC) SSThresh() int                  { return h.ssthresh }
 func (h *halvingCC) SetMSS(mss int)                 { h.mss = mss }
 func (h *halvingCC) OnRTTSample(_, _ time.Duration) {}
 func (h *halvingCC) OnAck(acked, flight int)        {}
-func (h *halvingCC) OnFastRetransmit(flight int)    { h.ssthresh = flight / 2; h.cwnd = h.ssthresh }
-func (h *halvingCC) OnRecoveryDupAck()              {}
-func (h *halvingCC) OnPartialAck(acked int)         {}
-func (h *halvingCC) OnRecoveryExit(flight int)      { h.cwnd = h.ssthresh }
+func (h *halvingCC) OnCongestion(flight int)        { h.ssthresh = flight / 2 }
+func (h *halvingCC) SetWindow(cwnd int)             { h.cwnd = cwnd }
 func (h *halvingCC) OnTimeout(flight int)           { h.ssthresh = flight / 2; h.cwnd = h.mss }
 
 // TestScriptPRR: during SACK recovery the sender sends in proportion to what the peer

@@ -181,26 +181,13 @@ func (l *Listener) synRecv(s *segment) bool {
 	if err != nil {
 		return false
 	}
-	c := p.newConn()
-	c.local = netip.AddrPortFrom(s.dst, s.hdr.DstPort())
-	c.remote = netip.AddrPortFrom(s.src, s.hdr.SrcPort())
-	c.listener = l
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	b, err := p.mgr.Register(c.local, c.remote, c)
+	local := netip.AddrPortFrom(s.dst, s.hdr.DstPort())
+	remote := netip.AddrPortFrom(s.src, s.hdr.SrcPort())
+	c, err := p.passiveOpen(l, local, remote, mtu, s.seq, p.isn(local, remote), s.wnd, &s.opts)
 	if err != nil {
 		return false
 	}
-	c.bind = b
-	c.setRoute(mtu)
-	c.irs, c.rcvNxt = s.seq, s.seq+1
-	c.negotiate(&s.opts)
-	c.sndWnd, c.sndWl1 = s.wnd, s.seq
-	c.maxSndWnd = s.wnd
-	c.iss = p.isn(c.local, c.remote)
-	c.sndUna, c.sndNxt, c.sndMax, c.recover = c.iss, c.iss+1, c.iss+1, c.iss
-	c.sndWl2 = c.iss
-	c.state = StateSynReceived
+	defer c.mu.Unlock()
 	l.mu.Lock()
 	if l.closed || len(l.synQ) >= l.backlog {
 		// Closed, or SYNs on other goroutines filled the queue since input looked:

@@ -7,7 +7,7 @@
 // ACKs rate-limited per socket); initial sequence numbers by RFC 6528; MSS, window scale,
 // timestamps with PAWS and RTT measurement (RFC 7323) and SACK (RFC 2018, D-SACK RFC 2883),
 // negotiated in sendSYN and negotiate, the one place for options; with SACK, a scoreboard,
-// RACK-TLP loss detection (RFC 8985) and RFC 6675 recovery (sack.go); flow control with
+// RACK-TLP loss detection (RFC 8985) and RFC 6675 recovery (recovery.go); flow control with
 // sender and receiver SWS avoidance, zero-window probing, receive-buffer auto-tuning, and
 // reassembly in the receive buffer itself under a stack-wide out-of-order cap; path MTU
 // from ICMP; super-segments on GSO links (GSONetwork).

@@ -8,8 +8,9 @@ import (
 
 // The sender's loss machinery once SACK is negotiated: a scoreboard of transmitted
 // segments (RFC 6675 §3), RACK time-based loss detection (RFC 8985 §6), tail loss probes
-// (RFC 8985 §7) and SACK-based recovery that keeps pipe below cwnd (RFC 6675 §5). Without
-// SACK the connection keeps RFC 5681/6582 NewReno recovery (input.go).
+// (RFC 8985 §7). RACK's verdicts start SACK-based recovery that keeps pipe below cwnd
+// (RFC 6675 §5, recovery.go); without SACK the sender keeps RFC 5681/6582 NewReno
+// recovery (recovery.go too).
 
 // txSeg is one transmitted segment (or a few small ones sent back to back and coalesced)
 // in the scoreboard.
@@ -97,13 +98,13 @@ func (sb *scoreboard) find(seq uint32) int {
 
 // sbAck drops the records the cumulative ACK covers; each record delivered by it (not
 // SACKed before) feeds RACK (RFC 8985 §6.1).
-func (c *Conn) sbAck(ack uint32, now time.Duration) {
-	sb := &c.sb
+func (s *sender) sbAck(ack uint32, now time.Duration) {
+	sb := &s.sb
 	for sb.n > 0 {
 		r := sb.at(0)
 		if seqLEQ(r.end, ack) {
 			if r.flags&segSACKed == 0 {
-				c.rackDeliver(r, now)
+				s.rackDeliver(r, now)
 			}
 			sb.uncount(r.flags, int(r.end-r.start))
 			sb.head = (sb.head + 1) & (len(sb.segs) - 1)
@@ -176,24 +177,24 @@ func rackSentAfter(t1 time.Duration, seq1 uint32, t2 time.Duration, seq2 uint32)
 }
 
 // rackDeliver is RFC 8985 §6.1 steps 1-3 for one delivered record.
-func (c *Conn) rackDeliver(r *txSeg, now time.Duration) {
+func (s *sender) rackDeliver(r *txSeg, now time.Duration) {
 	rtt := now - r.sent
-	if r.flags&segRetrans != 0 && rtt < c.rackMinRTT {
+	if r.flags&segRetrans != 0 && rtt < s.rackMinRTT {
 		return // delivered sooner than possible: the original was delivered, not this
 	}
-	if r.flags&segRetrans == 0 && (c.rackMinRTT == 0 || rtt < c.rackMinRTT) {
-		c.rackMinRTT = max(rtt, time.Microsecond)
+	if r.flags&segRetrans == 0 && (s.rackMinRTT == 0 || rtt < s.rackMinRTT) {
+		s.rackMinRTT = max(rtt, time.Microsecond)
 	}
 	// Step 3: a delivered segment below the highest delivered one, never retransmitted,
 	// was reordered.
 	switch {
-	case !c.rackValid || seqGT(r.end, c.rackFack):
-		c.rackFack = r.end
-	case seqLT(r.end, c.rackFack) && r.flags&segRetrans == 0:
-		c.rackReord = true
+	case !s.rackValid || seqGT(r.end, s.rackFack):
+		s.rackFack = r.end
+	case seqLT(r.end, s.rackFack) && r.flags&segRetrans == 0:
+		s.rackReord = true
 	}
-	if !c.rackValid || rackSentAfter(r.sent, r.end, c.rackXmit, c.rackEnd) {
-		c.rackRTT, c.rackXmit, c.rackEnd, c.rackValid = rtt, r.sent, r.end, true
+	if !s.rackValid || rackSentAfter(r.sent, r.end, s.rackXmit, s.rackEnd) {
+		s.rackRTT, s.rackXmit, s.rackEnd, s.rackValid = rtt, r.sent, r.end, true
 	}
 }
 
@@ -236,8 +237,8 @@ func (c *Conn) rackDetectLoss(now time.Duration) (timeout time.Duration, lost bo
 	return timeout, lost
 }
 
-func (c *Conn) markLost(r *txSeg) {
-	sb := &c.sb
+func (s *sender) markLost(r *txSeg) {
+	sb := &s.sb
 	k := int(r.end - r.start)
 	if r.flags&segRexmitOut != 0 {
 		r.flags &^= segRexmitOut
@@ -260,99 +261,8 @@ func (c *Conn) sbComplete() bool {
 }
 
 // pipe is RFC 6675's estimate of the bytes in the network.
-func (c *Conn) pipe() int {
-	return int(c.sndNxt-c.sndUna) - c.sb.sacked - c.sb.lost + c.sb.rexmitOut
-}
-
-// cwndLimit is the congestion window that pipe must stay below: during SACK fast
-// recovery what proportional rate reduction allows (RFC 6937, prrUpdate), during
-// NewReno's ssthresh (RFC 6675 §5 step 4.2), otherwise cwnd.
-func (c *Conn) cwndLimit() int {
-	if c.inRecovery && !c.rtoRecovery {
-		if c.sackOK {
-			return c.prrLimit
-		}
-		return min(c.cc.Window(), max(c.cc.SSThresh(), c.mss))
-	}
-	return c.cc.Window()
-}
-
-// prrUpdate is RFC 6937 §3.1 for an ACK during SACK recovery that delivered bytes (the
-// cumulative ACK's advance plus what it newly SACKed): it sets how far pipe may grow
-// until the next ACK. While pipe is above ssthresh the sender sends in proportion to
-// what the peer receives, ssthresh/RecoverFS of it, so that cwnd comes down to ssthresh
-// by the end of recovery smoothly instead of in one step (RFC 6675 sends nothing until
-// pipe falls below ssthresh, then everything at once); below ssthresh, slow start
-// towards it, at most one segment more than delivered (PRR-SSRB), as Linux does.
-func (c *Conn) prrUpdate(delivered int) {
-	c.prrDelivered += delivered
-	pipe := c.pipe()
-	ssthresh := max(c.cc.SSThresh(), c.mss)
-	var sndcnt int
-	if pipe > ssthresh {
-		fs := max(c.prrRecoverFS, 1)
-		sndcnt = (c.prrDelivered*ssthresh+fs-1)/fs - c.prrOut
-	} else {
-		limit := max(c.prrDelivered-c.prrOut, delivered) + c.mss
-		sndcnt = min(ssthresh-pipe, limit)
-	}
-	c.prrLimit = pipe + max(sndcnt, 0)
-}
-
-// enterRecovery starts SACK-based fast recovery (RFC 6675 §5 step 4) when RACK or the
-// duplicate-ACK threshold declares a loss.
-func (c *Conn) enterRecovery() {
-	if c.inRecovery {
-		return
-	}
-	c.inRecovery, c.rtoRecovery = true, false
-	c.recover = c.sndMax
-	c.cc.OnFastRetransmit(int(c.sndMax - c.sndUna))
-	c.p.Stats.SACKRecoveries.Add(1)
-	// RFC 6937 §3.1 initialization. Until the ACK's prrUpdate only the first
-	// retransmission goes (RFC 6675 §5 step 4.3).
-	c.prrDelivered, c.prrOut, c.prrRecoverFS, c.prrLimit = 0, 0, int(c.sndMax-c.sndUna), 0
-	c.retransmitLost(true)
-}
-
-// retransmitLost resends lost records while pipe stays below the congestion window (RFC
-// 6675 §5 NextSeg rule 1); force sends the first one regardless (RFC 6675 §5 step 4.3).
-// A record larger than the MSS (the path MTU shrank) goes as several segments.
-func (c *Conn) retransmitLost(force bool) {
-	sb := &c.sb
-	if sb.lost == 0 || c.sndWnd == 0 {
-		return
-	}
-	if seqLT(sb.rxHint, c.sndUna) || (sb.n > 0 && seqGT(sb.rxHint, sb.hi)) {
-		sb.rxHint = c.sndUna
-	}
-	limit := c.cwndLimit()
-	var now time.Duration
-	for i := sb.find(sb.rxHint); i < sb.n; i++ {
-		r := sb.at(i)
-		if r.flags&(segLost|segRexmitOut|segSACKed) != segLost {
-			continue
-		}
-		if !force && c.pipe() >= limit {
-			return
-		}
-		force = false
-		if now == 0 {
-			now = c.mono()
-		}
-		for seq := r.start; seqLT(seq, r.end); {
-			used := c.sendData(seq, min(int(r.end-seq), c.mss))
-			if used == 0 {
-				break
-			}
-			seq += uint32(used)
-		}
-		r.flags |= segRetrans | segRexmitOut
-		// Sent after every segment delivered so far, even on a coarse clock.
-		r.sent = max(now, c.rackXmit+1)
-		sb.rexmitOut += int(r.end - r.start)
-		sb.rxHint = r.end
-	}
+func (s *sender) pipe() int {
+	return int(s.sndNxt-s.sndUna) - s.sb.sacked - s.sb.lost + s.sb.rexmitOut
 }
 
 // sackInput runs the scoreboard for an acceptable ACK: cumulative and selective
@@ -471,60 +381,4 @@ func (c *Conn) onTLP() {
 		}
 	}
 	c.arm(timerRetransmit, c.rto)
-}
-
-// rtoSACK handles a retransmission timeout with a scoreboard (RFC 6675 §5.1, RFC 8985
-// §6.3): every record not SACKed is lost; recovery resends them from the first, within
-// cwnd (one segment after the timeout, growing by slow start), skipping what the peer
-// already has instead of going back N.
-func (c *Conn) rtoSACK() {
-	sb := &c.sb
-	for i := 0; i < sb.n; i++ {
-		r := sb.at(i)
-		if r.flags&segSACKed != 0 {
-			continue
-		}
-		c.markLost(r)
-	}
-	sb.rxHint = c.sndUna
-	c.inRecovery, c.rtoRecovery, c.tlpOut = true, true, false
-	c.recover = c.sndMax
-	c.reoAt = 0
-	c.retransmitLost(true)
-}
-
-// sackBlocks fills the SACK option of an outgoing ACK (RFC 2018 §4): a D-SACK block first
-// when a duplicate arrived (RFC 2883 §4), then the out-of-order ranges, most recently
-// changed first.
-func (c *Conn) sackBlocks(o *wire.TCPOptions) {
-	k := 0
-	if c.dsackOn {
-		o.SACK[0] = wire.SACKBlock{Left: c.dsack.start, Right: c.dsack.end}
-		k = 1
-		c.dsackOn = false
-	}
-	for i := 0; i < c.nooo && k < wire.MaxSACKBlocks; i++ {
-		o.SACK[k] = wire.SACKBlock{Left: c.ooo[i].start, Right: c.ooo[i].end}
-		k++
-	}
-	o.NumSACK = k
-}
-
-// sackOptLen is the option space SACK blocks take in the next segment.
-func (c *Conn) sackOptLen() int {
-	if !c.sackOK {
-		return 0
-	}
-	k := c.nooo
-	if c.dsackOn {
-		k++
-	}
-	if k == 0 {
-		return 0
-	}
-	fit := 4
-	if c.tsOK {
-		fit = 3
-	}
-	return 4 + 8*min(k, fit)
 }

@@ -343,30 +343,19 @@ func (l *Listener) cookieConn(s *segment, opts *wire.TCPOptions) {
 	if err != nil {
 		return
 	}
-	c := p.newConn()
-	c.local = netip.AddrPortFrom(s.dst, s.hdr.DstPort())
-	c.remote = netip.AddrPortFrom(s.src, s.hdr.SrcPort())
-	c.listener = l
-	c.mu.Lock()
-	b, err := p.mgr.Register(c.local, c.remote, c)
+	local := netip.AddrPortFrom(s.dst, s.hdr.DstPort())
+	remote := netip.AddrPortFrom(s.src, s.hdr.SrcPort())
+	// The cookie SYN-ACK's window is not known here: the ACK in hand sets it.
+	c, err := p.passiveOpen(l, local, remote, mtu, s.seq-1, s.ack-1, 0, opts)
 	if err != nil {
-		c.mu.Unlock()
 		return
 	}
-	c.bind = b
-	c.setRoute(mtu)
-	c.irs, c.rcvNxt = s.seq-1, s.seq
 	if opts.HasTimestamps {
 		// Continue the TS clock of the SYN-ACK; its TSval was the last we "sent".
 		c.tsOffset = p.cookieTSOffset(c.local, c.remote)
 		c.lastAckSent = c.rcvNxt
 	}
-	c.negotiate(opts)
-	c.iss = s.ack - 1
-	c.sndUna, c.sndNxt, c.sndMax, c.recover = c.iss, c.iss+1, c.iss+1, c.iss
-	c.sndWl1, c.sndWl2 = s.seq-1, c.iss
 	c.rcvAdv = c.rcvNxt + uint32(cookieWindow(p.cfg.ReceiveBuffer)) // what our SYN-ACK offered
-	c.state = StateSynReceived
 	p.track(c)
 	p.Stats.PassiveOpens.Add(1)
 	c.mu.Unlock()

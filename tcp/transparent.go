@@ -65,25 +65,12 @@ func (p *Protocol) AcceptTransparent(src, dst netip.Addr, syn []byte) (*Conn, er
 	if err != nil {
 		return nil, err
 	}
-	c := p.newConn()
-	c.local = netip.AddrPortFrom(dst, h.DstPort())
-	c.remote = netip.AddrPortFrom(src, h.SrcPort())
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	b, err := p.mgr.Register(c.local, c.remote, c)
+	local, remote := netip.AddrPortFrom(dst, h.DstPort()), netip.AddrPortFrom(src, h.SrcPort())
+	c, err := p.passiveOpen(nil, local, remote, mtu, s.seq, p.isn(local, remote), s.wnd, &s.opts)
 	if err != nil {
 		return nil, err
 	}
-	c.bind = b
-	c.setRoute(mtu)
-	c.irs, c.rcvNxt = s.seq, s.seq+1
-	c.negotiate(&s.opts)
-	c.sndWnd, c.sndWl1 = s.wnd, s.seq
-	c.maxSndWnd = s.wnd
-	c.iss = p.isn(c.local, c.remote)
-	c.sndUna, c.sndNxt, c.sndMax, c.recover = c.iss, c.iss+1, c.iss+1, c.iss
-	c.sndWl2 = c.iss
-	c.state = StateSynReceived
+	defer c.mu.Unlock()
 	p.track(c)
 	p.Stats.PassiveOpens.Add(1)
 	c.sendSYN()
@@ -128,15 +115,9 @@ func (p *Protocol) DialTransparent(ctx context.Context, local, remote netip.Addr
 	if err != nil {
 		return nil, err
 	}
-	c := p.newConn()
-	c.active = true
-	c.local, c.remote = local, remote
-	c.mu.Lock()
-	b, err := p.mgr.Register(local, remote, c)
+	c, err := p.registerConn(local, remote, true, nil)
 	if err != nil {
-		c.mu.Unlock()
 		return nil, err
 	}
-	c.bind = b
 	return c.activeOpen(ctx, mtu)
 }

@@ -1,0 +1,365 @@
+package tcp
+
+import (
+	"time"
+
+	"github.com/berthnet/berth/wire"
+)
+
+// sender is the send side of a connection: the send sequence space, the send buffer and
+// its segmentation, congestion control and loss recovery (NewReno's in recovery.go; with
+// SACK the scoreboard, RACK and tail loss probes in sack.go). It is embedded in Conn and
+// guarded by Conn.mu.
+type sender struct {
+	// Send sequence space (RFC 9293 §3.3.1). The send buffer holds the bytes from sndUna
+	// on; sndMax is the highest sequence number sent so far (sndNxt goes back to sndUna on
+	// a retransmission timeout).
+	iss, sndUna, sndNxt, sndMax uint32
+	sndWnd, maxSndWnd           uint32
+	sndWl1, sndWl2              uint32
+	sndWscale                   uint8
+	wsPeer                      bool // the peer's SYN offered window scale
+	sndBuf                      ring
+	sndBufMax                   int
+	sndAutoMax                  int // the limit auto-tuning may grow sndBufMax to (0: fixed)
+	finQueued                   bool
+	finSeq                      uint32 // sequence number of our FIN, once queued
+	mss                         int    // effective send MSS
+	gsoMax                      int    // largest super-segment the route takes (GSONetwork); 0: none
+	segPay                      int    // payload per segment of the super-segment being built
+	advMSS                      int    // the MSS we announce: route MTU minus headers
+
+	// Congestion control and loss recovery.
+	cc         CongestionControl
+	ccName     string // SetCongestionControl's choice; "" means Config's (cc.go)
+	dupAcks    int
+	inRecovery bool
+	recover    uint32
+	retrans    uint64 // segments retransmitted, for Sockets
+	// rtoRecovery: the recovery began with a timeout (cwnd slow-starts, RFC 6675 §5.1).
+	rtoRecovery bool
+	// RFC 6937 proportional rate reduction during SACK recovery (sack.go, prrUpdate):
+	// bytes delivered to the peer and sent by us since recovery began, the flight then,
+	// and the limit for pipe until the next ACK.
+	prrDelivered, prrOut, prrRecoverFS, prrLimit int
+
+	// The scoreboard and RACK-TLP state (sack.go), used once SACK is negotiated.
+	sb                scoreboard
+	rackValid         bool
+	rackReord         bool // reordering seen (RFC 8985 §6.1 step 3)
+	rackReoMult       int
+	rackXmit          time.Duration
+	rackEnd, rackFack uint32
+	rackRTT           time.Duration
+	rackMinRTT        time.Duration
+	reoAt             time.Duration // when the RACK reordering timer is due; 0: not needed
+	tlpOut            bool          // a tail loss probe is unanswered
+}
+
+// emit builds one segment in a scratch buffer and hands it to the network: payload n
+// bytes from the send buffer at seq. Timestamps and SACK blocks are added here unless the
+// caller gives the options (a SYN). The caller holds c.mu.
+func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
+	var o wire.TCPOptions
+	if opts == nil && (c.tsOK || c.sackOK) {
+		if c.tsOK {
+			o.HasTimestamps, o.TSVal, o.TSEcr = true, c.tsNow(), c.tsRecent
+		}
+		if c.sackOK && flags&wire.TCPFlagACK != 0 && (c.nooo > 0 || c.dsackOn) {
+			c.sackBlocks(&o)
+		}
+		opts = &o
+	}
+	f := wire.TCPFields{
+		SrcPort: c.local.Port(),
+		DstPort: c.remote.Port(),
+		Seq:     seq,
+		Flags:   flags,
+		Options: opts,
+	}
+	if flags&wire.TCPFlagACK != 0 {
+		f.Ack = c.rcvNxt
+		f.Window = c.windowField(flags&wire.TCPFlagSYN != 0)
+		c.lastAckSent = c.rcvNxt
+		c.ackPending, c.ackNow = 0, false
+		if c.dackOn {
+			c.dackOn = false
+			c.dack.Stop()
+		}
+	}
+	hl := f.HeaderLen()
+	total := wire.NetworkHeadroom + hl + n
+	bp := c.p.scratch(total)
+	b := *bp
+	f.Encode(b[wire.NetworkHeadroom:])
+	if n > 0 {
+		c.sndBuf.readAt(b[wire.NetworkHeadroom+hl:total], int(seq-c.sndUna))
+	}
+	if c.gsoMax > 0 && n > 0 {
+		// Through the GSO link: a super-segment is cut there, copying our header into
+		// each piece, and the link computes every piece's checksum (link.GSOEndpoint), a
+		// single segment's too (the kernel behind a TUN device then needs no check of
+		// its own): no pass over the payload here.
+		mss := c.segPay
+		if mss == 0 || n <= mss {
+			mss = n
+		}
+		err := c.p.net.(GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], mss)
+		if err == nil || n > mss {
+			if err != nil {
+				c.gsoMax = 0 // the route changed under us: segment ourselves from now on
+			}
+			c.p.release(bp)
+			c.p.Stats.OutSegs.Add(uint64((n + mss - 1) / mss))
+			return
+		}
+		// One segment the route would not take whole: send it the ordinary way.
+		c.gsoMax = 0
+	}
+	wire.SetTCPChecksum(b[wire.NetworkHeadroom:total], c.local.Addr(), c.remote.Addr())
+	c.p.net.Output(c.local.Addr(), c.remote.Addr(), wire.ProtoTCP, b[:total])
+	c.p.release(bp)
+	c.p.Stats.OutSegs.Add(1)
+}
+
+// sendData sends one segment at seq with up to limit bytes from the send buffer, with FIN if
+// it reaches our FIN. It returns the sequence space used.
+func (c *Conn) sendData(seq uint32, limit int) int {
+	off := int(seq - c.sndUna)
+	n := min(max(c.sndBuf.n-off, 0), limit)
+	pay := c.mss
+	if sl := c.sackOptLen(); sl > 0 {
+		pay = max(c.mss-sl, 1) // SACK blocks share the segment's option space
+	}
+	c.segPay = 0
+	if n > pay {
+		if c.gsoMax > 0 && seq == c.sndMax {
+			// New data as a super-segment of whole segments (and a last partial one).
+			c.segPay = pay
+		} else {
+			n = pay
+		}
+	}
+	flags := wire.TCPFlagACK
+	fin := c.finQueued && seq+uint32(n) == c.finSeq
+	if fin {
+		flags |= wire.TCPFlagFIN
+	}
+	if n == 0 && !fin {
+		return 0
+	}
+	if n > 0 && off+n == c.sndBuf.n {
+		flags |= wire.TCPFlagPSH
+	}
+	used := n
+	if fin {
+		used++
+	}
+	end := seq + uint32(used)
+	if c.inRecovery {
+		c.prrOut += n // RFC 6937: prr_out counts retransmissions and new data alike
+	}
+	if seqLT(seq, c.sndMax) {
+		// A retransmission: Karn's rule, no RTT sample from it (RFC 6298 §3).
+		c.rttOn = false
+		c.retrans++
+		c.p.Stats.RetransSegs.Add(1)
+	} else {
+		if !c.rttOn {
+			c.rttOn, c.rttSeq, c.rttStart = true, seq, c.now()
+		}
+		if c.sackOK {
+			now := c.mono()
+			for s := seq; seqLT(s, end); {
+				e := end
+				if c.segPay > 0 && int(end-s) > c.segPay {
+					e = s + uint32(c.segPay) // one record per segment the link will cut
+				}
+				c.sb.push(s, e, now, c.mss)
+				s = e
+			}
+		}
+	}
+	c.emit(seq, flags, n, nil)
+	c.segPay = 0
+	if seqGT(end, c.sndMax) {
+		c.sndMax = end
+	}
+	return used
+}
+
+// output sends what the windows allow: new data, segmented by MSS, with sender SWS
+// avoidance (RFC 9293 §3.8.6.2.1) and Nagle's algorithm when NoDelay is off; then the FIN.
+func (c *Conn) output() {
+	if !c.state.sending() {
+		return
+	}
+	if c.sackOK && c.sb.lost > 0 {
+		c.retransmitLost(false)
+	}
+	for {
+		bufEnd := c.sndUna + uint32(c.sndBuf.n)
+		pending := 0
+		if seqLT(c.sndNxt, bufEnd) {
+			pending = int(bufEnd - c.sndNxt)
+		}
+		finPending := c.finQueued && seqLEQ(c.sndNxt, c.finSeq)
+		if pending == 0 && !finPending {
+			break
+		}
+		inFlight := int(c.sndNxt - c.sndUna)
+		usable := int(c.sndWnd) - inFlight
+		if c.sackOK {
+			// RFC 6675 §5: the congestion window limits pipe, which leaves out what the
+			// peer SACKed and what is lost.
+			usable = min(usable, c.cwndLimit()-c.pipe())
+		} else {
+			usable = min(usable, c.cc.Window()-inFlight)
+		}
+		seg := c.mss
+		if c.gsoMax > 0 && c.sndNxt == c.sndMax {
+			// GSO: as many whole segments as the windows allow in one super-segment.
+			hdr := wire.TCPMinHeaderLen + tsOptLen + c.sackOptLen()
+			seg = max(c.mss, min(usable/c.mss, (c.gsoMax-hdr)/c.mss)*c.mss)
+		}
+		n := min(pending, usable, seg)
+		if pending > 0 {
+			if n <= 0 {
+				break
+			}
+			if n < c.mss && n < pending && n < int(c.maxSndWnd/2) {
+				break // SWS avoidance: wait for a bigger window
+			}
+			if n < c.mss && n == pending && !c.nodelay && inFlight > 0 {
+				break // Nagle (RFC 9293 §3.7.4)
+			}
+		}
+		used := c.sendData(c.sndNxt, max(n, 0))
+		if used == 0 {
+			break
+		}
+		c.sndNxt += uint32(used)
+	}
+	c.updateTimer()
+}
+
+// sndAutotune grows the send buffer to twice the window the sender can use (Linux's
+// tcp_sndbuf_expand), so that a write can always fill the path.
+func (c *Conn) sndAutotune() {
+	if c.sndAutoMax <= c.sndBufMax {
+		return
+	}
+	if want := 2 * min(c.cc.Window(), int(c.maxSndWnd)); want > c.sndBufMax {
+		c.sndBufMax = min(want, c.sndAutoMax)
+		c.cond.Broadcast()
+	}
+}
+
+// processAck is RFC 9293 §3.10.7.4, fifth, with RFC 5961 §5.2's ACK check, RFC 6298
+// timing and RFC 5681/6582 loss recovery. It returns false if the segment is to be dropped.
+func (c *Conn) processAck(s *segment) bool {
+	ack := s.ack
+	if seqGT(ack, c.sndMax) {
+		c.ackNow = true
+		return false
+	}
+	if seqLT(ack, c.sndUna-c.maxSndWnd) {
+		if c.challengeAllowed() {
+			c.ackNow = true
+		}
+		return false
+	}
+	c.probes = 0
+	wnd := s.window(c.sndWscale)
+	advanced := seqGT(ack, c.sndUna)
+	delivered := 0
+	if c.sackOK {
+		// Scoreboard first: RACK learns from what this ACK delivered (sack.go).
+		sacked := c.sb.sacked
+		c.sackInput(s, advanced)
+		delivered = c.sb.sacked - sacked // RFC 6937: DeliveredData = Δsnd.una + ΔSACKd
+		if advanced {
+			delivered += int(ack - c.sndUna)
+		}
+	}
+	if advanced {
+		c.ackNew(ack, s)
+	} else if ack == c.sndUna && len(s.payload) == 0 && s.flags&(flagSYN|flagFIN) == 0 &&
+		wnd == c.sndWnd && c.sndMax != c.sndUna {
+		c.dupAck()
+	}
+	if c.sackOK && c.inRecovery && !c.rtoRecovery {
+		c.prrUpdate(delivered)
+	}
+	if seqLT(c.sndWl1, s.seq) || (c.sndWl1 == s.seq && seqLEQ(c.sndWl2, ack)) {
+		c.sndWnd, c.sndWl1, c.sndWl2 = wnd, s.seq, ack
+		c.maxSndWnd = max(c.maxSndWnd, wnd)
+		if wnd > 0 {
+			c.pbackoff = 0
+		}
+	}
+	return true
+}
+
+// ackNew handles an ACK of new data.
+func (c *Conn) ackNew(ack uint32, s *segment) {
+	flight := int(c.sndMax - c.sndUna)
+	acked := int(ack - c.sndUna)
+	data := acked
+	if c.sndUna == c.iss {
+		data-- // our SYN
+	}
+	if c.finQueued && seqGT(ack, c.finSeq) {
+		data-- // our FIN
+	}
+	c.sndBuf.consume(min(max(data, 0), c.sndBuf.n))
+	c.sndUna = ack
+	if seqLT(c.sndNxt, ack) {
+		c.sndNxt = ack
+	}
+	if c.rttOn && seqGT(ack, c.rttSeq) {
+		c.rttOn = false
+		c.rttSample(c.now().Sub(c.rttStart))
+	} else if c.tsOK && s.opts.HasTimestamps && s.opts.TSEcr != 0 {
+		// RFC 7323 §4: the echoed timestamp measures the RTT also of retransmitted data,
+		// where Karn's rule leaves the timer without a sample (RFC 7323 §4.2: only ACKs
+		// that advance the left edge).
+		if d := int32(c.tsNow() - s.opts.TSEcr); d >= 0 {
+			c.rttSample(time.Duration(d) * time.Millisecond)
+		}
+	}
+	c.retries = 0
+	c.rto = c.computedRTO()
+	c.tlpOut = false
+	c.sndAutotune()
+	if c.inRecovery {
+		c.recoveryAck(ack, acked, flight)
+	} else {
+		c.dupAcks = 0
+		// Grow cwnd only when it limits the sender (RFC 7661 §4.1's spirit).
+		if 2*flight >= c.cc.Window() {
+			c.cc.OnAck(acked, flight)
+		}
+	}
+	if c.sndUna == c.sndMax {
+		c.disarm()
+	} else {
+		c.armLoss() // RFC 6298 §5.3; RACK-TLP's timers when SACK is on
+	}
+	if c.sndWritable() || c.sndUna == c.sndMax {
+		c.cond.Broadcast()
+	}
+}
+
+// sndWritable reports whether a writer blocked on a full send buffer should be woken: a
+// third of the buffer is free, as Linux's sk_stream_write_space decides. Waking it for
+// every ACK that frees a few segments would cost a context switch and a contended lock
+// per ACK, and let it copy a few kilobytes each time.
+func (s *sender) sndWritable() bool { return s.sndBufMax-s.sndBuf.n >= s.sndBufMax/3 }
+
+// initSend starts the send sequence space at our initial sequence number, which the SYN
+// takes (RFC 9293 §3.3.1).
+func (s *sender) initSend(iss uint32) {
+	s.iss = iss
+	s.sndUna, s.sndNxt, s.sndMax, s.recover = iss, iss+1, iss+1, iss
+}
