@@ -21,6 +21,7 @@ import (
 	"github.com/berthnet/berth/stack"
 	"github.com/berthnet/berth/tcp"
 	"github.com/berthnet/berth/udp"
+	"github.com/berthnet/berth/wire"
 )
 
 // Config is everything New takes; Options edit it.
@@ -104,7 +105,7 @@ func setupUDP(s *Stack) {
 		c.Counter = s.net.Counters().Counter
 	}
 	s.udp = udp.New(s.net, c)
-	s.net.RegisterTransport(17, s.udp)
+	s.net.RegisterTransport(wire.ProtoUDP, s.udp)
 	s.onClose(s.udp.Close)
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/berthnet/berth/ports"
 	"github.com/berthnet/berth/tcp"
+	"github.com/berthnet/berth/wire"
 )
 
 func init() {
@@ -28,7 +29,7 @@ func setupTCP(s *Stack) {
 		c.Ports.NoPrivilegedPorts = c.Ports.NoPrivilegedPorts || c.Ports.UnprivilegedPortStart == 0
 	}
 	s.tcp = tcp.New(s.net, c)
-	s.net.RegisterTransport(6, s.tcp)
+	s.net.RegisterTransport(wire.ProtoTCP, s.tcp)
 	s.onClose(s.tcp.Close)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 
+	"github.com/berthnet/berth/transport"
 	"github.com/berthnet/berth/wire"
 )
 
@@ -136,7 +137,7 @@ func (s *Stack) deliver(ifc *Interface, ip []byte, src, dst netip.Addr, proto ui
 		return
 	}
 	var unreachable bool
-	if b, ok := h.(BatchHandler); ok {
+	if b, ok := h.(transport.BatchHandler); ok {
 		unreachable = b.HandleBatched(src, dst, payload, csumOK) // DeliverPackets ends the batch
 	} else {
 		unreachable = h.HandlePacket(src, dst, payload)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/berthnet/berth/clock"
 	"github.com/berthnet/berth/ports"
+	"github.com/berthnet/berth/transport"
 	"github.com/berthnet/berth/wire"
 )
 
@@ -73,7 +74,7 @@ type Conn struct {
 	finQueued                   bool
 	finSeq                      uint32 // sequence number of our FIN, once queued
 	mss                         int    // effective send MSS
-	gsoMax                      int    // largest super-segment the route takes (GSONetwork); 0: none
+	gsoMax                      int    // largest super-segment the route takes (transport.GSONetwork); 0: none
 	segPay                      int    // payload per segment of the super-segment being built
 	advMSS                      int    // the MSS we announce: route MTU minus headers
 
@@ -212,7 +213,7 @@ func (c *Conn) setRoute(mtu int) {
 	c.mss = c.advMSS
 	// RFC 7323 §5.4: a per-connection random offset for TSval, derived like the ISN.
 	c.tsOffset = c.p.isn(c.remote, c.local)
-	if g, ok := c.p.net.(GSONetwork); ok {
+	if g, ok := c.p.net.(transport.GSONetwork); ok {
 		c.gsoMax = g.GSOMax(c.remote.Addr())
 	}
 	// Window scale we offer: the smallest shift that lets the window cover the buffer,
@@ -460,7 +461,7 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 		if mss == 0 || n <= mss {
 			mss = n
 		}
-		err := c.p.net.(GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], mss)
+		err := c.p.net.(transport.GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], mss)
 		if err == nil || n > mss {
 			if err != nil {
 				c.gsoMax = 0 // the route changed under us: segment ourselves from now on

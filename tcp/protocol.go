@@ -10,7 +10,7 @@
 // RACK-TLP loss detection (RFC 8985) and RFC 6675 recovery (sack.go); flow control with
 // sender and receiver SWS avoidance, zero-window probing, receive-buffer auto-tuning, and
 // reassembly in the receive buffer itself under a stack-wide out-of-order cap; path MTU
-// from ICMP; super-segments on GSO links (GSONetwork).
+// from ICMP; super-segments on GSO links (transport.GSONetwork).
 //
 // TCP never picks ports: its ports.Manager owns every binding and demultiplexes. Inbound
 // segments run to completion on the caller's (link's) goroutine; a connection has no
@@ -38,28 +38,9 @@ import (
 
 	"github.com/berthnet/berth/clock"
 	"github.com/berthnet/berth/ports"
+	"github.com/berthnet/berth/transport"
 	"github.com/berthnet/berth/wire"
 )
-
-// Network is what TCP needs from the network layer (see docs/architecture.md).
-type Network interface {
-	Route(dst netip.Addr) (src netip.Addr, mtu int, err error)
-	IsLocal(a netip.Addr) bool
-	Output(src, dst netip.Addr, proto uint8, pkt []byte) error
-	Clock() clock.Clock
-}
-
-// GSONetwork is an optional extension of Network for links that segment TCP themselves
-// (generic segmentation offload, link.GSOEndpoint): TCP then sends super-segments of
-// several MSS at once when the windows allow.
-type GSONetwork interface {
-	// GSOMax is the largest TCP packet (header and payload) OutputGSO takes towards dst;
-	// 0 when the route's link cannot segment.
-	GSOMax(dst netip.Addr) int
-	// OutputGSO sends pkt (as for Output) for the link to cut into segments of mss
-	// payload bytes each.
-	OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error
-}
 
 // Config holds TCP's settings; zero fields take the defaults shown (Linux's where Linux
 // has one).
@@ -184,7 +165,7 @@ type Stats struct {
 
 // Protocol is TCP on one stack.
 type Protocol struct {
-	net    Network
+	net    transport.Network
 	clk    clock.Clock
 	cfg    Config
 	mgr    *ports.Manager
@@ -210,8 +191,9 @@ type Protocol struct {
 	Stats Stats
 }
 
-// New returns TCP over net with cfg. It owns a ports.Manager for TCP.
-func New(net Network, cfg Config) *Protocol {
+// New returns TCP over net with cfg. It owns a ports.Manager for TCP. When net is also a
+// transport.GSONetwork, connections send super-segments on routes whose link segments.
+func New(net transport.Network, cfg Config) *Protocol {
 	cfg.setDefaults()
 	p := &Protocol{net: net, clk: net.Clock(), cfg: cfg, secret: cfg.ISNSecret, socks: make(map[any]struct{})}
 	p.epoch = p.clk.Now()
@@ -223,6 +205,8 @@ func New(net Network, cfg Config) *Protocol {
 	p.mgr = ports.NewManager(ports.TCP, pc)
 	return p
 }
+
+var _ transport.BatchHandler = (*Protocol)(nil)
 
 // Ports returns the protocol's port Manager.
 func (p *Protocol) Ports() *ports.Manager { return p.mgr }
@@ -285,7 +269,7 @@ func (p *Protocol) HandlePacket(src, dst netip.Addr, b []byte) (unreachable bool
 	return false
 }
 
-// HandleBatched is HandlePacket for a packet of a link batch (stack.BatchHandler): what
+// HandleBatched is HandlePacket for a packet of a link batch (transport.BatchHandler): what
 // an ACK makes sendable waits for EndBatch, so that a batch of ACKs for one connection is
 // answered with one transmission (one GSO super-segment), not one per ACK. ACKs the
 // segment calls for at once (RFC 5681 §4.2: out of order, every second full segment) are

@@ -21,7 +21,7 @@ import (
 // HandleTransparent reports reopened: the forwarder then treats the SYN as a new flow,
 // as the peer means it (a client reusing its port soon after a connection it closed
 // last).
-// csumOK says the link vouched for the segment's checksum (stack.UnmatchedHandler).
+// csumOK says the link vouched for the segment's checksum (transport.UnmatchedHandler).
 func (p *Protocol) HandleTransparent(src, dst netip.Addr, seg []byte, csumOK bool) (reopened bool) {
 	return p.handle(src, dst, seg, false, true, csumOK)
 }
