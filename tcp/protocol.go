@@ -301,11 +301,22 @@ func (p *Protocol) EndBatch() {
 	p.pendMu.Unlock()
 }
 
-// handle processes one inbound segment. With transparent (HandleTransparent), a SYN that
-// ends a TIME-WAIT connection and finds no listener is not answered: handle reports
-// reopened, and the caller treats it as a new flow. csumOK: the link vouched for the
-// checksum (link.VerifiedDispatcher), which is then not checked.
+// handle processes one inbound segment. With transparent (HandleTransparent,
+// HandleForeign), a SYN that ends a TIME-WAIT connection and finds no listener is not
+// answered: handle reports reopened, and the caller treats it as a new flow. csumOK: the
+// link vouched for the checksum (link.VerifiedDispatcher), which is then not checked.
 func (p *Protocol) handle(src, dst netip.Addr, b []byte, batched, transparent, csumOK bool) (reopened bool) {
+	var seg segment
+	if !p.parse(&seg, src, dst, b, batched, csumOK) {
+		return false
+	}
+	owner, ok := p.mgr.Lookup(seg.local(), seg.remote())
+	return p.dispatch(&seg, owner, ok, transparent)
+}
+
+// parse validates the segment b (from src to dst) and fills seg; false when it is to be
+// dropped (counted).
+func (p *Protocol) parse(seg *segment, src, dst netip.Addr, b []byte, batched, csumOK bool) bool {
 	h, err := wire.ParseTCP(b)
 	if err != nil || (!csumOK && !h.VerifyChecksum(src, dst)) {
 		p.Stats.InErrs.Add(1)
@@ -315,25 +326,28 @@ func (p *Protocol) handle(src, dst netip.Addr, b []byte, batched, transparent, c
 	if src.IsMulticast() || src.IsUnspecified() || dst.IsMulticast() || src == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return false // RFC 9293 §3.10.7.2, RFC 1122 §4.2.3.10: not from or to a broadcast or multicast address
 	}
-	seg := segment{hdr: h, src: src, dst: dst, batched: batched}
+	*seg = segment{hdr: h, src: src, dst: dst, batched: batched}
 	if h.DataOffset() > wire.TCPMinHeaderLen && h.ParseOptions(&seg.opts) != nil {
 		p.Stats.InErrs.Add(1)
 		return false
 	}
 	seg.init()
-	local := netip.AddrPortFrom(dst, h.DstPort())
-	remote := netip.AddrPortFrom(src, h.SrcPort())
-	owner, ok := p.mgr.Lookup(local, remote)
+	return true
+}
+
+// dispatch hands seg to owner, what the port Manager's lookup of its 4-tuple found (ok),
+// or answers it as for a closed port (handle's reopened).
+func (p *Protocol) dispatch(seg *segment, owner any, ok, transparent bool) (reopened bool) {
 	if ok {
 		switch o := owner.(type) {
 		case *Conn:
-			if o.input(&seg) {
+			if o.input(seg) {
 				return false
 			}
 			// A TIME-WAIT connection gave way to a new SYN: look again for a listener.
-			if owner, ok = p.mgr.Lookup(local, remote); ok {
+			if owner, ok = p.mgr.Lookup(seg.local(), seg.remote()); ok {
 				if l, isL := owner.(*Listener); isL {
-					l.input(&seg)
+					l.input(seg)
 					return false
 				}
 			}
@@ -341,11 +355,11 @@ func (p *Protocol) handle(src, dst netip.Addr, b []byte, batched, transparent, c
 				return true
 			}
 		case *Listener:
-			o.input(&seg)
+			o.input(seg)
 			return false
 		}
 	}
-	p.resetClosed(&seg)
+	p.resetClosed(seg)
 	return false
 }
 
@@ -422,6 +436,10 @@ type segment struct {
 	unscaled bool // the window field is not scaled (it came in a SYN)
 	batched  bool // part of a link batch: the connection may send at EndBatch
 }
+
+// local and remote are the segment's 4-tuple as the receiving side names it.
+func (s *segment) local() netip.AddrPort  { return netip.AddrPortFrom(s.dst, s.hdr.DstPort()) }
+func (s *segment) remote() netip.AddrPort { return netip.AddrPortFrom(s.src, s.hdr.SrcPort()) }
 
 // window is the segment's window in bytes, given the peer's window scale.
 func (s *segment) window(scale uint8) uint32 {

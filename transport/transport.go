@@ -1,7 +1,7 @@
 // Package transport declares, once, the contract between berth's network layer (package
 // stack) and its transport protocols (tcp, udp): what a transport needs from the network
 // (Network, GSONetwork) and what the network calls on a transport (Handler, BatchHandler,
-// UnmatchedHandler). *stack.Stack implements the first two; tcp and
+// TransparentHandler, UnmatchedHandler). *stack.Stack implements the first two; tcp and
 // udp implement the handlers; neither side imports the other.
 //
 // The rules that make the two sides safe to combine are part of these types:
@@ -86,9 +86,27 @@ type BatchHandler interface {
 	EndBatch()
 }
 
+// TransparentHandler is a BatchHandler that also holds connections for addresses that are
+// not the stack's own (like Linux's IP_TRANSPARENT sockets: tcp's AcceptTransparent and
+// DialTransparent, which a forwarder uses). While an UnmatchedHandler is installed, the
+// stack offers every segment of the handler's protocol addressed to another host
+// (reassembled if it came fragmented) to HandleForeign first, as part of the link batch
+// (EndBatch follows); only what it does not take reaches the UnmatchedHandler. Forwarded
+// flows are thus demultiplexed by the transport itself, once, as local ones are.
+type TransparentHandler interface {
+	BatchHandler
+	// HandleForeign takes segment (from src to dst, dst not local; valid only during the
+	// call) when a connection holds its exact 4-tuple, and reports taken; one that fails
+	// validation is then dropped and counted, as on the local path. It leaves everything
+	// else untouched and uncounted for the UnmatchedHandler: segments of no connection (a
+	// new SYN), and a SYN that ended a TIME-WAIT connection of the same 4-tuple and so
+	// opens a new flow (RFC 6191). csumOK as for HandleBatched.
+	HandleForeign(src, dst netip.Addr, segment []byte, csumOK bool) (taken bool)
+}
+
 // UnmatchedHandler takes over flows no local socket wants: a transparent forwarder
 // installs one (stack.SetUnmatchedHandler). It gets segments addressed to other hosts
-// (reassembled if they came fragmented), and segments for
+// that no TransparentHandler took (reassembled if they came fragmented), and segments for
 // local addresses that a Handler reported unreachable. segment, the transport header and
 // payload, is valid only during the call: keep a copy. taken reports whether the handler
 // took it; if not, the stack answers as usual (ICMP port unreachable for a local
