@@ -28,6 +28,9 @@ func setupTCP(s *Stack) {
 	if !s.cfg.Unprivileged {
 		c.Ports.NoPrivilegedPorts = c.Ports.NoPrivilegedPorts || c.Ports.UnprivilegedPortStart == 0
 	}
+	if c.Counter == nil {
+		c.Counter = s.net.Counters().Counter
+	}
 	s.tcp = tcp.New(s.net, c)
 	s.net.RegisterTransport(wire.ProtoTCP, s.tcp)
 	s.onClose(s.tcp.Close)

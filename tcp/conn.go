@@ -920,7 +920,7 @@ func (c *Conn) finish(err error) {
 		c.cond.Broadcast()
 		return
 	}
-	c.state = StateClosed
+	c.setState(StateClosed)
 	c.timeWait.Store(false)
 	c.disarm()
 	if c.dackOn {
@@ -1270,9 +1270,9 @@ func (c *Conn) shutdownWrite() {
 		c.finish(nil)
 		return
 	case StateSynReceived, StateEstablished:
-		c.state = StateFinWait1
+		c.setState(StateFinWait1)
 	case StateCloseWait:
-		c.state = StateLastAck
+		c.setState(StateLastAck)
 	default:
 		return
 	}

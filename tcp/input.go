@@ -127,7 +127,7 @@ func (c *Conn) inputSynSent(s *segment) {
 	c.maxSndWnd = s.wnd
 	if !ackOK {
 		// Simultaneous open: SYN-RECEIVED, answer SYN-ACK with our ISS.
-		c.state = StateSynReceived
+		c.setState(StateSynReceived)
 		c.sendSYN()
 		c.arm(timerRetransmit, c.rto)
 		return
@@ -144,7 +144,7 @@ func (c *Conn) inputSynSent(s *segment) {
 }
 
 func (c *Conn) establish() {
-	c.state = StateEstablished
+	c.setState(StateEstablished)
 	c.synced = true
 	c.retries = 0
 	c.rto = c.computedRTO()
@@ -298,7 +298,7 @@ func (c *Conn) inputSynchronized(s *segment) {
 	if c.finQueued && seqGT(c.sndUna, c.finSeq) {
 		switch c.state {
 		case StateFinWait1:
-			c.state = StateFinWait2
+			c.setState(StateFinWait2)
 			if c.userClosed {
 				c.arm(timerFinWait2, c.p.cfg.FinTimeout)
 			}
@@ -758,12 +758,12 @@ func (c *Conn) receiveFIN() {
 	c.ackNow = true
 	switch c.state {
 	case StateSynReceived, StateEstablished:
-		c.state = StateCloseWait
+		c.setState(StateCloseWait)
 	case StateFinWait1:
 		if c.finQueued && seqGT(c.sndUna, c.finSeq) {
 			c.enterTimeWait()
 		} else {
-			c.state = StateClosing
+			c.setState(StateClosing)
 		}
 	case StateFinWait2:
 		c.enterTimeWait()
@@ -774,7 +774,7 @@ func (c *Conn) receiveFIN() {
 // enterTimeWait holds the 4-tuple for 2*MSL (RFC 9293 §3.6.1), on the same Conn with its
 // buffers released.
 func (c *Conn) enterTimeWait() {
-	c.state = StateTimeWait
+	c.setState(StateTimeWait)
 	c.timeWait.Store(true)
 	c.twStart = c.p.clk.Now()
 	c.sndBuf.free()

@@ -99,6 +99,10 @@ type Config struct {
 	// SynCookies and MaxSynBacklog: SYN flood defences (see syncookie.go, listener.go).
 	SynCookies    SynCookieMode
 	MaxSynBacklog int
+	// Counter registers a named counter (the stack's Counters.Counter), as for UDP: TCP's
+	// Stats then live in the stack's registry under the kernel's names. nil keeps them
+	// private.
+	Counter func(name string) *atomic.Uint64
 }
 
 func (c *Config) setDefaults() {
@@ -148,20 +152,72 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Stats are counters named after the kernel's TCP MIB (RFC 4022) and netstat -s.
+// Stats are TCP's counters. Each is registered under the kernel's name (statNames: the
+// TCP MIB of RFC 4022 as /proc/net/snmp's "Tcp:" line, and TcpExt as nstat shows it)
+// through Config.Counter, so that the stack's registry holds them with the network
+// layer's and UDP's. New sets every field.
 type Stats struct {
-	ActiveOpens, PassiveOpens, AttemptFails, EstabResets atomic.Uint64
-	InSegs, OutSegs, RetransSegs, InErrs, OutRsts        atomic.Uint64
-	ChallengeACKs, ListenDrops, TimeWaitReused           atomic.Uint64
+	ActiveOpens, PassiveOpens, AttemptFails, EstabResets *atomic.Uint64
+	// CurrEstab is a gauge: the connections in ESTABLISHED or CLOSE-WAIT now (RFC 4022
+	// tcpCurrEstab), kept on every state transition (Conn.setState).
+	CurrEstab                                     *atomic.Uint64
+	InSegs, OutSegs, RetransSegs, InErrs, OutRsts *atomic.Uint64
+	ChallengeACKs, ListenDrops, TimeWaitReused    *atomic.Uint64
 	// PAWSDrops: segments dropped by PAWS (RFC 7323 §5); OFODrops: out-of-order segments
 	// dropped at the stack's MaxOutOfOrder cap; DSACKsRcvd: D-SACK blocks received;
 	// TLPs: tail loss probes sent; PMTUUpdates: MSS lowered by ICMP; SACKRecoveries and
 	// RACKLost: recoveries entered and segments RACK declared lost; Timeouts:
 	// retransmission timeouts (RFC 6298).
-	PAWSDrops, OFODrops, DSACKsRcvd, TLPs, PMTUUpdates atomic.Uint64
-	SACKRecoveries, RACKLost, Timeouts                 atomic.Uint64
+	PAWSDrops, OFODrops, DSACKsRcvd, TLPs, PMTUUpdates *atomic.Uint64
+	SACKRecoveries, RACKLost, Timeouts                 *atomic.Uint64
 	ListenStats                                        // listener.go: SYN queue and SYN cookie counters
 }
+
+// newStats registers every counter with reg, in the kernel's order: the "Tcp:" line of
+// /proc/net/snmp, then TcpExt. PMTUUpdates and RACKLost have no kernel counterpart and
+// keep names of berth's own in the TcpExt group.
+func newStats(reg func(name string) *atomic.Uint64) Stats {
+	var s Stats
+	for _, c := range []struct {
+		p    **atomic.Uint64
+		name string
+	}{
+		{&s.ActiveOpens, "TcpActiveOpens"}, {&s.PassiveOpens, "TcpPassiveOpens"},
+		{&s.AttemptFails, "TcpAttemptFails"}, {&s.EstabResets, "TcpEstabResets"},
+		{&s.CurrEstab, "TcpCurrEstab"}, {&s.InSegs, "TcpInSegs"}, {&s.OutSegs, "TcpOutSegs"},
+		{&s.RetransSegs, "TcpRetransSegs"}, {&s.InErrs, "TcpInErrs"}, {&s.OutRsts, "TcpOutRsts"},
+		{&s.SyncookiesSent, "TcpExtSyncookiesSent"}, {&s.SyncookiesRecv, "TcpExtSyncookiesRecv"},
+		{&s.SyncookiesFailed, "TcpExtSyncookiesFailed"}, {&s.PAWSDrops, "TcpExtPAWSEstab"},
+		{&s.TimeWaitReused, "TcpExtTWRecycled"}, {&s.ListenOverflows, "TcpExtListenOverflows"},
+		{&s.ListenDrops, "TcpExtListenDrops"}, {&s.Timeouts, "TcpExtTCPTimeouts"},
+		{&s.SACKRecoveries, "TcpExtTCPSackRecovery"}, {&s.TLPs, "TcpExtTCPLossProbes"},
+		{&s.DSACKsRcvd, "TcpExtTCPDSACKRecv"}, {&s.ChallengeACKs, "TcpExtTCPChallengeACK"},
+		{&s.OFODrops, "TcpExtTCPOFODrop"}, {&s.TCPReqQFullDoCookies, "TcpExtTCPReqQFullDoCookies"},
+		{&s.TCPReqQFullDrop, "TcpExtTCPReqQFullDrop"},
+		{&s.PMTUUpdates, "TcpExtPMTUUpdates"}, {&s.RACKLost, "TcpExtRACKLost"},
+	} {
+		*c.p = reg(c.name)
+	}
+	return s
+}
+
+// setState moves the connection to state st (c.mu held), keeping the CurrEstab gauge.
+// Every transition goes through here; only a new connection's first state (SYN-SENT or
+// SYN-RECEIVED, from CLOSED), which the gauge does not count either way, may be set
+// directly.
+func (c *Conn) setState(st State) {
+	was, is := c.state.currEstab(), st.currEstab()
+	c.state = st
+	switch {
+	case is && !was:
+		c.p.Stats.CurrEstab.Add(1)
+	case was && !is:
+		c.p.Stats.CurrEstab.Add(^uint64(0))
+	}
+}
+
+// currEstab reports whether RFC 4022's tcpCurrEstab counts a connection in s.
+func (s State) currEstab() bool { return s == StateEstablished || s == StateCloseWait }
 
 // Protocol is TCP on one stack.
 type Protocol struct {
@@ -197,6 +253,11 @@ func New(net transport.Network, cfg Config) *Protocol {
 	cfg.setDefaults()
 	p := &Protocol{net: net, clk: net.Clock(), cfg: cfg, secret: cfg.ISNSecret, socks: make(map[any]struct{})}
 	p.epoch = p.clk.Now()
+	reg := cfg.Counter
+	if reg == nil {
+		reg = func(string) *atomic.Uint64 { return new(atomic.Uint64) }
+	}
+	p.Stats = newStats(reg)
 	if p.secret == ([16]byte{}) {
 		rand.Read(p.secret[:])
 	}
