@@ -21,6 +21,7 @@ import (
 	"github.com/berthnet/berth/stack"
 	"github.com/berthnet/berth/tcp"
 	"github.com/berthnet/berth/udp"
+	"github.com/berthnet/berth/wire"
 )
 
 // Config is everything New takes; Options edit it.
@@ -93,15 +94,18 @@ func New(opts ...Option) *Stack {
 		uc.Counter = s.net.Counters().Counter
 	}
 	s.udp = udp.New(s.net, uc)
-	s.net.RegisterTransport(17, s.udp)
+	s.net.RegisterTransport(wire.ProtoUDP, s.udp)
 	s.onClose(s.udp.Close)
 
 	tc := cfg.TCP
 	if !cfg.Unprivileged {
 		tc.Ports.NoPrivilegedPorts = tc.Ports.NoPrivilegedPorts || tc.Ports.UnprivilegedPortStart == 0
 	}
+	if tc.Counter == nil {
+		tc.Counter = s.net.Counters().Counter // likewise TCP's
+	}
 	s.tcp = tcp.New(s.net, tc)
-	s.net.RegisterTransport(6, s.tcp)
+	s.net.RegisterTransport(wire.ProtoTCP, s.tcp)
 	s.onClose(s.tcp.Close)
 	return s
 }

@@ -449,6 +449,46 @@ func TestFromStack(t *testing.T) {
 	}
 }
 
+// TestCountersAreStats: what `berth stats` prints of a stack (its Source's Counters) is
+// exactly Stack.Stats, TCP's counters included.
+func TestCountersAreStats(t *testing.T) {
+	s := berth.New()
+	defer s.Close()
+	ctx := context.Background()
+	ln, err := s.Listen(ctx, "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := s.DialContext(ctx, "tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	a, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	waitFor(t, func() bool { return s.Stats()["TcpCurrEstab"] == 2 })
+	st := s.Stats()
+	cs := FromStack(s, nil).Counters()
+	if len(cs) != len(st) {
+		t.Errorf("%d counters printed, Stats has %d", len(cs), len(st))
+	}
+	for _, c := range cs {
+		v, ok := st[c.Name]
+		if !ok {
+			t.Errorf("%s printed, not in Stats", c.Name)
+		} else if c.Name == "TcpCurrEstab" && v != c.Value {
+			t.Errorf("TcpCurrEstab %d printed, %d in Stats", c.Value, v)
+		}
+	}
+	if counter(cs, "TcpActiveOpens") != 1 || counter(cs, "TcpPassiveOpens") != 1 || counter(cs, "TcpCurrEstab") != 2 {
+		t.Errorf("TCP counters printed: %v", cs)
+	}
+}
+
 func counter(cs []Counter, name string) uint64 {
 	for _, c := range cs {
 		if c.Name == name {

@@ -52,48 +52,13 @@ func SocketsOf(s *berth.Stack) []Socket {
 	return out
 }
 
-// CountersOf returns the stack's counters in the order they were registered (the
-// kernel's MIB order within each group), followed by TCP's when the stack's registry
-// does not hold them, and TcpCurrEstab (a gauge in the kernel's Tcp group: connections in
-// ESTABLISHED or CLOSE-WAIT, RFC 4022 tcpCurrEstab).
+// CountersOf returns every counter of the stack (Stack.Stats: the network layer's, UDP's
+// and TCP's, TcpCurrEstab a gauge among them) in the order they were registered, the
+// kernel's MIB order within each group.
 func CountersOf(s *berth.Stack) []Counter {
 	var out []Counter
-	have := map[string]bool{}
 	for name, v := range s.Net().Counters().All() {
 		out = append(out, Counter{name, v})
-		have[name] = true
-	}
-	if p := s.TCP(); p != nil && !have["TcpActiveOpens"] {
-		st := &p.Stats
-		// Linux /proc/net/snmp "Tcp:" order, then the TcpExt ones.
-		for _, c := range []struct {
-			name string
-			v    uint64
-		}{
-			{"TcpActiveOpens", st.ActiveOpens.Load()},
-			{"TcpPassiveOpens", st.PassiveOpens.Load()},
-			{"TcpAttemptFails", st.AttemptFails.Load()},
-			{"TcpEstabResets", st.EstabResets.Load()},
-			{"TcpInSegs", st.InSegs.Load()},
-			{"TcpOutSegs", st.OutSegs.Load()},
-			{"TcpRetransSegs", st.RetransSegs.Load()},
-			{"TcpInErrs", st.InErrs.Load()},
-			{"TcpOutRsts", st.OutRsts.Load()},
-			{"TcpExtTCPChallengeACK", st.ChallengeACKs.Load()},
-			{"TcpExtListenDrops", st.ListenDrops.Load()},
-		} {
-			out = append(out, Counter{c.name, c.v})
-			have[c.name] = true
-		}
-	}
-	if !have["TcpCurrEstab"] {
-		n := 0
-		for _, si := range s.Sockets() {
-			if si.Protocol == "tcp" && (si.State == "ESTAB" || si.State == "CLOSE-WAIT") {
-				n++
-			}
-		}
-		out = append(out, Counter{"TcpCurrEstab", uint64(n)})
 	}
 	return out
 }

@@ -6,7 +6,9 @@
 //
 // Flows to addresses that are not the berth stack's own reach the Forwarder through the
 // stack's unmatched-flow hook (stack.SetUnmatchedHandler); TCP connections are terminated
-// with the transparent API of package tcp (AcceptTransparent, DialTransparent).
+// with the transparent API of package tcp (AcceptTransparent, DialTransparent). Once a
+// TCP connection exists, TCP itself finds its segments by 4-tuple
+// (transport.TransparentHandler): the hook sees new SYNs, UDP and ICMP.
 //
 // Addresses, as slirp4netns and pasta use them: the namespace is 10.0.2.100/24 and
 // fd00::100/64, the gateways 10.0.2.2 and fd00::2 stand for the host's loopback, and
@@ -135,6 +137,7 @@ type counters struct {
 	udpOut, udpIn, udpExpired, icmpSent   atomic.Uint64
 	refused, toHost, toNS                 atomic.Uint64
 	pings, pingFails                      atomic.Uint64
+	tcpHooked                             atomic.Uint64 // TCP segments handleTCP saw (tests)
 }
 
 // Forwarder terminates a namespace's flows on a berth stack and re-opens them on the host.
@@ -316,7 +319,7 @@ func (f *Forwarder) nsSource(client netip.AddrPort) netip.AddrPort {
 
 // handle is the stack's unmatched-flow hook: seg (valid only during the call) came from
 // the namespace for dst, which is not one of the stack's addresses (or is, and no socket
-// wanted it).
+// wanted it), and for TCP no connection of berth's took it.
 func (f *Forwarder) handle(proto uint8, src, dst netip.Addr, seg []byte, csumOK bool) bool {
 	if (f.cfg.NoIPv6 && dst.Is6()) || f.s.IsLocal(dst) {
 		// The stack's own addresses answer for themselves (port unreachable).

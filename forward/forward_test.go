@@ -513,3 +513,28 @@ func TestNamespaceSeesWholeWindow(t *testing.T) {
 	}
 	t.Fatalf("the namespace's kernel sees a send window of %d bytes, want at least %d", wnd, want)
 }
+
+// TestEstablishedFlowBypassesHook: once a forwarded connection exists, TCP finds its
+// segments itself (tcp.HandleForeign) and the Forwarder's hook sees none of them: a
+// download of thousands of segments costs the hook the SYN and little else.
+func TestEstablishedFlowBypassesHook(t *testing.T) {
+	ns, s := session(t, SessionConfig{})
+	hp := httpServer(t, "127.0.0.1:0")
+	c := nsClient(ns)
+	before := s.Forwarder.c.tcpHooked.Load()
+	const n = 16 << 20
+	resp, err := c.Get(fmt.Sprintf("http://10.0.2.2:%d/%d", hp.Port(), n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || got != n {
+		t.Fatalf("download: %d bytes of %d, %v", got, n, err)
+	}
+	// 16 MiB is at least 256 segments of 64 KiB (and ACKs as many) from the namespace;
+	// the hook may see the SYN, its retransmissions and a stray after the close.
+	if hooked := s.Forwarder.c.tcpHooked.Load() - before; hooked > 16 {
+		t.Errorf("the hook saw %d TCP segments of one established connection", hooked)
+	}
+}

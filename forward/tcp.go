@@ -14,12 +14,16 @@ import (
 	"github.com/berthnet/berth/wire"
 )
 
-// handleTCP takes every TCP segment for a non-local destination. Segments of connections
-// the stack already holds go to TCP (which finds them by 4-tuple, or answers RST). A new
-// SYN starts the host connect; the namespace's SYN is answered only when that succeeds,
-// so a refused or unreachable host port looks the same inside the namespace (RST, or
-// ICMP unreachable) as it does on the host. Retransmitted SYNs meanwhile are dropped.
+// handleTCP takes the TCP segments for a non-local destination that no connection of
+// berth's took (TCP demultiplexes those of its connections itself: tcp.HandleForeign). A
+// new SYN starts the host connect; the namespace's SYN is answered only when that
+// succeeds, so a refused or unreachable host port looks the same inside the namespace
+// (RST, or ICMP unreachable) as it does on the host. Retransmitted SYNs meanwhile are
+// dropped. Anything else goes to TCP, which answers RST (no connection), or takes the
+// segment of a connection that appeared since (AcceptTransparent runs on another
+// goroutine).
 func (f *Forwarder) handleTCP(src, dst netip.Addr, seg []byte, csumOK bool) bool {
+	f.c.tcpHooked.Add(1)
 	h, err := wire.ParseTCP(seg)
 	if err != nil {
 		return true

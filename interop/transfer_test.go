@@ -79,7 +79,7 @@ func tcpStats(h *host) string {
 		if !v.Type().Field(i).IsExported() {
 			continue
 		}
-		c, ok := v.Field(i).Addr().Interface().(*atomic.Uint64)
+		c, ok := v.Field(i).Interface().(*atomic.Uint64)
 		if !ok || c.Load() == 0 {
 			continue
 		}

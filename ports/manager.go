@@ -8,14 +8,16 @@ import (
 	"net/netip"
 	"sync"
 	"syscall"
+
+	"github.com/berthnet/berth/wire"
 )
 
 // Protocol is a transport protocol number whose ports a Manager manages.
 type Protocol uint8
 
 const (
-	TCP Protocol = 6
-	UDP Protocol = 17
+	TCP Protocol = Protocol(wire.ProtoTCP)
+	UDP Protocol = Protocol(wire.ProtoUDP)
 )
 
 func (p Protocol) String() string {

@@ -426,13 +426,13 @@ func (r *reassembler) deliver(d *reasm) {
 	r.s.local6(d.ifc, buf, false)
 }
 
-// transit offers a reassembled datagram for another host to the unmatched-flow hook. One
-// the hook does not take (or a hook removed meanwhile) is dropped, never forwarded: a
+// transit offers a reassembled datagram for another host to its transport and the
+// unmatched-flow hook (takeForeign). One neither takes (or a hook removed meanwhile) is dropped, never forwarded: a
 // router forwards fragments as they came (RFC 1812 §5.2.6, RFC 8200 §4.5), and a whole
 // datagram may not fit the next hop's MTU. It counts as InDiscards (RFC 4293: discarded
 // though no problem was found in it).
 func (r *reassembler) transit(d *reasm, proto uint8, seg []byte) {
-	if r.s.takeUnmatched(proto, d.key.src, d.key.dst, seg, false) {
+	if r.s.takeForeign(proto, d.key.src, d.key.dst, seg, false) {
 		return
 	}
 	if d.v6 {

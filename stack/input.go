@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 
+	"github.com/berthnet/berth/transport"
 	"github.com/berthnet/berth/wire"
 )
 
@@ -92,7 +93,7 @@ func (s *Stack) input4(ifc *Interface, p []byte, csumOK bool) {
 			s.forward4(ifc, h, false)
 			return
 		}
-		if !s.takeUnmatched(h.Protocol(), src, dst, h.Payload(), csumOK) {
+		if !s.takeForeign(h.Protocol(), src, dst, h.Payload(), csumOK) {
 			s.forward4(ifc, h, csumOK)
 		}
 		return
@@ -103,6 +104,21 @@ func (s *Stack) input4(ifc *Interface, p []byte, csumOK bool) {
 		return
 	}
 	s.deliver(ifc, h, src, dst, h.Protocol(), h.Payload(), csumOK)
+}
+
+// takeForeign offers a segment addressed to another host, while an unmatched-flow hook is
+// installed (transparent mode), first to its transport, whose transparent connections
+// may hold its 4-tuple (transport.TransparentHandler: an established forwarded flow is
+// demultiplexed there, once, on the batched path), and then to the hook.
+func (s *Stack) takeForeign(proto uint8, src, dst netip.Addr, seg []byte, csumOK bool) bool {
+	hp := s.unmatched.Load()
+	if hp == nil {
+		return false
+	}
+	if t, ok := s.transports.Load()[proto].(transport.TransparentHandler); ok && t.HandleForeign(src, dst, seg, csumOK) {
+		return true
+	}
+	return (*hp)(proto, src, dst, seg, csumOK)
 }
 
 // takeUnmatched offers a segment to the unmatched-flow hook.
@@ -148,7 +164,7 @@ func (s *Stack) deliver(ifc *Interface, ip []byte, src, dst netip.Addr, proto ui
 		return
 	}
 	var unreachable bool
-	if b, ok := h.(BatchHandler); ok {
+	if b, ok := h.(transport.BatchHandler); ok {
 		unreachable = b.HandleBatched(src, dst, payload, csumOK) // DeliverPackets ends the batch
 	} else {
 		unreachable = h.HandlePacket(src, dst, payload)
@@ -274,7 +290,7 @@ func (s *Stack) input6(ifc *Interface, p []byte, csumOK bool) {
 			proto, off, frag, ok = walk6From(h, fh[0], frag+8)
 			ok = ok && frag < 0
 		}
-		if !ok || proto == wire.ProtoFragment || !s.takeUnmatched(proto, src, dst, h[off:], csumOK) {
+		if !ok || proto == wire.ProtoFragment || !s.takeForeign(proto, src, dst, h[off:], csumOK) {
 			s.forward6(ifc, h, csumOK)
 		}
 		return

@@ -79,7 +79,7 @@ func (s *Stack) Output(src, dst netip.Addr, proto uint8, pkt []byte) error {
 // GSOMax reports the largest TCP packet (TCP header and payload) that OutputGSO takes
 // towards dst: what the route's link segments itself (link.GSOEndpoint), less the IP
 // header; 0 when the link cannot (TCP then sends MSS-sized segments). Part of TCP's
-// optional GSO contract (tcp.GSONetwork).
+// optional GSO contract (transport.GSONetwork).
 func (s *Stack) GSOMax(dst netip.Addr) int {
 	dst = dst.Unmap()
 	ifc, _, err := s.resolve(dst)

@@ -1,7 +1,8 @@
 // Package stack is berth's network layer: interfaces and their addresses, the routing
 // table, IPv4 and IPv6 input and output, fragmentation and reassembly, ICMP and ICMPv6, and
-// dispatch to the transport protocols that register with it. *Stack implements the Network
-// interface the transport packages (udp, tcp) declare (docs/architecture.md).
+// dispatch to the transport protocols that register with it. *Stack implements
+// transport.Network and transport.GSONetwork, the contract the transport packages (udp,
+// tcp) consume, and calls them through transport.Handler and transport.BatchHandler.
 package stack
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"github.com/berthnet/berth/clock"
 	"github.com/berthnet/berth/link"
+	"github.com/berthnet/berth/transport"
 )
 
 // Defaults, named after the Linux sysctls they mirror.
@@ -59,35 +61,6 @@ type Options struct {
 	FragLowThresh  int
 	FragTimeout    time.Duration
 }
-
-// TransportHandler is what a transport protocol registers to receive packets
-// (docs/architecture.md, "Transport ↔ network").
-type TransportHandler interface {
-	HandlePacket(src, dst netip.Addr, segment []byte) (unreachable bool)
-	HandleICMPError(local, remote netip.Addr, quoted []byte, errno syscall.Errno, mtu int)
-}
-
-// BatchHandler is a TransportHandler that can defer the work a packet causes until the
-// end of the batch of packets the link delivered it in: TCP answers a batch of ACKs with
-// one transmission per connection rather than one per ACK, as a kernel does for a GRO
-// super-packet. Packets from DeliverPackets go to HandleBatched, and EndBatch follows
-// every batch (on the same goroutine); other callers use HandlePacket, which never
-// defers.
-type BatchHandler interface {
-	TransportHandler
-	// HandleBatched is HandlePacket for a packet of a batch; csumOK says the link
-	// vouched for a TCP segment's checksum (link.VerifiedDispatcher): do not check it.
-	HandleBatched(src, dst netip.Addr, segment []byte, csumOK bool) (unreachable bool)
-	EndBatch()
-}
-
-// UnmatchedHandler takes over flows no local socket wants: a transparent forwarder installs
-// one. It sees the transport segment (valid only during the call) and reports whether it
-// took it; if not, the stack answers as usual (ICMP port unreachable, or a drop for
-// packets not addressed to this host).
-// csumOK says the link vouched for a TCP segment's checksum (link.VerifiedDispatcher),
-// which may then hold only the pseudo-header sum.
-type UnmatchedHandler func(proto uint8, src, dst netip.Addr, segment []byte, csumOK bool) (taken bool)
 
 // Interface is a network interface: a link endpoint and the addresses assigned to it.
 type Interface struct {
@@ -173,9 +146,9 @@ type Stack struct {
 	closed  atomic.Bool
 	closeMu sync.Once
 
-	transports atomic.Pointer[[256]TransportHandler]
-	batchers   atomic.Pointer[[]BatchHandler] // the transports that are BatchHandlers
-	unmatched  atomic.Pointer[UnmatchedHandler]
+	transports atomic.Pointer[[256]transport.Handler]
+	batchers   atomic.Pointer[[]transport.BatchHandler] // the transports that are BatchHandlers
+	unmatched  atomic.Pointer[transport.UnmatchedHandler]
 
 	ipID   atomic.Uint32
 	frag6  atomic.Uint32
@@ -225,7 +198,7 @@ func New(opts Options) *Stack {
 	s.pinger.init(uint16(rng.Uint32()))
 	s.rl.init(&s.opts, s.clk.Now())
 	s.reasm.init(s)
-	s.transports.Store(new([256]TransportHandler))
+	s.transports.Store(new([256]transport.Handler))
 	s.tab.Store(&table{local: map[netip.Addr]*Interface{}, ifaces: map[string]*Interface{}})
 
 	s.lo = &Interface{s: s, name: LoopbackName, mtu: LoopbackMTU, loopback: true}
@@ -250,25 +223,29 @@ func (s *Stack) Clock() clock.Clock { return s.clk }
 // Options returns the options the stack runs with (defaults filled in).
 func (s *Stack) Options() Options { return s.opts }
 
-// RegisterTransport makes h receive packets of IP protocol proto. Register before traffic
-// flows; registering again replaces the handler.
-func (s *Stack) RegisterTransport(proto uint8, h TransportHandler) {
+// RegisterTransport makes h receive packets of IP protocol proto (wire.ProtoTCP,
+// wire.ProtoUDP, ...). Register before traffic flows; registering again replaces the
+// handler. A transport.BatchHandler gets the packets of link batches through
+// HandleBatched, and EndBatch after each batch.
+func (s *Stack) RegisterTransport(proto uint8, h transport.Handler) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := *s.transports.Load()
 	t[proto] = h
 	s.transports.Store(&t)
-	var bs []BatchHandler
+	var bs []transport.BatchHandler
 	for _, h := range t {
-		if b, ok := h.(BatchHandler); ok {
+		if b, ok := h.(transport.BatchHandler); ok {
 			bs = append(bs, b)
 		}
 	}
 	s.batchers.Store(&bs)
 }
 
-// SetUnmatchedHandler installs (or with nil removes) the hook for unmatched flows.
-func (s *Stack) SetUnmatchedHandler(h UnmatchedHandler) {
+// SetUnmatchedHandler installs (or with nil removes) the hook for unmatched flows (see
+// transport.UnmatchedHandler for what it is offered). While one is installed, fragments
+// addressed to other hosts are reassembled for it instead of forwarded.
+func (s *Stack) SetUnmatchedHandler(h transport.UnmatchedHandler) {
 	if h == nil {
 		s.unmatched.Store(nil)
 		return
@@ -532,3 +509,9 @@ func (s *Stack) Close() error {
 
 // Closed reports whether Close was called.
 func (s *Stack) Closed() bool { return s.closed.Load() }
+
+// The stack is the network side of the transport contract.
+var (
+	_ transport.Network    = (*Stack)(nil)
+	_ transport.GSONetwork = (*Stack)(nil)
+)

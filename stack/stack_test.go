@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -408,10 +410,10 @@ func TestCloseStopsGoroutines(t *testing.T) {
 // FuzzStackInput feeds arbitrary bytes to the stack: no panic, nothing held forever.
 func FuzzStackInput(f *testing.F) {
 	f.Add(ip4(peer4, us4, 200, 1, 0, 0, []byte("hello")))
-	f.Add(ip4(peer4, us4, 1, 1, 0, 0, []byte{8, 0, 0xf7, 0xff, 0, 0, 0, 0}))
-	f.Add(ip4(peer4, us4, 17, 1, wire.IPv4FlagMF, 0, make([]byte, 16)))
-	f.Add(ip6frag(peer6, us6, 17, 1, 0, true, make([]byte, 16)))
-	f.Add(ip6frag(peer6, us6, 58, 1, 0, false, []byte{128, 0, 0, 0, 0, 0, 0, 0}))
+	f.Add(ip4(peer4, us4, wire.ProtoICMPv4, 1, 0, 0, []byte{8, 0, 0xf7, 0xff, 0, 0, 0, 0}))
+	f.Add(ip4(peer4, us4, wire.ProtoUDP, 1, wire.IPv4FlagMF, 0, make([]byte, 16)))
+	f.Add(ip6frag(peer6, us6, wire.ProtoUDP, 1, 0, true, make([]byte, 16)))
+	f.Add(ip6frag(peer6, us6, wire.ProtoICMPv6, 1, 0, false, []byte{128, 0, 0, 0, 0, 0, 0, 0}))
 	f.Add([]byte{0x60, 0, 0, 0, 0, 8, 0, 64})
 	// Issue 19 (1): IPv4-mapped addresses in an IPv6 header, for each transport.
 	mapped := netip.MustParseAddr("::ffff:10.0.0.2")
@@ -491,6 +493,69 @@ func TestUnmatchedHook(t *testing.T) {
 	}
 	if s.Counters().Get("IpInAddrErrors") != 0 {
 		t.Error("a packet the hook took was counted as a drop")
+	}
+}
+
+// transparentSink is a transport.TransparentHandler that holds the "flows" whose segments
+// start with "mine".
+type transparentSink struct {
+	sink
+	foreign, batched []string
+	ends             int
+}
+
+func (s *transparentSink) HandleBatched(src, dst netip.Addr, seg []byte, _ bool) bool {
+	s.batched = append(s.batched, string(seg))
+	return false
+}
+
+func (s *transparentSink) EndBatch() { s.ends++ }
+
+func (s *transparentSink) HandleForeign(src, dst netip.Addr, seg []byte, _ bool) bool {
+	s.foreign = append(s.foreign, string(seg))
+	return strings.HasPrefix(string(seg), "mine")
+}
+
+// In transparent mode, segments for other hosts go to their transport's HandleForeign
+// first, in the link batch (EndBatch follows), and only those it leaves reach the hook;
+// without a hook the transport is not asked.
+func TestForeignToTransportFirst(t *testing.T) {
+	s, ifc, _, _ := newTestStack(t, Options{})
+	ts := &transparentSink{}
+	s.RegisterTransport(201, ts)
+	other4, other6 := netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("2001:db8::7")
+	ifc.DeliverPackets([][]byte{ip4(peer4, other4, 201, 1, 0, 0, []byte("mine0"))})
+	if len(ts.foreign) != 0 || ts.ends != 1 {
+		t.Fatalf("without a hook: HandleForeign saw %q, %d EndBatch", ts.foreign, ts.ends)
+	}
+	var hooked []string
+	s.SetUnmatchedHandler(func(proto uint8, src, dst netip.Addr, seg []byte, _ bool) bool {
+		hooked = append(hooked, string(seg))
+		return true
+	})
+	ip6 := make([]byte, wire.IPv6HeaderLen+5)
+	(&wire.IPv6Fields{PayloadLen: 5, NextHeader: 201, HopLimit: 64, Src: peer6, Dst: other6}).Encode(ip6)
+	copy(ip6[wire.IPv6HeaderLen:], "mine6")
+	whole := []byte("mine-reassembled")
+	ifc.DeliverPackets([][]byte{
+		ip4(peer4, other4, 201, 2, 0, 0, []byte("mine1")),
+		ip4(peer4, other4, 201, 3, 0, 0, []byte("new1")),
+		ip6,
+		ip4(peer4, other4, 201, 4, wire.IPv4FlagMF, 0, whole[:8]),
+		ip4(peer4, other4, 201, 4, 0, 8, whole[8:]),
+		ip4(peer4, us4, 201, 5, 0, 0, []byte("local")),
+	})
+	if want := []string{"mine1", "new1", "mine6", "mine-reassembled"}; !slices.Equal(ts.foreign, want) {
+		t.Errorf("HandleForeign saw %q, want %q", ts.foreign, want)
+	}
+	if want := []string{"new1"}; !slices.Equal(hooked, want) {
+		t.Errorf("the hook saw %q, want %q", hooked, want)
+	}
+	if want := []string{"local"}; !slices.Equal(ts.batched, want) {
+		t.Errorf("HandleBatched saw %q, want %q", ts.batched, want)
+	}
+	if ts.ends != 2 {
+		t.Errorf("%d EndBatch calls after two batches", ts.ends)
 	}
 }
 

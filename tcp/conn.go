@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/berthnet/berth/ports"
+	"github.com/berthnet/berth/transport"
 	"github.com/berthnet/berth/wire"
 )
 
@@ -111,7 +112,7 @@ func (c *Conn) setRoute(mtu int) {
 	c.mss = c.advMSS
 	// RFC 7323 §5.4: a per-connection random offset for TSval, derived like the ISN.
 	c.tsOffset = c.p.isn(c.remote, c.local)
-	if g, ok := c.p.net.(GSONetwork); ok {
+	if g, ok := c.p.net.(transport.GSONetwork); ok {
 		c.gsoMax = g.GSOMax(c.remote.Addr())
 	}
 	// Window scale we offer: the smallest shift that lets the window cover the buffer,
@@ -229,7 +230,7 @@ func (c *Conn) activeOpen(ctx context.Context, mtu int) (*Conn, error) {
 	p.track(c)
 	p.Stats.ActiveOpens.Add(1)
 	c.initSend(p.isn(c.local, c.remote))
-	c.state = StateSynSent
+	c.setState(StateSynSent)
 	c.sendSYN()
 	c.arm(timerRetransmit, c.rto)
 
@@ -299,7 +300,7 @@ func (p *Protocol) passiveOpen(l *Listener, local, remote netip.AddrPort, mtu in
 	c.sndWnd, c.sndWl1, c.maxSndWnd = wnd, irs, wnd
 	c.initSend(iss)
 	c.sndWl2 = iss
-	c.state = StateSynReceived
+	c.setState(StateSynReceived)
 	return c, nil
 }
 
@@ -383,7 +384,7 @@ func (c *Conn) finish(err error) {
 		c.cond.Broadcast()
 		return
 	}
-	c.state = StateClosed
+	c.setState(StateClosed)
 	c.timeWait.Store(false)
 	c.disarm()
 	if c.dackOn {
@@ -670,9 +671,9 @@ func (c *Conn) shutdownWrite() {
 		c.finish(nil)
 		return
 	case StateSynReceived, StateEstablished:
-		c.state = StateFinWait1
+		c.setState(StateFinWait1)
 	case StateCloseWait:
-		c.state = StateLastAck
+		c.setState(StateLastAck)
 	default:
 		return
 	}

@@ -91,7 +91,7 @@ func (c *Conn) inputSynSent(s *segment) {
 	c.maxSndWnd = s.wnd
 	if !ackOK {
 		// Simultaneous open: SYN-RECEIVED, answer SYN-ACK with our ISS.
-		c.state = StateSynReceived
+		c.setState(StateSynReceived)
 		c.sendSYN()
 		c.arm(timerRetransmit, c.rto)
 		return
@@ -108,7 +108,7 @@ func (c *Conn) inputSynSent(s *segment) {
 }
 
 func (c *Conn) establish() {
-	c.state = StateEstablished
+	c.setState(StateEstablished)
 	c.synced = true
 	c.retries = 0
 	c.rto = c.computedRTO()
@@ -262,7 +262,7 @@ func (c *Conn) inputSynchronized(s *segment) {
 	if c.finQueued && seqGT(c.sndUna, c.finSeq) {
 		switch c.state {
 		case StateFinWait1:
-			c.state = StateFinWait2
+			c.setState(StateFinWait2)
 			if c.userClosed {
 				c.arm(timerFinWait2, c.p.cfg.FinTimeout)
 			}
@@ -351,7 +351,7 @@ func (c *Conn) reset() {
 // enterTimeWait holds the 4-tuple for 2*MSL (RFC 9293 §3.6.1), on the same Conn with its
 // buffers released.
 func (c *Conn) enterTimeWait() {
-	c.state = StateTimeWait
+	c.setState(StateTimeWait)
 	c.timeWait.Store(true)
 	c.twStart = c.p.clk.Now()
 	c.sndBuf.free()

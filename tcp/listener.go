@@ -64,13 +64,13 @@ func (q *synQueue) release(n int) { q.n.Add(-int64(n)) }
 type ListenStats struct {
 	// SyncookiesSent, SyncookiesRecv, SyncookiesFailed: cookie SYN-ACKs sent, valid
 	// cookie ACKs, and ACKs to a listener whose cookie did not check out.
-	SyncookiesSent, SyncookiesRecv, SyncookiesFailed atomic.Uint64
+	SyncookiesSent, SyncookiesRecv, SyncookiesFailed *atomic.Uint64
 	// ListenOverflows: SYNs or cookie ACKs dropped because the accept queue was full
 	// (these also count in ListenDrops).
-	ListenOverflows atomic.Uint64
+	ListenOverflows *atomic.Uint64
 	// TCPReqQFullDrop and TCPReqQFullDoCookies: SYNs that found the SYN queue full and
 	// were dropped (cookies off) or answered with a cookie.
-	TCPReqQFullDrop, TCPReqQFullDoCookies atomic.Uint64
+	TCPReqQFullDrop, TCPReqQFullDoCookies *atomic.Uint64
 }
 
 // SynQueueLen reports the stack's half-open connections now and at most so far.

@@ -10,7 +10,7 @@
 // RACK-TLP loss detection (RFC 8985) and RFC 6675 recovery (recovery.go); flow control with
 // sender and receiver SWS avoidance, zero-window probing, receive-buffer auto-tuning, and
 // reassembly in the receive buffer itself under a stack-wide out-of-order cap; path MTU
-// from ICMP; super-segments on GSO links (GSONetwork).
+// from ICMP; super-segments on GSO links (transport.GSONetwork).
 //
 // TCP never picks ports: its ports.Manager owns every binding and demultiplexes. Inbound
 // segments run to completion on the caller's (link's) goroutine; a connection has no
@@ -38,28 +38,9 @@ import (
 
 	"github.com/berthnet/berth/clock"
 	"github.com/berthnet/berth/ports"
+	"github.com/berthnet/berth/transport"
 	"github.com/berthnet/berth/wire"
 )
-
-// Network is what TCP needs from the network layer (see docs/architecture.md).
-type Network interface {
-	Route(dst netip.Addr) (src netip.Addr, mtu int, err error)
-	IsLocal(a netip.Addr) bool
-	Output(src, dst netip.Addr, proto uint8, pkt []byte) error
-	Clock() clock.Clock
-}
-
-// GSONetwork is an optional extension of Network for links that segment TCP themselves
-// (generic segmentation offload, link.GSOEndpoint): TCP then sends super-segments of
-// several MSS at once when the windows allow.
-type GSONetwork interface {
-	// GSOMax is the largest TCP packet (header and payload) OutputGSO takes towards dst;
-	// 0 when the route's link cannot segment.
-	GSOMax(dst netip.Addr) int
-	// OutputGSO sends pkt (as for Output) for the link to cut into segments of mss
-	// payload bytes each.
-	OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error
-}
 
 // Config holds TCP's settings; zero fields take the defaults shown (Linux's where Linux
 // has one).
@@ -118,6 +99,10 @@ type Config struct {
 	// SynCookies and MaxSynBacklog: SYN flood defences (see syncookie.go, listener.go).
 	SynCookies    SynCookieMode
 	MaxSynBacklog int
+	// Counter registers a named counter (the stack's Counters.Counter), as for UDP: TCP's
+	// Stats then live in the stack's registry under the kernel's names. nil keeps them
+	// private.
+	Counter func(name string) *atomic.Uint64
 }
 
 func (c *Config) setDefaults() {
@@ -167,24 +152,76 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Stats are counters named after the kernel's TCP MIB (RFC 4022) and netstat -s.
+// Stats are TCP's counters. Each is registered under the kernel's name (statNames: the
+// TCP MIB of RFC 4022 as /proc/net/snmp's "Tcp:" line, and TcpExt as nstat shows it)
+// through Config.Counter, so that the stack's registry holds them with the network
+// layer's and UDP's. New sets every field.
 type Stats struct {
-	ActiveOpens, PassiveOpens, AttemptFails, EstabResets atomic.Uint64
-	InSegs, OutSegs, RetransSegs, InErrs, OutRsts        atomic.Uint64
-	ChallengeACKs, ListenDrops, TimeWaitReused           atomic.Uint64
+	ActiveOpens, PassiveOpens, AttemptFails, EstabResets *atomic.Uint64
+	// CurrEstab is a gauge: the connections in ESTABLISHED or CLOSE-WAIT now (RFC 4022
+	// tcpCurrEstab), kept on every state transition (Conn.setState).
+	CurrEstab                                     *atomic.Uint64
+	InSegs, OutSegs, RetransSegs, InErrs, OutRsts *atomic.Uint64
+	ChallengeACKs, ListenDrops, TimeWaitReused    *atomic.Uint64
 	// PAWSDrops: segments dropped by PAWS (RFC 7323 §5); OFODrops: out-of-order segments
 	// dropped at the stack's MaxOutOfOrder cap; DSACKsRcvd: D-SACK blocks received;
 	// TLPs: tail loss probes sent; PMTUUpdates: MSS lowered by ICMP; SACKRecoveries and
 	// RACKLost: recoveries entered and segments RACK declared lost; Timeouts:
 	// retransmission timeouts (RFC 6298).
-	PAWSDrops, OFODrops, DSACKsRcvd, TLPs, PMTUUpdates atomic.Uint64
-	SACKRecoveries, RACKLost, Timeouts                 atomic.Uint64
+	PAWSDrops, OFODrops, DSACKsRcvd, TLPs, PMTUUpdates *atomic.Uint64
+	SACKRecoveries, RACKLost, Timeouts                 *atomic.Uint64
 	ListenStats                                        // listener.go: SYN queue and SYN cookie counters
 }
 
+// newStats registers every counter with reg, in the kernel's order: the "Tcp:" line of
+// /proc/net/snmp, then TcpExt. PMTUUpdates and RACKLost have no kernel counterpart and
+// keep names of berth's own in the TcpExt group.
+func newStats(reg func(name string) *atomic.Uint64) Stats {
+	var s Stats
+	for _, c := range []struct {
+		p    **atomic.Uint64
+		name string
+	}{
+		{&s.ActiveOpens, "TcpActiveOpens"}, {&s.PassiveOpens, "TcpPassiveOpens"},
+		{&s.AttemptFails, "TcpAttemptFails"}, {&s.EstabResets, "TcpEstabResets"},
+		{&s.CurrEstab, "TcpCurrEstab"}, {&s.InSegs, "TcpInSegs"}, {&s.OutSegs, "TcpOutSegs"},
+		{&s.RetransSegs, "TcpRetransSegs"}, {&s.InErrs, "TcpInErrs"}, {&s.OutRsts, "TcpOutRsts"},
+		{&s.SyncookiesSent, "TcpExtSyncookiesSent"}, {&s.SyncookiesRecv, "TcpExtSyncookiesRecv"},
+		{&s.SyncookiesFailed, "TcpExtSyncookiesFailed"}, {&s.PAWSDrops, "TcpExtPAWSEstab"},
+		{&s.TimeWaitReused, "TcpExtTWRecycled"}, {&s.ListenOverflows, "TcpExtListenOverflows"},
+		{&s.ListenDrops, "TcpExtListenDrops"}, {&s.Timeouts, "TcpExtTCPTimeouts"},
+		{&s.SACKRecoveries, "TcpExtTCPSackRecovery"}, {&s.TLPs, "TcpExtTCPLossProbes"},
+		{&s.DSACKsRcvd, "TcpExtTCPDSACKRecv"}, {&s.ChallengeACKs, "TcpExtTCPChallengeACK"},
+		{&s.OFODrops, "TcpExtTCPOFODrop"}, {&s.TCPReqQFullDoCookies, "TcpExtTCPReqQFullDoCookies"},
+		{&s.TCPReqQFullDrop, "TcpExtTCPReqQFullDrop"},
+		{&s.PMTUUpdates, "TcpExtPMTUUpdates"}, {&s.RACKLost, "TcpExtRACKLost"},
+	} {
+		*c.p = reg(c.name)
+	}
+	return s
+}
+
+// setState moves the connection to state st (c.mu held), keeping the CurrEstab gauge.
+// Every transition goes through here; only a new connection's first state (SYN-SENT or
+// SYN-RECEIVED, from CLOSED), which the gauge does not count either way, may be set
+// directly.
+func (c *Conn) setState(st State) {
+	was, is := c.state.currEstab(), st.currEstab()
+	c.state = st
+	switch {
+	case is && !was:
+		c.p.Stats.CurrEstab.Add(1)
+	case was && !is:
+		c.p.Stats.CurrEstab.Add(^uint64(0))
+	}
+}
+
+// currEstab reports whether RFC 4022's tcpCurrEstab counts a connection in s.
+func (s State) currEstab() bool { return s == StateEstablished || s == StateCloseWait }
+
 // Protocol is TCP on one stack.
 type Protocol struct {
-	net    Network
+	net    transport.Network
 	clk    clock.Clock
 	cfg    Config
 	mgr    *ports.Manager
@@ -210,11 +247,17 @@ type Protocol struct {
 	Stats Stats
 }
 
-// New returns TCP over net with cfg. It owns a ports.Manager for TCP.
-func New(net Network, cfg Config) *Protocol {
+// New returns TCP over net with cfg. It owns a ports.Manager for TCP. When net is also a
+// transport.GSONetwork, connections send super-segments on routes whose link segments.
+func New(net transport.Network, cfg Config) *Protocol {
 	cfg.setDefaults()
 	p := &Protocol{net: net, clk: net.Clock(), cfg: cfg, secret: cfg.ISNSecret, socks: make(map[any]struct{})}
 	p.epoch = p.clk.Now()
+	reg := cfg.Counter
+	if reg == nil {
+		reg = func(string) *atomic.Uint64 { return new(atomic.Uint64) }
+	}
+	p.Stats = newStats(reg)
 	if p.secret == ([16]byte{}) {
 		rand.Read(p.secret[:])
 	}
@@ -223,6 +266,8 @@ func New(net Network, cfg Config) *Protocol {
 	p.mgr = ports.NewManager(ports.TCP, pc)
 	return p
 }
+
+var _ transport.BatchHandler = (*Protocol)(nil)
 
 // Ports returns the protocol's port Manager.
 func (p *Protocol) Ports() *ports.Manager { return p.mgr }
@@ -285,7 +330,7 @@ func (p *Protocol) HandlePacket(src, dst netip.Addr, b []byte) (unreachable bool
 	return false
 }
 
-// HandleBatched is HandlePacket for a packet of a link batch (stack.BatchHandler): what
+// HandleBatched is HandlePacket for a packet of a link batch (transport.BatchHandler): what
 // an ACK makes sendable waits for EndBatch, so that a batch of ACKs for one connection is
 // answered with one transmission (one GSO super-segment), not one per ACK. ACKs the
 // segment calls for at once (RFC 5681 §4.2: out of order, every second full segment) are
@@ -317,11 +362,22 @@ func (p *Protocol) EndBatch() {
 	p.pendMu.Unlock()
 }
 
-// handle processes one inbound segment. With transparent (HandleTransparent), a SYN that
-// ends a TIME-WAIT connection and finds no listener is not answered: handle reports
-// reopened, and the caller treats it as a new flow. csumOK: the link vouched for the
-// checksum (link.VerifiedDispatcher), which is then not checked.
+// handle processes one inbound segment. With transparent (HandleTransparent,
+// HandleForeign), a SYN that ends a TIME-WAIT connection and finds no listener is not
+// answered: handle reports reopened, and the caller treats it as a new flow. csumOK: the
+// link vouched for the checksum (link.VerifiedDispatcher), which is then not checked.
 func (p *Protocol) handle(src, dst netip.Addr, b []byte, batched, transparent, csumOK bool) (reopened bool) {
+	var seg segment
+	if !p.parse(&seg, src, dst, b, batched, csumOK) {
+		return false
+	}
+	owner, ok := p.mgr.Lookup(seg.local(), seg.remote())
+	return p.dispatch(&seg, owner, ok, transparent)
+}
+
+// parse validates the segment b (from src to dst) and fills seg; false when it is to be
+// dropped (counted).
+func (p *Protocol) parse(seg *segment, src, dst netip.Addr, b []byte, batched, csumOK bool) bool {
 	h, err := wire.ParseTCP(b)
 	if err != nil || (!csumOK && !h.VerifyChecksum(src, dst)) {
 		p.Stats.InErrs.Add(1)
@@ -331,25 +387,28 @@ func (p *Protocol) handle(src, dst netip.Addr, b []byte, batched, transparent, c
 	if src.IsMulticast() || src.IsUnspecified() || dst.IsMulticast() || src == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return false // RFC 9293 §3.10.7.2, RFC 1122 §4.2.3.10: not from or to a broadcast or multicast address
 	}
-	seg := segment{hdr: h, src: src, dst: dst, batched: batched}
+	*seg = segment{hdr: h, src: src, dst: dst, batched: batched}
 	if h.DataOffset() > wire.TCPMinHeaderLen && h.ParseOptions(&seg.opts) != nil {
 		p.Stats.InErrs.Add(1)
 		return false
 	}
 	seg.init()
-	local := netip.AddrPortFrom(dst, h.DstPort())
-	remote := netip.AddrPortFrom(src, h.SrcPort())
-	owner, ok := p.mgr.Lookup(local, remote)
+	return true
+}
+
+// dispatch hands seg to owner, what the port Manager's lookup of its 4-tuple found (ok),
+// or answers it as for a closed port (handle's reopened).
+func (p *Protocol) dispatch(seg *segment, owner any, ok, transparent bool) (reopened bool) {
 	if ok {
 		switch o := owner.(type) {
 		case *Conn:
-			if o.input(&seg) {
+			if o.input(seg) {
 				return false
 			}
 			// A TIME-WAIT connection gave way to a new SYN: look again for a listener.
-			if owner, ok = p.mgr.Lookup(local, remote); ok {
+			if owner, ok = p.mgr.Lookup(seg.local(), seg.remote()); ok {
 				if l, isL := owner.(*Listener); isL {
-					l.input(&seg)
+					l.input(seg)
 					return false
 				}
 			}
@@ -357,11 +416,11 @@ func (p *Protocol) handle(src, dst netip.Addr, b []byte, batched, transparent, c
 				return true
 			}
 		case *Listener:
-			o.input(&seg)
+			o.input(seg)
 			return false
 		}
 	}
-	p.resetClosed(&seg)
+	p.resetClosed(seg)
 	return false
 }
 
@@ -438,6 +497,10 @@ type segment struct {
 	unscaled bool // the window field is not scaled (it came in a SYN)
 	batched  bool // part of a link batch: the connection may send at EndBatch
 }
+
+// local and remote are the segment's 4-tuple as the receiving side names it.
+func (s *segment) local() netip.AddrPort  { return netip.AddrPortFrom(s.dst, s.hdr.DstPort()) }
+func (s *segment) remote() netip.AddrPort { return netip.AddrPortFrom(s.src, s.hdr.SrcPort()) }
 
 // window is the segment's window in bytes, given the peer's window scale.
 func (s *segment) window(scale uint8) uint32 {

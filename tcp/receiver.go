@@ -401,12 +401,12 @@ func (c *Conn) receiveFIN() {
 	c.ackNow = true
 	switch c.state {
 	case StateSynReceived, StateEstablished:
-		c.state = StateCloseWait
+		c.setState(StateCloseWait)
 	case StateFinWait1:
 		if c.finQueued && seqGT(c.sndUna, c.finSeq) {
 			c.enterTimeWait()
 		} else {
-			c.state = StateClosing
+			c.setState(StateClosing)
 		}
 	case StateFinWait2:
 		c.enterTimeWait()

@@ -3,6 +3,7 @@ package tcp
 import (
 	"time"
 
+	"github.com/berthnet/berth/transport"
 	"github.com/berthnet/berth/wire"
 )
 
@@ -25,7 +26,7 @@ type sender struct {
 	finQueued                   bool
 	finSeq                      uint32 // sequence number of our FIN, once queued
 	mss                         int    // effective send MSS
-	gsoMax                      int    // largest super-segment the route takes (GSONetwork); 0: none
+	gsoMax                      int    // largest super-segment the route takes (transport.GSONetwork); 0: none
 	segPay                      int    // payload per segment of the super-segment being built
 	advMSS                      int    // the MSS we announce: route MTU minus headers
 
@@ -104,7 +105,7 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 		if mss == 0 || n <= mss {
 			mss = n
 		}
-		err := c.p.net.(GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], mss)
+		err := c.p.net.(transport.GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], mss)
 		if err == nil || n > mss {
 			if err != nil {
 				c.gsoMax = 0 // the route changed under us: segment ourselves from now on

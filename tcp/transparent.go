@@ -5,15 +5,46 @@ import (
 	"net/netip"
 	"syscall"
 
+	"github.com/berthnet/berth/transport"
 	"github.com/berthnet/berth/wire"
 )
 
 // Transparent connections (like Linux's IP_TRANSPARENT sockets) let a forwarder terminate
 // connections whose addresses are not the stack's own: a namespace's connection to any
 // destination (AcceptTransparent), and a connection into the namespace that carries a
-// remote client's address as its source (DialTransparent). The forwarder receives such
-// segments through the stack's unmatched-flow hook and passes those of existing
-// connections to HandlePacket, which finds them by their exact 4-tuple.
+// remote client's address as its source (DialTransparent). Once one exists, its segments
+// never reach the forwarder: the stack offers TCP every segment for another host first
+// (HandleForeign, transport.TransparentHandler) and TCP finds the connection by its exact
+// 4-tuple on the batched path, as gVisor's transport demuxer finds a forwarder's
+// endpoints. Only what no connection holds (a new SYN) goes on to the stack's
+// unmatched-flow hook, the forwarder.
+
+var _ transport.TransparentHandler = (*Protocol)(nil)
+
+// HandleForeign takes a segment from src to dst, an address not the stack's own, when a
+// connection holds its exact 4-tuple (transport.TransparentHandler): the segment is then
+// processed as HandleBatched processes a local one, its answers and what it makes
+// sendable waiting for EndBatch. Anything else it leaves untouched, not even counted, and
+// reports not taken: no connection holds the 4-tuple (a new flow: the hook's job), or the
+// segment is a SYN that ended a TIME-WAIT connection of the 4-tuple (as HandleTransparent
+// reports reopened).
+func (p *Protocol) HandleForeign(src, dst netip.Addr, seg []byte, csumOK bool) (taken bool) {
+	if len(seg) < wire.TCPMinHeaderLen {
+		return false
+	}
+	// The ports are the header's first four bytes (RFC 9293 §3.1): look the 4-tuple up
+	// before anything else, so that a new flow costs TCP one lookup.
+	h := wire.TCP(seg)
+	owner, ok := p.mgr.Lookup(netip.AddrPortFrom(dst, h.DstPort()), netip.AddrPortFrom(src, h.SrcPort()))
+	if _, isConn := owner.(*Conn); !ok || !isConn {
+		return false
+	}
+	var s segment
+	if !p.parse(&s, src, dst, seg, true, csumOK) {
+		return true // dropped and counted, as it would be on the hook's path
+	}
+	return !p.dispatch(&s, owner, true, true)
+}
 
 // HandleTransparent is HandlePacket for a forwarder: when the segment is a SYN that ends
 // a TIME-WAIT connection of the same 4-tuple (RFC 9293 §3.10.7.4, RFC 6191: its sequence
@@ -21,7 +52,7 @@ import (
 // HandleTransparent reports reopened: the forwarder then treats the SYN as a new flow,
 // as the peer means it (a client reusing its port soon after a connection it closed
 // last).
-// csumOK says the link vouched for the segment's checksum (stack.UnmatchedHandler).
+// csumOK says the link vouched for the segment's checksum (transport.UnmatchedHandler).
 func (p *Protocol) HandleTransparent(src, dst netip.Addr, seg []byte, csumOK bool) (reopened bool) {
 	return p.handle(src, dst, seg, false, true, csumOK)
 }

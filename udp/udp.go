@@ -1,8 +1,8 @@
 // Package udp is the User Datagram Protocol (RFC 768) for berth: endpoints with bounded
 // receive queues, binding and connecting through a ports.Manager, and demultiplexing of
 // inbound datagrams with Manager.Lookup (O(1) whatever the number of sockets). It does not
-// import the stack: it consumes the Network interface declared here, which *stack.Stack
-// implements (docs/architecture.md).
+// import the stack: it consumes transport.Network, which *stack.Stack implements, and is a
+// transport.Handler.
 package udp
 
 import (
@@ -11,18 +11,10 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/berthnet/berth/clock"
 	"github.com/berthnet/berth/ports"
+	"github.com/berthnet/berth/transport"
 	"github.com/berthnet/berth/wire"
 )
-
-// Network is what UDP needs from the network layer (docs/architecture.md).
-type Network interface {
-	Route(dst netip.Addr) (src netip.Addr, mtu int, err error)
-	IsLocal(a netip.Addr) bool
-	Output(src, dst netip.Addr, proto uint8, pkt []byte) error
-	Clock() clock.Clock
-}
 
 // Defaults.
 const (
@@ -46,9 +38,9 @@ type Config struct {
 	Counter func(name string) *atomic.Uint64
 }
 
-// Protocol is UDP on one stack. It implements the stack's TransportHandler.
+// Protocol is UDP on one stack. It is a transport.Handler.
 type Protocol struct {
-	net     Network
+	net     transport.Network
 	pm      *ports.Manager
 	recvBuf int
 	c       counters
@@ -65,7 +57,7 @@ type counters struct {
 }
 
 // New returns UDP over n.
-func New(n Network, cfg Config) *Protocol {
+func New(n transport.Network, cfg Config) *Protocol {
 	if cfg.RecvBuf <= 0 {
 		cfg.RecvBuf = DefaultRecvBuf
 	}
@@ -88,7 +80,7 @@ func New(n Network, cfg Config) *Protocol {
 // Ports returns the protocol's port Manager.
 func (p *Protocol) Ports() *ports.Manager { return p.pm }
 
-// HandlePacket receives one UDP datagram addressed to dst (TransportHandler). It returns
+// HandlePacket receives one UDP datagram addressed to dst (transport.Handler). It returns
 // true when no socket wants it, so that the stack answers ICMP port unreachable.
 func (p *Protocol) HandlePacket(src, dst netip.Addr, seg []byte) bool {
 	u, err := wire.ParseUDP(seg)
@@ -124,7 +116,7 @@ func (p *Protocol) HandlePacket(src, dst netip.Addr, seg []byte) bool {
 	return false
 }
 
-// HandleICMPError reports an ICMP error about a datagram this host sent (TransportHandler).
+// HandleICMPError reports an ICMP error about a datagram this host sent (transport.Handler).
 // As on Linux without IP_RECVERR, only hard errors (not "fragmentation needed"/"packet too
 // big" or "time exceeded") and only on a socket connected to that remote are kept; the
 // socket's next read or write fails with the errno (ECONNREFUSED for port unreachable).
@@ -191,3 +183,5 @@ func putBuf(b *[]byte) {
 		largePool.Put(b)
 	}
 }
+
+var _ transport.Handler = (*Protocol)(nil)

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/berthnet/berth/wire"
 )
 
 // buildBerth builds the command into a temporary directory.
@@ -352,7 +354,7 @@ func testDemoPcap(t *testing.T, bin string) {
 			t.Fatalf("record %d is not IPv4", n)
 		}
 		ihl := int(pkt[0]&15) * 4
-		if pkt[9] == 6 && pkt[ihl+13]&0x12 == 0x02 { // TCP SYN without ACK
+		if pkt[9] == wire.ProtoTCP && pkt[ihl+13]&0x12 == 0x02 { // TCP SYN without ACK
 			syns[int(binary.BigEndian.Uint16(pkt[ihl:]))] = true
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/berthnet/berth/control"
 	"github.com/berthnet/berth/internal/netns"
 	"github.com/berthnet/berth/link/pipe"
+	"github.com/berthnet/berth/wire"
 )
 
 // opsHost is a berth host served on a control socket by this test process, the way
@@ -274,7 +275,7 @@ func TestOperatorViews(t *testing.T) {
 		uport := uint16(u.LocalAddr().(*net.UDPAddr).Port)
 		for i, r := range recs {
 			// IPv4, UDP, between the peer's port and 7, in either direction.
-			if r[0]>>4 != 4 || r[9] != 17 {
+			if r[0]>>4 != 4 || r[9] != wire.ProtoUDP {
 				t.Fatalf("record %d is not IPv4/UDP", i)
 			}
 			sp, dp := binary.BigEndian.Uint16(r[20:]), binary.BigEndian.Uint16(r[22:])

@@ -22,6 +22,7 @@ import (
 	"github.com/berthnet/berth/internal/testenv"
 	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/link/tun"
+	"github.com/berthnet/berth/wire"
 )
 
 func TestNewDelete(t *testing.T) {
@@ -286,7 +287,7 @@ func TestAddTUN(t *testing.T) {
 		select {
 		case p := <-got:
 			// IPv4, ICMP, to 10.7.0.2, echo request.
-			if len(p) >= 28 && p[0]>>4 == 4 && p[9] == 1 && net.IP(p[16:20]).String() == "10.7.0.2" && p[20] == 8 {
+			if len(p) >= 28 && p[0]>>4 == 4 && p[9] == wire.ProtoICMPv4 && net.IP(p[16:20]).String() == "10.7.0.2" && p[20] == 8 {
 				return
 			}
 		case <-deadline:
