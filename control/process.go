@@ -20,6 +20,10 @@ const (
 // ProcessGauges names the process figures that are levels.
 var ProcessGauges = map[string]bool{GoGoroutines: true, GoHeapObjectBytes: true, GoMemoryBytes: true, ProcessOpenFDs: true}
 
+// IsProcessFigure reports whether name is one of ProcessCounters' figures rather than a
+// stack counter.
+func IsProcessFigure(name string) bool { return ProcessGauges[name] || name == GoGCCycles }
+
 var processSamples = []struct{ name, metric string }{
 	{GoHeapObjectBytes, "/memory/classes/heap/objects:bytes"},
 	{GoMemoryBytes, "/memory/classes/total:bytes"},
