@@ -45,7 +45,7 @@ func (c Category) String() string {
 	case Dynamic:
 		return "dynamic (ephemeral)"
 	}
-	return "category-" + itoa(int(c))
+	return "category-" + strconv.Itoa(int(c))
 }
 
 // Range returns the ports of category c.

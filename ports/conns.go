@@ -1,0 +1,215 @@
+package ports
+
+import (
+	"net/netip"
+	"syscall"
+)
+
+// tupleKey is a connected 4-tuple.
+type tupleKey struct {
+	la, ra [16]byte
+	lp, rp Port
+}
+
+func mkTuple(local, remote netip.AddrPort) tupleKey {
+	return tupleKey{la: local.Addr().As16(), ra: remote.Addr().As16(), lp: Port(local.Port()), rp: Port(remote.Port())}
+}
+
+// tuple4 is an IPv4 4-tuple: 12 bytes, a third of tupleKey, so the IPv4 table is smaller
+// and hashes faster.
+type tuple4 struct {
+	la, ra [4]byte
+	lp, rp uint16
+}
+
+// connTable holds the connected 4-tuples, IPv4 and IPv6 apart. Both ends of a 4-tuple are
+// of one family (Connect and Register check it). Entries carry a copy of the owner so that
+// Lookup does not touch the Binding (one cache miss less with many connections); SetOwner
+// keeps the copy current.
+type connTable struct {
+	v4 map[tuple4]connEntry
+	v6 map[tupleKey]connEntry
+}
+
+type connEntry struct {
+	owner any
+	b     *Binding
+}
+
+func (t *connTable) get(l, r netip.AddrPort) *Binding {
+	if l.Addr().Is4() {
+		if !r.Addr().Is4() {
+			return nil
+		}
+		return t.v4[tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()}].b
+	}
+	return t.v6[mkTuple(l, r)].b
+}
+
+// set stores b under (l, r) with b's current owner.
+func (t *connTable) set(l, r netip.AddrPort, b *Binding) {
+	e := connEntry{b.owner, b}
+	if l.Addr().Is4() {
+		t.v4[tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()}] = e
+		return
+	}
+	t.v6[mkTuple(l, r)] = e
+}
+
+func (t *connTable) del(l, r netip.AddrPort) {
+	if l.Addr().Is4() {
+		delete(t.v4, tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()})
+		return
+	}
+	delete(t.v6, mkTuple(l, r))
+}
+
+// Connect gives a socket its remote end and registers the 4-tuple.
+//
+// With b == nil the socket was not bound: Connect picks the local port — for TCP by RFC 6056
+// Algorithm 4 (a keyed hash of (local addr, remote addr, remote port) plus a table of
+// perturbation counters), so one ephemeral port may serve many different destinations while
+// every 4-tuple stays unique; for UDP an exclusive port at random, as Linux's autobind does.
+// local must then be a concrete address (the route's source address).
+// With b != nil (bound earlier), b's port is kept; a wildcard address in b is replaced by
+// local. The returned Binding is b itself in that case.
+// Errors: EADDRNOTAVAIL when no port (or no unique 4-tuple) is left — at once, never a hang;
+// EADDRINUSE when b's 4-tuple is taken.
+func (m *Manager) Connect(b *Binding, local netip.Addr, remote netip.AddrPort, owner any) (*Binding, error) {
+	local = local.Unmap()
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if !remote.Addr().IsValid() || remote.Port() == 0 {
+		return nil, syscall.EINVAL
+	}
+	if b != nil {
+		return m.connectBound(b, local, remote, owner)
+	}
+	if !local.IsValid() || local.IsUnspecified() || local.Is4() != remote.Addr().Is4() {
+		return nil, syscall.EINVAL
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proto != TCP {
+		// Linux autobind: an exclusive port at random, then connected.
+		p, ok := m.pickFree(m.rng.Uint32(), 1)
+		if !ok {
+			return nil, syscall.EADDRNOTAVAIL
+		}
+		nb := &Binding{m: m, local: netip.AddrPortFrom(local, uint16(p)), remote: remote, owner: owner}
+		m.addOwner(nb, true)
+		m.addConn(nb.local, remote, nb)
+		nb.connected = true
+		m.n++
+		return nb, nil
+	}
+	return m.connectAlg4(local, remote, owner)
+}
+
+// takeTuple reports whether the 4-tuple (local, remote) is free, asking TupleReclaimable
+// (with the lock dropped) about a current holder; a reclaimed holder is removed. m.mu is
+// held on entry and on return.
+func (m *Manager) takeTuple(local, remote netip.AddrPort) (bool, error) {
+	for tries := 0; tries < 4; tries++ {
+		old := m.conns.get(local, remote)
+		if old == nil {
+			return true, nil
+		}
+		reclaim := m.cfg.TupleReclaimable
+		if reclaim == nil {
+			return false, nil
+		}
+		owner := old.owner
+		m.mu.Unlock()
+		ok := reclaim(owner)
+		m.mu.Lock()
+		if !ok {
+			return false, nil
+		}
+		if m.conns.get(local, remote) == old {
+			m.releaseLocked(old)
+		}
+	}
+	return false, nil
+}
+
+func (m *Manager) connectBound(b *Binding, local netip.Addr, remote netip.AddrPort, owner any) (*Binding, error) {
+	if b.m != m {
+		return nil, syscall.EINVAL
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if b.released {
+		return nil, syscall.EINVAL
+	}
+	la := b.local.Addr()
+	if la.IsUnspecified() {
+		switch {
+		case !local.IsValid() || local.IsUnspecified():
+			return nil, syscall.EINVAL
+		case la.Is4() && !local.Is4():
+			return nil, syscall.EINVAL
+		case la.Is6() && local.Is4() && b.opts.V6Only:
+			return nil, syscall.EINVAL
+		}
+		la = local
+	}
+	if la.Is4() != remote.Addr().Is4() {
+		return nil, syscall.EINVAL
+	}
+	lap := netip.AddrPortFrom(la, b.local.Port())
+	if b.connected && b.local == lap && b.remote == remote {
+		b.owner = owner
+		m.conns.set(lap, remote, b)
+		return b, nil
+	}
+	ok, err := m.takeTuple(lap, remote)
+	if err != nil {
+		return nil, err
+	}
+	if b.released {
+		return nil, syscall.EINVAL
+	}
+	if !ok {
+		return nil, syscall.EADDRINUSE
+	}
+	if b.connected { // reconnect (UDP): drop the old 4-tuple
+		m.delConn(b.local, b.remote)
+	}
+	if b.inGroup {
+		m.ungroup(b)
+	}
+	b.local = lap
+	b.remote = remote
+	b.owner = owner
+	m.addConn(lap, remote, b)
+	b.connected = true
+	return b, nil
+}
+
+// Register adds a connected 4-tuple on a port that is already held (a TCP connection
+// accepted by a listener, or a TIME-WAIT entry): no port is allocated and the bind table is
+// not consulted. EADDRINUSE if the 4-tuple exists.
+//
+// Registered 4-tuples make their port "used" for bind(0) but do not make later explicit
+// binds of the port fail (as if every such socket had SO_REUSEADDR, which Go's and most
+// servers' listeners set): restarting a server while its old connections sit in TIME-WAIT
+// works.
+func (m *Manager) Register(local, remote netip.AddrPort, owner any) (*Binding, error) {
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+	if !local.Addr().IsValid() || !remote.Addr().IsValid() || local.Addr().Is4() != remote.Addr().Is4() {
+		return nil, syscall.EINVAL
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conns.get(local, remote) != nil {
+		return nil, syscall.EADDRINUSE
+	}
+	b := &Binding{m: m, local: local, remote: remote, owner: owner, connected: true, counted: true}
+	m.addConn(local, remote, b)
+	e := m.entry(Port(local.Port()))
+	e.conns++
+	m.updatePort(Port(local.Port()), e)
+	m.n++
+	return b, nil
+}
