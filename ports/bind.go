@@ -5,6 +5,13 @@ import (
 	"syscall"
 )
 
+// The bind table: every binding that holds a port, bucketed by port (portEntry, Linux's
+// inet_bind_bucket), and the unconnected ones grouped by (address, port) for delivery.
+// Bind and Listen apply Linux's sharing rules here (overlap, conflicts: SO_REUSEADDR,
+// SO_REUSEPORT, IPV6_V6ONLY); recompute decides which members of a group receive. Every
+// change to a port's groups ends in rebuildDemux (demux.go), so Lookup never reads the
+// bind table for the common case.
+
 // BindOptions are the socket options that decide whether binds may share a port.
 type BindOptions struct {
 	ReuseAddr  bool   // SO_REUSEADDR

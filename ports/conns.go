@@ -5,6 +5,11 @@ import (
 	"syscall"
 )
 
+// The 4-tuple table: connected bindings by (local, remote), IPv4 and IPv6 apart
+// (connTable). Connect, Register and a bound socket's connect add to it; addConn and
+// delConn keep the demux slot's count of 4-tuples (Lookup probes the table only on ports
+// that have some) and the destination index in step with it.
+
 // tupleKey is a connected 4-tuple.
 type tupleKey struct {
 	la, ra [16]byte
@@ -62,6 +67,33 @@ func (t *connTable) del(l, r netip.AddrPort) {
 		return
 	}
 	delete(t.v6, mkTuple(l, r))
+}
+
+// addConn registers the new 4-tuple (l, r) for b: in the 4-tuple table and the destination
+// index. It must not be in the table yet.
+func (m *Manager) addConn(l, r netip.AddrPort, b *Binding) {
+	if m.conns.get(l, r) == nil {
+		// Lookup probes the 4-tuples only on ports that have some.
+		s := m.slot(Port(l.Port()))
+		was := s.used()
+		s.conns++
+		m.connPorts.set(Port(l.Port()), true)
+		m.slotDone(Port(l.Port()), was)
+	}
+	m.conns.set(l, r, b)
+	m.destAdd(l, r)
+}
+
+// delConn removes the 4-tuple (l, r) from the table and the index.
+func (m *Manager) delConn(l, r netip.AddrPort) {
+	if m.conns.get(l, r) != nil {
+		s := m.slot(Port(l.Port()))
+		s.conns--
+		m.connPorts.set(Port(l.Port()), s.conns > 0)
+		m.slotDone(Port(l.Port()), true)
+	}
+	m.conns.del(l, r)
+	m.destDel(l, r)
 }
 
 // Connect gives a socket its remote end and registers the 4-tuple.

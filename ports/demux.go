@@ -5,6 +5,12 @@ import (
 	"net/netip"
 )
 
+// The demultiplexing index: Lookup, the per-packet path, answers which owner an inbound
+// packet belongs to. It reads a per-port slot (demuxSlot, one cache line) kept current by
+// the bind table (rebuildDemux) and by the 4-tuple table (addConn, delConn), and falls back
+// to the maps only for SO_REUSEPORT groups, crowded ports and IPv6. Lookup takes the read
+// lock and must not allocate.
+
 // demuxInline is how many IPv4 receiving groups a demuxSlot holds itself: two covers one
 // socket per port, a socket plus a wildcard one, or a port bound on two addresses.
 const demuxInline = 2

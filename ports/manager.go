@@ -13,11 +13,13 @@ import (
 // Protocol is a transport protocol number whose ports a Manager manages.
 type Protocol uint8
 
+// The protocols a Manager serves; the values are the IP protocol numbers (IANA).
 const (
-	TCP Protocol = 6
-	UDP Protocol = 17
+	TCP Protocol = 6  // only listeners receive through the bind table; Connect shares ephemeral ports (RFC 6056)
+	UDP Protocol = 17 // any bound socket receives; Connect takes a port of its own (Linux autobind)
 )
 
+// String returns "tcp", "udp", or "proto-N" for any other number.
 func (p Protocol) String() string {
 	switch p {
 	case TCP:
@@ -28,8 +30,11 @@ func (p Protocol) String() string {
 	return "proto-" + strconv.Itoa(int(p))
 }
 
-// Range is an inclusive range of ports.
-type Range struct{ Low, High Port }
+// Range is an inclusive range of ports; Low > High is empty (SetConfig rejects it).
+type Range struct {
+	Low  Port // first port of the range
+	High Port // last port of the range, included
+}
 
 // Contains reports whether p lies in r.
 func (r Range) Contains(p Port) bool { return r.Low <= p && p <= r.High }
@@ -49,10 +54,12 @@ type Config struct {
 	// Zero value: IANA's dynamic range 49152–65535 (RFC 6335 §6).
 	LocalPortRange Range
 	// UnprivilegedPortStart is net.ipv4.ip_unprivileged_port_start: binding below it needs
-	// BindOptions.Privileged. Zero value means the default, 1024; use a pointer-free
-	// sentinel: set NoPrivilegedPorts to allow every port.
+	// BindOptions.Privileged. The zero value means the default, 1024, so 0 cannot say
+	// "no privileged ports": NoPrivilegedPorts does.
 	UnprivilegedPortStart Port
-	NoPrivilegedPorts     bool
+	// NoPrivilegedPorts lets every port be bound without BindOptions.Privileged (Linux's
+	// ip_unprivileged_port_start=0); it overrides UnprivilegedPortStart.
+	NoPrivilegedPorts bool
 	// ReservedPorts is net.ipv4.ip_local_reserved_ports: never chosen as ephemeral ports
 	// (an explicit bind may still use them).
 	ReservedPorts []Range
@@ -81,8 +88,11 @@ func (b *bitmap) set(p Port, v bool) {
 func (b *bitmap) get(p Port) bool { return b[p>>6]&(1<<(p&63)) != 0 }
 
 // Manager owns every port binding of one transport protocol on one stack: the bind table
-// keyed by (local address, port), the table of connected 4-tuples, ephemeral port
-// selection, and the demultiplexing lookup. It is safe for concurrent use.
+// keyed by (local address, port) (bind.go), the table of connected 4-tuples (conns.go),
+// ephemeral port selection (ephemeral.go, with the destination index in dest.go), and the
+// demultiplexing lookup (demux.go). It is safe for concurrent use: one RWMutex guards it
+// all, and the calls that change nothing (Lookup, LookupAll, Config, Len, the Binding
+// getters) take it for reading.
 type Manager struct {
 	proto Protocol
 
@@ -251,14 +261,16 @@ func (b *Binding) Remote() netip.AddrPort {
 	return b.remote
 }
 
-// Owner returns the socket the binding belongs to; SetOwner changes it (TCP hands a
-// 4-tuple from a connection to its TIME-WAIT record).
+// Owner returns the socket the binding belongs to: what Lookup answers for it.
 func (b *Binding) Owner() any {
 	b.m.mu.RLock()
 	defer b.m.mu.RUnlock()
 	return b.owner
 }
 
+// SetOwner makes o the binding's owner: Lookup answers o for its packets from now on (TCP
+// hands a 4-tuple from a connection to its TIME-WAIT record). It is cheap on a connected
+// binding; on a bound one it rebuilds the port's demux slot, which holds a copy.
 func (b *Binding) SetOwner(o any) {
 	m := b.m
 	m.mu.Lock()

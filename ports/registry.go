@@ -19,8 +19,8 @@ type Service struct {
 	Port        Port   // the port, or the low end of a range
 	PortHigh    Port   // the high end of a range (== Port for a single port)
 	Protocol    string // "tcp", "udp", "sctp", "dccp", or "" (a name registered without a port)
-	Description string
-	HasPort     bool // false for a service name registered without a port
+	Description string // the registry's description of the service, as IANA writes it
+	HasPort     bool   // false for a service name registered without a port
 }
 
 // String formats s like a line of /etc/services: "https 443/tcp".
