@@ -27,6 +27,10 @@ type tuple4 struct {
 	lp, rp uint16
 }
 
+func mkTuple4(local, remote netip.AddrPort) tuple4 {
+	return tuple4{local.Addr().As4(), remote.Addr().As4(), local.Port(), remote.Port()}
+}
+
 // connTable holds the connected 4-tuples, IPv4 and IPv6 apart. Both ends of a 4-tuple are
 // of one family (Connect and Register check it). Entries carry a copy of the owner so that
 // Lookup does not touch the Binding (one cache miss less with many connections); SetOwner
@@ -41,21 +45,31 @@ type connEntry struct {
 	b     *Binding
 }
 
-func (t *connTable) get(l, r netip.AddrPort) *Binding {
+// find returns the entry of the 4-tuple (l, r), whose ends must be of one family. Lookup
+// has its own copy of it, inlined.
+func (t *connTable) find(l, r netip.AddrPort) (connEntry, bool) {
 	if l.Addr().Is4() {
-		if !r.Addr().Is4() {
-			return nil
-		}
-		return t.v4[tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()}].b
+		e, ok := t.v4[mkTuple4(l, r)]
+		return e, ok
 	}
-	return t.v6[mkTuple(l, r)].b
+	e, ok := t.v6[mkTuple(l, r)]
+	return e, ok
+}
+
+// get returns the binding holding the 4-tuple (l, r), or nil.
+func (t *connTable) get(l, r netip.AddrPort) *Binding {
+	if l.Addr().Is4() != r.Addr().Is4() {
+		return nil // As4 of an IPv6 end would panic; no 4-tuple mixes families
+	}
+	e, _ := t.find(l, r)
+	return e.b
 }
 
 // set stores b under (l, r) with b's current owner.
 func (t *connTable) set(l, r netip.AddrPort, b *Binding) {
 	e := connEntry{b.owner, b}
 	if l.Addr().Is4() {
-		t.v4[tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()}] = e
+		t.v4[mkTuple4(l, r)] = e
 		return
 	}
 	t.v6[mkTuple(l, r)] = e
@@ -63,7 +77,7 @@ func (t *connTable) set(l, r netip.AddrPort, b *Binding) {
 
 func (t *connTable) del(l, r netip.AddrPort) {
 	if l.Addr().Is4() {
-		delete(t.v4, tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()})
+		delete(t.v4, mkTuple4(l, r))
 		return
 	}
 	delete(t.v6, mkTuple(l, r))
@@ -81,7 +95,7 @@ func (m *Manager) addConn(l, r netip.AddrPort, b *Binding) {
 		m.slotDone(Port(l.Port()), was)
 	}
 	m.conns.set(l, r, b)
-	m.destAdd(l, r)
+	m.destUpdate(l, r, true)
 }
 
 // delConn removes the 4-tuple (l, r) from the table and the index.
@@ -93,7 +107,7 @@ func (m *Manager) delConn(l, r netip.AddrPort) {
 		m.slotDone(Port(l.Port()), true)
 	}
 	m.conns.del(l, r)
-	m.destDel(l, r)
+	m.destUpdate(l, r, false)
 }
 
 // Connect gives a socket its remote end and registers the 4-tuple.

@@ -176,6 +176,8 @@ func (m *Manager) Lookup(local, remote netip.AddrPort) (owner any, ok bool) {
 		return nil, false // no port of the block is bound or connected
 	}
 	if m.connPorts.get(port) { // else no 4-tuple uses the port: skip the 4-tuple probe
+		// connTable.find written out: with As4's panic paths it is over the inliner's
+		// budget, and a call here is a measurable part of a 40 ns lookup.
 		if l4 {
 			if e, ok := m.conns.v4[tuple4{local.Addr().As4(), remote.Addr().As4(), local.Port(), remote.Port()}]; ok {
 				return e.owner, true
@@ -222,11 +224,7 @@ func (m *Manager) Lookup(local, remote netip.AddrPort) (owner any, ok bool) {
 // lookupTables is Lookup without the per-port index (m.demux): the 4-tuple map, then the
 // bind-table map. Tests check Lookup against it. m.mu is held.
 func (m *Manager) lookupTables(local, remote netip.AddrPort) (owner any, ok bool) {
-	if local.Addr().Is4() {
-		if e, ok := m.conns.v4[tuple4{local.Addr().As4(), remote.Addr().As4(), local.Port(), remote.Port()}]; ok {
-			return e.owner, true
-		}
-	} else if e, ok := m.conns.v6[mkTuple(local, remote)]; ok {
+	if e, ok := m.conns.find(local, remote); ok {
 		return e.owner, true
 	}
 	return m.lookupBound(local, remote)
