@@ -97,21 +97,21 @@ func (m *Manager) entry(port Port) *portEntry {
 
 // groupKeys returns the demux keys under which an unconnected binding receives: its own
 // (address, port), and for a dual-stack "::" socket also the IPv4 view.
-func groupKeys(b *Binding) (k epKey, dual epKey, hasDual bool) {
+// (address, port) first, and for a dual-stack "::" socket also the IPv4 view: keys[:n].
+func groupKeys(b *Binding) (keys [2]epKey, n int) {
 	a := b.local.Addr()
-	k = epKey{a: a.As16(), port: Port(b.local.Port())}
+	keys[0] = epKey{a: a.As16(), port: Port(b.local.Port())}
 	if a.Is6() && a.IsUnspecified() && !b.opts.V6Only {
-		dual = epKey{port: Port(b.local.Port()), kind: kindDual}
-		hasDual = true
+		keys[1] = epKey{port: Port(b.local.Port()), kind: kindDual}
+		return keys, 2
 	}
-	return
+	return keys, 1
 }
 
 func (m *Manager) group(b *Binding) {
-	k, d, hasDual := groupKeys(b)
-	m.addTo(k, b)
-	if hasDual {
-		m.addTo(d, b)
+	keys, n := groupKeys(b)
+	for _, k := range keys[:n] {
+		m.addTo(k, b)
 	}
 	b.inGroup = true
 	m.rebuildDemux(Port(b.local.Port()))
@@ -134,10 +134,9 @@ func (m *Manager) addTo(k epKey, b *Binding) {
 }
 
 func (m *Manager) ungroup(b *Binding) {
-	k, d, hasDual := groupKeys(b)
-	m.removeFrom(k, b)
-	if hasDual {
-		m.removeFrom(d, b)
+	keys, n := groupKeys(b)
+	for _, k := range keys[:n] {
+		m.removeFrom(k, b)
 	}
 	b.inGroup = false
 	m.rebuildDemux(Port(b.local.Port()))
@@ -174,12 +173,9 @@ func (m *Manager) regroup(b *Binding) {
 	if !b.inGroup {
 		return
 	}
-	k, d, hasDual := groupKeys(b)
-	if g := m.bound[k]; g != nil {
-		m.recompute(g)
-	}
-	if hasDual {
-		if g := m.bound[d]; g != nil {
+	keys, n := groupKeys(b)
+	for _, k := range keys[:n] {
+		if g := m.bound[k]; g != nil {
 			m.recompute(g)
 		}
 	}
@@ -196,12 +192,10 @@ func (m *Manager) recompute(g *group) {
 	g.recv = g.recv[:0]
 	var last *Binding
 	for i := len(g.members) - 1; i >= 0; i-- {
-		o := g.members[i]
-		if m.proto == TCP && !o.opts.Listening {
-			continue
+		if o := g.members[i]; m.eligible(o) {
+			last = o
+			break
 		}
-		last = o
-		break
 	}
 	if last == nil {
 		return
@@ -211,14 +205,18 @@ func (m *Manager) recompute(g *group) {
 		return
 	}
 	for _, o := range g.members {
-		if m.proto == TCP && !o.opts.Listening {
-			continue
-		}
-		if o.opts.ReusePort && o.opts.UID == last.opts.UID {
+		if m.eligible(o) && o.opts.ReusePort && o.opts.UID == last.opts.UID {
 			g.recv = append(g.recv, o)
 		}
 	}
 }
+
+// eligible reports whether the unconnected binding o may receive through the bind table:
+// for TCP only a listener (a bound socket that does not listen answers SYNs with a RST).
+func (m *Manager) eligible(o *Binding) bool { return m.proto != TCP || o.opts.Listening }
+
+// receives reports whether the group (nil for none) has a receiver.
+func (g *group) receives() bool { return g != nil && len(g.recv) > 0 }
 
 // overlap reports whether binds on addresses a and b (same port) compete for packets:
 // equal addresses, 0.0.0.0 against any IPv4 address, "::" against any IPv6 address, and a

@@ -111,18 +111,18 @@ func (m *Manager) rebuildDemux(port Port) {
 				continue
 			}
 			s.bound = true
-			k, dk, hasDual := groupKeys(o)
+			keys, nk := groupKeys(o)
 			a := o.local.Addr()
 			switch {
 			case a.Is6():
 				s.v6 = true
 			case a.IsUnspecified():
-				m.slotAdd(s, k, [4]byte{}, demuxAny)
+				m.slotAdd(s, keys[0], [4]byte{}, demuxAny)
 			default:
-				m.slotAdd(s, k, a.As4(), demuxAddr)
+				m.slotAdd(s, keys[0], a.As4(), demuxAddr)
 			}
-			if hasDual {
-				m.slotAdd(s, dk, [4]byte{}, demuxDual)
+			if nk == 2 { // a dual-stack "::": its IPv4 view
+				m.slotAdd(s, keys[1], [4]byte{}, demuxDual)
 			}
 		}
 	}
@@ -137,7 +137,7 @@ func (m *Manager) slotAdd(s *demuxSlot, k epKey, a [4]byte, kind uint8) {
 		}
 	}
 	g := m.bound[k]
-	if g == nil || len(g.recv) == 0 {
+	if !g.receives() {
 		return // no receiver (a TCP socket that does not listen): Lookup skips it too
 	}
 	if len(g.recv) > 1 || int(s.n) == len(s.v4) {
@@ -234,23 +234,18 @@ func (m *Manager) lookupTables(local, remote netip.AddrPort) (owner any, ok bool
 // port), then the wildcard, then (IPv4) a dual-stack "::". m.mu is held.
 func (m *Manager) lookupBound(local, remote netip.AddrPort) (owner any, ok bool) {
 	port := Port(local.Port())
-	l4 := local.Addr().Is4()
-	la := local.Addr().As16()
-	k := epKey{a: la, port: port}
-	if g := m.bound[k]; g != nil && len(g.recv) > 0 {
-		return m.pick(g, local, remote), true
+	// In order of preference: (address, port), the family's wildcard ("::" here), and for
+	// IPv4 a dual-stack "::".
+	keys := [3]epKey{{a: local.Addr().As16(), port: port}, {port: port}, {port: port, kind: kindDual}}
+	n := 2
+	if local.Addr().Is4() {
+		keys[1].a = [16]byte{10: 0xff, 11: 0xff} // 0.0.0.0
+		n = 3
 	}
-	if l4 {
-		k.a = [16]byte{10: 0xff, 11: 0xff} // 0.0.0.0
-		if g := m.bound[k]; g != nil && len(g.recv) > 0 {
+	for _, k := range keys[:n] {
+		if g := m.bound[k]; g.receives() {
 			return m.pick(g, local, remote), true
 		}
-		k = epKey{port: port, kind: kindDual}
-	} else {
-		k.a = [16]byte{} // ::
-	}
-	if g := m.bound[k]; g != nil && len(g.recv) > 0 {
-		return m.pick(g, local, remote), true
 	}
 	return nil, false
 }

@@ -747,3 +747,18 @@ func BenchmarkEphemeralOneDestination(b *testing.B) {
 		})
 	}
 }
+
+// The names come from strconv now (the package's own itoa is gone): the fallback forms
+// of both String methods, with numbers of one, two and three digits.
+func TestProtocolAndCategoryString(t *testing.T) {
+	for p, want := range map[Protocol]string{TCP: "tcp", UDP: "udp", 0: "proto-0", 41: "proto-41", 255: "proto-255"} {
+		if got := p.String(); got != want {
+			t.Errorf("Protocol(%d).String() = %q, want %q", uint8(p), got, want)
+		}
+	}
+	for c, want := range map[Category]string{System: "system (well-known)", Dynamic: "dynamic (ephemeral)", 3: "category-3", 200: "category-200"} {
+		if got := c.String(); got != want {
+			t.Errorf("Category(%d).String() = %q, want %q", uint8(c), got, want)
+		}
+	}
+}
