@@ -83,13 +83,7 @@ func (m *Manager) updatePort(port Port, e *portEntry) {
 func (m *Manager) entry(port Port) *portEntry {
 	e := m.ports[port]
 	if e == nil {
-		if k := len(m.freeEntries); k > 0 {
-			e = m.freeEntries[k-1]
-			m.freeEntries[k-1] = nil
-			m.freeEntries = m.freeEntries[:k-1]
-		} else {
-			e = &portEntry{}
-		}
+		e = takeFree(&m.freeEntries)
 		m.ports[port] = e
 	}
 	return e
@@ -120,13 +114,7 @@ func (m *Manager) group(b *Binding) {
 func (m *Manager) addTo(k epKey, b *Binding) {
 	g := m.bound[k]
 	if g == nil {
-		if n := len(m.freeGroups); n > 0 {
-			g = m.freeGroups[n-1]
-			m.freeGroups[n-1] = nil
-			m.freeGroups = m.freeGroups[:n-1]
-		} else {
-			g = &group{}
-		}
+		g = takeFree(&m.freeGroups)
 		m.bound[k] = g
 	}
 	g.members = append(g.members, b)

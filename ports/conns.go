@@ -141,14 +141,20 @@ func (m *Manager) Connect(b *Binding, local netip.Addr, remote netip.AddrPort, o
 		if !ok {
 			return nil, syscall.EADDRNOTAVAIL
 		}
-		nb := &Binding{m: m, local: netip.AddrPortFrom(local, uint16(p)), remote: remote, owner: owner}
-		m.addOwner(nb, true)
-		m.addConn(nb.local, remote, nb)
-		nb.connected = true
-		m.n++
-		return nb, nil
+		return m.newConn(netip.AddrPortFrom(local, uint16(p)), remote, owner, true), nil
 	}
 	return m.connectAlg4(local, remote, owner)
+}
+
+// newConn makes the binding of a socket that Connect gave a port (UDP's autobind, explicit,
+// or a TCP ephemeral port shared with other destinations): in the bind table and connected.
+func (m *Manager) newConn(local, remote netip.AddrPort, owner any, explicit bool) *Binding {
+	b := &Binding{m: m, local: local, remote: remote, owner: owner}
+	m.addOwner(b, explicit)
+	m.addConn(local, remote, b)
+	b.connected = true
+	m.n++
+	return b
 }
 
 // takeTuple reports whether the 4-tuple (local, remote) is free, asking TupleReclaimable

@@ -63,13 +63,7 @@ const (
 func (m *Manager) slot(port Port) *demuxSlot {
 	blk := m.demux[port>>6]
 	if blk == nil {
-		if n := len(m.freeBlocks); n > 0 {
-			blk = m.freeBlocks[n-1]
-			m.freeBlocks[n-1] = nil
-			m.freeBlocks = m.freeBlocks[:n-1]
-		} else {
-			blk = new(demuxBlock)
-		}
+		blk = takeFree(&m.freeBlocks)
 		m.demux[port>>6] = blk
 	}
 	return &blk[port&63]

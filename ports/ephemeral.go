@@ -223,13 +223,7 @@ func (m *Manager) connectOn(local netip.Addr, remote netip.AddrPort, owner any, 
 		inc += 2
 	}
 	m.perturb[idx] += inc
-	lap := netip.AddrPortFrom(local, uint16(p))
-	nb := &Binding{m: m, local: lap, remote: remote, owner: owner}
-	m.addOwner(nb, false)
-	m.addConn(lap, remote, nb)
-	nb.connected = true
-	m.n++
-	return nb
+	return m.newConn(netip.AddrPortFrom(local, uint16(p)), remote, owner, false)
 }
 
 func nextPort(r Range, p Port) Port {

@@ -230,6 +230,19 @@ func (m *Manager) Len() int {
 	return m.n
 }
 
+// takeFree pops an object off a free list (Manager.freeEntries, freeGroups, freeBlocks),
+// or makes a new one when the list is empty.
+func takeFree[T any](list *[]*T) *T {
+	l := *list
+	if n := len(l); n > 0 {
+		x := l[n-1]
+		l[n-1] = nil
+		*list = l[:n-1]
+		return x
+	}
+	return new(T)
+}
+
 // Binding is one entry in a Manager: a bound (address, port), and once connected, its
 // remote end.
 type Binding struct {
