@@ -140,11 +140,7 @@ func (m *Manager) connectAlg4(local netip.Addr, remote netip.AddrPort, owner any
 	// report EADDRNOTAVAIL with the other half of the range free.
 	want0 := (uint32(r.Low) + offset) & 1
 	for pass := uint32(0); pass < passes; pass++ {
-		o := offset + pass
-		if o >= n {
-			o -= n
-		}
-		if p, walked, ok := m.walkFree(r, n, o, want0^pass, &dst); ok {
+		if p, walked, ok := m.walkFree(r, n, passStart(offset, pass, n), want0^pass, &dst); ok {
 			return m.connectOn(local, remote, owner, p, walked, idx), nil
 		}
 	}
@@ -152,37 +148,30 @@ func (m *Manager) connectAlg4(local netip.Addr, remote netip.AddrPort, owner any
 		return nil, syscall.EADDRNOTAVAIL // no port free, and no 4-tuple to take over
 	}
 	for pass := uint32(0); pass < passes; pass++ {
-		o := offset + pass
-		if o >= n {
-			o -= n
+		p, walked, ok, err := m.walkReclaim(local, remote, r, n, passStart(offset, pass, n), want0^pass)
+		if err != nil {
+			return nil, err
 		}
-		want := want0 ^ pass
-		cur := Port(uint32(r.Low) + o)
-		walked := uint32(0)
-		for walked < n {
-			p, ok := m.scan(r, cur, want, &m.busyBind, nil)
-			if !ok {
-				break
-			}
-			d := (uint32(p) + n - uint32(r.Low) - o) % n // distance from the start
-			if d < walked {
-				break // wrapped round to ports already tried
-			}
-			walked = d
-			got, err := m.takeTuple(netip.AddrPortFrom(local, uint16(p)), remote)
-			if err != nil {
-				return nil, err
-			}
-			// The lock was dropped while asking TupleReclaimable: someone may have bound
-			// the port meanwhile.
-			if got && !m.busyBind.get(p) && !m.reserved.get(p) {
-				return m.connectOn(local, remote, owner, p, walked, idx), nil
-			}
-			walked++
-			cur = nextPort(r, p)
+		if ok {
+			return m.connectOn(local, remote, owner, p, walked, idx), nil
 		}
 	}
 	return nil, syscall.EADDRNOTAVAIL
+}
+
+// passStart is where pass (0 or 1) of Connect's walk starts: offset, then the next port,
+// as a distance from the range's low end (n ports).
+func passStart(offset, pass, n uint32) uint32 {
+	o := offset + pass
+	if o >= n {
+		o -= n
+	}
+	return o
+}
+
+// walkDistance is how far p lies from the walk's start o in a range r of n ports.
+func walkDistance(r Range, n, o uint32, p Port) uint32 {
+	return (uint32(p) + n - uint32(r.Low) - o) % n
 }
 
 // walkFree returns the first port of absolute parity want, walking from distance o of the
@@ -200,7 +189,7 @@ func (m *Manager) walkFree(r Range, n, o, want uint32, dst *destEntry) (p Port, 
 		if !ok {
 			return 0, 0, false
 		}
-		d := (uint32(p) + n - uint32(r.Low) - o) % n // distance from the start
+		d := walkDistance(r, n, o, p)
 		if d < walked {
 			return 0, 0, false // wrapped round to ports already tried
 		}
@@ -211,6 +200,39 @@ func (m *Manager) walkFree(r Range, n, o, want uint32, dst *destEntry) (p Port, 
 		walked = d + 1
 		cur = nextPort(r, p)
 	}
+}
+
+// walkReclaim is Connect's last resort, when no port of parity want is free toward the
+// destination: it walks the same ports as walkFree from distance o, asking takeTuple
+// (TupleReclaimable) about the holder of each 4-tuple (local:p, remote), and returns the
+// first port whose 4-tuple it could take and walked, its distance from o. m.mu is held on
+// entry and on return but dropped meanwhile.
+func (m *Manager) walkReclaim(local netip.Addr, remote netip.AddrPort, r Range, n, o, want uint32) (Port, uint32, bool, error) {
+	cur := Port(uint32(r.Low) + o)
+	walked := uint32(0)
+	for walked < n {
+		p, ok := m.scan(r, cur, want, &m.busyBind, nil)
+		if !ok {
+			break
+		}
+		d := walkDistance(r, n, o, p)
+		if d < walked {
+			break // wrapped round to ports already tried
+		}
+		walked = d
+		got, err := m.takeTuple(netip.AddrPortFrom(local, uint16(p)), remote)
+		if err != nil {
+			return 0, 0, false, err
+		}
+		// The lock was dropped while asking TupleReclaimable: someone may have bound the
+		// port meanwhile.
+		if got && !m.busyBind.get(p) && !m.reserved.get(p) {
+			return p, walked, true, nil
+		}
+		walked++
+		cur = nextPort(r, p)
+	}
+	return 0, 0, false, nil
 }
 
 // connectOn registers the new 4-tuple (local:p, remote), found walked ports from the start
