@@ -155,12 +155,8 @@ func Services() []Service {
 // Names registered without a port are included with HasPort false.
 func LookupService(name, proto string) []Service {
 	r := theRegistry()
-	idx, ok := r.byName[name]
-	if !ok {
-		idx = r.byName[strings.ToLower(name)]
-	}
 	var out []Service
-	for _, i := range idx {
+	for _, i := range r.named(name) {
 		if s := r.all[i]; proto == "" || s.Protocol == proto {
 			out = append(out, s)
 		}
@@ -204,15 +200,21 @@ func ServiceName(port Port, proto string) string {
 	return ""
 }
 
-// servicePort returns the port of the first record named name that has a port (the low
-// end of a range: x11 is 6000).
-func servicePort(name string) (Port, bool) {
-	r := theRegistry()
+// named returns the indexes of the records named name, matched case-insensitively (RFC
+// 6335 §5.1): the exact spelling first, so the usual lower-case name costs no ToLower.
+func (r *registry) named(name string) []int32 {
 	idx, ok := r.byName[name]
 	if !ok {
 		idx = r.byName[strings.ToLower(name)]
 	}
-	for _, i := range idx {
+	return idx
+}
+
+// servicePort returns the port of the first record named name that has a port (the low
+// end of a range: x11 is 6000).
+func servicePort(name string) (Port, bool) {
+	r := theRegistry()
+	for _, i := range r.named(name) {
 		if s := &r.all[i]; s.HasPort {
 			return s.Port, true
 		}
