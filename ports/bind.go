@@ -102,12 +102,18 @@ func groupKeys(b *Binding) (keys [2]epKey, n int) {
 	return keys, 1
 }
 
-func (m *Manager) group(b *Binding) {
+// setGrouped adds the unconnected binding b to the groups of its keys (on), or takes it
+// out of them, and rebuilds its port's demux slot.
+func (m *Manager) setGrouped(b *Binding, on bool) {
 	keys, n := groupKeys(b)
 	for _, k := range keys[:n] {
-		m.addTo(k, b)
+		if on {
+			m.addTo(k, b)
+		} else {
+			m.removeFrom(k, b)
+		}
 	}
-	b.inGroup = true
+	b.inGroup = on
 	m.rebuildDemux(Port(b.local.Port()))
 }
 
@@ -119,15 +125,6 @@ func (m *Manager) addTo(k epKey, b *Binding) {
 	}
 	g.members = append(g.members, b)
 	m.recompute(g)
-}
-
-func (m *Manager) ungroup(b *Binding) {
-	keys, n := groupKeys(b)
-	for _, k := range keys[:n] {
-		m.removeFrom(k, b)
-	}
-	b.inGroup = false
-	m.rebuildDemux(Port(b.local.Port()))
 }
 
 func (m *Manager) removeFrom(k epKey, b *Binding) {
@@ -282,7 +279,7 @@ func (m *Manager) Bind(local netip.AddrPort, opts BindOptions, owner any) (*Bind
 	}
 	b := &Binding{m: m, local: netip.AddrPortFrom(addr, uint16(port)), owner: owner, opts: opts}
 	m.addOwner(b, true)
-	m.group(b)
+	m.setGrouped(b, true)
 	m.n++
 	return b, nil
 }

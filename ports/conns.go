@@ -228,7 +228,7 @@ func (m *Manager) connectBound(b *Binding, local netip.Addr, remote netip.AddrPo
 		m.delConn(b.local, b.remote)
 	}
 	if b.inGroup {
-		m.ungroup(b)
+		m.setGrouped(b, false)
 	}
 	b.local = lap
 	b.remote = remote

@@ -290,23 +290,21 @@ func sipHash24(k0, k1 uint64, p []byte) uint64 {
 		v1 ^= v2
 		v2 = bits.RotateLeft64(v2, 32)
 	}
-	n := len(p)
-	for len(p) >= 8 {
-		mm := binary.LittleEndian.Uint64(p)
+	compress := func(mm uint64) { // one message word, with SipHash-2-4's two rounds
 		v3 ^= mm
 		round()
 		round()
 		v0 ^= mm
+	}
+	n := len(p)
+	for len(p) >= 8 {
+		compress(binary.LittleEndian.Uint64(p))
 		p = p[8:]
 	}
 	var last [8]byte
 	copy(last[:], p)
 	last[7] = byte(n)
-	mm := binary.LittleEndian.Uint64(last[:])
-	v3 ^= mm
-	round()
-	round()
-	v0 ^= mm
+	compress(binary.LittleEndian.Uint64(last[:]))
 	v2 ^= 0xff
 	round()
 	round()

@@ -326,7 +326,7 @@ func (m *Manager) releaseLocked(b *Binding) {
 		b.connected = false
 	}
 	if b.inGroup {
-		m.ungroup(b)
+		m.setGrouped(b, false)
 	}
 	e := m.ports[port]
 	if e == nil {
