@@ -80,14 +80,8 @@ func (m *Manager) updatePort(port Port, e *portEntry) {
 	}
 }
 
-func (m *Manager) entry(port Port) *portEntry {
-	e := m.ports[port]
-	if e == nil {
-		e = takeFree(&m.freeEntries)
-		m.ports[port] = e
-	}
-	return e
-}
+// entry returns port's bucket, making it if the port had none.
+func (m *Manager) entry(port Port) *portEntry { return getOrTake(m.ports, port, &m.freeEntries) }
 
 // groupKeys returns the demux keys under which an unconnected binding receives: its own
 // (address, port), and for a dual-stack "::" socket also the IPv4 view.
@@ -118,11 +112,7 @@ func (m *Manager) setGrouped(b *Binding, on bool) {
 }
 
 func (m *Manager) addTo(k epKey, b *Binding) {
-	g := m.bound[k]
-	if g == nil {
-		g = takeFree(&m.freeGroups)
-		m.bound[k] = g
-	}
+	g := getOrTake(m.bound, k, &m.freeGroups)
 	g.members = append(g.members, b)
 	m.recompute(g)
 }

@@ -243,6 +243,17 @@ func takeFree[T any](list *[]*T) *T {
 	return new(T)
 }
 
+// getOrTake returns tbl[k], storing there first an object from the free list (or a new
+// one) if k has none.
+func getOrTake[K comparable, T any](tbl map[K]*T, k K, free *[]*T) *T {
+	x := tbl[k]
+	if x == nil {
+		x = takeFree(free)
+		tbl[k] = x
+	}
+	return x
+}
+
 // Binding is one entry in a Manager: a bound (address, port), and once connected, its
 // remote end.
 type Binding struct {
