@@ -6,10 +6,11 @@ import (
 )
 
 // The demultiplexing index: Lookup, the per-packet path, answers which owner an inbound
-// packet belongs to. It reads a per-port slot (demuxSlot, one cache line) kept current by
-// the bind table (rebuildDemux) and by the 4-tuple table (addConn, delConn), and falls back
-// to the maps only for SO_REUSEPORT groups, crowded ports and IPv6. Lookup takes the read
-// lock and must not allocate.
+// packet belongs to. It probes the 4-tuple map only on ports that carry 4-tuples, then reads
+// the port's slot (demuxSlot, one cache line), kept current by the bind table (rebuildDemux)
+// and the 4-tuple table (addConn, delConn); it falls back to the bind-table map only for
+// SO_REUSEPORT groups, crowded ports and IPv6. Lookup takes the read lock and must not
+// allocate.
 
 // demuxInline is how many IPv4 receiving groups a demuxSlot holds itself: two covers one
 // socket per port, a socket plus a wildcard one, or a port bound on two addresses.

@@ -10,8 +10,8 @@ import (
 // Ephemeral port selection: bind(0) and UDP's autobind take a port no binding uses
 // (pickFree), and TCP's Connect chooses by RFC 6056 §3.3.4 Algorithm 4 (connectAlg4), so
 // that one port serves many destinations while every 4-tuple stays unique. Both walk the
-// port bitmaps 64 ports per step (scan) and ask the destination index (dest.go) which ports
-// already carry a 4-tuple toward the destination.
+// port bitmaps 64 ports per step (scan); Connect also skips, with the destination index
+// (dest.go), the ports that already carry a 4-tuple toward the destination.
 
 // perturbSize is the size of RFC 6056 Algorithm 4's table of perturbation counters. Linux
 // uses 2^16 entries (since 5.18, against device tracking through shared counters); 2^12
