@@ -27,10 +27,6 @@ type tuple4 struct {
 	lp, rp uint16
 }
 
-func mkTuple4(local, remote netip.AddrPort) tuple4 {
-	return tuple4{local.Addr().As4(), remote.Addr().As4(), local.Port(), remote.Port()}
-}
-
 // connTable holds the connected 4-tuples, IPv4 and IPv6 apart. Both ends of a 4-tuple are
 // of one family (Connect and Register check it). Entries carry a copy of the owner so that
 // Lookup does not touch the Binding (one cache miss less with many connections); SetOwner
@@ -45,22 +41,25 @@ type connEntry struct {
 	b     *Binding
 }
 
-// find returns the entry of the 4-tuple (l, r), whose ends must be of one family. Lookup
-// has its own copy of it, inlined.
+// find returns the entry of the 4-tuple (l, r). Lookup has its own copy of it, inlined
+// (find is over the inliner's budget). The tuple4 literal is written out here, in set and
+// in del rather than made by a helper: As4's panic paths put such a helper over the
+// inliner's budget too, and Connect and Release would pay a call per use.
 func (t *connTable) find(l, r netip.AddrPort) (connEntry, bool) {
 	if l.Addr().Is4() {
-		e, ok := t.v4[mkTuple4(l, r)]
+		if !r.Addr().Is4() {
+			return connEntry{}, false // no 4-tuple mixes families (and As4 would panic)
+		}
+		e, ok := t.v4[tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()}]
 		return e, ok
 	}
 	e, ok := t.v6[mkTuple(l, r)]
 	return e, ok
 }
 
-// get returns the binding holding the 4-tuple (l, r), or nil.
+// get returns the binding holding the 4-tuple (l, r), or nil. It inlines, so it costs what
+// find costs.
 func (t *connTable) get(l, r netip.AddrPort) *Binding {
-	if l.Addr().Is4() != r.Addr().Is4() {
-		return nil // As4 of an IPv6 end would panic; no 4-tuple mixes families
-	}
 	e, _ := t.find(l, r)
 	return e.b
 }
@@ -69,7 +68,7 @@ func (t *connTable) get(l, r netip.AddrPort) *Binding {
 func (t *connTable) set(l, r netip.AddrPort, b *Binding) {
 	e := connEntry{b.owner, b}
 	if l.Addr().Is4() {
-		t.v4[mkTuple4(l, r)] = e
+		t.v4[tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()}] = e
 		return
 	}
 	t.v6[mkTuple(l, r)] = e
@@ -77,7 +76,7 @@ func (t *connTable) set(l, r netip.AddrPort, b *Binding) {
 
 func (t *connTable) del(l, r netip.AddrPort) {
 	if l.Addr().Is4() {
-		delete(t.v4, mkTuple4(l, r))
+		delete(t.v4, tuple4{l.Addr().As4(), r.Addr().As4(), l.Port(), r.Port()})
 		return
 	}
 	delete(t.v6, mkTuple(l, r))
@@ -95,7 +94,7 @@ func (m *Manager) addConn(l, r netip.AddrPort, b *Binding) {
 		m.slotDone(Port(l.Port()), was)
 	}
 	m.conns.set(l, r, b)
-	m.destUpdate(l, r, true)
+	m.destAdd(l, r)
 }
 
 // delConn removes the 4-tuple (l, r) from the table and the index.
@@ -107,7 +106,7 @@ func (m *Manager) delConn(l, r netip.AddrPort) {
 		m.slotDone(Port(l.Port()), true)
 	}
 	m.conns.del(l, r)
-	m.destUpdate(l, r, false)
+	m.destDel(l, r)
 }
 
 // Connect gives a socket its remote end and registers the 4-tuple.

@@ -60,15 +60,6 @@ type dest6 struct {
 // so a destination costs no allocation of its own until it needs a bitmap.
 type destIndex[K comparable] map[K]destEntry
 
-// update adds port p to destination k (add) or removes it.
-func (x destIndex[K]) update(k K, p Port, r Range, add bool) {
-	if add {
-		x.add(k, p, r)
-	} else {
-		x.del(k, p, r)
-	}
-}
-
 func (x destIndex[K]) add(k K, p Port, r Range) {
 	e := x[k]
 	switch {
@@ -139,17 +130,9 @@ func (t *destTable) reset() {
 // get returns the entry of the destination (local, remote); the zero entry holds nothing.
 func (t *destTable) get(local netip.Addr, remote netip.AddrPort) destEntry {
 	if local.Is4() {
-		return t.v4[mkDest4(local, remote)]
+		return t.v4[dest4{local.As4(), remote.Addr().As4(), remote.Port()}]
 	}
-	return t.v6[mkDest6(local, remote)]
-}
-
-func mkDest4(local netip.Addr, remote netip.AddrPort) dest4 {
-	return dest4{local.As4(), remote.Addr().As4(), remote.Port()}
-}
-
-func mkDest6(local netip.Addr, remote netip.AddrPort) dest6 {
-	return dest6{local.As16(), remote.Addr().As16(), remote.Port()}
+	return t.v6[dest6{local.As16(), remote.Addr().As16(), remote.Port()}]
 }
 
 // indexed reports whether the 4-tuple (l, r) belongs in the destination index.
@@ -157,18 +140,29 @@ func (m *Manager) indexed(l netip.AddrPort) bool {
 	return m.proto == TCP && m.cfg.LocalPortRange.Contains(Port(l.Port()))
 }
 
-// destUpdate adds the 4-tuple (l, r) to the destination index (add) or removes it, if it
-// belongs there.
-func (m *Manager) destUpdate(l, r netip.AddrPort, add bool) {
+// destAdd and destDel are twins on purpose: one function with an add flag would need the
+// same branches inside it, or a generic dispatch method that does not inline and would cost
+// Connect and Release a call more.
+func (m *Manager) destAdd(l, r netip.AddrPort) {
 	if !m.indexed(l) {
 		return
 	}
-	p, rg := Port(l.Port()), m.cfg.LocalPortRange
 	if l.Addr().Is4() {
-		m.dests.v4.update(mkDest4(l.Addr(), r), p, rg, add)
+		m.dests.v4.add(dest4{l.Addr().As4(), r.Addr().As4(), r.Port()}, Port(l.Port()), m.cfg.LocalPortRange)
 		return
 	}
-	m.dests.v6.update(mkDest6(l.Addr(), r), p, rg, add)
+	m.dests.v6.add(dest6{l.Addr().As16(), r.Addr().As16(), r.Port()}, Port(l.Port()), m.cfg.LocalPortRange)
+}
+
+func (m *Manager) destDel(l, r netip.AddrPort) {
+	if !m.indexed(l) {
+		return
+	}
+	if l.Addr().Is4() {
+		m.dests.v4.del(dest4{l.Addr().As4(), r.Addr().As4(), r.Port()}, Port(l.Port()), m.cfg.LocalPortRange)
+		return
+	}
+	m.dests.v6.del(dest6{l.Addr().As16(), r.Addr().As16(), r.Port()}, Port(l.Port()), m.cfg.LocalPortRange)
 }
 
 // rebuildDests indexes every 4-tuple again (the range changed).
@@ -178,9 +172,9 @@ func (m *Manager) rebuildDests() {
 		return
 	}
 	for k := range m.conns.v4 {
-		m.destUpdate(netip.AddrPortFrom(netip.AddrFrom4(k.la), k.lp), netip.AddrPortFrom(netip.AddrFrom4(k.ra), k.rp), true)
+		m.destAdd(netip.AddrPortFrom(netip.AddrFrom4(k.la), k.lp), netip.AddrPortFrom(netip.AddrFrom4(k.ra), k.rp))
 	}
 	for k := range m.conns.v6 {
-		m.destUpdate(netip.AddrPortFrom(netip.AddrFrom16(k.la), uint16(k.lp)), netip.AddrPortFrom(netip.AddrFrom16(k.ra), uint16(k.rp)), true)
+		m.destAdd(netip.AddrPortFrom(netip.AddrFrom16(k.la), uint16(k.lp)), netip.AddrPortFrom(netip.AddrFrom16(k.ra), uint16(k.rp)))
 	}
 }

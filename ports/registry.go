@@ -203,11 +203,10 @@ func ServiceName(port Port, proto string) string {
 // named returns the indexes of the records named name, matched case-insensitively (RFC
 // 6335 §5.1): the exact spelling first, so the usual lower-case name costs no ToLower.
 func (r *registry) named(name string) []int32 {
-	idx, ok := r.byName[name]
-	if !ok {
-		idx = r.byName[strings.ToLower(name)]
+	if idx, ok := r.byName[name]; ok {
+		return idx
 	}
-	return idx
+	return r.byName[strings.ToLower(name)]
 }
 
 // servicePort returns the port of the first record named name that has a port (the low
