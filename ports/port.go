@@ -36,6 +36,7 @@ func (p Port) Category() Category {
 	return Dynamic
 }
 
+// String names the category as RFC 6335 §6 does ("system (well-known)"), or "category-N".
 func (c Category) String() string {
 	switch c {
 	case System:
@@ -45,7 +46,7 @@ func (c Category) String() string {
 	case Dynamic:
 		return "dynamic (ephemeral)"
 	}
-	return "category-" + itoa(int(c))
+	return "category-" + strconv.Itoa(int(c))
 }
 
 // Range returns the ports of category c.
@@ -61,9 +62,9 @@ func (c Category) Range() Range {
 
 // Errors from ParsePort, for errors.Is.
 var (
-	ErrEmptyPort      = errors.New("empty port")
-	ErrPortRange      = errors.New("port out of range")
-	ErrUnknownService = errors.New("unknown service")
+	ErrEmptyPort      = errors.New("empty port")        // ParsePort(""), returned as is
+	ErrPortRange      = errors.New("port out of range") // a number above 65535 (or negative), wrapped
+	ErrUnknownService = errors.New("unknown service")   // a name not in the IANA registry, wrapped
 )
 
 type parseError struct {

@@ -19,8 +19,8 @@ type Service struct {
 	Port        Port   // the port, or the low end of a range
 	PortHigh    Port   // the high end of a range (== Port for a single port)
 	Protocol    string // "tcp", "udp", "sctp", "dccp", or "" (a name registered without a port)
-	Description string
-	HasPort     bool // false for a service name registered without a port
+	Description string // the registry's description of the service, as IANA writes it
+	HasPort     bool   // false for a service name registered without a port
 }
 
 // String formats s like a line of /etc/services: "https 443/tcp".
@@ -155,12 +155,8 @@ func Services() []Service {
 // Names registered without a port are included with HasPort false.
 func LookupService(name, proto string) []Service {
 	r := theRegistry()
-	idx, ok := r.byName[name]
-	if !ok {
-		idx = r.byName[strings.ToLower(name)]
-	}
 	var out []Service
-	for _, i := range idx {
+	for _, i := range r.named(name) {
 		if s := r.all[i]; proto == "" || s.Protocol == proto {
 			out = append(out, s)
 		}
@@ -204,15 +200,20 @@ func ServiceName(port Port, proto string) string {
 	return ""
 }
 
+// named returns the indexes of the records named name, matched case-insensitively (RFC
+// 6335 §5.1): the exact spelling first, so the usual lower-case name costs no ToLower.
+func (r *registry) named(name string) []int32 {
+	if idx, ok := r.byName[name]; ok {
+		return idx
+	}
+	return r.byName[strings.ToLower(name)]
+}
+
 // servicePort returns the port of the first record named name that has a port (the low
 // end of a range: x11 is 6000).
 func servicePort(name string) (Port, bool) {
 	r := theRegistry()
-	idx, ok := r.byName[name]
-	if !ok {
-		idx = r.byName[strings.ToLower(name)]
-	}
-	for _, i := range idx {
+	for _, i := range r.named(name) {
 		if s := &r.all[i]; s.HasPort {
 			return s.Port, true
 		}
