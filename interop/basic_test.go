@@ -37,7 +37,7 @@ func TestPing(t *testing.T) {
 			var err error
 			for try := range 3 {
 				pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-				rtt, err = h.stack.Ping(pctx, p.kernel, try+1, payload)
+				rtt, err = h.Stack.Ping(pctx, p.kernel, try+1, payload)
 				pcancel()
 				if err == nil {
 					break
@@ -48,7 +48,7 @@ func TestPing(t *testing.T) {
 			} else {
 				t.Logf("berth ping %s, %d bytes: %v", p.kernel, size, rtt)
 			}
-			out, err := h.ns.Output("ping", "-n", "-c", "3", "-i", "0.05", "-W", "2", "-s", fmt.Sprint(size), p.berth.String())
+			out, err := h.NS.Output("ping", "-n", "-c", "3", "-i", "0.05", "-W", "2", "-s", fmt.Sprint(size), p.berth.String())
 			if err != nil || !strings.Contains(out, "3 packets transmitted, 3 received") {
 				t.Errorf("kernel ping %s, %d bytes: %v\n%s", p.berth, size, err, out)
 			}
@@ -67,7 +67,7 @@ func TestUDP(t *testing.T) {
 	defer cancel()
 
 	// A kernel echo socket, answering from the namespace.
-	pc, err := h.ns.ListenPacket("udp", ":6000")
+	pc, err := h.NS.ListenPacket("udp", ":6000")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,9 +85,9 @@ func TestUDP(t *testing.T) {
 
 	srv, err := services.Start(ctx, services.Config{
 		Services: []string{"discard"},
-		Listen:   func(network, address string) (net.Listener, error) { return h.stack.Listen(ctx, network, address) },
+		Listen:   func(network, address string) (net.Listener, error) { return h.Stack.Listen(ctx, network, address) },
 		ListenPacket: func(network, address string) (net.PacketConn, error) {
-			return h.stack.ListenPacket(ctx, network, address)
+			return h.Stack.ListenPacket(ctx, network, address)
 		},
 		Ports:  map[string]ports.Port{"discard": 9},
 		Logger: slog.New(slog.DiscardHandler),
@@ -99,7 +99,7 @@ func TestUDP(t *testing.T) {
 
 	for _, p := range []struct{ berth, kernel netip.Addr }{{berth4, kern4}, {berth6, kern6}} {
 		// berth -> kernel, a small datagram and one that needs fragments.
-		c, err := h.stack.DialContext(ctx, "udp", hostPort(p.kernel, 6000))
+		c, err := h.Stack.DialContext(ctx, "udp", hostPort(p.kernel, 6000))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +112,7 @@ func TestUDP(t *testing.T) {
 		c.Close()
 
 		// kernel -> closed berth port.
-		kc, err := h.ns.Dial(ctx, "udp", hostPort(p.berth, 6001))
+		kc, err := h.NS.Dial(ctx, "udp", hostPort(p.berth, 6001))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +123,7 @@ func TestUDP(t *testing.T) {
 		kc.Close()
 
 		// kernel -> berth's discard: silence, and no error either.
-		kc, err = h.ns.Dial(ctx, "udp", hostPort(p.berth, 9))
+		kc, err = h.NS.Dial(ctx, "udp", hostPort(p.berth, 9))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +178,7 @@ func TestTCPRefused(t *testing.T) {
 	for _, a := range []netip.Addr{berth4, berth6} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		start := time.Now()
-		c, err := h.ns.Dial(ctx, "tcp", hostPort(a, 6002))
+		c, err := h.NS.Dial(ctx, "tcp", hostPort(a, 6002))
 		cancel()
 		if err == nil {
 			c.Close()

@@ -2,8 +2,9 @@
 // TUN device, the Linux kernel on the other side inside a network namespace that the
 // test creates (internal/netns) and removes again, with its devices and nftables rules,
 // also when the test fails. The kernel's side is driven with ping, curl, ss, nft and Go's
-// own net and net/http packages on a thread inside the namespace; berth's side can be
-// impaired (link/impair) and recorded (link/pcap, read back with tshark).
+// own net and net/http packages on a thread inside the namespace. The host is
+// internal/netns/tunhost's; berth's side of its link can be impaired (link/impair) and
+// recorded (link/pcap, read back with tshark) through tunhost.Config.WrapLink.
 //
 // What the tests check:
 //

@@ -17,8 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berthnet/berth"
-	"github.com/berthnet/berth/internal/netns"
+	"github.com/berthnet/berth/internal/netns/tunhost"
 	"github.com/berthnet/berth/internal/testenv"
 	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/link/impair"
@@ -27,78 +26,73 @@ import (
 	"github.com/berthnet/berth/services"
 )
 
-// Addresses on the TUN device, as in internal/netns/tunhost: berth's side and the
-// kernel's side. They exist only inside the test's namespace.
+// Addresses on the TUN device, tunhost's defaults: berth's side and the kernel's side.
+// They exist only inside the test's namespace.
 var (
-	berth4 = netip.MustParseAddr("10.7.0.2")
-	berth6 = netip.MustParseAddr("fd07::2")
-	kern4  = netip.MustParseAddr("10.7.0.1")
-	kern6  = netip.MustParseAddr("fd07::1")
+	berth4 = defaultAddr(tunhost.DefaultAddrs, 0)
+	berth6 = defaultAddr(tunhost.DefaultAddrs, 1)
+	kern4  = defaultAddr(tunhost.DefaultHostAddrs, 0)
+	kern6  = defaultAddr(tunhost.DefaultHostAddrs, 1)
 )
 
-// hostConfig says how to build a host. tunhost.New cannot wrap the TUN link, which the
-// impaired and recorded tests need, so this package builds its own host from the same
-// netns pieces.
-type hostConfig struct {
-	tun    tun.Options
-	impair *impair.Config // non-nil: berth's link goes through link/impair
-	pcap   bool           // record berth's side of the link (host.pcapFile)
-	// inboundLoss drops packets the kernel sends before berth (and impair) sees them.
-	inboundLoss float64
+func defaultAddr(prefixes []string, i int) netip.Addr {
+	return netip.MustParsePrefix(prefixes[i]).Addr()
 }
 
+// hostConfig says how to build a host: the device's options and what berth's side of
+// the link goes through (tunhost.Config.WrapLink), innermost first.
+type hostConfig struct {
+	tun tun.Options
+	// inboundLoss drops packets the kernel sends before berth (and impair) sees them.
+	inboundLoss float64
+	impair      *impair.Config // non-nil: berth's link goes through link/impair
+	pcap        bool           // record berth's side of the link (host.pcapFile)
+}
+
+// host is a tunhost.Host and the link wrappers its test asked for.
 type host struct {
-	ns       *netns.NS
-	stack    *berth.Stack
-	tun      *tun.Endpoint
+	*tunhost.Host
 	imp      *impair.Endpoint
 	lossy    *lossyInbound
 	pcapFile string
 	pcapW    *pcap.Writer
 }
 
-// newHost makes a namespace with a TUN device (bt0) whose kernel side has kern4/kern6,
-// and a berth stack on it with berth4/berth6. The cleanups close the stack (and with it
-// the device) and delete the namespace, also when the test fails.
+// newHost is tunhost.New with tunhost's default addresses (berth4/berth6 on berth's side,
+// kern4/kern6 on the kernel's) and berth's link wrapped as cfg says. The cleanups close
+// the stack (and with it the device and the capture) and delete the namespace, also when
+// the test fails.
 func newHost(t testing.TB, cfg hostConfig) *host {
 	t.Helper()
-	h := &host{ns: netns.New(t)}
-	h.tun = h.ns.AddTUN(t, "bt0", cfg.tun)
-	var ep link.Endpoint = h.tun
-	if cfg.inboundLoss > 0 {
-		h.lossy = newLossyInbound(ep, cfg.inboundLoss, 1)
-		ep = h.lossy
-	}
-	if cfg.impair != nil {
-		h.imp = impair.New(ep, *cfg.impair)
-		ep = h.imp
-	}
+	h := &host{}
 	if cfg.pcap {
 		h.pcapFile = filepath.Join(t.TempDir(), "berth.pcap")
 		f, err := os.Create(h.pcapFile)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { f.Close() })
+		t.Cleanup(func() { f.Close() }) // after tunhost's cleanups have closed the stack
 		// Full packets: with the vnet header the kernel hands over 64 KiB super-segments.
 		// Unbuffered, so the file is complete once the stack is closed.
 		h.pcapW, err = pcap.NewWriter(f, 65535)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ep = pcap.Tap(ep, h.pcapW)
 	}
-	h.stack = berth.New()
-	t.Cleanup(func() { h.stack.Close() }) // before AddTUN's and New's cleanups
-	if err := h.stack.AddInterface(h.tun.Name(), ep); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{"10.7.0.2/24", "fd07::2/64"} {
-		if err := h.stack.AddAddress(h.tun.Name(), netip.MustParsePrefix(p)); err != nil {
-			t.Fatal(err)
+	h.Host = tunhost.New(t, tunhost.Config{TUN: cfg.tun, WrapLink: func(ep link.Endpoint) link.Endpoint {
+		if cfg.inboundLoss > 0 {
+			h.lossy = newLossyInbound(ep, cfg.inboundLoss, 1)
+			ep = h.lossy
 		}
-	}
-	h.ns.AddAddr(t, h.tun.Name(), "10.7.0.1/24", "fd07::1/64")
+		if cfg.impair != nil {
+			h.imp = impair.New(ep, *cfg.impair)
+			ep = h.imp
+		}
+		if h.pcapW != nil {
+			ep = pcap.Tap(ep, h.pcapW)
+		}
+		return ep
+	}})
 	return h
 }
 
@@ -106,7 +100,7 @@ func newHost(t testing.TB, cfg hostConfig) *host {
 // file's name.
 func (h *host) stopCapture(t testing.TB) string {
 	t.Helper()
-	h.stack.Close()
+	h.Stack.Close()
 	if err := h.pcapW.Err(); err != nil {
 		t.Fatalf("pcap: %v", err)
 	}
@@ -161,7 +155,7 @@ func serveHTTP(t testing.TB, ln net.Listener) {
 // berthHTTP starts the http service on berth's port 80 (all addresses).
 func (h *host) berthHTTP(t testing.TB) {
 	t.Helper()
-	ln, err := h.stack.Listen(context.Background(), "tcp", ":80")
+	ln, err := h.Stack.Listen(context.Background(), "tcp", ":80")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +166,7 @@ func (h *host) berthHTTP(t testing.TB) {
 // all addresses (IPv4 and IPv6).
 func (h *host) kernelHTTP(t testing.TB) {
 	t.Helper()
-	ln, err := h.ns.Listen("tcp", ":8080")
+	ln, err := h.NS.Listen("tcp", ":8080")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +188,7 @@ func mbps(n int64, d time.Duration) float64 { return float64(n) / d.Seconds() / 
 
 // curl downloads u with curl inside the namespace and hashes what it got.
 func (h *host) curl(ctx context.Context, u string) (transfer, error) {
-	cmd := h.ns.Command(ctx, "curl", "-sS", "--fail", "-g", "-o", "-", u)
+	cmd := h.NS.Command(ctx, "curl", "-sS", "--fail", "-g", "-o", "-", u)
 	var stderr bytesBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -222,7 +216,7 @@ func (h *host) curl(ctx context.Context, u string) (transfer, error) {
 // berthGet downloads u with net/http over berth and hashes the body.
 func (h *host) berthGet(ctx context.Context, u string) (transfer, error) {
 	client := &http.Client{Transport: &http.Transport{
-		DialContext:        h.stack.DialContext,
+		DialContext:        h.Stack.DialContext,
 		DisableKeepAlives:  true,
 		DisableCompression: true,
 	}}

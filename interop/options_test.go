@@ -137,7 +137,7 @@ func negotiate(t *testing.T, bAddr, kAddr netip.Addr) *negotiation {
 	}
 
 	// The kernel connects to a berth echo listener.
-	bl, err := h.stack.Listen(ctx, "tcp", hostPort(bAddr, 7000))
+	bl, err := h.Stack.Listen(ctx, "tcp", hostPort(bAddr, 7000))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,14 +151,14 @@ func negotiate(t *testing.T, bAddr, kAddr netip.Addr) *negotiation {
 			go func() { defer c.Close(); io.Copy(c, c) }()
 		}
 	}()
-	kc, err := h.ns.Dial(ctx, "tcp", hostPort(bAddr, 7000))
+	kc, err := h.NS.Dial(ctx, "tcp", hostPort(bAddr, 7000))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer kc.Close()
 
 	// berth connects to a kernel echo listener.
-	kl, err := h.ns.Listen("tcp", hostPort(kAddr, 7001))
+	kl, err := h.NS.Listen("tcp", hostPort(kAddr, 7001))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func negotiate(t *testing.T, bAddr, kAddr netip.Addr) *negotiation {
 		accepted <- c
 		io.Copy(c, c)
 	}()
-	bc, err := h.stack.DialContext(ctx, "tcp", hostPort(kAddr, 7001))
+	bc, err := h.Stack.DialContext(ctx, "tcp", hostPort(kAddr, 7001))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func negotiate(t *testing.T, bAddr, kAddr netip.Addr) *negotiation {
 	}
 
 	ng.ssPrintsOpts = ssPrintsOptions(t, h)
-	out := h.ns.Run(t, "ss", "-tinH", "state", "established")
+	out := h.NS.Run(t, "ss", "-tinH", "state", "established")
 	conns := parseSS(out)
 	key := func(c net.Conn) string {
 		return addrPort(c.LocalAddr()).String() + " " + addrPort(c.RemoteAddr()).String()
@@ -246,7 +246,7 @@ func negotiate(t *testing.T, bAddr, kAddr netip.Addr) *negotiation {
 // on. It fails the test if TCP_INFO does not (the namespace's sysctls are off).
 func ssPrintsOptions(t *testing.T, h *host) bool {
 	t.Helper()
-	ln, err := h.ns.Listen("tcp", "127.0.0.1:0")
+	ln, err := h.NS.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func ssPrintsOptions(t *testing.T, h *host) bool {
 			c.Close()
 		}
 	}()
-	c, err := h.ns.Dial(context.Background(), "tcp", ln.Addr().String())
+	c, err := h.NS.Dial(context.Background(), "tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func ssPrintsOptions(t *testing.T, h *host) bool {
 	if info.options&(tcpiOptSACK|tcpiOptTimestamps) != tcpiOptSACK|tcpiOptTimestamps {
 		t.Fatalf("a kernel-to-kernel connection in the namespace lacks SACK or timestamps (TCP_INFO options %#x)", info.options)
 	}
-	out := h.ns.Run(t, "ss", "-tinH", "state", "established")
+	out := h.NS.Run(t, "ss", "-tinH", "state", "established")
 	k := addrPort(c.LocalAddr()).String() + " " + addrPort(c.RemoteAddr()).String()
 	ss, ok := parseSS(out)[k]
 	if !ok {

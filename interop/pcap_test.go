@@ -29,19 +29,19 @@ func TestPcapTshark(t *testing.T) {
 	const n = 4 << 20
 	for _, p := range []struct{ b, k netip.Addr }{{berth4, kern4}, {berth6, kern6}} {
 		for _, size := range []string{"56", "3000"} {
-			if out, err := h.ns.Output("ping", "-n", "-c", "2", "-i", "0.05", "-W", "2", "-s", size, p.b.String()); err != nil {
+			if out, err := h.NS.Output("ping", "-n", "-c", "2", "-i", "0.05", "-W", "2", "-s", size, p.b.String()); err != nil {
 				t.Errorf("ping %s: %v\n%s", p.b, err, out)
 			}
 		}
-		if _, err := h.stack.Ping(ctx, p.k, 1, []byte("berth")); err != nil {
+		if _, err := h.Stack.Ping(ctx, p.k, 1, []byte("berth")); err != nil {
 			t.Errorf("berth ping %s: %v", p.k, err)
 		}
 		x, err := h.curl(ctx, url(p.b, 80, fmt.Sprintf("/bytes/%d", n)))
 		checkTransfer(t, "curl <- berth "+p.b.String(), x, err, n)
-		if c, err := h.ns.Dial(ctx, "tcp", hostPort(p.b, 6002)); err == nil {
+		if c, err := h.NS.Dial(ctx, "tcp", hostPort(p.b, 6002)); err == nil {
 			c.Close()
 		}
-		if c, err := h.ns.Dial(ctx, "udp", hostPort(p.b, 6001)); err == nil {
+		if c, err := h.NS.Dial(ctx, "udp", hostPort(p.b, 6001)); err == nil {
 			roundTrip(c, "closed?")
 			c.Close()
 		}

@@ -112,10 +112,10 @@ func comparison(t testing.TB) (berthS, kernelS *sender, h *host) {
 	// No vnet header: with it berth hands the kernel 64 KiB GSO super-segments, which the
 	// receiver's input rule would drop whole (2% of super-segments, not of packets).
 	h = newHost(t, hostConfig{})
-	h.ns.DropRandom(t, "input", lossPercent)
-	bs := newSink(t, h.ns, hostPort(kern4, 7100))
+	h.NS.DropRandom(t, "input", lossPercent)
+	bs := newSink(t, h.NS, hostPort(kern4, 7100))
 	berthS = &sender{name: "berth", sink: bs, dial: func(ctx context.Context) (net.Conn, error) {
-		return h.stack.DialContext(ctx, "tcp", hostPort(kern4, 7100))
+		return h.Stack.DialContext(ctx, "tcp", hostPort(kern4, 7100))
 	}}
 
 	a, b := netns.New(t), netns.New(t)
@@ -204,20 +204,20 @@ func runComparison(b *testing.B, berthS, kernelS *sender) {
 func BenchmarkThroughputLoss2Offloads(b *testing.B) {
 	h := newHost(b, hostConfig{tun: tun.Options{VnetHdr: true}})
 	rcv := netns.New(b)
-	out, _ := netns.Veth(b, h.ns, []string{"10.9.0.1/24"}, rcv, []string{"10.9.0.2/24"})
-	h.ns.IP(b, "link", "set", out, "gso_max_size", "1500")
-	h.ns.Run(b, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	out, _ := netns.Veth(b, h.NS, []string{"10.9.0.1/24"}, rcv, []string{"10.9.0.2/24"})
+	h.NS.IP(b, "link", "set", out, "gso_max_size", "1500")
+	h.NS.Run(b, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	rcv.IP(b, "route", "add", "default", "via", "10.9.0.1")
-	if err := h.stack.AddRoute(netip.MustParsePrefix("10.9.0.0/24"), kern4, h.tun.Name()); err != nil {
+	if err := h.Stack.AddRoute(netip.MustParsePrefix("10.9.0.0/24"), kern4, h.TUN.Name()); err != nil {
 		b.Fatal(err)
 	}
 	kns := netns.New(b)
-	netns.Veth(b, kns, []string{"10.10.0.2/24"}, h.ns, []string{"10.10.0.1/24"})
+	netns.Veth(b, kns, []string{"10.10.0.2/24"}, h.NS, []string{"10.10.0.1/24"})
 	kns.IP(b, "route", "add", "default", "via", "10.10.0.1")
 	rcv.DropRandom(b, "input", lossPercent)
 	bs, ks := newSink(b, rcv, "10.9.0.2:7100"), newSink(b, rcv, "10.9.0.2:7101")
 	berthS := &sender{name: "berth", sink: bs, dial: func(ctx context.Context) (net.Conn, error) {
-		return h.stack.DialContext(ctx, "tcp", "10.9.0.2:7100")
+		return h.Stack.DialContext(ctx, "tcp", "10.9.0.2:7100")
 	}}
 	kernelS := &sender{name: "kernel", sink: ks, dial: func(ctx context.Context) (net.Conn, error) {
 		var c net.Conn

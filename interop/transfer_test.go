@@ -48,7 +48,7 @@ func newPathHost(t testing.TB, p path) *host {
 	}
 	h := newHost(t, cfg)
 	if p.kernelDrop > 0 {
-		h.ns.DropRandom(t, "input", p.kernelDrop)
+		h.NS.DropRandom(t, "input", p.kernelDrop)
 	}
 	return h
 }
@@ -63,7 +63,7 @@ func (h *host) report(t testing.TB) {
 	if h.lossy != nil {
 		t.Logf("inbound loss: %d packets dropped", h.lossy.Dropped())
 	}
-	if out, err := h.ns.Output("nft", "list", "table", "inet", netns.DropTable); err == nil {
+	if out, err := h.NS.Output("nft", "list", "table", "inet", netns.DropTable); err == nil {
 		t.Logf("kernel nftables:\n%s", out)
 	}
 	t.Logf("berth TCP: %s", tcpStats(h))
@@ -73,7 +73,7 @@ func (h *host) report(t testing.TB) {
 // reflection so that counters added to tcp (SACK, RACK-TLP, ...) show up without this
 // package naming them.
 func tcpStats(h *host) string {
-	v := reflect.ValueOf(&h.stack.TCP().Stats).Elem()
+	v := reflect.ValueOf(&h.Stack.TCP().Stats).Elem()
 	var b strings.Builder
 	for i := range v.NumField() {
 		if !v.Type().Field(i).IsExported() {

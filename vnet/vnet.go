@@ -1,6 +1,6 @@
 // Package vnet builds virtual networks of berth stacks in one process: stacks joined by
-// in-memory pipes (link/pipe), optionally impaired (link/impair), on a real or virtual
-// clock.
+// in-memory pipes (link/pipe), optionally impaired (link/impair) or wrapped otherwise
+// (WithLinkWrap: link/pcap to record a host's side), on a real or virtual clock.
 //
 // Pair is the one-call case: two stacks, 10.0.0.1/24 + fd00::1/64 and 10.0.0.2/24 +
 // fd00::2/64, on one MTU-1500 pipe. Network builds larger topologies: hosts, routers
@@ -43,6 +43,7 @@ type config struct {
 	seed    uint64
 	mtu     int
 	impair  *impair.Config
+	wrap    func(host, iface string, ep link.Endpoint) link.Endpoint
 	options []berth.Option
 }
 
@@ -61,6 +62,15 @@ func WithMTU(mtu int) Option { return func(cfg *config) { cfg.mtu = mtu } }
 // WithImpairment impairs Pair's link in both directions (each direction with its own
 // random stream).
 func WithImpairment(c impair.Config) Option { return func(cfg *config) { cfg.impair = &c } }
+
+// WithLinkWrap has wrap called for each end of every link of the network (Pair's, Link's,
+// LinkNamed's) with the host's name, the new interface's name and the end, after its
+// impairment if any. The stack is attached to what wrap returns: link/pcap.Tap(ep, w) to
+// record what the host sends and receives, or a test's own filter. What wrap returns
+// must close ep when it is closed, as the link wrappers do: closing a stack closes it.
+func WithLinkWrap(wrap func(host, iface string, ep link.Endpoint) link.Endpoint) Option {
+	return func(cfg *config) { cfg.wrap = wrap }
+}
 
 // WithStackOptions passes options to every berth.New call.
 func WithStackOptions(opts ...berth.Option) Option {
@@ -173,6 +183,9 @@ func (n *Network) LinkNamed(a, b string, cfg LinkConfig) (ifA, ifB string, err e
 	ifB = fmt.Sprintf("eth%d", n.nifs[b])
 	n.nifs[b]++
 	n.mu.Unlock()
+	if n.cfg.wrap != nil {
+		ea, eb = n.cfg.wrap(a, ifA, ea), n.cfg.wrap(b, ifB, eb)
+	}
 	if err := sa.AddInterface(ifA, ea); err != nil {
 		ea.Close()
 		eb.Close()

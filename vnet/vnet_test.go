@@ -3,15 +3,20 @@ package vnet_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/link/impair"
+	"github.com/berthnet/berth/link/pcap"
 	"github.com/berthnet/berth/vnet"
 )
 
@@ -153,5 +158,62 @@ func TestRouteErrors(t *testing.T) {
 	}
 	if err := n.Route("nobody", "0.0.0.0/0", "10.9.9.9"); err == nil {
 		t.Error("route on unknown host accepted")
+	}
+}
+
+// pcapRecords counts the records of the pcap file name: after its 24-byte file header,
+// each record is a 16-byte header, whose third word is the captured length, and the bytes.
+func pcapRecords(t *testing.T, name string) int {
+	b, err := os.ReadFile(name)
+	if err != nil || len(b) < 24 {
+		t.Fatalf("pcap: %d bytes, %v", len(b), err)
+	}
+	n := 0
+	for b = b[24:]; len(b) >= 16; n++ {
+		b = b[min(len(b), 16+int(binary.LittleEndian.Uint32(b[8:]))):]
+	}
+	return n
+}
+
+// WithLinkWrap is called for both ends of Pair's link, with each host's and interface's
+// name, and the stacks send and receive through what it returns: a pcap tap on a's end
+// records the ping's request and reply.
+func TestLinkWrap(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "a.pcap")
+	f, err := os.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := pcap.NewWriter(f, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var called []string
+	a, b, err := vnet.Pair(vnet.WithLinkWrap(func(host, iface string, ep link.Endpoint) link.Endpoint {
+		called = append(called, host+" "+iface)
+		if host == "a" {
+			return pcap.Tap(ep, w)
+		}
+		return ep
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	if want := []string{"a eth0", "b eth0"}; !slices.Equal(called, want) {
+		t.Errorf("wrap called for %q, want %q", called, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.Ping(ctx, netip.MustParseAddr("10.0.0.2"), 1, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if n := pcapRecords(t, name); n < 2 {
+		t.Errorf("a's capture has %d packets, want at least the echo request and reply", n)
+	}
+	if err := w.Err(); err != nil {
+		t.Error(err)
 	}
 }

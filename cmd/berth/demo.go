@@ -2,9 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,9 +26,9 @@ import (
 	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/link/impair"
 	"github.com/berthnet/berth/link/pcap"
-	"github.com/berthnet/berth/link/pipe"
 	"github.com/berthnet/berth/ports"
 	"github.com/berthnet/berth/services"
+	"github.com/berthnet/berth/vnet"
 )
 
 // demoUsage is the synopsis of berth demo (after "berth "); main.go's table lists the
@@ -237,8 +235,9 @@ func (r *demoReport) failures() int {
 	return n
 }
 
-// demoHosts are the two stacks and their link.
+// demoHosts are the two stacks, on a vnet network of their own.
 type demoHosts struct {
+	net            *vnet.Network
 	client, server *berth.Stack
 	capture        *os.File
 	pw             *pcap.Writer
@@ -246,13 +245,9 @@ type demoHosts struct {
 
 func (h *demoHosts) close() error {
 	var errs []error
-	if h.client != nil {
-		errs = append(errs, h.client.Close())
-		h.client = nil
-	}
-	if h.server != nil {
-		errs = append(errs, h.server.Close())
-		h.server = nil
+	if h.net != nil {
+		errs = append(errs, h.net.Close()) // the client's stack, then the server's
+		h.net = nil
 	}
 	if h.capture != nil {
 		if h.pw != nil {
@@ -271,53 +266,46 @@ func demoAddrs(v6 bool) (client, server netip.Prefix) {
 	return netip.MustParsePrefix("10.0.0.1/24"), netip.MustParsePrefix("10.0.0.2/24")
 }
 
-// newDemoHosts joins a client and a server stack with a pipe, impaired in both
-// directions if asked, the client's end recorded to the capture file if asked.
+// newDemoHosts joins a client and a server stack with one vnet link (an MTU-1500 pipe),
+// impaired in both directions if asked (the client's end with seed, the server's with
+// seed+1), the client's end recorded to the capture file if asked.
 func newDemoHosts(cfg *demoConfig) (*demoHosts, error) {
-	h := &demoHosts{client: berth.New(), server: berth.New()}
-	pa, pb := pipe.New(1500)
-	var ea, eb link.Endpoint = pa, pb
-	if cfg.loss > 0 || cfg.delay > 0 {
-		ic := impair.Config{Seed: cfg.seed, Loss: cfg.loss / 100, Delay: cfg.delay}
-		ea = impair.New(pa, ic)
-		ic.Seed++
-		eb = impair.New(pb, ic)
-	}
+	h := &demoHosts{}
+	var opts []vnet.Option
 	if cfg.pcap != "" {
 		f, err := os.Create(cfg.pcap)
 		if err != nil {
-			ea.Close()
-			eb.Close()
-			h.close()
 			return nil, err
 		}
 		h.capture = f
 		h.pw, err = pcap.NewWriter(f, 0)
 		if err != nil {
-			ea.Close()
-			eb.Close()
 			h.close()
 			return nil, fmt.Errorf("%s: %w", cfg.pcap, err)
 		}
-		ea = pcap.Tap(ea, h.pw)
+		opts = append(opts, vnet.WithLinkWrap(func(host, _ string, ep link.Endpoint) link.Endpoint {
+			if host == "client" {
+				return pcap.Tap(ep, h.pw)
+			}
+			return ep
+		}))
 	}
+	h.net = vnet.New(opts...)
+	h.client, h.server = h.net.Host("client"), h.net.Host("server")
 	ca, sa := demoAddrs(cfg.ipv6)
-	err := h.client.AddInterface("eth0", ea)
-	if err != nil {
-		ea.Close()
-		eb.Close()
-	} else if err = h.server.AddInterface("eth0", eb); err != nil {
-		eb.Close()
+	lc := vnet.LinkConfig{MTU: demoMTU, A: []netip.Prefix{ca}, B: []netip.Prefix{sa}}
+	if cfg.loss > 0 || cfg.delay > 0 {
+		lc.Impair = &impair.Config{Seed: cfg.seed, Loss: cfg.loss / 100, Delay: cfg.delay}
 	}
-	if err == nil {
-		err = errors.Join(h.client.AddAddress("eth0", ca), h.server.AddAddress("eth0", sa))
-	}
-	if err != nil {
+	if err := h.net.Link("client", "server", lc); err != nil {
 		h.close()
 		return nil, err
 	}
 	return h, nil
 }
+
+// demoMTU is the link's MTU, Ethernet's.
+const demoMTU = vnet.DefaultMTU
 
 // serverLog collects what the server's applications saw.
 type serverLog struct {
@@ -390,7 +378,7 @@ func serviceByPort(address, network string) string {
 }
 
 // demo runs the demonstration and writes its report to w (text as it happens, or JSON
-// at the end).
+// at the end): the scenario is here, what it prints is demoWriter's (demo_render.go).
 func demo(ctx context.Context, cfg *demoConfig, w io.Writer) (*demoReport, error) {
 	start := time.Now()
 	h, err := newDemoHosts(cfg)
@@ -509,13 +497,8 @@ func demo(ctx context.Context, cfg *demoConfig, w io.Writer) (*demoReport, error
 		return nil, fmt.Errorf("writing %s: %w", cfg.pcap, err)
 	}
 	rep.ElapsedMS = time.Since(start).Milliseconds()
-	out.end(rep)
-	if cfg.json {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			return nil, err
-		}
+	if err := out.end(rep); err != nil {
+		return nil, err
 	}
 	return rep, nil
 }
@@ -523,13 +506,6 @@ func demo(ctx context.Context, cfg *demoConfig, w io.Writer) (*demoReport, error
 // signalContext is done on SIGINT or SIGTERM.
 func signalContext() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-}
-
-// tableLines is the socket table as lines, for the http service's page.
-func tableLines(socks []control.Socket) []string {
-	var b strings.Builder
-	writeSocketTable(&b, sortSockets(socks), ssOptions{all: true, numeric: true}, nil)
-	return strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -704,240 +680,4 @@ func settle(server *berth.Stack, rep *demoReport) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// demoWriter prints the text report; with --json it prints nothing.
-type demoWriter struct {
-	w     io.Writer
-	cfg   *demoConfig
-	mu    sync.Mutex
-	p     *palette
-	bold  func(string) string
-	dim   func(string) string
-	red   func(string) string
-	green func(string) string
-}
-
-func newDemoWriter(w io.Writer, cfg *demoConfig) *demoWriter {
-	d := &demoWriter{w: w, cfg: cfg}
-	plain := func(s string) string { return s }
-	d.bold, d.dim, d.red, d.green = plain, plain, plain, plain
-	if cfg.color {
-		sgr := func(code string) func(string) string {
-			return func(s string) string { return "\x1b[" + code + "m" + s + "\x1b[0m" }
-		}
-		d.bold, d.dim, d.red, d.green = sgr("1"), sgr("2"), sgr("31"), sgr("32")
-		d.p = &palette{header: sgr("1"), state: sgr("32"), service: sgr("36")}
-	}
-	if cfg.json {
-		d.w = io.Discard
-	}
-	return d
-}
-
-func (d *demoWriter) printf(format string, a ...any) { fmt.Fprintf(d.w, format, a...) }
-
-func (d *demoWriter) intro(rep *demoReport) {
-	link := "no impairment"
-	if d.cfg.loss > 0 || d.cfg.delay > 0 {
-		link = fmt.Sprintf("%g%% loss and %v delay each way", d.cfg.loss, d.cfg.delay)
-	}
-	fam := "IPv4"
-	if d.cfg.ipv6 {
-		fam = "IPv6"
-	}
-	d.printf("%s %s and a server on an in-process %s network\n", d.bold("berth demo:"), plural(d.cfg.clients, "client"), fam)
-	d.printf("  link   one in-memory pipe, MTU 1500, %s\n", link)
-	var svcs []string
-	for _, s := range rep.Services {
-		svcs = append(svcs, fmt.Sprintf("%s %d/%s", s.Name, s.Port, s.Network))
-	}
-	head := fmt.Sprintf("  server %s serves ", ssAddr(rep.Server, netip.Addr{}))
-	d.printf("%s%s\n", head, wrap(strings.Join(svcs, ", "), 79-len(head), len(head)))
-	d.printf("  client %s runs %s\n", ssAddr(rep.Client, netip.Addr{}), plural(d.cfg.clients, "client"))
-	if d.cfg.pcap != "" {
-		d.printf("  capture of the client's packets: %s\n", d.cfg.pcap)
-	}
-	d.printf("\n%s the client's stack picked an ephemeral source port for\n", d.bold("Multiplexing:"))
-	d.printf("every connection and exchange, so they all share the address %s:\n", ssAddr(rep.Client, netip.Addr{}))
-	d.printf("  %-6s %-12s %-15s    %-13s %s\n", "client", "service", "source", "destination", "result")
-}
-
-// plural is "1 client", "2 clients".
-func plural(n int, word string) string {
-	if n == 1 {
-		return "1 " + word
-	}
-	return strconv.Itoa(n) + " " + word + "s"
-}
-
-// wrap breaks s at ", " to fit width, indenting continuation lines by indent.
-func wrap(s string, width, indent int) string {
-	var b strings.Builder
-	line := 0
-	for i, part := range strings.Split(s, ", ") {
-		if i > 0 {
-			b.WriteString(",")
-			line++
-			if line+len(part)+1 > width {
-				b.WriteString("\n" + strings.Repeat(" ", indent))
-				line = 0
-			} else {
-				b.WriteString(" ")
-				line++
-			}
-		}
-		b.WriteString(part)
-		line += len(part)
-	}
-	return b.String()
-}
-
-// exchange prints one finished exchange, as it happens.
-func (d *demoWriter) exchange(e demoExchange) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	result := e.Result
-	if !e.OK {
-		result = "FAILED: " + e.Error
-	}
-	if r := []rune(result); len(r) > 25 {
-		result = string(r[:24]) + "…"
-	}
-	if !e.OK {
-		result = d.red(result)
-	}
-	src := "-"
-	if e.Local.IsValid() {
-		a, p := ssAddr(e.Local.Addr(), netip.Addr{}), strconv.Itoa(int(e.Local.Port()))
-		src = a + ":" + d.bold(p) + strings.Repeat(" ", max(0, 15-len(a)-1-len(p)))
-	} else {
-		src = fmt.Sprintf("%-15s", src)
-	}
-	dst := ssAddr(e.Remote.Addr(), netip.Addr{}) + ":" + strconv.Itoa(int(e.Remote.Port()))
-	d.printf("  %-6d %-12s %s -> %-13s %s\n", e.Client, e.Service+"/"+e.Network, src, dst, result)
-}
-
-func (d *demoWriter) flushExchanges(rep *demoReport) {
-	ports := map[uint16]bool{}
-	n := 0
-	for _, e := range rep.Exchanges {
-		if e.Local.IsValid() {
-			ports[e.Local.Port()] = true
-			n++
-		}
-	}
-	d.printf("  %d connections and exchanges from %d different source ports.\n", n, len(ports))
-}
-
-func (d *demoWriter) demux(rep *demoReport) {
-	d.printf("\n%s the server's stack told them apart by their socket\n", d.bold("Demultiplexing:"))
-	d.printf("pairs (local address:port, peer address:port). Its socket table (ss -tuan):\n")
-	writeSocketTable(d.w, sortSockets(rep.ServerSockets), ssOptions{all: true}, d.p)
-	// One line per service port: how many peers share it.
-	type key struct {
-		network string
-		port    uint16
-	}
-	peers := map[key][]string{}
-	var keys []key
-	for _, a := range append(slices.Clone(rep.Accepted), rep.Datagrams...) {
-		k := key{a.Network, a.Local.Port()}
-		if _, ok := peers[k]; !ok {
-			keys = append(keys, k)
-		}
-		peers[k] = append(peers[k], strconv.Itoa(int(a.Peer.Port())))
-	}
-	slices.SortFunc(keys, func(a, b key) int {
-		if a.network != b.network {
-			return strings.Compare(a.network, b.network) // tcp, then udp
-		}
-		return int(a.port) - int(b.port)
-	})
-	d.printf("\n")
-	for _, k := range keys {
-		name := ports.ServiceName(ports.Port(k.port), k.network)
-		what := "connections"
-		if k.network == "udp" {
-			what = "peers on one socket"
-		}
-		line := fmt.Sprintf("  %s %d/%s: %d %s, from ports %s", name, k.port, k.network, len(peers[k]), what, strings.Join(peers[k], " "))
-		d.printf("%s\n", wrapWords(line, 80, 6))
-	}
-}
-
-// wrapWords breaks a line at spaces to fit width, indenting continuation lines.
-func wrapWords(s string, width, indent int) string {
-	var b strings.Builder
-	col := 0
-	for i, w := range strings.Split(s, " ") {
-		if i > 0 {
-			if col+1+len(w) > width {
-				b.WriteString("\n" + strings.Repeat(" ", indent))
-				col = indent
-			} else {
-				b.WriteString(" ")
-				col++
-			}
-		}
-		b.WriteString(w)
-		col += len(w)
-	}
-	return b.String()
-}
-
-func (d *demoWriter) probes(rep *demoReport) {
-	d.printf("\n%s nothing listens on %s port %d (discard):\n", d.bold("Closed ports:"), rep.Server, rep.Probes[0].Remote.Port())
-	for _, p := range rep.Probes {
-		how := "a TCP RST"
-		if p.Network == "udp" {
-			how = "ICMP port unreachable"
-		}
-		res := p.Error
-		if p.Errno == "ECONNREFUSED" {
-			res = d.green(res) + " (the server's stack sent " + how + ")"
-		}
-		d.printf("  %s: %s\n", p.Network, res)
-	}
-}
-
-// demoCounterNames are the counters the text report shows, per family.
-func demoCounterNames(v6 bool) []string {
-	ip, icmp := "Ip", "Icmp"
-	if v6 {
-		ip, icmp = "Ip6", "Icmp6"
-	}
-	return []string{ip + "InReceives", ip + "OutRequests",
-		"TcpActiveOpens", "TcpPassiveOpens", "TcpInSegs", "TcpOutSegs", "TcpRetransSegs",
-		"TcpAttemptFails", "TcpOutRsts", "TcpCurrEstab",
-		"UdpInDatagrams", "UdpOutDatagrams", "UdpNoPorts",
-		icmp + "InDestUnreachs", icmp + "OutDestUnreachs"}
-}
-
-func (d *demoWriter) counters(rep *demoReport) {
-	get := func(cs []control.Counter) map[string]uint64 {
-		m := map[string]uint64{}
-		for _, c := range cs {
-			m[c.Name] = c.Value
-		}
-		return m
-	}
-	cl, sv := get(rep.ClientCounters), get(rep.ServerCounters)
-	d.printf("\n%s (named like the kernel's; berth stats shows them all):\n", d.bold("Counters"))
-	d.printf("  %-24s %10s %10s\n", "", "client", "server")
-	for _, n := range demoCounterNames(d.cfg.ipv6) {
-		d.printf("  %-24s %10d %10d\n", n, cl[n], sv[n])
-	}
-}
-
-func (d *demoWriter) end(rep *demoReport) {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "\nDone in %v.", time.Duration(rep.ElapsedMS)*time.Millisecond)
-	if n := rep.failures(); n > 0 {
-		fmt.Fprintf(&b, " %s", d.red(fmt.Sprintf("%d exchanges failed.", n)))
-	}
-	if rep.Pcap != "" {
-		fmt.Fprintf(&b, " Capture: %s (tshark -r %s).", rep.Pcap, rep.Pcap)
-	}
-	d.printf("%s\n", b.String())
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/berthnet/berth"
 	"github.com/berthnet/berth/internal/netns"
+	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/link/tun"
 )
 
@@ -36,6 +37,12 @@ type Config struct {
 	TUN tun.Options
 	// Options configure the stack.
 	Options []berth.Option
+	// WrapLink, if set, is given the TUN device and returns the endpoint the stack is
+	// attached to instead: link/impair, link/pcap or a test's own filter around it, so
+	// that tests can impair or record berth's side of the link. Closing the stack closes
+	// what it returns; the cleanup closes the device in any case. Host.TUN stays the
+	// bare device.
+	WrapLink func(link.Endpoint) link.Endpoint
 }
 
 // Host is a berth stack on a TUN device in its own namespace.
@@ -77,9 +84,13 @@ func New(t testing.TB, cfg Config) *Host {
 	// (IPv6 router solicitations, MLD reports) are dropped and counted, which is harmless.
 	// The kernel's addresses come last, when berth can already answer.
 	h.TUN = h.NS.AddTUN(t, "bt0", cfg.TUN)
+	var ep link.Endpoint = h.TUN
+	if cfg.WrapLink != nil {
+		ep = cfg.WrapLink(ep)
+	}
 	h.Stack = berth.New(cfg.Options...)
 	t.Cleanup(func() { h.Stack.Close() }) // runs before AddTUN's and New's cleanups
-	if err := h.Stack.AddInterface(h.TUN.Name(), h.TUN); err != nil {
+	if err := h.Stack.AddInterface(h.TUN.Name(), ep); err != nil {
 		t.Fatalf("tunhost: %v", err)
 	}
 	for _, a := range cfg.Addrs {

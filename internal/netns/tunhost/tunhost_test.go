@@ -9,10 +9,12 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/berthnet/berth/internal/testenv"
+	"github.com/berthnet/berth/link"
 )
 
 // TestHost checks the harness end to end: the kernel pings berth, and Go's net package in
@@ -120,5 +122,39 @@ func TestHost(t *testing.T) {
 		if err != nil || string(got) != "kernel to berth" {
 			t.Errorf("TCP kernel->berth via %s: %q, %v", a, got, err)
 		}
+	}
+}
+
+// countingLink counts the packets berth writes through it.
+type countingLink struct {
+	link.Endpoint
+	written atomic.Int64
+}
+
+func (c *countingLink) WritePackets(pkts [][]byte) (int, error) {
+	n, err := c.Endpoint.WritePackets(pkts)
+	c.written.Add(int64(n))
+	return n, err
+}
+
+// TestWrapLink checks that Config.WrapLink is given the bare device and that the stack
+// sends through what it returns: the kernel's pings are answered through the wrapper.
+func TestWrapLink(t *testing.T) {
+	c := &countingLink{}
+	h := New(t, Config{WrapLink: func(ep link.Endpoint) link.Endpoint {
+		c.Endpoint = ep
+		return c
+	}})
+	if c.Endpoint != link.Endpoint(h.TUN) {
+		t.Fatalf("WrapLink got %v, want the TUN device %v", c.Endpoint, h.TUN)
+	}
+	_, err := exec.LookPath("ping")
+	testenv.NeedCommand(t, "ping", err)
+	out, err := h.NS.Output("ping", "-n", "-c", "2", "-i", "0.05", "-W", "2", h.Addrs[0].String())
+	if err != nil || !strings.Contains(out, "2 packets transmitted, 2 received") {
+		t.Fatalf("kernel ping berth %s: %v\n%s", h.Addrs[0], err, out)
+	}
+	if n := c.written.Load(); n < 2 {
+		t.Errorf("the wrapper saw %d packets written, want at least the 2 echo replies", n)
 	}
 }
