@@ -520,8 +520,10 @@ func (e *Endpoint) inbound(b []byte, vouched bool) []byte {
 		// pseudo-header sum; summing from csum_start to the end and complementing
 		// finishes it (virtio spec §5.1.6.2.1).
 		at := csumStart + csumOff
-		// An odd offset cannot be a 16-bit checksum field of the sum started at csumStart.
-		if at+2 > len(p) || csumStart >= len(p) || csumOff%2 != 0 {
+		// An odd offset cannot be a 16-bit checksum field of the sum started at csumStart,
+		// and a transport checksum never starts inside the IP header: writing it there
+		// would rewrite the header itself (the fuzzer turned a non-IP packet into IPv4).
+		if at+2 > len(p) || csumStart >= len(p) || csumOff%2 != 0 || csumStart < wire.IPv4MinHeaderLen {
 			e.rxDropped.Add(1)
 			return nil
 		}
