@@ -87,6 +87,11 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 			c.dackOn = false
 			c.dack.Stop()
 		}
+	} else if flags&wire.TCPFlagSYN != 0 {
+		// The active-open SYN: the window of the receive buffer, never scaled (RFC 7323
+		// §2.2), as Linux's tcp_select_initial_window. RCV.NXT is not known yet, so
+		// nothing is recorded as advertised: the first ACK sets RCV.ADV.
+		f.Window = uint16(min(max(c.rcvBufMax-c.rcvBuf.n, 0), 0xffff))
 	}
 	hl := f.HeaderLen()
 	total := wire.NetworkHeadroom + hl + n
