@@ -471,13 +471,15 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 		if c.remote.Addr().Is6() {
 			ipHdr = 40
 		}
-		m := mtu - ipHdr - wire.TCPMinHeaderLen
+		// RFC 1191 §6.5 / RFC 8201 §5.4: lower the MSS and resend what is outstanding
+		// in segments that fit. The MTU comes from a packet anyone can forge, so TCP
+		// does not trust the network layer's floor alone: as Linux's tcp_mtu_to_mss, the
+		// MSS never goes below tcp_min_snd_mss (minSndMSS), whatever MTU is reported.
+		m := max(mtu-ipHdr-wire.TCPMinHeaderLen, minSndMSS)
 		if c.tsOK {
 			m -= tsOptLen
 		}
-		// RFC 1191 §6.5 / RFC 8201 §5.4: lower the MSS and resend what is outstanding
-		// in segments that fit.
-		if m >= 64 && m < c.mss {
+		if m < c.mss {
 			c.mss = m
 			c.cc.SetMSS(m)
 			c.p.Stats.PMTUUpdates.Add(1)
@@ -498,6 +500,12 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 	}
 	c.softErr = errno
 }
+
+// minSndMSS is Linux's tcp_min_snd_mss: the smallest MSS (before options) a reported
+// path MTU can drive a connection to. Far below any real path's (IPv4's 576-byte minimum
+// datagram gives 536), it bounds what a forged ICMP error can do: every segment still
+// carries 48 bytes of options and data.
+const minSndMSS = 48
 
 // Read reads data the peer sent: io.EOF after the peer's FIN, the connection's error
 // after a reset or timeout, os.ErrDeadlineExceeded, net.ErrClosed after Close.

@@ -4,7 +4,10 @@ package tcp
 // the PMTU floor and the TIME-WAIT cap.
 
 import (
+	"encoding/binary"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/berthnet/berth/wire"
 )
@@ -57,5 +60,90 @@ func TestHardenSynWindow(t *testing.T) {
 		if c := <-ch; c != nil {
 			c.Abort()
 		}
+	}
+}
+
+// quoteSeq builds the first 8 bytes of a segment of c's as an ICMP error quotes them.
+func quoteSeq(c *Conn, seq uint32) []byte {
+	q := make([]byte, 8)
+	binary.BigEndian.PutUint16(q, c.local.Port())
+	binary.BigEndian.PutUint16(q[2:], c.remote.Port())
+	binary.BigEndian.PutUint32(q[4:], seq)
+	return q
+}
+
+// A forged "fragmentation needed" with a tiny MTU clamps the MSS at tcp_min_snd_mss
+// (48 bytes) instead of being ignored, and data still flows in segments that size.
+func TestHardenPMTUFloor(t *testing.T) {
+	for _, mtu := range []int{1, 68, 87, 88, 104} {
+		sc := dialScript(t, Config{}, nil, 65535)
+		go sc.c.Write(make([]byte, 3000))
+		seg := sc.next()
+		sc.next()
+		sc.next()
+		sc.p.HandleICMPError(scriptLocal, scriptRemote, quoteSeq(sc.c, seg.Seq()), syscall.EMSGSIZE, mtu)
+		want := max(mtu-40, minSndMSS)
+		if si := sc.c.Info(); si.MSS != want {
+			t.Fatalf("MTU %d: MSS %d, want %d", mtu, si.MSS, want)
+		}
+		// The outstanding data goes again in segments of at most the new MSS.
+		r := sc.next()
+		if r.Seq() != seg.Seq() || len(r.Payload()) == 0 || len(r.Payload()) > want {
+			t.Fatalf("MTU %d: resent %s, want seq %d with at most %d bytes", mtu, fmtSeg(r), seg.Seq(), want)
+		}
+		sc.c.Abort()
+	}
+}
+
+// Forged PMTU errors every few hundred microseconds, quoting outstanding data, with MTUs
+// 0, 68, 104 and 200, during a transfer over an impaired path (loss, reordering,
+// duplication): the stream arrives byte-exact and the MSS never falls below the floor.
+func TestHardenPMTUForgeryTransfer(t *testing.T) {
+	imp := &impairment{loss: 0.01, dup: 0.01, reorder: 0.02, seed: 19}
+	p := newPair(t, 1500, nil, Config{}, imp)
+	a, b := p.connect(t)
+	defer a.Close()
+	defer b.Close()
+	n := 4 << 20
+	if testing.Short() || raceEnabled {
+		n = 1 << 20
+	}
+	stop := make(chan struct{})
+	done := make(chan int)
+	floor := minSndMSS - tsOptLen // timestamps take their 12 bytes of the 48
+	go func() {
+		mtus := []int{0, 68, 104, 200}
+		sent, low := 0, 1<<30
+		defer func() { done <- low }()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				t.Logf("%d forged errors, lowest MSS %d", sent, low)
+				return
+			case <-time.After(300 * time.Microsecond):
+			}
+			a.mu.Lock()
+			una, nxt, mss := a.sndUna, a.sndMax, a.mss
+			a.mu.Unlock()
+			low = min(low, mss)
+			if una == nxt {
+				continue
+			}
+			seq := una + uint32(i)%(nxt-una)
+			p.pa.HandleICMPError(addrA, addrB, quoteSeq(a, seq), syscall.EMSGSIZE, mtus[i%len(mtus)])
+			sent++
+		}
+	}()
+	err := transferErr(a, b, n)
+	close(stop)
+	low := <-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if low != floor {
+		t.Fatalf("lowest MSS %d, want the floor %d (MTU 68 clamps to it)", low, floor)
+	}
+	if a.p.Stats.PMTUUpdates.Load() == 0 {
+		t.Fatal("no forged error took effect: the test tests nothing")
 	}
 }
