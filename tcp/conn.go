@@ -385,7 +385,9 @@ func (c *Conn) finish(err error) {
 		return
 	}
 	c.setState(StateClosed)
-	c.timeWait.Store(false)
+	if c.timeWait.Swap(false) {
+		c.p.twCount.Add(-1)
+	}
 	c.disarm()
 	if c.dackOn {
 		c.dackOn = false
