@@ -235,9 +235,9 @@ func (fc *fuzzConn) segment(p *fuzzProg) {
 		payload[i] = peerByte(off + uint32(i))
 	}
 	// Only bytes at offsets the peer's stream can have (not before its start) extend
-	// what counts as injected.
-	if n > 0 && int32(off) >= 0 && int32(off+uint32(n)-fc.peerHi) > 0 {
-		fc.peerHi = off + uint32(n)
+	// what counts as injected; a segment may straddle the start.
+	if end := off + uint32(n); n > 0 && int32(end) > 0 && int32(end-fc.peerHi) > 0 {
+		fc.peerHi = end
 	}
 	fc.ep.inject(wire.TCPFields{SrcPort: fc.ep.rport, DstPort: fc.ep.lport, Seq: seq, Ack: ack,
 		Flags: flags, Window: wnd, Options: o}, payload)
@@ -413,7 +413,7 @@ func (fc *fuzzConn) finish() {
 		c.mu.Lock()
 		st2 := c.state
 		c.mu.Unlock()
-		if fc.read != before+10 && st2 != StateClosed {
+		if fc.read-before < 10 && st2 != StateClosed { // more when it filled a hole
 			fc.t.Fatalf("in %v, an in-order segment at RCV.NXT was not delivered (read %d, want %d)", st2, fc.read-before, 10)
 		}
 	}
