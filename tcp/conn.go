@@ -147,6 +147,7 @@ func (c *Conn) negotiate(o *wire.TCPOptions) {
 	} else {
 		c.sndWscale, c.rcvWscale = 0, 0
 	}
+	c.mssNeg = c.mss
 	c.cc = c.newCC(c.mss) // congestion-control hook (cc.go)
 }
 
@@ -482,7 +483,7 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 			m -= tsOptLen
 		}
 		if m < c.mss {
-			c.mss = m
+			c.mss, c.pmtuAt = m, c.now()
 			c.cc.SetMSS(m)
 			c.p.Stats.PMTUUpdates.Add(1)
 			if c.sbComplete() {
@@ -501,6 +502,37 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 		return
 	}
 	c.softErr = errno
+}
+
+// pmtuExpires is how long an MSS lowered by an ICMP error holds before the route's MTU
+// is read again (RFC 1191 §6.3 / RFC 8201 §4: a PMTU estimate must age so that a path
+// that grew, or a forged error, costs for a while only), as Linux's ip_rt_mtu_expires.
+const pmtuExpires = 600 * time.Second
+
+// pmtuRecover raises the MSS after pmtuExpires back toward what the route's MTU allows now
+// (the network layer may still hold a lowered PMTU of its own) and never above the
+// negotiated one, as Linux rereads the route's MTU in tcp_current_mss.
+func (c *Conn) pmtuRecover() {
+	c.pmtuAt = time.Time{}
+	_, mtu, err := c.p.net.Route(c.remote.Addr())
+	if err != nil {
+		return
+	}
+	ipHdr := 20
+	if c.remote.Addr().Is6() {
+		ipHdr = 40
+	}
+	m := max(mtu-ipHdr-wire.TCPMinHeaderLen, minSndMSS)
+	if c.tsOK {
+		m -= tsOptLen
+	}
+	if m = min(m, c.mssNeg); m > c.mss {
+		c.mss = m
+		c.cc.SetMSS(m)
+	}
+	if m < c.mssNeg {
+		c.pmtuAt = c.now() // still below: look again after another period
+	}
 }
 
 // minSndMSS is Linux's tcp_min_snd_mss: the smallest MSS (before options) a reported

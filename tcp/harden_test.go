@@ -245,3 +245,44 @@ func TestHardenTimeWaitHeap(t *testing.T) {
 		t.Fatalf("%d bytes of heap per TIME-WAIT connection: buffers or the scoreboard are held", per)
 	}
 }
+
+// An MSS lowered by a (possibly forged) PMTU error recovers once the estimate has aged
+// 600 s: the next ACK rereads the route's MTU (RFC 1191 §6.3, Linux's ip_rt_mtu_expires).
+func TestHardenPMTURecovers(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	sendAll := func(n int) []wire.TCP {
+		go sc.c.Write(make([]byte, n))
+		var segs []wire.TCP
+		for got := 0; got < n; {
+			h := sc.next()
+			got += len(h.Payload())
+			segs = append(segs, h)
+			sc.sndNxt = h.Seq() + uint32(len(h.Payload()))
+		}
+		return segs
+	}
+	segs := sendAll(3000)
+	sc.p.HandleICMPError(scriptLocal, scriptRemote, quoteSeq(sc.c, segs[0].Seq()), syscall.EMSGSIZE, 68)
+	for got := 0; got < 3000; { // the resent data, in floor-sized segments
+		got += len(sc.next().Payload())
+	}
+	sc.send(wire.TCPFlagACK, nil)
+	if mss := sc.c.Info().MSS; mss != minSndMSS {
+		t.Fatalf("MSS %d after the error, want %d", mss, minSndMSS)
+	}
+	sc.clk.Advance(599 * time.Second)
+	sendAll(100)
+	sc.send(wire.TCPFlagACK, nil)
+	if mss := sc.c.Info().MSS; mss != minSndMSS {
+		t.Fatalf("MSS %d before the estimate expired, want %d", mss, minSndMSS)
+	}
+	sc.clk.Advance(time.Second)
+	sendAll(100)
+	sc.send(wire.TCPFlagACK, nil)
+	if mss := sc.c.Info().MSS; mss != 1460 {
+		t.Fatalf("MSS %d after 600 s, want 1460 again", mss)
+	}
+	if segs := sendAll(3000); len(segs[0].Payload()) != 1460 {
+		t.Fatalf("segment of %d bytes after the recovery, want 1460", len(segs[0].Payload()))
+	}
+}

@@ -29,6 +29,10 @@ type sender struct {
 	gsoMax                      int    // largest super-segment the route takes (transport.GSONetwork); 0: none
 	segPay                      int    // payload per segment of the super-segment being built
 	advMSS                      int    // the MSS we announce: route MTU minus headers
+	// Path MTU discovery (conn.go's icmpError): the MSS as negotiated, and when an ICMP
+	// error last lowered mss below it (zero: not lowered).
+	mssNeg int
+	pmtuAt time.Time
 
 	// Congestion control and loss recovery.
 	cc         CongestionControl
@@ -320,6 +324,9 @@ func (c *Conn) ackNew(ack uint32, s *segment) {
 	}
 	c.sndBuf.consume(min(max(data, 0), c.sndBuf.n))
 	c.sndUna = ack
+	if !c.pmtuAt.IsZero() && c.now().Sub(c.pmtuAt) >= pmtuExpires {
+		c.pmtuRecover()
+	}
 	if seqLT(c.sndNxt, ack) {
 		c.sndNxt = ack
 	}
