@@ -155,7 +155,13 @@ func fuzzSeeds() [][]byte {
 }
 
 func newFuzzConn(t *testing.T) *fuzzConn {
-	ep := dialExt(t, Config{})
+	// Small buffers: the window edges are reached sooner, and one operation cannot make
+	// the stack send more segments than the script's output queue holds (a window
+	// opening releases the whole send buffer, at the MSS floor 32 KiB/36 B = 910
+	// segments).
+	s := newScript(t, Config{WMem: [3]int{4096, 32 << 10, 32 << 10}, RMem: [3]int{4096, 32 << 10, 32 << 10}})
+	s.out = make(chan []byte, 4096)
+	ep := dialExtOn(t, s)
 	fc := &fuzzConn{t: t, ep: ep, c: ep.c, peerBase: remoteISS + 1, appBase: ep.iss + 1,
 		tsval: ep.tsval, buf: make([]byte, 64<<10)}
 	t.Cleanup(func() {
