@@ -483,8 +483,10 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 			m -= tsOptLen
 		}
 		if m < c.mss {
+			old := c.mss
 			c.mss, c.pmtuAt = m, c.now()
 			c.cc.SetMSS(m)
+			c.scaleCwnd(old)
 			c.p.Stats.PMTUUpdates.Add(1)
 			if c.sbComplete() {
 				for i := 0; i < c.sb.n; i++ {
@@ -527,12 +529,22 @@ func (c *Conn) pmtuRecover() {
 		m -= tsOptLen
 	}
 	if m = min(m, c.mssNeg); m > c.mss {
+		old := c.mss
 		c.mss = m
 		c.cc.SetMSS(m)
+		c.scaleCwnd(old)
 	}
 	if m < c.mssNeg {
 		c.pmtuAt = c.now() // still below: look again after another period
 	}
+}
+
+// scaleCwnd keeps cwnd's size in segments when the MSS changes from old to c.mss, as
+// Linux, which counts cwnd in segments: a lower path MTU then means fewer bytes in
+// flight, not more packets, and a forged ICMP error cannot multiply the packet rate (a
+// window of bytes at a 36-byte MSS would be 40 times as many segments).
+func (c *Conn) scaleCwnd(old int) {
+	c.cc.SetWindow(max(int(int64(c.cc.Window())*int64(c.mss)/int64(old)), 2*c.mss))
 }
 
 // minSndMSS is Linux's tcp_min_snd_mss: the smallest MSS (before options) a reported

@@ -274,10 +274,31 @@ func TestHardenPMTURecovers(t *testing.T) {
 	}
 	segs := sendAll(3000)
 	sc.p.HandleICMPError(scriptLocal, scriptRemote, quoteSeq(sc.c, segs[0].Seq()), syscall.EMSGSIZE, 68)
-	for got := 0; got < 3000; { // the resent data, in floor-sized segments
-		got += len(sc.next().Payload())
+	// The resent data, in floor-sized segments, a cwnd of them per round: acknowledge
+	// each round until all is.
+	for end := sc.sndNxt; sc.c.Info().MSS == minSndMSS; {
+		var hi uint32
+		for more := true; more; {
+			select {
+			case b := <-sc.out:
+				h := wire.TCP(b)
+				if len(h.Payload()) > minSndMSS {
+					t.Fatalf("resent %s, larger than the MSS %d", fmtSeg(h), minSndMSS)
+				}
+				hi = max(hi, h.Seq()+uint32(len(h.Payload())))
+			case <-time.After(20 * time.Millisecond):
+				more = false
+			}
+		}
+		if hi == 0 {
+			t.Fatal("nothing resent")
+		}
+		sc.sndNxt = hi
+		sc.send(wire.TCPFlagACK, nil)
+		if hi == end {
+			break
+		}
 	}
-	sc.send(wire.TCPFlagACK, nil)
 	if mss := sc.c.Info().MSS; mss != minSndMSS {
 		t.Fatalf("MSS %d after the error, want %d", mss, minSndMSS)
 	}
@@ -295,5 +316,20 @@ func TestHardenPMTURecovers(t *testing.T) {
 	}
 	if segs := sendAll(3000); len(segs[0].Payload()) != 1460 {
 		t.Fatalf("segment of %d bytes after the recovery, want 1460", len(segs[0].Payload()))
+	}
+}
+
+// A lower path MTU keeps cwnd's size in segments (as Linux counts it), so a forged error
+// makes the sender send fewer bytes, not 40 times as many packets.
+func TestHardenPMTUKeepsCwndSegments(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	cw := sc.c.Info().CWnd
+	go sc.c.Write(make([]byte, 3000))
+	seg := sc.next()
+	sc.next()
+	sc.next()
+	sc.p.HandleICMPError(scriptLocal, scriptRemote, quoteSeq(sc.c, seg.Seq()), syscall.EMSGSIZE, 576)
+	if got, want := sc.c.Info().CWnd, cw/1460*536; got != want {
+		t.Fatalf("cwnd %d after MSS 1460 -> 536, want %d (the same %d segments)", got, want, cw/1460)
 	}
 }
