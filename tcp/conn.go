@@ -147,6 +147,7 @@ func (c *Conn) negotiate(o *wire.TCPOptions) {
 	} else {
 		c.sndWscale, c.rcvWscale = 0, 0
 	}
+	c.mssNeg = c.mss
 	c.cc = c.newCC(c.mss) // congestion-control hook (cc.go)
 }
 
@@ -385,7 +386,9 @@ func (c *Conn) finish(err error) {
 		return
 	}
 	c.setState(StateClosed)
-	c.timeWait.Store(false)
+	if c.timeWait.Swap(false) {
+		c.p.twCount.Add(-1)
+	}
 	c.disarm()
 	if c.dackOn {
 		c.dackOn = false
@@ -471,15 +474,19 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 		if c.remote.Addr().Is6() {
 			ipHdr = 40
 		}
-		m := mtu - ipHdr - wire.TCPMinHeaderLen
+		// RFC 1191 §6.5 / RFC 8201 §5.4: lower the MSS and resend what is outstanding
+		// in segments that fit. The MTU comes from a packet anyone can forge, so TCP
+		// does not trust the network layer's floor alone: as Linux's tcp_mtu_to_mss, the
+		// MSS never goes below tcp_min_snd_mss (minSndMSS), whatever MTU is reported.
+		m := max(mtu-ipHdr-wire.TCPMinHeaderLen, minSndMSS)
 		if c.tsOK {
 			m -= tsOptLen
 		}
-		// RFC 1191 §6.5 / RFC 8201 §5.4: lower the MSS and resend what is outstanding
-		// in segments that fit.
-		if m >= 64 && m < c.mss {
-			c.mss = m
+		if m < c.mss {
+			old := c.mss
+			c.mss, c.pmtuAt = m, c.now()
 			c.cc.SetMSS(m)
+			c.scaleCwnd(old)
 			c.p.Stats.PMTUUpdates.Add(1)
 			if c.sbComplete() {
 				for i := 0; i < c.sb.n; i++ {
@@ -498,6 +505,53 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 	}
 	c.softErr = errno
 }
+
+// pmtuExpires is how long an MSS lowered by an ICMP error holds before the route's MTU
+// is read again (RFC 1191 §6.3 / RFC 8201 §4: a PMTU estimate must age so that a path
+// that grew, or a forged error, costs for a while only), as Linux's ip_rt_mtu_expires.
+const pmtuExpires = 600 * time.Second
+
+// pmtuRecover raises the MSS after pmtuExpires back toward what the route's MTU allows now
+// (the network layer may still hold a lowered PMTU of its own) and never above the
+// negotiated one, as Linux rereads the route's MTU in tcp_current_mss.
+func (c *Conn) pmtuRecover() {
+	c.pmtuAt = time.Time{}
+	_, mtu, err := c.p.net.Route(c.remote.Addr())
+	if err != nil {
+		return
+	}
+	ipHdr := 20
+	if c.remote.Addr().Is6() {
+		ipHdr = 40
+	}
+	m := max(mtu-ipHdr-wire.TCPMinHeaderLen, minSndMSS)
+	if c.tsOK {
+		m -= tsOptLen
+	}
+	if m = min(m, c.mssNeg); m > c.mss {
+		old := c.mss
+		c.mss = m
+		c.cc.SetMSS(m)
+		c.scaleCwnd(old)
+	}
+	if m < c.mssNeg {
+		c.pmtuAt = c.now() // still below: look again after another period
+	}
+}
+
+// scaleCwnd keeps cwnd's size in segments when the MSS changes from old to c.mss, as
+// Linux, which counts cwnd in segments: a lower path MTU then means fewer bytes in
+// flight, not more packets, and a forged ICMP error cannot multiply the packet rate (a
+// window of bytes at a 36-byte MSS would be 40 times as many segments).
+func (c *Conn) scaleCwnd(old int) {
+	c.cc.SetWindow(max(int(int64(c.cc.Window())*int64(c.mss)/int64(old)), 2*c.mss))
+}
+
+// minSndMSS is Linux's tcp_min_snd_mss: the smallest MSS (before options) a reported
+// path MTU can drive a connection to. Far below any real path's (IPv4's 576-byte minimum
+// datagram gives 536), it bounds what a forged ICMP error can do: every segment still
+// carries 48 bytes of options and data.
+const minSndMSS = 48
 
 // Read reads data the peer sent: io.EOF after the peer's FIN, the connection's error
 // after a reset or timeout, os.ErrDeadlineExceeded, net.ErrClosed after Close.

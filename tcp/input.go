@@ -350,11 +350,26 @@ func (c *Conn) reset() {
 
 // enterTimeWait holds the 4-tuple for 2*MSL (RFC 9293 §3.6.1), on the same Conn with its
 // buffers released.
+//
+// At most Config.MaxTimeWait connections of the stack are in TIME-WAIT at once, as
+// Linux's tcp_max_tw_buckets: beyond it the connection closes at once (after the ACK the
+// peer's FIN is owed), counted in TimeWaitOverflows. The peer is unharmed; only the
+// protection from old duplicates that 2*MSL gives this 4-tuple is lost.
 func (c *Conn) enterTimeWait() {
+	if c.p.twCount.Add(1) > int64(max(c.p.cfg.MaxTimeWait, 0)) {
+		c.p.twCount.Add(-1)
+		c.p.Stats.TimeWaitOverflows.Add(1)
+		if c.ackNow {
+			c.sendAck()
+		}
+		c.finish(nil)
+		return
+	}
 	c.setState(StateTimeWait)
 	c.timeWait.Store(true)
 	c.twStart = c.p.clk.Now()
 	c.sndBuf.free()
+	c.sb = scoreboard{} // everything is acknowledged: the scoreboard's storage goes too
 	if c.userClosed {
 		c.rcvBuf.free()
 	}

@@ -96,6 +96,15 @@ type Config struct {
 	// reassembly together; segments beyond it are dropped and counted (Stats.OFODrops).
 	// Default 64 MiB.
 	MaxOutOfOrder int
+	// MaxTimeWait is tcp_max_tw_buckets: how many connections of the stack may be in
+	// TIME-WAIT at once; a connection that would enter TIME-WAIT beyond it closes at once
+	// (Stats.TimeWaitOverflows, Linux's TcpExtTCPTimeWaitOverflow). Default 16384: Linux
+	// scales its default with memory (262144 on a 16 GiB host); a TIME-WAIT connection
+	// holds no buffers, only its Conn, timer and port-table entries (about 2.9 KiB of
+	// heap on amd64, measured by TestHardenTimeWaitHeap), so the default bounds them to
+	// some 47 MiB and allows 16384 active closes per TimeWait (273 per second at 60 s)
+	// before TIME-WAIT is skipped. Negative holds none: every connection skips TIME-WAIT.
+	MaxTimeWait int
 	// SynCookies and MaxSynBacklog: SYN flood defences (see syncookie.go, listener.go).
 	SynCookies    SynCookieMode
 	MaxSynBacklog int
@@ -142,6 +151,7 @@ func (c *Config) setDefaults() {
 	defi(&c.ChallengeACKLimit, 1000)
 	defi(&c.MaxOutOfOrder, 64<<20)
 	defi(&c.MaxSynBacklog, defaultMaxSynBacklog) // listener.go
+	defi(&c.MaxTimeWait, 16384)
 	if c.CongestionControl == "" {
 		c.CongestionControl = CCCubic
 	}
@@ -170,12 +180,17 @@ type Stats struct {
 	// retransmission timeouts (RFC 6298).
 	PAWSDrops, OFODrops, DSACKsRcvd, TLPs, PMTUUpdates *atomic.Uint64
 	SACKRecoveries, RACKLost, Timeouts                 *atomic.Uint64
-	ListenStats                                        // listener.go: SYN queue and SYN cookie counters
+	// SynFinDrops: segments with both SYN and FIN, dropped unanswered (protocol.go's
+	// parse). TimeWaitOverflows: connections closed at once instead of entering
+	// TIME-WAIT because Config.MaxTimeWait were already held (Linux's "time wait bucket
+	// table overflow").
+	SynFinDrops, TimeWaitOverflows *atomic.Uint64
+	ListenStats                    // listener.go: SYN queue and SYN cookie counters
 }
 
 // newStats registers every counter with reg, in the kernel's order: the "Tcp:" line of
-// /proc/net/snmp, then TcpExt. PMTUUpdates and RACKLost have no kernel counterpart and
-// keep names of berth's own in the TcpExt group.
+// /proc/net/snmp, then TcpExt. PMTUUpdates, RACKLost and SynFinDrops have no kernel
+// counterpart and keep names of berth's own in the TcpExt group.
 func newStats(reg func(name string) *atomic.Uint64) Stats {
 	var s Stats
 	for _, c := range []struct {
@@ -195,6 +210,7 @@ func newStats(reg func(name string) *atomic.Uint64) Stats {
 		{&s.OFODrops, "TcpExtTCPOFODrop"}, {&s.TCPReqQFullDoCookies, "TcpExtTCPReqQFullDoCookies"},
 		{&s.TCPReqQFullDrop, "TcpExtTCPReqQFullDrop"},
 		{&s.PMTUUpdates, "TcpExtPMTUUpdates"}, {&s.RACKLost, "TcpExtRACKLost"},
+		{&s.SynFinDrops, "TcpExtSynFinDrops"}, {&s.TimeWaitOverflows, "TcpExtTCPTimeWaitOverflow"},
 	} {
 		*c.p = reg(c.name)
 	}
@@ -235,6 +251,7 @@ type Protocol struct {
 
 	epoch    time.Time    // origin of mono(), for transmission times (sack.go)
 	oooBytes atomic.Int64 // out-of-order bytes held by all connections (Config.MaxOutOfOrder)
+	twCount  atomic.Int64 // connections in TIME-WAIT (Config.MaxTimeWait)
 
 	// Connections whose transmissions wait for the end of the link batch (EndBatch);
 	// pendSpare is the other buffer, reused so that batches allocate nothing.
@@ -386,6 +403,14 @@ func (p *Protocol) parse(seg *segment, src, dst netip.Addr, b []byte, batched, c
 	p.Stats.InSegs.Add(1)
 	if src.IsMulticast() || src.IsUnspecified() || dst.IsMulticast() || src == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return false // RFC 9293 §3.10.7.2, RFC 1122 §4.2.3.10: not from or to a broadcast or multicast address
+	}
+	if h.Flags()&(wire.TCPFlagSYN|wire.TCPFlagFIN) == wire.TCPFlagSYN|wire.TCPFlagFIN {
+		// SYN+FIN is no legitimate segment in any state, only a scanner's probe (and a
+		// way past filters that look at one flag): Linux drops it in LISTEN
+		// (tcp_rcv_state_process) without an answer; berth drops it everywhere, before
+		// any connection or listener sees it.
+		p.Stats.SynFinDrops.Add(1)
+		return false
 	}
 	*seg = segment{hdr: h, src: src, dst: dst, batched: batched}
 	if h.DataOffset() > wire.TCPMinHeaderLen && h.ParseOptions(&seg.opts) != nil {

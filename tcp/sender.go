@@ -29,6 +29,10 @@ type sender struct {
 	gsoMax                      int    // largest super-segment the route takes (transport.GSONetwork); 0: none
 	segPay                      int    // payload per segment of the super-segment being built
 	advMSS                      int    // the MSS we announce: route MTU minus headers
+	// Path MTU discovery (conn.go's icmpError): the MSS as negotiated, and when an ICMP
+	// error last lowered mss below it (zero: not lowered).
+	mssNeg int
+	pmtuAt time.Time
 
 	// Congestion control and loss recovery.
 	cc         CongestionControl
@@ -87,6 +91,11 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 			c.dackOn = false
 			c.dack.Stop()
 		}
+	} else if flags&wire.TCPFlagSYN != 0 {
+		// The active-open SYN: the window of the receive buffer, never scaled (RFC 7323
+		// §2.2), as Linux's tcp_select_initial_window. RCV.NXT is not known yet, so
+		// nothing is recorded as advertised: the first ACK sets RCV.ADV.
+		f.Window = uint16(min(max(c.rcvBufMax-c.rcvBuf.n, 0), 0xffff))
 	}
 	hl := f.HeaderLen()
 	total := wire.NetworkHeadroom + hl + n
@@ -315,6 +324,9 @@ func (c *Conn) ackNew(ack uint32, s *segment) {
 	}
 	c.sndBuf.consume(min(max(data, 0), c.sndBuf.n))
 	c.sndUna = ack
+	if !c.pmtuAt.IsZero() && c.now().Sub(c.pmtuAt) >= pmtuExpires {
+		c.pmtuRecover()
+	}
 	if seqLT(c.sndNxt, ack) {
 		c.sndNxt = ack
 	}
