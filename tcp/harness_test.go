@@ -2,8 +2,11 @@ package tcp
 
 import (
 	"context"
+	"fmt"
 	"math/rand"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -303,33 +306,154 @@ func (s *script) none() {
 	}
 }
 
+// fmtSeg renders a segment on one line, for failure messages.
 func fmtSeg(h wire.TCP) string {
+	if h == nil {
+		return "<none>"
+	}
+	return flagString(h.Flags()) + " seq=" + strconv.FormatUint(uint64(h.Seq()), 10) +
+		" ack=" + strconv.FormatUint(uint64(h.Ack()), 10) + " win=" + strconv.Itoa(int(h.Window())) +
+		" len=" + strconv.Itoa(len(h.Payload()))
+}
+
+// flagString names the flags set in f (FIN, SYN, RST, PSH, ACK) by their initials.
+func flagString(f uint8) string {
 	fl := ""
 	for i, n := range []string{"F", "S", "R", "P", "A"} {
-		if h.Flags()&(1<<i) != 0 {
+		if f&(1<<i) != 0 {
 			fl += n
 		}
 	}
-	return fl + " seq=" + itoa(h.Seq()) + " ack=" + itoa(h.Ack()) + " win=" + itoa(uint32(h.Window())) + " len=" + itoa(uint32(len(h.Payload())))
+	return fl
 }
 
-func itoa(v uint32) string {
-	if v == 0 {
-		return "0"
-	}
-	var b [10]byte
-	i := len(b)
-	for v > 0 {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-	}
-	return string(b[i:])
-}
-
+// expectFlags fails unless h carries exactly flags, PSH aside.
 func expectFlags(t *testing.T, h wire.TCP, flags uint8) {
 	t.Helper()
-	if h.Flags()&^wire.TCPFlagPSH != flags {
-		t.Fatalf("got %s, want flags %#x", fmtSeg(h), flags)
+	expectSeg(t, h, want{Flags: is(flags)})
+}
+
+// ---- Expected-segment templates: one want per segment, unset fields don't care. ----
+
+// field is one field of a want: set says whether the script cares about it. The zero
+// field is "any", so a want names only what it checks.
+type field[T comparable] struct {
+	v   T
+	set bool
+}
+
+// is makes a field that must equal v.
+func is[T comparable](v T) field[T] { return field[T]{v, true} }
+
+// want is the template a script matches a sent segment against (the shape of smoltcp's
+// recv! and packetimpact's testbench.TCP): every set field must match, unset fields are
+// don't care. Flags compare with PSH ignored unless PSH is set to be checked, because
+// whether a segment carries PSH is the sender's choice (RFC 9293 §3.9.1).
+type want struct {
+	Flags            field[uint8]
+	PSH              field[bool]
+	SrcPort, DstPort field[uint16]
+	Seq, Ack         field[uint32]
+	Win              field[uint16]
+	Len              field[int]    // payload length
+	Payload          field[string] // payload bytes
+	Opts             field[wire.TCPOptions]
+	MSS              field[uint16] // the MSS option is present with this value
+	HasWS            field[bool]   // a window scale option is present (or not)
+}
+
+// segDiff compares h with w and returns the whole segment, field by field, got beside want
+// with the mismatches marked, or "" when h matches.
+func segDiff(h wire.TCP, w want) string {
+	if h == nil {
+		return "no segment"
 	}
+	var o wire.TCPOptions
+	optErr := h.ParseOptions(&o)
+	var b strings.Builder
+	bad := false
+	row := func(name, got, wantS string, set, ok bool) {
+		mark := "  "
+		if !set {
+			wantS = "*"
+		} else if !ok {
+			mark, bad = "! ", true
+		}
+		fmt.Fprintf(&b, "\n  %s%-8s got %-24s want %s", mark, name, got, wantS)
+	}
+	u := func(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
+	fl := h.Flags() &^ wire.TCPFlagPSH
+	row("flags", flagString(h.Flags()), flagString(w.Flags.v), w.Flags.set, fl == w.Flags.v)
+	psh := h.Flags()&wire.TCPFlagPSH != 0
+	row("psh", strconv.FormatBool(psh), strconv.FormatBool(w.PSH.v), w.PSH.set, psh == w.PSH.v)
+	row("sport", u(uint32(h.SrcPort())), u(uint32(w.SrcPort.v)), w.SrcPort.set, h.SrcPort() == w.SrcPort.v)
+	row("dport", u(uint32(h.DstPort())), u(uint32(w.DstPort.v)), w.DstPort.set, h.DstPort() == w.DstPort.v)
+	row("seq", u(h.Seq()), u(w.Seq.v), w.Seq.set, h.Seq() == w.Seq.v)
+	row("ack", u(h.Ack()), u(w.Ack.v), w.Ack.set, h.Ack() == w.Ack.v)
+	row("win", u(uint32(h.Window())), u(uint32(w.Win.v)), w.Win.set, h.Window() == w.Win.v)
+	row("len", strconv.Itoa(len(h.Payload())), strconv.Itoa(w.Len.v), w.Len.set, len(h.Payload()) == w.Len.v)
+	row("payload", shortQuote(string(h.Payload())), shortQuote(w.Payload.v), w.Payload.set, string(h.Payload()) == w.Payload.v)
+	gotOpts := fmtOpts(o)
+	if optErr != nil {
+		gotOpts = "unparsable: " + optErr.Error()
+	}
+	optsSet := w.Opts.set || w.MSS.set || w.HasWS.set
+	row("options", gotOpts, fmtOpts(w.Opts.v), w.Opts.set, optErr == nil && o == w.Opts.v)
+	row("mss", u(uint32(o.MSS)), u(uint32(w.MSS.v)), w.MSS.set, optErr == nil && o.HasMSS && o.MSS == w.MSS.v)
+	row("ws", strconv.FormatBool(o.HasWindowScale), strconv.FormatBool(w.HasWS.v), w.HasWS.set, optErr == nil && o.HasWindowScale == w.HasWS.v)
+	if optErr != nil && optsSet {
+		bad = true
+	}
+	if !bad {
+		return ""
+	}
+	return b.String()
+}
+
+// fmtOpts renders the options a segment carries, compactly ("-" for none).
+func fmtOpts(o wire.TCPOptions) string {
+	var b strings.Builder
+	if o.HasMSS {
+		fmt.Fprintf(&b, " mss=%d", o.MSS)
+	}
+	if o.HasWindowScale {
+		fmt.Fprintf(&b, " ws=%d", o.WindowScale)
+	}
+	if o.SACKPermitted {
+		b.WriteString(" sackok")
+	}
+	if o.HasTimestamps {
+		fmt.Fprintf(&b, " ts=%d/%d", o.TSVal, o.TSEcr)
+	}
+	for _, s := range o.SACK[:o.NumSACK] {
+		fmt.Fprintf(&b, " sack=%d-%d", s.Left, s.Right)
+	}
+	if b.Len() == 0 {
+		return "-"
+	}
+	return b.String()[1:]
+}
+
+// shortQuote quotes s, cut to 32 bytes so a large payload does not drown the diff.
+func shortQuote(s string) string {
+	if len(s) > 32 {
+		return strconv.Quote(s[:32]) + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// expectSeg fails the test, printing the whole segment against the template, unless h
+// matches w; it returns h so a script can read fields it did not fix in advance.
+func expectSeg(t testing.TB, h wire.TCP, w want) wire.TCP {
+	t.Helper()
+	if d := segDiff(h, w); d != "" {
+		t.Fatalf("segment %s does not match (! marks a mismatch, * don't care):%s", fmtSeg(h), d)
+	}
+	return h
+}
+
+// expect takes the next segment the stack sent and matches it against w (expectSeg).
+func (s *script) expect(w want) wire.TCP {
+	s.t.Helper()
+	return expectSeg(s.t, s.next(), w)
 }
