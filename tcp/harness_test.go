@@ -209,16 +209,48 @@ var (
 )
 
 type script struct {
-	t   *testing.T
-	clk *clock.Manual
-	p   *Protocol
-	out chan []byte
-	mtu int
+	t     *testing.T
+	clk   *clock.Manual
+	armed chan struct{} // signalled (coalescing) whenever the stack arms a timer
+	p     *Protocol
+	out   chan []byte
+	mtu   int
+}
+
+// armClock is the clock the scripted stack sees: s.clk, telling s.armed whenever a timer is
+// armed, so a script waits for the stack's own goroutine (a blocked Dial) to arm its timer
+// before it advances time, without polling on the wall clock.
+type armClock struct{ s *script }
+
+func (c armClock) Now() time.Time { return c.s.clk.Now() }
+func (c armClock) AfterFunc(d time.Duration, f func()) clock.Timer {
+	t := armTimer{c.s.clk.AfterFunc(d, f), c.s}
+	c.s.signalArmed()
+	return t
+}
+
+// armTimer signals its script's armed channel on Reset, as AfterFunc does.
+type armTimer struct {
+	clock.Timer
+	s *script
+}
+
+func (t armTimer) Reset(d time.Duration) bool {
+	r := t.Timer.Reset(d)
+	t.s.signalArmed()
+	return r
+}
+
+func (s *script) signalArmed() {
+	select {
+	case s.armed <- struct{}{}:
+	default: // a signal is already pending: the waiter re-checks anyway
+	}
 }
 
 func (s *script) Route(dst netip.Addr) (netip.Addr, int, error) { return scriptLocal, s.mtu, nil }
 func (s *script) IsLocal(a netip.Addr) bool                     { return a == scriptLocal }
-func (s *script) Clock() clock.Clock                            { return s.clk }
+func (s *script) Clock() clock.Clock                            { return armClock{s} }
 func (s *script) Output(src, dst netip.Addr, proto uint8, pkt []byte) error {
 	seg := append([]byte(nil), pkt[wire.NetworkHeadroom:]...)
 	if !wire.TCP(seg).VerifyChecksum(src, dst) {
@@ -233,7 +265,8 @@ func (s *script) Output(src, dst netip.Addr, proto uint8, pkt []byte) error {
 }
 
 func newScript(t *testing.T, cfg Config) *script {
-	s := &script{t: t, clk: clock.NewManual(time.Unix(1_000_000, 0)), out: make(chan []byte, 1024), mtu: 1500}
+	s := &script{t: t, clk: clock.NewManual(time.Unix(1_000_000, 0)), armed: make(chan struct{}, 1),
+		out: make(chan []byte, 1024), mtu: 1500}
 	if cfg.DelayedACK == 0 {
 		cfg.DelayedACK = -1 // scripts want every ACK at once unless they say otherwise
 	}

@@ -935,19 +935,26 @@ func TestScriptSynTimeoutRTO(t *testing.T) {
 
 // waitTimer waits until the connection being dialled has armed its retransmission timer:
 // Dial sends the SYN before it arms the timer, on its own goroutine, so a test that
-// advances the clock as soon as the SYN is out could advance it past nothing.
+// advances the clock as soon as the SYN is out could advance it past nothing. It wakes on
+// the script clock's arming signal, not on a wall-clock poll.
 func (s *script) waitTimer() {
 	s.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	armed := func() bool {
 		for _, si := range s.p.Sockets() {
 			if si.State != StateListen && si.Timer == "on" {
-				return
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			s.t.Fatal("script: no retransmission timer armed")
+		return false
+	}
+	deadline := time.After(5 * time.Second)
+	for !armed() {
+		select {
+		case <-s.armed:
+		case <-deadline:
+			if !armed() {
+				s.t.Fatal("script: no retransmission timer armed")
+			}
 		}
-		time.Sleep(time.Millisecond)
 	}
 }
