@@ -393,6 +393,9 @@ type want struct {
 	Opts             field[wire.TCPOptions]
 	MSS              field[uint16] // the MSS option is present with this value
 	HasWS            field[bool]   // a window scale option is present (or not)
+	HasTS            field[bool]   // the timestamps option is present (or not)
+	TSEcr            field[uint32] // the timestamps option is present and echoes this
+	SACKOK           field[bool]   // SACK-permitted is present (or not)
 }
 
 // segDiff compares h with w and returns the whole segment, field by field, got beside want
@@ -430,10 +433,13 @@ func segDiff(h wire.TCP, w want) string {
 	if optErr != nil {
 		gotOpts = "unparsable: " + optErr.Error()
 	}
-	optsSet := w.Opts.set || w.MSS.set || w.HasWS.set
+	optsSet := w.Opts.set || w.MSS.set || w.HasWS.set || w.HasTS.set || w.TSEcr.set || w.SACKOK.set
 	row("options", gotOpts, fmtOpts(w.Opts.v), w.Opts.set, optErr == nil && o == w.Opts.v)
 	row("mss", u(uint32(o.MSS)), u(uint32(w.MSS.v)), w.MSS.set, optErr == nil && o.HasMSS && o.MSS == w.MSS.v)
 	row("ws", strconv.FormatBool(o.HasWindowScale), strconv.FormatBool(w.HasWS.v), w.HasWS.set, optErr == nil && o.HasWindowScale == w.HasWS.v)
+	row("ts", strconv.FormatBool(o.HasTimestamps), strconv.FormatBool(w.HasTS.v), w.HasTS.set, optErr == nil && o.HasTimestamps == w.HasTS.v)
+	row("tsecr", u(o.TSEcr), u(w.TSEcr.v), w.TSEcr.set, optErr == nil && o.HasTimestamps && o.TSEcr == w.TSEcr.v)
+	row("sackok", strconv.FormatBool(o.SACKPermitted), strconv.FormatBool(w.SACKOK.v), w.SACKOK.set, optErr == nil && o.SACKPermitted == w.SACKOK.v)
 	if optErr != nil && optsSet {
 		bad = true
 	}
