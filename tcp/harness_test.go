@@ -2,8 +2,9 @@ package tcp
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"math/rand"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -13,44 +14,52 @@ import (
 	"time"
 
 	"github.com/berthnet/berth/clock"
+	"github.com/berthnet/berth/link"
+	"github.com/berthnet/berth/link/impair"
+	"github.com/berthnet/berth/link/pipe"
 	"github.com/berthnet/berth/wire"
 )
 
-// ---- A Network joining two Protocols: queues plus a delivering goroutine per side. ----
+// ---- A Network joining two Protocols over a link/pipe, optionally impaired by link/impair. ----
 
 var (
 	addrA = netip.MustParseAddr("10.0.0.1")
 	addrB = netip.MustParseAddr("10.0.0.2")
 )
 
+// impairment says how bad the pair's link is, per direction: probabilities 0..1 of loss,
+// duplication, reordering and corruption, drawn from a stream seeded by seed. It maps onto
+// link/impair's Config, which does the work.
 type impairment struct {
 	loss, dup, reorder, corrupt float64
 	seed                        int64
 }
 
+// pktItem is a segment in flight between two test Networks (floodNet queues them).
 type pktItem struct {
 	src, dst netip.Addr
 	seg      []byte
 }
 
+// pairNet is one side's Network. Output writes the segment as an IPv4 packet (header in
+// the headroom, as the stack's IP layer does) to this side's end of a link/pipe, through a
+// link/impair endpoint when the test impairs the path; the pipe's delivering goroutine
+// hands the peer's packets to proto, so TCP is never called back on its own goroutine.
 type pairNet struct {
 	addr  netip.Addr
 	mtu   int
 	clk   clock.Clock
 	peer  *pairNet
 	proto *Protocol
-	in    chan pktItem
+	link  *pipe.Endpoint // towards the peer
+	pcfg  pipe.Config
 
-	mu      sync.Mutex
-	imp     impairment
-	rng     *rand.Rand
-	held    pktItem // a packet held back for reordering
-	holding bool
-	sendBuf []pktItem
-	free    chan []byte
-	dropped int
-	done    chan struct{}
-	wg      sync.WaitGroup
+	mu    sync.Mutex       // serialises writes and guards the fields below
+	loop  *pipe.Endpoint   // to itself, made on first use (its other end delivers to proto)
+	out   link.Endpoint    // link, or imp wrapping it
+	imp   *impair.Endpoint // nil while the path is clean
+	lost  uint64           // packets lost by impairments since replaced
+	batch [1][]byte
 }
 
 func (n *pairNet) Route(dst netip.Addr) (netip.Addr, int, error) {
@@ -64,111 +73,126 @@ func (n *pairNet) IsLocal(a netip.Addr) bool { return a == n.addr }
 func (n *pairNet) Clock() clock.Clock        { return n.clk }
 
 func (n *pairNet) Output(src, dst netip.Addr, proto uint8, pkt []byte) error {
-	to := n.peer
-	if dst == n.addr {
-		to = n
-	}
-	seg := append(to.getBuf(), pkt[wire.NetworkHeadroom:]...)
-	it := pktItem{src, dst, seg}
+	ip := pkt[wire.NetworkHeadroom-wire.IPv4MinHeaderLen:]
+	f := wire.IPv4Fields{TotalLen: len(ip), TTL: 64, Protocol: proto, Src: src, Dst: dst}
+	f.Encode(ip)
 	n.mu.Lock()
-	imp := n.imp
-	send := n.sendBuf[:0]
-	if n.rng != nil {
-		r := n.rng
-		switch {
-		case r.Float64() < imp.loss:
-			n.dropped++
-		default:
-			if r.Float64() < imp.corrupt {
-				i := r.Intn(len(seg))
-				seg[i] ^= byte(1 + r.Intn(255))
-			}
-			send = append(send, it)
-			if r.Float64() < imp.dup {
-				send = append(send, pktItem{src, dst, append(to.getBuf(), seg...)})
-			}
-			if !n.holding && r.Float64() < imp.reorder {
-				n.held, n.holding = send[0], true
-				send = send[1:]
-			} else if n.holding {
-				send = append(send, n.held)
-				n.holding = false
-			}
+	defer n.mu.Unlock()
+	n.batch[0] = ip
+	var err error
+	if dst == n.addr {
+		if n.loop == nil {
+			var in *pipe.Endpoint
+			n.loop, in = pipe.NewConfig(n.pcfg)
+			in.Attach(n)
 		}
+		_, err = n.loop.WritePackets(n.batch[:])
 	} else {
-		send = append(send, it)
+		_, err = n.out.WritePackets(n.batch[:])
 	}
-	for _, it := range send {
-		select {
-		case to.in <- it:
-		default: // a full queue drops, never blocks
+	n.batch[0] = nil
+	if errors.Is(err, net.ErrClosed) {
+		return nil // the test is over: the link is gone, as a powered-off cable
+	}
+	return err
+}
+
+// DeliverPackets takes the IPv4 packets the link brings and hands their segments to proto.
+func (n *pairNet) DeliverPackets(pkts [][]byte) {
+	for _, b := range pkts {
+		ip, err := wire.ParseIPv4(b)
+		if err != nil {
+			continue // link/impair corrupts only past the IP header: not expected
 		}
-	}
-	n.sendBuf = send[:0]
-	n.mu.Unlock()
-	return nil
-}
-
-// getBuf and putBuf recycle packet buffers so the harness itself allocates nothing per
-// packet (allocation benchmarks measure TCP alone).
-func (n *pairNet) getBuf() []byte {
-	select {
-	case b := <-n.free:
-		return b[:0]
-	default:
-		return make([]byte, 0, 2048)
+		n.proto.HandlePacket(ip.Src(), ip.Dst(), ip.Payload())
 	}
 }
 
-func (n *pairNet) putBuf(b []byte) {
-	select {
-	case n.free <- b:
-	default:
+// setImpairment makes the path from n to its peer as bad as imp from now on (the zero
+// impairment: clean again).
+func (n *pairNet) setImpairment(imp impairment) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.dropImpairLocked()
+	if imp == (impairment{seed: imp.seed}) {
+		return
 	}
+	n.imp = impair.New(keepOpen{n.link}, impair.Config{Seed: imp.seed, Loss: imp.loss, Duplicate: imp.dup,
+		Corrupt: imp.corrupt, Reorder: imp.reorder, Clock: n.clk})
+	n.out = n.imp
 }
 
-func (n *pairNet) run() {
-	defer n.wg.Done()
-	for {
-		select {
-		case it := <-n.in:
-			n.proto.HandlePacket(it.src, it.dst, it.seg)
-			n.putBuf(it.seg)
-		case <-n.done:
-			return
-		}
+// dropImpairLocked retires the impair endpoint, keeping its loss count.
+func (n *pairNet) dropImpairLocked() {
+	if n.imp != nil {
+		n.lost += n.imp.Stats().Lost
+		n.imp.Close() // stops its release timer; keepOpen leaves the pipe open
+		n.imp = nil
 	}
+	n.out = n.link
 }
+
+// drops reports how many packets impairments have lost on the path from n.
+func (n *pairNet) drops() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := n.lost
+	if n.imp != nil {
+		d += n.imp.Stats().Lost
+	}
+	return int(d)
+}
+
+// keepOpen is a link.Endpoint whose Close does nothing, so an impair endpoint can be
+// replaced without closing the pipe under it.
+type keepOpen struct{ link.Endpoint }
+
+func (keepOpen) Close() error { return nil }
 
 type pair struct {
 	a, b   *pairNet
 	pa, pb *Protocol
 }
 
-// newPair makes two Protocols joined by queues; imp (optional) impairs both directions.
+// impair sets imp on both directions, each with its own random stream (seed, seed+1).
+func (p *pair) impair(imp impairment) {
+	p.a.setImpairment(imp)
+	imp.seed++
+	p.b.setImpairment(imp)
+}
+
+// newPair makes two Protocols joined by a pipe; imp (optional) impairs both directions.
 func newPair(t testing.TB, mtu int, clk clock.Clock, cfg Config, imp *impairment) *pair {
 	if clk == nil {
 		clk = clock.Real{}
 	}
-	a := &pairNet{addr: addrA, mtu: mtu, clk: clk, in: make(chan pktItem, 4096), done: make(chan struct{}), free: make(chan []byte, 4096)}
-	b := &pairNet{addr: addrB, mtu: mtu, clk: clk, in: make(chan pktItem, 4096), done: make(chan struct{}), free: make(chan []byte, 4096)}
+	// Queues as deep as the harness's channels were: a full queue drops, never blocks.
+	pcfg := pipe.Config{MTU: mtu, QueuePackets: 4096, QueueBytes: 4096 * mtu}
+	a := &pairNet{addr: addrA, mtu: mtu, clk: clk, pcfg: pcfg}
+	b := &pairNet{addr: addrB, mtu: mtu, clk: clk, pcfg: pcfg}
 	a.peer, b.peer = b, a
-	if imp != nil {
-		a.imp, b.imp = *imp, *imp
-		a.rng, b.rng = rand.New(rand.NewSource(imp.seed)), rand.New(rand.NewSource(imp.seed+1))
-	}
+	a.link, b.link = pipe.NewConfig(pcfg)
+	a.out, b.out = a.link, b.link
 	a.proto, b.proto = New(a, cfg), New(b, cfg)
-	a.wg.Add(1)
-	b.wg.Add(1)
-	go a.run()
-	go b.run()
+	a.link.Attach(a)
+	b.link.Attach(b)
+	p := &pair{a: a, b: b, pa: a.proto, pb: b.proto}
+	if imp != nil {
+		p.impair(*imp)
+	}
 	t.Cleanup(func() {
-		close(a.done)
-		close(b.done)
-		a.wg.Wait()
-		b.wg.Wait()
+		for _, n := range []*pairNet{a, b} {
+			n.mu.Lock()
+			n.dropImpairLocked()
+			loop := n.loop
+			n.mu.Unlock()
+			if loop != nil {
+				loop.Close()
+			}
+		}
+		a.link.Close()
 	})
-	return &pair{a: a, b: b, pa: a.proto, pb: b.proto}
+	return p
 }
 
 // connect returns a connection from a to b and b's accepted end.
