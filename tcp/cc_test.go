@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -109,12 +108,7 @@ func TestPairLossCC(t *testing.T) {
 				if err := a.SetCongestionControl(name); err != nil {
 					t.Fatal(err)
 				}
-				for i, pn := range []*pairNet{p.a, p.b} {
-					pn.mu.Lock()
-					pn.imp = impairment{loss: 0.02}
-					pn.rng = rand.New(rand.NewSource(int64(10 + i)))
-					pn.mu.Unlock()
-				}
+				p.impair(impairment{loss: 0.02, seed: 10})
 				start := time.Now()
 				transfer(t, a, b, n)
 				si := a.Info()
@@ -125,7 +119,7 @@ func TestPairLossCC(t *testing.T) {
 					t.Fatalf("no loss response: retrans %d ssthresh %d", si.Retrans, si.SSThresh)
 				}
 				t.Logf("%s: %d MiB in %v virtual, dropped %d, retransmitted %d, cwnd %d ssthresh %d",
-					name, n>>20, time.Since(start), p.a.dropped, si.Retrans, si.CWnd, si.SSThresh)
+					name, n>>20, time.Since(start), p.a.drops(), si.Retrans, si.CWnd, si.SSThresh)
 			})
 		})
 	}

@@ -2,7 +2,6 @@ package tcp
 
 import (
 	"io"
-	"math/rand"
 	"testing"
 )
 
@@ -72,10 +71,7 @@ func BenchmarkPairLossyData(b *testing.B) {
 			a, c := p.connect(b)
 			defer a.Close()
 			defer c.Close()
-			p.a.mu.Lock()
-			p.a.imp = impairment{loss: 0.02}
-			p.a.rng = rand.New(rand.NewSource(7))
-			p.a.mu.Unlock()
+			p.a.setImpairment(impairment{loss: 0.02, seed: 7})
 			done := make(chan int64)
 			go func() {
 				n, _ := io.CopyBuffer(io.Discard, c, make([]byte, 64<<10))
@@ -101,10 +97,4 @@ func BenchmarkPairLossyData(b *testing.B) {
 			b.ReportMetric(float64(si.CWnd)/1448, "cwnd-segs")
 		})
 	}
-}
-
-func (n *pairNet) drops() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.dropped
 }

@@ -99,12 +99,7 @@ func TestPairImpaired(t *testing.T) {
 				a, b := p.connect(t)
 				defer a.Close()
 				defer b.Close()
-				for _, n := range []*pairNet{p.a, p.b} {
-					n.mu.Lock()
-					n.imp = tc.imp
-					n.rng = rand.New(rand.NewSource(tc.imp.seed + int64(len(n.addr.String()))))
-					n.mu.Unlock()
-				}
+				p.impair(tc.imp)
 				transfer(t, a, b, n)
 				transfer(t, b, a, n)
 				// Both directions at once: ACKs ride on data, and after timeouts both
@@ -238,12 +233,7 @@ func TestPairReadFrom(t *testing.T) {
 				defer a.Close()
 				defer b.Close()
 				if imp != nil {
-					for _, pn := range []*pairNet{p.a, p.b} {
-						pn.mu.Lock()
-						pn.imp = *imp
-						pn.rng = rand.New(rand.NewSource(imp.seed + int64(len(pn.addr.String()))))
-						pn.mu.Unlock()
-					}
+					p.impair(*imp)
 				}
 				data := make([]byte, n)
 				rand.New(rand.NewSource(int64(n))).Read(data)

@@ -53,22 +53,13 @@ func dialScriptFrom(t *testing.T, cfg Config, synackOpts *wire.TCPOptions, wnd u
 		errc <- err
 		ch <- c
 	}()
-	syn := s.next()
-	expectFlags(t, syn, wire.TCPFlagSYN)
-	var o wire.TCPOptions
-	if err := syn.ParseOptions(&o); err != nil || !o.HasMSS || o.MSS != 1460 || !o.HasWindowScale {
-		t.Fatalf("SYN options %+v %v: want MSS 1460 and window scale", o, err)
-	}
+	syn := s.expect(want{Flags: is(wire.TCPFlagSYN), DstPort: is[uint16](80), MSS: is[uint16](1460), HasWS: is(true)})
 	if synackOpts == nil {
 		synackOpts = &wire.TCPOptions{HasMSS: true, MSS: 1460}
 	}
 	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Ack: syn.Seq() + 1,
 		Flags: wire.TCPFlagSYN | wire.TCPFlagACK, Window: wnd, Options: synackOpts}, nil)
-	ack := s.next()
-	expectFlags(t, ack, wire.TCPFlagACK)
-	if ack.Seq() != syn.Seq()+1 || ack.Ack() != remoteISS+1 {
-		t.Fatalf("handshake ACK %s", fmtSeg(ack))
-	}
+	s.expect(want{Flags: is(wire.TCPFlagACK), Seq: is(syn.Seq() + 1), Ack: is[uint32](remoteISS + 1), Len: is(0)})
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
@@ -84,15 +75,9 @@ func TestScriptActiveHandshake(t *testing.T) {
 	sc := dialScript(t, Config{}, nil, 65535)
 	// Data from the stack uses the negotiated MSS and our ACK.
 	go sc.c.Write(make([]byte, 3000))
-	seg1 := sc.next()
-	seg2 := sc.next()
-	seg3 := sc.next()
-	if len(seg1.Payload()) != 1460 || len(seg2.Payload()) != 1460 || len(seg3.Payload()) != 80 {
-		t.Fatalf("segmentation %d %d %d", len(seg1.Payload()), len(seg2.Payload()), len(seg3.Payload()))
-	}
-	if seg1.Seq() != sc.iss+1 || seg2.Seq() != sc.iss+1+1460 || seg1.Ack() != remoteISS+1 {
-		t.Fatalf("seqs %s / %s", fmtSeg(seg1), fmtSeg(seg2))
-	}
+	seg1 := sc.expect(want{Flags: is(wire.TCPFlagACK), Seq: is(sc.iss + 1), Ack: is[uint32](remoteISS + 1), Len: is(1460)})
+	sc.expect(want{Flags: is(wire.TCPFlagACK), Seq: is(sc.iss + 1 + 1460), Ack: is[uint32](remoteISS + 1), Len: is(1460)})
+	sc.expect(want{Flags: is(wire.TCPFlagACK), Seq: is(sc.iss + 1 + 2920), Ack: is[uint32](remoteISS + 1), Len: is(80)})
 	// Window scale was not in the SYN-ACK: our window is unscaled.
 	if seg1.Window() == 0 {
 		t.Fatal("zero window advertised")
@@ -108,13 +93,10 @@ func TestScriptPassiveHandshake(t *testing.T) {
 	defer l.Close()
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000,
 		Options: &wire.TCPOptions{HasMSS: true, MSS: 1000, HasWindowScale: true, WindowScale: 7}}, nil)
-	sa := s.next()
-	expectFlags(t, sa, wire.TCPFlagSYN|wire.TCPFlagACK)
-	if sa.Ack() != remoteISS+1 || sa.SrcPort() != 80 || sa.DstPort() != 4000 {
-		t.Fatalf("SYN-ACK %s", fmtSeg(sa))
-	}
+	sa := s.expect(want{Flags: is(wire.TCPFlagSYN | wire.TCPFlagACK), Ack: is[uint32](remoteISS + 1),
+		SrcPort: is[uint16](80), DstPort: is[uint16](4000), HasWS: is(true)})
 	var o wire.TCPOptions
-	if err := sa.ParseOptions(&o); err != nil || !o.HasMSS || !o.HasWindowScale {
+	if err := sa.ParseOptions(&o); err != nil || !o.HasMSS {
 		t.Fatalf("SYN-ACK options %+v", o)
 	}
 	// Nothing to accept before the handshake completes.
@@ -126,11 +108,7 @@ func TestScriptPassiveHandshake(t *testing.T) {
 	// An ACK for the wrong sequence number is answered with RST, the SYN-RECEIVED
 	// connection stays.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 5, Flags: wire.TCPFlagACK, Window: 1000}, nil)
-	rst := s.next()
-	expectFlags(t, rst, wire.TCPFlagRST)
-	if rst.Seq() != sa.Seq()+5 {
-		t.Fatalf("RST %s", fmtSeg(rst))
-	}
+	s.expect(want{Flags: is(wire.TCPFlagRST), Seq: is(sa.Seq() + 5)})
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, []byte("hello"))
 	c, err := l.Accept(context.Background())
 	if err != nil {
@@ -149,10 +127,7 @@ func TestScriptPassiveHandshake(t *testing.T) {
 		t.Fatalf("send window %d mss %d", si.SndWnd, si.MSS)
 	}
 	// Our data is acknowledged in the data ACK (delayed ACKs are off in scripts).
-	ack := s.next()
-	if ack.Ack() != remoteISS+1+5 {
-		t.Fatalf("ack %s", fmtSeg(ack))
-	}
+	s.expect(want{Ack: is[uint32](remoteISS + 1 + 5)})
 }
 
 func TestScriptSimultaneousOpen(t *testing.T) {
@@ -164,16 +139,11 @@ func TestScriptSimultaneousOpen(t *testing.T) {
 		c, err = s.p.Dial(context.Background(), netip.AddrPort{}, netip.AddrPortFrom(scriptRemote, 80), DialOptions{})
 		errc <- err
 	}()
-	syn := s.next()
-	expectFlags(t, syn, wire.TCPFlagSYN)
+	syn := s.expect(want{Flags: is(wire.TCPFlagSYN)})
 	// The peer's own SYN crosses ours.
 	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 5000,
 		Options: &wire.TCPOptions{HasMSS: true, MSS: 1460, HasWindowScale: true, WindowScale: 7}}, nil)
-	sa := s.next()
-	expectFlags(t, sa, wire.TCPFlagSYN|wire.TCPFlagACK)
-	if sa.Seq() != syn.Seq() || sa.Ack() != remoteISS+1 {
-		t.Fatalf("SYN-ACK in simultaneous open: %s", fmtSeg(sa))
-	}
+	s.expect(want{Flags: is(wire.TCPFlagSYN | wire.TCPFlagACK), Seq: is(syn.Seq()), Ack: is[uint32](remoteISS + 1)})
 	// The peer's SYN-ACK acknowledges our SYN: established.
 	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Ack: syn.Seq() + 1,
 		Flags: wire.TCPFlagSYN | wire.TCPFlagACK, Window: 5000, Options: &wire.TCPOptions{HasMSS: true, MSS: 1460, HasWindowScale: true, WindowScale: 7}}, nil)
@@ -214,18 +184,10 @@ func TestScriptClosedPortRST(t *testing.T) {
 	s := newScript(t, Config{})
 	// SYN without ACK: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK> (RFC 9293 §3.10.7.1).
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 81, Seq: 1234, Flags: wire.TCPFlagSYN, Window: 100}, nil)
-	r := s.next()
-	expectFlags(t, r, wire.TCPFlagRST|wire.TCPFlagACK)
-	if r.Seq() != 0 || r.Ack() != 1235 {
-		t.Fatalf("RST %s", fmtSeg(r))
-	}
+	s.expect(want{Flags: is(wire.TCPFlagRST | wire.TCPFlagACK), Seq: is[uint32](0), Ack: is[uint32](1235)})
 	// With ACK: <SEQ=SEG.ACK><CTL=RST>.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 81, Seq: 1234, Ack: 999, Flags: wire.TCPFlagACK, Window: 100}, []byte("x"))
-	r = s.next()
-	expectFlags(t, r, wire.TCPFlagRST)
-	if r.Seq() != 999 {
-		t.Fatalf("RST %s", fmtSeg(r))
-	}
+	s.expect(want{Flags: is(wire.TCPFlagRST), Seq: is[uint32](999)})
 	// A RST is never answered.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 81, Seq: 1234, Flags: wire.TCPFlagRST}, nil)
 	s.none()
@@ -246,28 +208,20 @@ func TestScriptRSTAcceptance(t *testing.T) {
 	sc.none()
 	// In window but not exact: a challenge ACK, the connection stays (RFC 5961 §3.2).
 	rst(sc.rcvNxt + 100)
-	ch := sc.next()
-	expectFlags(t, ch, wire.TCPFlagACK)
-	if ch.Ack() != sc.rcvNxt || ch.Seq() != sc.sndNxt {
-		t.Fatalf("challenge ACK %s", fmtSeg(ch))
-	}
+	sc.expect(want{Flags: is(wire.TCPFlagACK), Seq: is(sc.sndNxt), Ack: is(sc.rcvNxt)})
 	if sc.c.State() != StateEstablished {
 		t.Fatal("in-window RST reset the connection")
 	}
 	// A SYN on an established connection: challenge ACK too (RFC 5961 §4.2).
 	sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt + 10, Flags: wire.TCPFlagSYN, Window: 100}, nil)
-	ch = sc.next()
-	expectFlags(t, ch, wire.TCPFlagACK)
+	sc.expect(want{Flags: is(wire.TCPFlagACK)})
 	if sc.c.State() != StateEstablished {
 		t.Fatal("SYN reset the connection")
 	}
 	// An ACK for data never sent is answered and dropped (RFC 5961 §5.2 / RFC 9293).
 	sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt, Ack: sc.sndNxt + 1000, Flags: wire.TCPFlagACK, Window: 100}, []byte("zz"))
-	ch = sc.next()
-	expectFlags(t, ch, wire.TCPFlagACK)
-	if ch.Ack() != sc.rcvNxt {
-		t.Fatal("data of a segment with a bad ACK was taken")
-	}
+	// The data of a segment with a bad ACK is not taken.
+	sc.expect(want{Flags: is(wire.TCPFlagACK), Ack: is(sc.rcvNxt)})
 	// Exact sequence number: reset.
 	rst(sc.rcvNxt)
 	buf := make([]byte, 1)
@@ -304,26 +258,20 @@ func TestScriptRetransmissionBackoff(t *testing.T) {
 	if _, err := sc.c.Write([]byte("data")); err != nil {
 		t.Fatal(err)
 	}
-	first := sc.next()
-	if string(first.Payload()) != "data" {
-		t.Fatal(fmtSeg(first))
-	}
-	want := 200 * time.Millisecond
+	first := sc.expect(want{Seq: is(sc.sndNxt), Payload: is("data")})
+	rto := 200 * time.Millisecond
 	for i := 0; i < 4; i++ {
-		sc.clk.Advance(want - time.Millisecond)
+		sc.clk.Advance(rto - time.Millisecond)
 		sc.none()
 		sc.clk.Advance(time.Millisecond)
-		r := sc.next()
-		if r.Seq() != first.Seq() || string(r.Payload()) != "data" {
-			t.Fatalf("retransmission %d: %s", i, fmtSeg(r))
-		}
-		want *= 2
+		sc.expect(want{Seq: is(first.Seq()), Payload: is("data")}) // retransmission i
+		rto *= 2
 	}
 	if si := sc.c.Info(); si.Backoff != 4 || si.CWnd != 1460 || si.Retrans != 4 {
 		t.Fatalf("after 4 timeouts: %+v", si)
 	}
 	// The fifth timeout ends the connection with ETIMEDOUT.
-	sc.clk.Advance(want)
+	sc.clk.Advance(rto)
 	if _, err := sc.c.Read(make([]byte, 1)); !errors.Is(err, syscall.ETIMEDOUT) {
 		t.Fatalf("read: %v, want ETIMEDOUT", err)
 	}
@@ -363,10 +311,7 @@ func TestScriptZeroWindowProbe(t *testing.T) {
 		sc.clk.Advance(interval - time.Millisecond)
 		sc.none()
 		sc.clk.Advance(time.Millisecond)
-		p := sc.next()
-		if p.Seq() != sc.iss+1 || string(p.Payload()) != "h" {
-			t.Fatalf("probe %d: %s", i, fmtSeg(p))
-		}
+		sc.expect(want{Seq: is(sc.iss + 1), Payload: is("h")}) // probe i
 		// The receiver still has no room: it acknowledges nothing new, window 0.
 		sc.send(wire.TCPFlagACK, nil)
 		interval *= 2
@@ -377,10 +322,7 @@ func TestScriptZeroWindowProbe(t *testing.T) {
 	// The window opens: everything goes at once.
 	sc.remoteWnd = 1000
 	sc.send(wire.TCPFlagACK, nil)
-	d := sc.next()
-	if d.Seq() != sc.iss+1 || string(d.Payload()) != "hello world" {
-		t.Fatalf("after window opened: %s %q", fmtSeg(d), d.Payload())
-	}
+	sc.expect(want{Seq: is(sc.iss + 1), Payload: is("hello world")})
 }
 
 func TestScriptReassembly(t *testing.T) {
@@ -391,21 +333,15 @@ func TestScriptReassembly(t *testing.T) {
 			Flags: wire.TCPFlagACK | flags, Window: 1000}, []byte(data))
 	}
 	seg(5, "fghij", 0)
-	d := sc.next() // duplicate ACK at once (RFC 5681 §4.2)
-	if d.Ack() != base {
-		t.Fatal(fmtSeg(d))
-	}
-	seg(15, "pq", wire.TCPFlagFIN) // out-of-order FIN
+	sc.expect(want{Flags: is(wire.TCPFlagACK), Ack: is(base), Len: is(0)}) // duplicate ACK at once (RFC 5681 §4.2)
+	seg(15, "pq", wire.TCPFlagFIN)                                         // out-of-order FIN
 	sc.next()
 	seg(3, "defgh", 0) // overlaps
 	sc.next()
 	seg(10, "klmno", 0)
 	sc.next()
 	seg(0, "abc", 0) // fills the hole: everything up to the FIN
-	a := sc.next()
-	if a.Ack() != base+17+1 {
-		t.Fatalf("ack after reassembly %s", fmtSeg(a))
-	}
+	sc.expect(want{Flags: is(wire.TCPFlagACK), Ack: is(base + 17 + 1)})
 	got, err := io.ReadAll(sc.c)
 	if err != nil || string(got) != "abcdefghijklmnopq" {
 		t.Fatalf("read %q %v", got, err)
@@ -420,19 +356,14 @@ func TestScriptTimeWait(t *testing.T) {
 	if err := sc.c.Close(); err != nil {
 		t.Fatal(err)
 	}
-	fin := sc.next()
-	expectFlags(t, fin, wire.TCPFlagFIN|wire.TCPFlagACK)
+	fin := sc.expect(want{Flags: is(wire.TCPFlagFIN | wire.TCPFlagACK), Seq: is(sc.sndNxt), Ack: is(sc.rcvNxt)})
 	sc.sndNxt = fin.Seq() + 1
 	sc.send(wire.TCPFlagACK, nil)
 	if st := sc.c.State(); st != StateFinWait2 {
 		t.Fatal(st)
 	}
 	sc.send(wire.TCPFlagFIN|wire.TCPFlagACK, nil)
-	a := sc.next()
-	expectFlags(t, a, wire.TCPFlagACK)
-	if a.Ack() != sc.rcvNxt {
-		t.Fatal(fmtSeg(a))
-	}
+	sc.expect(want{Flags: is(wire.TCPFlagACK), Ack: is(sc.rcvNxt)})
 	if st := sc.c.State(); st != StateTimeWait {
 		t.Fatal(st)
 	}
@@ -440,16 +371,14 @@ func TestScriptTimeWait(t *testing.T) {
 	sc.clk.Advance(20 * time.Second)
 	sc.rcvNxt--
 	sc.send(wire.TCPFlagFIN|wire.TCPFlagACK, nil)
-	if a := sc.next(); a.Ack() != sc.rcvNxt {
-		t.Fatal(fmtSeg(a))
-	}
+	sc.expect(want{Ack: is(sc.rcvNxt)})
 	sc.clk.Advance(20 * time.Second)
 	if st := sc.c.State(); st != StateTimeWait {
 		t.Fatalf("TIME-WAIT ended early: %v", st)
 	}
 	// The 4-tuple is held: a segment gets an ACK, not a RST.
 	sc.send(wire.TCPFlagACK, []byte("late"))
-	expectFlags(t, sc.next(), wire.TCPFlagACK)
+	sc.expect(want{Flags: is(wire.TCPFlagACK)})
 	sc.clk.Advance(10 * time.Second)
 	if st := sc.c.State(); st != StateClosed {
 		t.Fatalf("after 2*MSL: %v", st)
@@ -459,20 +388,16 @@ func TestScriptTimeWait(t *testing.T) {
 	}
 	// Now the port is closed: RST.
 	sc.send(wire.TCPFlagACK, nil)
-	expectFlags(t, sc.next(), wire.TCPFlagRST)
+	sc.expect(want{Flags: is(wire.TCPFlagRST)})
 }
 
 func TestScriptSimultaneousClose(t *testing.T) {
 	sc := dialScript(t, Config{}, nil, 65535)
 	sc.c.CloseWrite()
-	fin := sc.next()
-	expectFlags(t, fin, wire.TCPFlagFIN|wire.TCPFlagACK)
+	fin := sc.expect(want{Flags: is(wire.TCPFlagFIN | wire.TCPFlagACK)})
 	// The peer's FIN crosses ours (it has not seen our FIN).
 	sc.send(wire.TCPFlagFIN|wire.TCPFlagACK, nil)
-	a := sc.next()
-	if a.Ack() != sc.rcvNxt {
-		t.Fatal(fmtSeg(a))
-	}
+	sc.expect(want{Ack: is(sc.rcvNxt)})
 	if st := sc.c.State(); st != StateClosing {
 		t.Fatal(st)
 	}
@@ -491,8 +416,7 @@ func TestScriptHalfClose(t *testing.T) {
 	if err := sc.c.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	fin := sc.next()
-	expectFlags(t, fin, wire.TCPFlagFIN|wire.TCPFlagACK)
+	fin := sc.expect(want{Flags: is(wire.TCPFlagFIN | wire.TCPFlagACK)})
 	if _, err := sc.c.Write([]byte("x")); !errors.Is(err, syscall.EPIPE) {
 		t.Fatalf("write after CloseWrite: %v", err)
 	}
@@ -510,11 +434,7 @@ func TestScriptLingerZero(t *testing.T) {
 	sc := dialScript(t, Config{}, nil, 65535)
 	sc.c.SetLinger(0)
 	sc.c.Close()
-	r := sc.next()
-	expectFlags(t, r, wire.TCPFlagRST|wire.TCPFlagACK)
-	if r.Seq() != sc.sndNxt {
-		t.Fatal(fmtSeg(r))
-	}
+	sc.expect(want{Flags: is(wire.TCPFlagRST | wire.TCPFlagACK), Seq: is(sc.sndNxt)})
 	if n := sc.p.NumSockets(); n != 0 {
 		t.Fatalf("%d sockets", n)
 	}
@@ -533,7 +453,7 @@ func TestScriptListenerCloseResetsUnaccepted(t *testing.T) {
 	s.next()
 	l.Close()
 	for i := 0; i < 2; i++ {
-		expectFlags(t, s.next(), wire.TCPFlagRST|wire.TCPFlagACK)
+		s.expect(want{Flags: is(wire.TCPFlagRST | wire.TCPFlagACK)})
 	}
 	if n := s.p.NumSockets(); n != 0 {
 		t.Fatalf("%d sockets", n)
@@ -570,7 +490,7 @@ func TestScriptSynRetries(t *testing.T) {
 	for _, d := range []time.Duration{time.Second, 2 * time.Second} {
 		s.waitTimer()
 		s.clk.Advance(d)
-		expectFlags(t, s.next(), wire.TCPFlagSYN)
+		s.expect(want{Flags: is(wire.TCPFlagSYN)})
 	}
 	s.waitTimer()
 	s.clk.Advance(4 * time.Second)
@@ -592,16 +512,10 @@ func TestScriptFastRetransmit(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt, Ack: sc.sndNxt, Flags: wire.TCPFlagACK, Window: 65535}, nil)
 	}
-	r := sc.next()
-	if r.Seq() != segs[0].Seq() || len(r.Payload()) != 1460 {
-		t.Fatalf("fast retransmit: %s", fmtSeg(r))
-	}
+	sc.expect(want{Seq: is(segs[0].Seq()), Len: is(1460)}) // fast retransmit
 	// Partial ACK (segments 0-4 arrived, 5 lost too): 5 is retransmitted at once (NewReno).
 	sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt, Ack: segs[5].Seq(), Flags: wire.TCPFlagACK, Window: 65535}, nil)
-	r = sc.next()
-	if r.Seq() != segs[5].Seq() {
-		t.Fatalf("partial ACK retransmit: %s", fmtSeg(r))
-	}
+	sc.expect(want{Seq: is(segs[5].Seq())}) // partial ACK retransmit
 	if si := sc.c.Info(); si.SSThresh != 5*1460 {
 		t.Fatalf("ssthresh %d", si.SSThresh)
 	}
@@ -633,8 +547,8 @@ func TestScriptTimeWaitReuse(t *testing.T) {
 		case err := <-errc:
 			return nil, err
 		case syn := <-sc.out:
-			h := wire.TCP(syn)
-			if h.Flags() != wire.TCPFlagSYN || !seqGT(h.Seq(), fin.Seq()+1) {
+			h := expectSeg(t, wire.TCP(syn), want{Flags: is(wire.TCPFlagSYN), PSH: is(false)})
+			if !seqGT(h.Seq(), fin.Seq()+1) {
 				t.Fatalf("SYN reusing TIME-WAIT: %s (old FIN at %d)", fmtSeg(h), fin.Seq())
 			}
 			cancel()
@@ -671,14 +585,10 @@ func TestScriptTimeWaitNewSYN(t *testing.T) {
 	}
 	// An old SYN (not beyond the old sequence space) gets an ACK.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000}, nil)
-	expectFlags(t, s.next(), wire.TCPFlagACK)
+	s.expect(want{Flags: is(wire.TCPFlagACK)})
 	// A new SYN beyond it opens a new connection through the listener.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 100000, Flags: wire.TCPFlagSYN, Window: 1000}, nil)
-	sa2 := s.next()
-	expectFlags(t, sa2, wire.TCPFlagSYN|wire.TCPFlagACK)
-	if sa2.Ack() != remoteISS+100001 {
-		t.Fatal(fmtSeg(sa2))
-	}
+	s.expect(want{Flags: is(wire.TCPFlagSYN | wire.TCPFlagACK), Ack: is[uint32](remoteISS + 100001)})
 }
 
 func TestScriptICMPRefused(t *testing.T) {
@@ -758,11 +668,7 @@ func TestScriptKeepalive(t *testing.T) {
 	sc.clk.Advance(9 * time.Second)
 	sc.none()
 	sc.clk.Advance(time.Second)
-	p := sc.next()
-	expectFlags(t, p, wire.TCPFlagACK)
-	if p.Seq() != sc.sndNxt-1 || len(p.Payload()) != 0 {
-		t.Fatalf("keepalive probe %s", fmtSeg(p))
-	}
+	sc.expect(want{Flags: is(wire.TCPFlagACK), Seq: is(sc.sndNxt - 1), Len: is(0)}) // keep-alive probe
 	// The peer answers: the connection gets a fresh idle period (from the next timer
 	// expiry, 2 s later: keep-alive does not read the clock per segment).
 	sc.send(wire.TCPFlagACK, nil)
@@ -781,10 +687,7 @@ func TestScriptKeepalive(t *testing.T) {
 func TestScriptSenderSWS(t *testing.T) {
 	sc := dialScript(t, Config{}, nil, 1000)
 	sc.c.Write(make([]byte, 3000))
-	d := sc.next()
-	if len(d.Payload()) != 1000 {
-		t.Fatalf("first segment %s: want the 1000-byte window filled", fmtSeg(d))
-	}
+	d := sc.expect(want{Len: is(1000)}) // the 1000-byte window filled
 	sc.none()
 	// The peer takes it but offers only 200 bytes: less than an MSS, less than half the
 	// largest window seen, less than what is queued: wait (RFC 9293 §3.8.6.2.1).
@@ -797,20 +700,15 @@ func TestScriptSenderSWS(t *testing.T) {
 	}
 	// The override timer sends what fits; then the retransmission timer runs, not probes.
 	sc.clk.Advance(200 * time.Millisecond)
-	o := sc.next()
+	sc.expect(want{Seq: is(sc.sndNxt), Len: is(200)}) // what fits, on the override
 	if si := sc.c.Info(); si.Timer != "on" {
 		t.Fatalf("timer %q after the override, want the retransmission timer", si.Timer)
-	}
-	if len(o.Payload()) != 200 || o.Seq() != sc.sndNxt {
-		t.Fatalf("override: %s", fmtSeg(o))
 	}
 	// A window of at least half the maximum goes at once.
 	sc.sndNxt += 200
 	sc.remoteWnd = 600
 	sc.send(wire.TCPFlagACK, nil)
-	if d := sc.next(); len(d.Payload()) != 600 {
-		t.Fatalf("%s", fmtSeg(d))
-	}
+	sc.expect(want{Seq: is(sc.sndNxt), Len: is(600)})
 }
 
 func TestScriptReceiverSWS(t *testing.T) {
@@ -829,19 +727,14 @@ func TestScriptReceiverSWS(t *testing.T) {
 		}
 		break
 	}
-	if last == nil || last.Window() != 0 || last.Ack() != sc.rcvNxt {
-		t.Fatalf("after filling the buffer: %v", fmtSeg(last))
-	}
+	expectSeg(t, last, want{Win: is[uint16](0), Ack: is(sc.rcvNxt)}) // the buffer filled
 	// Reading less than min(buffer/2, MSS) = 1460 bytes does not reopen the window.
 	buf := make([]byte, 1000)
 	io.ReadFull(sc.c, buf)
 	sc.none()
 	// Reading more does, with the whole free space.
 	io.ReadFull(sc.c, buf)
-	u := sc.next()
-	if u.Window() != 2000 || u.Ack() != sc.rcvNxt {
-		t.Fatalf("window update %s, want window 2000", fmtSeg(u))
-	}
+	sc.expect(want{Flags: is(wire.TCPFlagACK), Win: is[uint16](2000), Ack: is(sc.rcvNxt)}) // window update
 }
 
 func TestScriptReassemblyBounded(t *testing.T) {
@@ -854,19 +747,19 @@ func TestScriptReassemblyBounded(t *testing.T) {
 			Flags: wire.TCPFlagACK, Window: 1000}, bytes.Repeat([]byte{byte(i)}, 5))
 		sc.next()
 	}
-	want := make([]byte, 210)
+	data := make([]byte, 210)
 	for i := 0; i <= 20; i++ {
 		for j := 0; j < 10; j++ {
-			want[i*10+j] = byte(i)
+			data[i*10+j] = byte(i)
 		}
 	}
 	// The sender retransmits everything in order.
-	for off := 0; off < len(want); off += 50 {
+	for off := 0; off < len(data); off += 50 {
 		sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: base + uint32(off), Ack: sc.sndNxt,
-			Flags: wire.TCPFlagACK, Window: 1000}, want[off:min(off+50, len(want))])
+			Flags: wire.TCPFlagACK, Window: 1000}, data[off:min(off+50, len(data))])
 	}
-	got := make([]byte, len(want))
-	if _, err := io.ReadFull(sc.c, got); err != nil || !bytes.Equal(got, want) {
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(sc.c, got); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read %v: %v", err, got)
 	}
 }
@@ -910,15 +803,16 @@ func TestScriptOutOfWindowAckRateLimit(t *testing.T) {
 		sc.inject(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt - 1000, Ack: sc.sndNxt,
 			Flags: wire.TCPFlagACK, Window: 100}, payload)
 	}
+	dup := want{Flags: is(wire.TCPFlagACK), Seq: is(sc.sndNxt), Ack: is(sc.rcvNxt), Len: is(0)}
 	old(nil)
-	expectFlags(t, sc.next(), wire.TCPFlagACK)
+	sc.expect(dup)
 	old(nil)
 	sc.none() // within 500 ms: no second duplicate ACK
 	old([]byte("data"))
-	expectFlags(t, sc.next(), wire.TCPFlagACK) // old data is always answered
+	sc.expect(dup) // old data is always answered
 	sc.clk.Advance(500 * time.Millisecond)
 	old(nil)
-	expectFlags(t, sc.next(), wire.TCPFlagACK)
+	sc.expect(dup)
 }
 
 // injectBatched hands the stack a segment from the remote as part of a link batch.
@@ -946,10 +840,7 @@ func TestScriptBatchedACKs(t *testing.T) {
 	sc.p.EndBatch()
 	next := segs[9].Seq() + 1460
 	for i := 0; i < 8; i++ {
-		s := sc.next()
-		if s.Seq() != next || len(s.Payload()) != 1460 {
-			t.Fatalf("segment %d after the batch: %s, want seq %d", i, fmtSeg(s), next)
-		}
+		sc.expect(want{Seq: is(next), Len: is(1460)}) // segment i after the batch
 		next += 1460
 	}
 	sc.none()
@@ -957,9 +848,7 @@ func TestScriptBatchedACKs(t *testing.T) {
 	// gets its duplicate ACK immediately (RFC 5681 §4.2).
 	sc.injectBatched(wire.TCPFields{SrcPort: sc.rport, DstPort: sc.lport, Seq: sc.rcvNxt + 100,
 		Ack: segs[4].Seq(), Flags: wire.TCPFlagACK, Window: 65535}, make([]byte, 100))
-	if a := sc.next(); a.Flags()&wire.TCPFlagACK == 0 || a.Ack() != sc.rcvNxt || len(a.Payload()) != 0 {
-		t.Fatalf("duplicate ACK: %s, want ack=%d", fmtSeg(a), sc.rcvNxt)
-	}
+	sc.expect(want{Flags: is(wire.TCPFlagACK), Ack: is(sc.rcvNxt), Len: is(0)}) // duplicate ACK
 	sc.p.EndBatch()
 	sc.none()
 }
@@ -974,8 +863,7 @@ func TestScriptLingerPositive(t *testing.T) {
 	d := sc.next()
 	closed := make(chan error, 1)
 	go func() { closed <- sc.c.Close() }()
-	fin := sc.next()
-	expectFlags(t, fin, wire.TCPFlagFIN|wire.TCPFlagACK)
+	sc.expect(want{Flags: is(wire.TCPFlagFIN | wire.TCPFlagACK), Seq: is(d.Seq() + 4)})
 	select {
 	case err := <-closed:
 		t.Fatalf("Close returned (%v) before the FIN was acknowledged", err)
@@ -1002,7 +890,7 @@ func TestScriptLingerPositive(t *testing.T) {
 	sc2.next()
 	closed2 := make(chan error, 1)
 	go func() { closed2 <- sc2.c.Close() }()
-	expectFlags(t, sc2.next(), wire.TCPFlagFIN|wire.TCPFlagACK)
+	sc2.expect(want{Flags: is(wire.TCPFlagFIN | wire.TCPFlagACK)})
 	sc2.clk.Advance(1 * time.Second)
 	select {
 	case <-closed2:
@@ -1029,11 +917,10 @@ func TestScriptSynTimeoutRTO(t *testing.T) {
 	s.next()
 	s.waitTimer()
 	s.clk.Advance(time.Second)
-	syn := s.next()
-	expectFlags(t, syn, wire.TCPFlagSYN)
+	syn := s.expect(want{Flags: is(wire.TCPFlagSYN)})
 	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Ack: syn.Seq() + 1,
 		Flags: wire.TCPFlagSYN | wire.TCPFlagACK, Window: 65535, Options: &wire.TCPOptions{HasMSS: true, MSS: 1460}}, nil)
-	expectFlags(t, s.next(), wire.TCPFlagACK)
+	s.expect(want{Flags: is(wire.TCPFlagACK)})
 	c := <-ch
 	if rto := c.Info().RTO; rto != 3*time.Second {
 		t.Fatalf("RTO after a retransmitted SYN: %v, want 3s", rto)
@@ -1043,26 +930,31 @@ func TestScriptSynTimeoutRTO(t *testing.T) {
 	s.clk.Advance(2 * time.Second)
 	s.none()
 	s.clk.Advance(time.Second)
-	if r := s.next(); r.Seq() != d.Seq() || len(r.Payload()) != 1 {
-		t.Fatalf("retransmission %s", fmtSeg(r))
-	}
+	s.expect(want{Seq: is(d.Seq()), Len: is(1)}) // the retransmission
 }
 
 // waitTimer waits until the connection being dialled has armed its retransmission timer:
 // Dial sends the SYN before it arms the timer, on its own goroutine, so a test that
-// advances the clock as soon as the SYN is out could advance it past nothing.
+// advances the clock as soon as the SYN is out could advance it past nothing. It wakes on
+// the script clock's arming signal, not on a wall-clock poll.
 func (s *script) waitTimer() {
 	s.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	armed := func() bool {
 		for _, si := range s.p.Sockets() {
 			if si.State != StateListen && si.Timer == "on" {
-				return
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			s.t.Fatal("script: no retransmission timer armed")
+		return false
+	}
+	deadline := time.After(5 * time.Second)
+	for !armed() {
+		select {
+		case <-s.armed:
+		case <-deadline:
+			if !armed() {
+				s.t.Fatal("script: no retransmission timer armed")
+			}
 		}
-		time.Sleep(time.Millisecond)
 	}
 }

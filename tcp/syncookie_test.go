@@ -98,12 +98,7 @@ func cookieSyn(s *script, port, mss uint16) wire.TCP {
 	s.t.Helper()
 	s.inject(wire.TCPFields{SrcPort: port, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000,
 		Options: &wire.TCPOptions{HasMSS: true, MSS: mss, HasWindowScale: true, WindowScale: 7, SACKPermitted: true}}, nil)
-	sa := s.next()
-	expectFlags(s.t, sa, wire.TCPFlagSYN|wire.TCPFlagACK)
-	if sa.Ack() != remoteISS+1 || sa.DstPort() != port {
-		s.t.Fatalf("SYN-ACK %s", fmtSeg(sa))
-	}
-	return sa
+	return s.expect(want{Flags: is(wire.TCPFlagSYN | wire.TCPFlagACK), Ack: is[uint32](remoteISS + 1), DstPort: is(port)})
 }
 
 func TestScriptSynCookieOnOverflow(t *testing.T) {
@@ -111,19 +106,14 @@ func TestScriptSynCookieOnOverflow(t *testing.T) {
 	l := s.listen(80, 1)
 	// The first SYN takes the only SYN-queue place: an ordinary SYN-ACK with window scale.
 	sa1 := cookieSyn(s, 4000, 1460)
-	var o wire.TCPOptions
-	if err := sa1.ParseOptions(&o); err != nil || !o.HasWindowScale {
-		t.Fatalf("first SYN-ACK options %+v", o)
-	}
+	expectSeg(t, sa1, want{HasWS: is(true)})
 	if n, _ := s.p.SynQueueLen(); n != 1 || s.p.Stats.SyncookiesSent.Load() != 0 {
 		t.Fatalf("SYN queue %d, cookies %d", n, s.p.Stats.SyncookiesSent.Load())
 	}
 	// The second overflows the SYN queue: a cookie SYN-ACK, MSS only (no timestamps in
 	// the SYN, so no window scale or SACK, as Linux), and no state.
 	sa2 := cookieSyn(s, 4001, 1400)
-	if err := sa2.ParseOptions(&o); err != nil || !o.HasMSS || o.MSS != 1460 || o.HasWindowScale || o.SACKPermitted || o.HasTimestamps {
-		t.Fatalf("cookie SYN-ACK options %+v", o)
-	}
+	expectSeg(t, sa2, want{MSS: is[uint16](1460), HasWS: is(false), SACKOK: is(false), HasTS: is(false)})
 	st := &s.p.Stats
 	if st.SyncookiesSent.Load() != 1 || st.TCPReqQFullDoCookies.Load() != 1 || st.ListenDrops.Load() != 0 {
 		t.Fatalf("sent %d doCookies %d drops %d", st.SyncookiesSent.Load(), st.TCPReqQFullDoCookies.Load(), st.ListenDrops.Load())
@@ -136,10 +126,7 @@ func TestScriptSynCookieOnOverflow(t *testing.T) {
 	}
 	// The cookie ACK, carrying data, creates the connection straight in the accept queue.
 	s.inject(wire.TCPFields{SrcPort: 4001, DstPort: 80, Seq: remoteISS + 1, Ack: sa2.Seq() + 1, Flags: wire.TCPFlagACK, Window: 2000}, []byte("hello"))
-	ack := s.next()
-	if ack.Flags()&wire.TCPFlagRST != 0 || ack.Ack() != remoteISS+1+5 {
-		t.Fatalf("after cookie ACK: %s", fmtSeg(ack))
-	}
+	s.expect(want{Flags: is(wire.TCPFlagACK), Ack: is[uint32](remoteISS + 1 + 5)}) // the ACK of the cookie ACK's data
 	if st.SyncookiesRecv.Load() != 1 || st.SyncookiesFailed.Load() != 0 {
 		t.Fatalf("recv %d failed %d", st.SyncookiesRecv.Load(), st.SyncookiesFailed.Load())
 	}
@@ -166,9 +153,7 @@ func TestScriptSynCookieOnOverflow(t *testing.T) {
 	for len(d.Payload()) == 0 { // a window update after the Read
 		d = s.next()
 	}
-	if d.Seq() != sa2.Seq()+1 || string(d.Payload()) != "world" {
-		t.Fatalf("data %s", fmtSeg(d))
-	}
+	expectSeg(t, d, want{Seq: is(sa2.Seq() + 1), Payload: is("world")})
 	// The half-open first connection is unaffected and still completes.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa1.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)
 	if c1, err := l.Accept(ctx); err != nil || c1.RemoteAddr().Port() != 4000 {
@@ -190,21 +175,20 @@ func TestScriptSynCookieInvalid(t *testing.T) {
 	}
 	// A forged cookie: RST (RFC 9293 §3.10.7.2, as Linux), counted as failed.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 2, Flags: wire.TCPFlagACK, Window: 1000}, nil)
-	rst := s.next()
-	expectFlags(t, rst, wire.TCPFlagRST)
-	if rst.Seq() != sa.Seq()+2 || st.SyncookiesFailed.Load() != 1 {
-		t.Fatalf("RST %s failed %d", fmtSeg(rst), st.SyncookiesFailed.Load())
+	s.expect(want{Flags: is(wire.TCPFlagRST), Seq: is(sa.Seq() + 2)})
+	if st.SyncookiesFailed.Load() != 1 {
+		t.Fatalf("failed %d", st.SyncookiesFailed.Load())
 	}
 	// The right cookie from the wrong peer ISN fails too.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1001, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)
-	expectFlags(t, s.next(), wire.TCPFlagRST)
+	s.expect(want{Flags: is(wire.TCPFlagRST)})
 	if st.SyncookiesFailed.Load() != 2 || s.p.NumSockets() != 1 {
 		t.Fatalf("failed %d sockets %d", st.SyncookiesFailed.Load(), s.p.NumSockets())
 	}
 	// Expired: two 64 s periods later the cookie is refused.
 	s.clk.Advance(2 * cookiePeriod * time.Second)
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)
-	expectFlags(t, s.next(), wire.TCPFlagRST)
+	s.expect(want{Flags: is(wire.TCPFlagRST)})
 	if st.SyncookiesFailed.Load() != 3 || st.SyncookiesRecv.Load() != 0 {
 		t.Fatalf("failed %d recv %d", st.SyncookiesFailed.Load(), st.SyncookiesRecv.Load())
 	}
@@ -228,7 +212,7 @@ func TestScriptSynCookieNotRecent(t *testing.T) {
 	s := newScript(t, Config{})
 	s.listen(80, 1)
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: 777, Flags: wire.TCPFlagACK, Window: 1000}, nil)
-	expectFlags(t, s.next(), wire.TCPFlagRST)
+	s.expect(want{Flags: is(wire.TCPFlagRST)})
 	if s.p.Stats.SyncookiesFailed.Load() != 0 {
 		t.Fatal("ACK checked as a cookie without an overflow")
 	}
@@ -248,7 +232,7 @@ func TestScriptSynCookiesNever(t *testing.T) {
 	// An ACK carrying what would be a valid cookie is not accepted: RST.
 	cookie := s.p.makeCookie(netip.AddrPortFrom(scriptLocal, 80), netip.AddrPortFrom(scriptRemote, 4001), remoteISS, s.p.cookieCounter(), 3, 0)
 	s.inject(wire.TCPFields{SrcPort: 4001, DstPort: 80, Seq: remoteISS + 1, Ack: cookie + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)
-	expectFlags(t, s.next(), wire.TCPFlagRST)
+	s.expect(want{Flags: is(wire.TCPFlagRST)})
 	// The queued connection still completes.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)
 	if _, err := l.Accept(context.Background()); err != nil {
@@ -280,7 +264,7 @@ func TestScriptMaxSynBacklog(t *testing.T) {
 				t.Fatalf("never: reqQFullDrop %d drops %d", st.TCPReqQFullDrop.Load(), st.ListenDrops.Load())
 			}
 		} else {
-			expectFlags(t, s.next(), wire.TCPFlagSYN|wire.TCPFlagACK)
+			s.expect(want{Flags: is(wire.TCPFlagSYN | wire.TCPFlagACK)})
 			if st.SyncookiesSent.Load() != 1 || st.TCPReqQFullDoCookies.Load() != 1 {
 				t.Fatalf("cookies %d", st.SyncookiesSent.Load())
 			}
@@ -352,11 +336,9 @@ func TestScriptSynCookieTimestamps(t *testing.T) {
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000,
 		Options: &wire.TCPOptions{HasMSS: true, MSS: 1460, HasWindowScale: true, WindowScale: 7, SACKPermitted: true,
 			HasTimestamps: true, TSVal: 1000}}, nil)
-	sa := s.next()
-	expectFlags(t, sa, wire.TCPFlagSYN|wire.TCPFlagACK)
+	sa := s.expect(want{Flags: is(wire.TCPFlagSYN | wire.TCPFlagACK), TSEcr: is[uint32](1000), HasWS: is(true), SACKOK: is(true)})
 	var o wire.TCPOptions
-	if err := sa.ParseOptions(&o); err != nil || !o.HasTimestamps || o.TSEcr != 1000 || !o.HasWindowScale ||
-		o.WindowScale != rcvWscaleFor(s.p.Config().ReceiveBuffer) || !o.SACKPermitted {
+	if err := sa.ParseOptions(&o); err != nil || o.WindowScale != rcvWscaleFor(s.p.Config().ReceiveBuffer) {
 		t.Fatalf("cookie SYN-ACK options %+v", o)
 	}
 	if o.TSVal&tsOptMask != 7|tsOptSACK || st.SyncookiesSent.Load() != 1 || s.p.NumSockets() != 1 {
@@ -366,7 +348,7 @@ func TestScriptSynCookieTimestamps(t *testing.T) {
 	// A TSecr we never sent (from the future) fails the cookie.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000,
 		Options: &wire.TCPOptions{HasTimestamps: true, TSVal: 1001, TSEcr: synackTS + 1<<20}}, nil)
-	expectFlags(t, s.next(), wire.TCPFlagRST)
+	s.expect(want{Flags: is(wire.TCPFlagRST)})
 	if st.SyncookiesFailed.Load() != 1 {
 		t.Fatalf("failed %d", st.SyncookiesFailed.Load())
 	}
@@ -393,15 +375,15 @@ func TestScriptSynCookieTimestamps(t *testing.T) {
 	}
 	// Our data carries timestamps that continue the SYN-ACK's clock.
 	go c.Write([]byte("hi"))
-	d := s.next()
-	if err := d.ParseOptions(&o); err != nil || !o.HasTimestamps || o.TSEcr != 1050 || seqLT(o.TSVal, synackTS) || o.TSVal-synackTS > 200 {
+	d := s.expect(want{Payload: is("hi"), TSEcr: is[uint32](1050)})
+	if err := d.ParseOptions(&o); err != nil || seqLT(o.TSVal, synackTS) || o.TSVal-synackTS > 200 {
 		t.Fatalf("data %s options %+v (SYN-ACK TSval %d)", fmtSeg(d), o, synackTS)
 	}
 	// A SYN with timestamps but no window scale: none offered, and "none" (15) in TSval.
 	s.inject(wire.TCPFields{SrcPort: 4001, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000,
 		Options: &wire.TCPOptions{HasMSS: true, MSS: 1300, HasTimestamps: true, TSVal: 5}}, nil)
-	sa = s.next()
-	if err := sa.ParseOptions(&o); err != nil || o.HasWindowScale || o.SACKPermitted || o.TSVal&tsOptMask != tsOptWscaleMask {
+	sa = s.expect(want{Flags: is(wire.TCPFlagSYN | wire.TCPFlagACK), HasWS: is(false), SACKOK: is(false)})
+	if err := sa.ParseOptions(&o); err != nil || o.TSVal&tsOptMask != tsOptWscaleMask {
 		t.Fatalf("cookie SYN-ACK options %+v", o)
 	}
 	// An ACK without timestamps does not echo the TSval the cookie covers: it fails (RFC
@@ -409,7 +391,7 @@ func TestScriptSynCookieTimestamps(t *testing.T) {
 	// Linux would complete it with MSS only.
 	failed := st.SyncookiesFailed.Load()
 	s.inject(wire.TCPFields{SrcPort: 4001, DstPort: 80, Seq: remoteISS + 1, Ack: sa.Seq() + 1, Flags: wire.TCPFlagACK, Window: 1000}, nil)
-	expectFlags(t, s.next(), wire.TCPFlagRST)
+	s.expect(want{Flags: is(wire.TCPFlagRST)})
 	if st.SyncookiesFailed.Load() != failed+1 || s.p.NumSockets() != 2 {
 		t.Fatalf("failed %d (was %d), sockets %d", st.SyncookiesFailed.Load(), failed, s.p.NumSockets())
 	}
@@ -439,10 +421,10 @@ func TestScriptSynCookieStaleACK(t *testing.T) {
 	st := &s.p.Stats
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000,
 		Options: &wire.TCPOptions{HasMSS: true, MSS: 1460, HasTimestamps: true, TSVal: 1000}}, nil)
-	sa := s.next()
+	sa := s.expect(want{Flags: is(wire.TCPFlagSYN | wire.TCPFlagACK), HasTS: is(true)})
 	var o wire.TCPOptions
-	if err := sa.ParseOptions(&o); err != nil || !o.HasTimestamps {
-		t.Fatalf("cookie SYN-ACK options %+v", o)
+	if err := sa.ParseOptions(&o); err != nil {
+		t.Fatalf("cookie SYN-ACK options %+v: %v", o, err)
 	}
 	s.clk.Advance(10 * time.Millisecond)
 	// The cookie ACK carries 5 bytes; the connection answers with 5 bytes.
@@ -455,9 +437,9 @@ func TestScriptSynCookieStaleACK(t *testing.T) {
 	s.next() // the ACK of "hello"
 	s.clk.Advance(10 * time.Millisecond)
 	go c.Write([]byte("world"))
-	d := s.next()
-	if err := d.ParseOptions(&o); err != nil || d.Seq() != sa.Seq()+1 || len(d.Payload()) != 5 {
-		t.Fatalf("data %s", fmtSeg(d))
+	d := s.expect(want{Seq: is(sa.Seq() + 1), Len: is(5)})
+	if err := d.ParseOptions(&o); err != nil {
+		t.Fatalf("data %s: %v", fmtSeg(d), err)
 	}
 	// The peer resets the connection: its 4-tuple is free.
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 6, Flags: wire.TCPFlagRST, Window: 0}, nil)
@@ -468,7 +450,7 @@ func TestScriptSynCookieStaleACK(t *testing.T) {
 	failed := st.SyncookiesFailed.Load()
 	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS + 6, Ack: sa.Seq() + 6, Flags: wire.TCPFlagACK, Window: 1000,
 		Options: &wire.TCPOptions{HasTimestamps: true, TSVal: 1020, TSEcr: o.TSVal}}, nil)
-	expectFlags(t, s.next(), wire.TCPFlagRST)
+	s.expect(want{Flags: is(wire.TCPFlagRST)})
 	if n := s.p.NumSockets(); n != 1 || st.SyncookiesFailed.Load() != failed+1 || st.SyncookiesRecv.Load() != 1 {
 		t.Fatalf("sockets %d, cookies failed %d (was %d), received %d", n, st.SyncookiesFailed.Load(), failed, st.SyncookiesRecv.Load())
 	}

@@ -35,8 +35,7 @@ func TestScriptTransparentForeign(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Abort()
-	synack := s.next()
-	expectFlags(t, synack, wire.TCPFlagSYN|wire.TCPFlagACK)
+	synack := s.expect(want{Flags: is(wire.TCPFlagSYN | wire.TCPFlagACK), DstPort: is[uint16](40000), Ack: is[uint32](1001)})
 	iss := synack.Seq()
 	if !s.p.HandleForeign(scriptRemote, foreign, enc(40000, 1001, iss+1, wire.TCPFlagACK, nil), false) {
 		t.Fatal("HandleForeign left the handshake's ACK")
@@ -47,9 +46,7 @@ func TestScriptTransparentForeign(t *testing.T) {
 	if st := c.Info().State; st != StateEstablished {
 		t.Fatalf("state %v after the handshake's ACK", st)
 	}
-	if a := s.next(); a.Flags()&wire.TCPFlagACK == 0 || a.Ack() != 1006 {
-		t.Fatalf("ACK of the data: %s, want ack=1006", fmtSeg(a))
-	}
+	s.expect(want{Flags: is(wire.TCPFlagACK), Ack: is[uint32](1006)}) // the ACK of the data
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 16)
 	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "hello" {
@@ -68,9 +65,7 @@ func TestScriptTransparentForeign(t *testing.T) {
 	}
 	s.none()
 	s.p.EndBatch()
-	if d, want := s.next(), last.Seq()+uint32(len(last.Payload())); d.Seq() != want {
-		t.Fatalf("after EndBatch: %s, want seq=%d", fmtSeg(d), want)
-	}
+	s.expect(want{Seq: is(last.Seq() + uint32(len(last.Payload())))}) // new data after EndBatch
 	for len(s.out) > 0 {
 		<-s.out
 	}
