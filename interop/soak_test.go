@@ -100,12 +100,16 @@ const echoPort = 7
 func (h *host) berthEcho(tb testing.TB) {
 	tb.Helper()
 	srv, err := services.Start(context.Background(), services.Config{
-		Services:     []string{"echo"},
-		Listen:       func(network, addr string) (net.Listener, error) { return h.Stack.Listen(context.Background(), network, addr) },
-		ListenPacket: func(network, addr string) (net.PacketConn, error) { return h.Stack.ListenPacket(context.Background(), network, addr) },
-		Ports:        map[string]ports.Port{"echo": echoPort},
-		MaxConns:     -1,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Services: []string{"echo"},
+		Listen: func(network, addr string) (net.Listener, error) {
+			return h.Stack.Listen(context.Background(), network, addr)
+		},
+		ListenPacket: func(network, addr string) (net.PacketConn, error) {
+			return h.Stack.ListenPacket(context.Background(), network, addr)
+		},
+		Ports:    map[string]ports.Port{"echo": echoPort},
+		MaxConns: -1,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -268,4 +272,3 @@ func TestCloseStorm(t *testing.T) {
 		t.Errorf("drain took %v: lost FINs or ACKs waited for retransmission", s.drain)
 	}
 }
-
