@@ -40,6 +40,16 @@ const (
 	devPath   = "/dev/net/tun"
 )
 
+// DefaultTxQueueLen is the queue length Open gives a device unless Options.TxQueueLen
+// says otherwise: how many packets the kernel holds for berth's reader (the device's
+// txqueuelen). Linux makes TUN devices with 500, which a burst overflows: when
+// thousands of connections close at once the kernel sends a FIN and an ACK for each
+// faster than the stack takes them, and every packet past the queue is dropped (the
+// device's tx_dropped) and waits for a retransmission timeout. The queue holds
+// pointers to packets the kernel has already made, which the sockets that sent them
+// account for, so a longer one costs 8 bytes a slot.
+const DefaultTxQueueLen = 16384
+
 // Options configure Open.
 type Options struct {
 	// MTU, when positive, is set on the device; otherwise the device's MTU is used.
@@ -48,6 +58,11 @@ type Options struct {
 	// segmentation offloads (TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6), falling back to fewer
 	// when refused; Offloads reports what is on.
 	VnetHdr bool
+	// TxQueueLen is the device's queue length toward berth (txqueuelen), which Open
+	// raises the device's to when it is shorter: 0 means DefaultTxQueueLen, negative
+	// leaves the device's as it is. FromFile does not apply it (the device may be in
+	// another namespace, where ioctls by name do not reach it).
+	TxQueueLen int
 }
 
 // Offloads says which offloads the kernel accepted (TUNSETOFFLOAD).
@@ -161,7 +176,47 @@ func setup(fd int, name string, opts Options) (*Endpoint, error) {
 	if err := e.setMTU(opts.MTU); err != nil {
 		return nil, err
 	}
+	if err := e.setTxQueueLen(opts.TxQueueLen); err != nil {
+		return nil, err
+	}
 	return e, nil
+}
+
+// ifreqSocket is an ordinary socket for ioctls on the device by name.
+func ifreqSocket() (int, error) {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("tun: socket for device ioctls: %w", err)
+	}
+	return s, nil
+}
+
+// setTxQueueLen raises the device's queue length to n (0: DefaultTxQueueLen; negative:
+// leave it). A longer queue set by the administrator is kept.
+func (e *Endpoint) setTxQueueLen(n int) error {
+	if n < 0 {
+		return nil
+	}
+	if n == 0 {
+		n = DefaultTxQueueLen
+	}
+	s, err := ifreqSocket()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(s)
+	ifr, _ := unix.NewIfreq(e.name)
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFTXQLEN, ifr); err != nil {
+		return fmt.Errorf("tun: read the queue length of %s: %w", e.name, err)
+	}
+	if int(ifr.Uint32()) >= n {
+		return nil
+	}
+	ifr.SetUint32(uint32(n))
+	if err := unix.IoctlIfreq(s, unix.SIOCSIFTXQLEN, ifr); err != nil {
+		return fmt.Errorf("tun: set the queue length of %s to %d: %w", e.name, n, err)
+	}
+	return nil
 }
 
 // setVnet sets the virtio-net header size and asks for offloads when e.vnet is set.
@@ -192,9 +247,9 @@ func (e *Endpoint) setVnet(fd int) error {
 
 // setMTU sets (mtu > 0) or reads the device MTU through an ordinary socket's ioctl.
 func (e *Endpoint) setMTU(mtu int) error {
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	s, err := ifreqSocket()
 	if err != nil {
-		return fmt.Errorf("tun: socket for MTU ioctl: %w", err)
+		return err
 	}
 	defer unix.Close(s)
 	ifr, _ := unix.NewIfreq(e.name)
