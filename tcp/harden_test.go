@@ -219,11 +219,11 @@ func TestHardenTimeWaitCap(t *testing.T) {
 // TestHardenTimeWaitHeap measures the heap a TIME-WAIT connection holds (Config.MaxTimeWait's
 // documentation quotes it) and checks that it holds no buffers.
 func TestHardenTimeWaitHeap(t *testing.T) {
-	if testing.Short() || raceEnabled {
-		t.Skip("a measurement: not under -short or -race")
-	}
 	p := newPair(t, 1500, nil, Config{}, nil)
-	const n = 2000
+	n := 2000
+	if testing.Short() || raceEnabled {
+		n = 200 // still checks that no buffer is held; the figure is only logged
+	}
 	// Warm up the pools and the port tables, then take the baseline.
 	closeIntoTimeWait(t, p, 50)
 	var m0, m1 runtime.MemStats
