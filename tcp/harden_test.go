@@ -247,8 +247,8 @@ func TestHardenTimeWaitHeap(t *testing.T) {
 	var m2 runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&m2)
-	grown := (int64(m1.HeapAlloc) - int64(m0.HeapAlloc)) / n
-	per := (int64(m1.HeapAlloc) - int64(m2.HeapAlloc)) / n
+	grown := (int64(m1.HeapAlloc) - int64(m0.HeapAlloc)) / int64(n)
+	per := (int64(m1.HeapAlloc) - int64(m2.HeapAlloc)) / int64(n)
 	t.Logf("heap per TIME-WAIT connection: %d bytes freed when they end, %d bytes of growth over the baseline (%d held)", per, grown, n)
 	// A Conn with freed buffers and scoreboard, its timer and binding: about 2.9 KiB of
 	// growth on amd64 (4.5 KiB when the SACK scoreboard was kept); noisy, so loosely.
