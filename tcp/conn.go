@@ -470,19 +470,9 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 		if mtu <= 0 {
 			return
 		}
-		ipHdr := 20
-		if c.remote.Addr().Is6() {
-			ipHdr = 40
-		}
 		// RFC 1191 §6.5 / RFC 8201 §5.4: lower the MSS and resend what is outstanding
-		// in segments that fit. The MTU comes from a packet anyone can forge, so TCP
-		// does not trust the network layer's floor alone: as Linux's tcp_mtu_to_mss, the
-		// MSS never goes below tcp_min_snd_mss (minSndMSS), whatever MTU is reported.
-		m := max(mtu-ipHdr-wire.TCPMinHeaderLen, minSndMSS)
-		if c.tsOK {
-			m -= tsOptLen
-		}
-		if m < c.mss {
+		// in segments that fit.
+		if m := c.mtuToMSS(mtu); m < c.mss {
 			old := c.mss
 			c.mss, c.pmtuAt = m, c.now()
 			c.cc.SetMSS(m)
@@ -506,6 +496,22 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 	c.softErr = errno
 }
 
+// mtuToMSS is the send MSS a path MTU allows, after the IP and TCP headers and the
+// timestamp option. The MTU may come from a packet anyone can forge, so TCP does not trust
+// the network layer's floor alone: as Linux's tcp_mtu_to_mss, the MSS never goes below
+// tcp_min_snd_mss (minSndMSS), whatever MTU is reported.
+func (c *Conn) mtuToMSS(mtu int) int {
+	ipHdr := 20
+	if c.remote.Addr().Is6() {
+		ipHdr = 40
+	}
+	m := max(mtu-ipHdr-wire.TCPMinHeaderLen, minSndMSS)
+	if c.tsOK {
+		m -= tsOptLen
+	}
+	return m
+}
+
 // pmtuExpires is how long an MSS lowered by an ICMP error holds before the route's MTU
 // is read again (RFC 1191 §6.3 / RFC 8201 §4: a PMTU estimate must age so that a path
 // that grew, or a forged error, costs for a while only), as Linux's ip_rt_mtu_expires.
@@ -520,14 +526,7 @@ func (c *Conn) pmtuRecover() {
 	if err != nil {
 		return
 	}
-	ipHdr := 20
-	if c.remote.Addr().Is6() {
-		ipHdr = 40
-	}
-	m := max(mtu-ipHdr-wire.TCPMinHeaderLen, minSndMSS)
-	if c.tsOK {
-		m -= tsOptLen
-	}
+	m := c.mtuToMSS(mtu)
 	if m = min(m, c.mssNeg); m > c.mss {
 		old := c.mss
 		c.mss = m
