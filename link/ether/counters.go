@@ -22,7 +22,7 @@ type counters struct {
 	icmp6InMsgs, icmp6InErrors, icmp6OutMsgs, icmp6InNeighborSolicits,
 	icmp6InNeighborAdvertisements, icmp6InRouterSolicits, icmp6InRouterAdvertisements,
 	icmp6InRedirects, icmp6OutNeighborSolicits, icmp6OutNeighborAdvertisements,
-	icmp6OutRouterAdvertisements, icmp6DADFailures *atomic.Uint64
+	icmp6OutRouterAdvertisements, icmp6DADFailures, ndInNotForUs, ndInSpoofed *atomic.Uint64
 	// DHCPv4 server.
 	dhcpInDiscovers, dhcpInRequests, dhcpInReleases, dhcpInDeclines, dhcpInInforms,
 	dhcpInErrors, dhcpOutOffers, dhcpOutAcks, dhcpOutNaks, dhcpPoolExhausted *atomic.Uint64
@@ -74,6 +74,7 @@ func (c *counters) register(reg func(string) *atomic.Uint64) {
 		{&c.icmp6OutNeighborAdvertisements, "Icmp6OutNeighborAdvertisements"},
 		{&c.icmp6OutRouterAdvertisements, "Icmp6OutRouterAdvertisements"},
 		{&c.icmp6DADFailures, "Ip6DADFailures"},
+		{&c.ndInNotForUs, "NdInNotForUs"}, {&c.ndInSpoofed, "NdInSpoofed"},
 		{&c.dhcpInDiscovers, "DhcpInDiscovers"}, {&c.dhcpInRequests, "DhcpInRequests"},
 		{&c.dhcpInReleases, "DhcpInReleases"}, {&c.dhcpInDeclines, "DhcpInDeclines"},
 		{&c.dhcpInInforms, "DhcpInInforms"}, {&c.dhcpInErrors, "DhcpInErrors"},

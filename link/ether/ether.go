@@ -62,6 +62,20 @@ type Config struct {
 	MaxMulticast    int // solicitations of an INCOMPLETE entry before it fails
 	MaxUnicast      int // probes of an entry in PROBE before it fails
 
+	// NoDAD skips duplicate address detection (RFC 4862 §5.4) of the IPv6 addresses: they
+	// are answered for at once instead of after one solicitation and RetransTime.
+	NoDAD bool
+	// OnDADFailure, if set, is called (on the goroutine that saw it) when another node
+	// turns out to use one of the IPv6 addresses: it is then no longer answered for.
+	OnDADFailure func(netip.Addr)
+
+	// Router, if set, makes the interface the link's IPv6 router: it sends router
+	// advertisements (periodically and when solicited) so hosts configure addresses by
+	// SLAAC and a default route through it.
+	Router *Router
+	// DHCP, if set, runs a DHCPv4 server on the interface (RFC 2131).
+	DHCP *DHCPConfig
+
 	// Clock drives the neighbour timers; nil: clock.Real.
 	Clock clock.Clock
 	// Counter registers and returns a named counter (stack.Counters.Counter, so `berth
@@ -91,7 +105,11 @@ type Endpoint struct {
 	// defended is when each of our addresses was last defended (RFC 5227 §2.4).
 	defended map[netip.Addr]time.Time
 	dhcp     *dhcpServer // nil: no DHCP server
-	closed   atomic.Bool
+	// addr6 is the state of each IPv6 address answered for: tentative while DAD runs,
+	// duplicate after it failed; absent when usable.
+	addr6  map[netip.Addr]*dadState
+	ra     *raState // nil unless Config.Router
+	closed atomic.Bool
 
 	txPool sync.Pool // *txScratch
 	rxPool sync.Pool // *[][]byte
@@ -160,8 +178,12 @@ func New(dev link.Endpoint, cfg Config) (*Endpoint, error) {
 	e.ctr.register(cfg.Counter)
 	e.txPool.New = func() any { return new(txScratch) }
 	e.rxPool.New = func() any { s := make([][]byte, 0, 64); return &s }
+	e.initRouter()
 	dev.Attach((*rxSide)(e))
 	e.announce()
+	if e.cfg.NoDAD {
+		e.routerUp()
+	}
 	return e, nil
 }
 

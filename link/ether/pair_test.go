@@ -125,7 +125,31 @@ func TestPingV4(t *testing.T) {
 	ping(t, p.b, addrA4.Addr())
 }
 
-// TestTCPTransfer: 8 MiB each way over TCP through Ethernet framing, byte-exact.
+func TestPingV6(t *testing.T) {
+	p := newEtherPair(t, 1500, ether.Config{}, ether.Config{})
+	// The first solicitation reaches b while its address is tentative (DAD, RFC 4862
+	// §5.4.3: ignored); the retransmission a second later is answered.
+	ping(t, p.a, addrB6.Addr())
+	n, ok := neighborState(p.ea, addrB6.Addr())
+	if !ok || n.MAC != p.eb.MAC() || n.State != "REACHABLE" {
+		t.Errorf("a's entry for b: %+v %v; want %v REACHABLE", n, ok, p.eb.MAC())
+	}
+	st := p.a.Stats()
+	if st["Icmp6OutNeighborSolicits"] < 2 || st["Icmp6InNeighborAdvertisements"] < 1 {
+		t.Errorf("a: Icmp6OutNeighborSolicits %d Icmp6InNeighborAdvertisements %d",
+			st["Icmp6OutNeighborSolicits"], st["Icmp6InNeighborAdvertisements"])
+	}
+	if p.eb.Tentative(addrB6.Addr()) || p.eb.Duplicate(addrB6.Addr()) {
+		t.Error("b's address still tentative or duplicate")
+	}
+	ping(t, p.b, addrA6.Addr())
+	// Link-local: the stacks do not have them, but ND resolves them.
+	if p.ea.LinkLocal() == p.eb.LinkLocal() || !p.ea.LinkLocal().IsLinkLocalUnicast() {
+		t.Errorf("link-local addresses %v %v", p.ea.LinkLocal(), p.eb.LinkLocal())
+	}
+}
+
+// TestTCPTransfer: 8 MiB there and back over TCP through Ethernet framing, byte-exact.
 func TestTCPTransfer(t *testing.T) {
 	for _, tc := range []struct {
 		name, network string
@@ -134,6 +158,8 @@ func TestTCPTransfer(t *testing.T) {
 	}{
 		{"v4/1500", "tcp4", addrB4.Addr(), 1500},
 		{"v4/9000", "tcp4", addrB4.Addr(), 9000},
+		{"v6/1500", "tcp6", addrB6.Addr(), 1500},
+		{"v6/65520", "tcp6", addrB6.Addr(), 65520},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newEtherPair(t, tc.mtu, ether.Config{}, ether.Config{})
