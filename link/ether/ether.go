@@ -179,6 +179,9 @@ func New(dev link.Endpoint, cfg Config) (*Endpoint, error) {
 	e.txPool.New = func() any { return new(txScratch) }
 	e.rxPool.New = func() any { s := make([][]byte, 0, 64); return &s }
 	e.initRouter()
+	if err := e.initDHCP(); err != nil {
+		return nil, err
+	}
 	dev.Attach((*rxSide)(e))
 	e.announce()
 	if e.cfg.NoDAD {
