@@ -2,13 +2,10 @@ package ether
 
 import (
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/berthnet/berth/wire"
 )
-
-var ctlPool = sync.Pool{New: func() any { return new(ctlFrame) }}
 
 // defendInterval is RFC 5227 §2.4(c)'s DEFEND_INTERVAL: an address conflict is answered
 // with at most one announcement per interval, so two hosts do not defend forever.
@@ -113,7 +110,7 @@ func (e *Endpoint) defend(a netip.Addr) {
 // sendARP writes one ARP packet from our MAC, to dst on Ethernet. A request with sip ==
 // tip is counted as gratuitous.
 func (e *Endpoint) sendARP(op uint16, dst wire.MAC, sip netip.Addr, tha wire.MAC, tip netip.Addr) {
-	c := ctlPool.Get().(*ctlFrame)
+	c := e.ctl.get()
 	(&wire.EthernetFields{Dst: dst, Src: e.mac, EtherType: wire.EtherTypeARP}).Encode(c.b[:])
 	(&wire.ARPFields{Op: op, SenderMAC: e.mac, SenderIP: sip, TargetMAC: tha, TargetIP: tip}).Encode(c.b[wire.EthernetHeaderLen:])
 	// Pad to the 60-byte minimum frame (IEEE 802.3 §3.2.7, without FCS), as a NIC would;

@@ -312,7 +312,7 @@ func (s *dhcpServer) decline(client string, a netip.Addr, now time.Time) {
 // hardware address.
 func (e *Endpoint) dhcpReply(m wire.DHCP, typ uint8, yiaddr netip.Addr) {
 	s := &e.dhcp.cfg
-	c := ctlPool.Get().(*ctlFrame)
+	c := e.ctl.get()
 	const off = wire.EthernetHeaderLen + wire.IPv4MinHeaderLen + wire.UDPHeaderLen
 	b := c.b[off:]
 	ci := netip.IPv4Unspecified()

@@ -111,8 +111,11 @@ type Endpoint struct {
 	ra     *raState // nil unless Config.Router
 	closed atomic.Bool
 
-	txPool sync.Pool // *txScratch
-	rxPool sync.Pool // *[][]byte
+	// tx keeps few scratches: each holds a batch of frames, up to 64 × 64 KiB at the
+	// largest MTU, and one per concurrent writer is what steady state needs.
+	tx  freeList[txScratch]
+	rx  freeList[rxBatch]
+	ctl freeList[ctlFrame]
 }
 
 var (
@@ -176,8 +179,7 @@ func New(dev link.Endpoint, cfg Config) (*Endpoint, error) {
 		e.own[a.Unmap()] = true
 	}
 	e.ctr.register(cfg.Counter)
-	e.txPool.New = func() any { return new(txScratch) }
-	e.rxPool.New = func() any { s := make([][]byte, 0, 64); return &s }
+	e.tx.max = 4
 	e.initRouter()
 	if err := e.initDHCP(); err != nil {
 		return nil, err

@@ -252,7 +252,7 @@ func (e *Endpoint) sendNDSolicit(src, target netip.Addr, dst wire.MAC) {
 		dstIP = wire.SolicitedNode(target)
 		dst = wire.IPv6MulticastMAC(dstIP.As16())
 	}
-	c := ctlPool.Get().(*ctlFrame)
+	c := e.ctl.get()
 	b := c.b[wire.EthernetHeaderLen+wire.IPv6HeaderLen:]
 	n := (&wire.NDPFields{Type: wire.ICMPv6NeighborSolicitation, Target: target}).Encode(b)
 	if !src.IsUnspecified() {
@@ -268,7 +268,7 @@ func (e *Endpoint) sendNA(dstIP netip.Addr, dst wire.MAC, target netip.Addr, fla
 	if e.cfg.Router != nil {
 		flags |= wire.NDPFlagRouter
 	}
-	c := ctlPool.Get().(*ctlFrame)
+	c := e.ctl.get()
 	b := c.b[wire.EthernetHeaderLen+wire.IPv6HeaderLen:]
 	n := (&wire.NDPFields{Type: wire.ICMPv6NeighborAdvertisement, Flags: flags, Target: target}).Encode(b)
 	n += wire.PutNDPLinkAddr(b[n:], wire.NDPOptTargetLinkAddr, e.mac)
