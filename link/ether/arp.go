@@ -35,7 +35,7 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 	if sha == e.mac {
 		return // our own frame looped back (a bridge, a hub)
 	}
-	if e.own[sip] {
+	if e.owns(sip) {
 		// Someone else claims one of our addresses — the interface's, or the gateway's
 		// berth plays: a conflict or a spoof. The cache is not touched (that is the
 		// point of a spoof), and the address is defended with one announcement per
@@ -50,7 +50,7 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 		// from (the sender does not own an address yet); the owner answers, as Linux does,
 		// with a reply to the prober's MAC.
 		c.arpInProbes.Add(1)
-		if op == wire.ARPRequest && e.own[tip] {
+		if op == wire.ARPRequest && e.owns(tip) {
 			e.sendARP(wire.ARPReply, sha, tip, sha, sip)
 		}
 		return
@@ -65,7 +65,7 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 		e.mu.Lock()
 		q = e.learnLocked(sip, sha, learnUpdate)
 		e.mu.Unlock()
-	case e.own[tip]:
+	case e.owns(tip):
 		how := learnConfirmed
 		if op == wire.ARPRequest {
 			how = learnSolicit
@@ -145,7 +145,7 @@ func (e *Endpoint) solicit(addr netip.Addr, dst wire.MAC) {
 // subnet, else our first IPv4 address (RFC 826 leaves the choice to the sender).
 func (e *Endpoint) source4(target netip.Addr) netip.Addr {
 	var first netip.Addr
-	for _, p := range e.cfg.Addrs {
+	for _, p := range e.addrs.Load().addrs {
 		a := p.Addr().Unmap()
 		if !a.Is4() {
 			continue
@@ -163,11 +163,14 @@ func (e *Endpoint) source4(target netip.Addr) netip.Addr {
 // announce sends a gratuitous ARP for every IPv4 address the interface answers for (RFC
 // 5227 §2.3), so hosts that cached another MAC for them learn ours; IPv6 addresses start
 // duplicate address detection (RFC 4862 §5.4).
-func (e *Endpoint) announce() {
-	for a := range e.own {
+func (e *Endpoint) announce(addrs []netip.Addr) {
+	var v6 []netip.Addr
+	for _, a := range addrs {
 		if a.Is4() {
 			e.sendARP(wire.ARPRequest, wire.BroadcastMAC, a, wire.MAC{}, a)
+		} else {
+			v6 = append(v6, a)
 		}
 	}
-	e.startDAD()
+	e.startDAD(v6)
 }

@@ -216,3 +216,31 @@ func TestUnresolvedFails(t *testing.T) {
 	}
 	h.wantCounters(map[string]uint64{"NeighResFailed": 1, "NeighUnresolvedDiscards": 2})
 }
+
+// TestAddRemoveAddress: an address added later is announced and answered for, its subnet
+// on-link; a removed one is no longer answered for.
+func TestAddRemoveAddress(t *testing.T) {
+	h := newHarness(t, ether.Config{}, false)
+	new4 := netip.MustParseAddr("192.168.7.1")
+	h.ep.AddAddress(netip.PrefixFrom(new4, 24))
+	equalFrame(t, "announcement", h.one(), arpFrame(wire.BroadcastMAC, ourMAC, wire.ARPRequest, ourMAC, new4, wire.MAC{}, new4))
+	h.ep.AddAddress(netip.PrefixFrom(new4, 24))
+	h.none()
+	host := netip.MustParseAddr("192.168.7.9")
+	h.ep.WritePackets([][]byte{ipv4Packet(new4, host, 1)})
+	equalFrame(t, "request from the new address", h.one(), arpFrame(wire.BroadcastMAC, ourMAC, wire.ARPRequest, ourMAC, new4, wire.MAC{}, host))
+	h.dev.deliver(arpFrame(wire.BroadcastMAC, peerMAC, wire.ARPRequest, peerMAC, host, wire.MAC{}, new4))
+	// The request completes the entry (RFC 826 merge): the queued packet goes out, and
+	// the reply.
+	if out := h.dev.take(); len(out) != 2 {
+		t.Fatalf("%d frames, want the queued packet and the reply", len(out))
+	}
+	h.ep.RemoveAddress(new4)
+	h.dev.deliver(arpFrame(wire.BroadcastMAC, peerMAC, wire.ARPRequest, peerMAC, host, wire.MAC{}, new4))
+	h.none()
+	h.ep.AddExtra(netip.MustParseAddr("10.0.2.4"))
+	h.one()
+	if got := h.ep.Addresses(); len(got) != 5 { // our4, gw4, 10.0.2.4, our6, link-local
+		t.Fatalf("addresses %v", got)
+	}
+}

@@ -156,7 +156,7 @@ func (e *Endpoint) dhcpInput(h wire.Ethernet, p []byte) {
 		return
 	}
 	dst := ip.Dst()
-	if dst != netip.AddrFrom4([4]byte{255, 255, 255, 255}) && dst != s.bcast && !e.own[dst] {
+	if dst != netip.AddrFrom4([4]byte{255, 255, 255, 255}) && dst != s.bcast && !e.owns(dst) {
 		c.dhcpInErrors.Add(1) // to another server
 		return
 	}

@@ -141,14 +141,6 @@ func newHarness(t *testing.T, cfg ether.Config, dad bool) *harness {
 	return h
 }
 
-func (h *harness) counter(name string) uint64 {
-	v, ok := h.ep.Counters()[name]
-	if !ok {
-		h.t.Fatalf("no counter %s", name)
-	}
-	return v
-}
-
 // wantCounters checks counters by name.
 func (h *harness) wantCounters(want map[string]uint64) {
 	h.t.Helper()

@@ -213,7 +213,6 @@ func transfer(t *testing.T, p *etherPair, network string, addr netip.Addr, size 
 	}
 }
 
-
 // TestUDP: datagrams both ways, v4 and v6, arrive intact and in order over a clean pipe,
 // the first ones having waited in the neighbour queue while the next hop resolved.
 func TestUDP(t *testing.T) {

@@ -67,7 +67,7 @@ func (e *Endpoint) nextHop(pkt []byte) (mac wire.MAC, direct bool, nh netip.Addr
 // isBroadcast4 reports whether a is the directed broadcast address of an on-link subnet
 // (RFC 919; not for /31 and /32, RFC 3021).
 func (e *Endpoint) isBroadcast4(a netip.Addr) bool {
-	for _, p := range e.nets {
+	for _, p := range e.addrs.Load().nets {
 		if p.Addr().Is4() && p.Bits() < 31 && p.Contains(a) {
 			b := a.As4()
 			host := ^uint32(0) >> p.Bits()
