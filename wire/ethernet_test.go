@@ -87,10 +87,7 @@ func FuzzEthernet(f *testing.F) {
 	f.Add([]byte{1, 2, 3, 4, 5, 6, 2, 0, 0, 0, 0, 1, 0x81, 0x00, 0, 1, 0x08, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := wire.ParseEthernet(b)
-		if err != nil {
-			if !isWireError(err) {
-				t.Fatalf("untyped error %v", err)
-			}
+		if rejected(t, err) {
 			return
 		}
 		if len(h) < 14 || h.EtherType() < 0x600 || len(h.Payload()) != len(b)-14 {
@@ -113,10 +110,7 @@ func FuzzARP(f *testing.F) {
 	f.Add(b[:20])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a, err := wire.ParseARP(b)
-		if err != nil {
-			if !isWireError(err) {
-				t.Fatalf("untyped error %v", err)
-			}
+		if rejected(t, err) {
 			return
 		}
 		if len(a) != wire.ARPLen || (a.Op() != wire.ARPRequest && a.Op() != wire.ARPReply) {
@@ -151,10 +145,7 @@ func FuzzNDP(f *testing.F) {
 			wire.SetICMPv6Checksum(b, src, dst)
 		}
 		m, err := wire.ParseNDP(b, src, dst, hl)
-		if err != nil {
-			if !isWireError(err) {
-				t.Fatalf("untyped error %v", err)
-			}
+		if rejected(t, err) {
 			return
 		}
 		if hl != 255 || m[1] != 0 {
@@ -186,10 +177,7 @@ func FuzzDHCP(f *testing.F) {
 	f.Add(b[:n])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := wire.ParseDHCP(b)
-		if err != nil {
-			if !isWireError(err) {
-				t.Fatalf("untyped error %v", err)
-			}
+		if rejected(t, err) {
 			return
 		}
 		_, _, _, _ = m.XID(), m.CIAddr(), m.YIAddr(), m.GIAddr()
@@ -200,4 +188,13 @@ func FuzzDHCP(f *testing.F) {
 			m.OptionAddr(uint8(code))
 		}
 	})
+}
+
+// rejected reports whether a parser refused its input, failing unless with a *wire.Error.
+func rejected(t *testing.T, err error) bool {
+	t.Helper()
+	if err != nil && !isWireError(err) {
+		t.Fatalf("untyped error %v", err)
+	}
+	return err != nil
 }

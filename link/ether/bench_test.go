@@ -26,25 +26,30 @@ func (u *discardUp) DeliverPackets(pkts [][]byte) { u.n += len(pkts) }
 
 const benchBatch = 64
 
+// resolvedEndpoint is an endpoint on a discarding device that has resolved peer4, and
+// a batch of benchBatch copies of pkt.
+func resolvedEndpoint(tb testing.TB, pkt []byte) (*discardDev, *ether.Endpoint, [][]byte) {
+	dev := &discardDev{mtu: 1500}
+	ep, err := ether.New(dev, ether.Config{MAC: ourMAC, NoDAD: true, Addrs: []netip.Prefix{netip.PrefixFrom(our4, 24)}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ep.Close() })
+	ep.WritePackets([][]byte{ipv4Packet(our4, peer4, 1)}) // INCOMPLETE
+	dev.d.DeliverPackets([][]byte{arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4)})
+	batch := make([][]byte, benchBatch)
+	for i := range batch {
+		batch[i] = pkt
+	}
+	return dev, ep, batch
+}
+
 // BenchmarkOutput frames batches of 64 IP packets to a resolved neighbour (ns/op is per
 // packet): a neighbour lookup per batch, a header and a copy per packet.
 func BenchmarkOutput(b *testing.B) {
 	for _, size := range []int{64, 1500} {
 		b.Run(itoa(size), func(b *testing.B) {
-			dev := &discardDev{mtu: 1500}
-			ep, err := ether.New(dev, ether.Config{MAC: ourMAC, NoDAD: true, Addrs: []netip.Prefix{netip.PrefixFrom(our4, 24)}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ep.Close()
-			dev.d.DeliverPackets([][]byte{arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4)})
-			ep.WritePackets([][]byte{ipv4Packet(our4, peer4, 1)}) // resolve
-			dev.d.DeliverPackets([][]byte{arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4)})
-			pkt := ipv4Packet(our4, peer4, size-28)
-			batch := make([][]byte, benchBatch)
-			for i := range batch {
-				batch[i] = pkt
-			}
+			_, ep, batch := resolvedEndpoint(b, ipv4Packet(our4, peer4, size-28))
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -63,19 +68,9 @@ func BenchmarkOutput(b *testing.B) {
 func BenchmarkInput(b *testing.B) {
 	for _, size := range []int{64, 1500} {
 		b.Run(itoa(size), func(b *testing.B) {
-			dev := &discardDev{mtu: 1500}
-			ep, err := ether.New(dev, ether.Config{MAC: ourMAC, NoDAD: true, Addrs: []netip.Prefix{netip.PrefixFrom(our4, 24)}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ep.Close()
+			dev, ep, batch := resolvedEndpoint(b, frame(ourMAC, peerMAC, wire.EtherTypeIPv4, ipv4Packet(peer4, our4, size-28)))
 			up := &discardUp{}
 			ep.Attach(up)
-			f := frame(ourMAC, peerMAC, wire.EtherTypeIPv4, ipv4Packet(peer4, our4, size-28))
-			batch := make([][]byte, benchBatch)
-			for i := range batch {
-				batch[i] = f
-			}
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -104,14 +99,7 @@ func itoa(n int) string {
 
 // TestHotPathsNoAllocs: the write and input paths allocate nothing per packet once warm.
 func TestHotPathsNoAllocs(t *testing.T) {
-	dev := &discardDev{mtu: 1500}
-	ep, err := ether.New(dev, ether.Config{MAC: ourMAC, NoDAD: true, Addrs: []netip.Prefix{netip.PrefixFrom(our4, 24)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ep.Close()
-	ep.WritePackets([][]byte{ipv4Packet(our4, peer4, 1)})
-	dev.d.DeliverPackets([][]byte{arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4)})
+	dev, ep, _ := resolvedEndpoint(t, nil)
 	ep.Attach(&discardUp{})
 	out := [][]byte{ipv4Packet(our4, peer4, 1000), ipv4Packet(our4, peer4, 100)}
 	in := [][]byte{frame(ourMAC, peerMAC, wire.EtherTypeIPv4, ipv4Packet(peer4, our4, 1000))}

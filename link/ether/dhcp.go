@@ -152,23 +152,23 @@ func (e *Endpoint) dhcpInput(h wire.Ethernet, p []byte) {
 	s, c := e.dhcp, &e.ctr
 	ip, err := wire.ParseIPv4(p)
 	if err != nil || ip.HeaderLen() > len(ip) {
-		c.dhcpInErrors.Add(1)
+		c.DhcpInErrors.Add(1)
 		return
 	}
 	dst := ip.Dst()
 	if dst != netip.AddrFrom4([4]byte{255, 255, 255, 255}) && dst != s.bcast && !e.owns(dst) {
-		c.dhcpInErrors.Add(1) // to another server
+		c.DhcpInErrors.Add(1) // to another server
 		return
 	}
 	u, err := wire.ParseUDP(ip.Payload())
 	if err != nil || !u.VerifyChecksum(ip.Src(), dst) {
-		c.dhcpInErrors.Add(1)
+		c.DhcpInErrors.Add(1)
 		return
 	}
 	m, err := wire.ParseDHCP(u.Payload())
 	if err != nil || m.Op() != wire.BOOTPRequest || m.HType() != 1 || m.HLen() != 6 || !m.GIAddr().IsUnspecified() {
 		// Only Ethernet clients on this link: relayed requests (giaddr) are not served.
-		c.dhcpInErrors.Add(1)
+		c.DhcpInErrors.Add(1)
 		return
 	}
 	client := string(m.CHAddr())
@@ -178,15 +178,15 @@ func (e *Endpoint) dhcpInput(h wire.Ethernet, p []byte) {
 	now := e.clk.Now()
 	switch m.MessageType() {
 	case wire.DHCPDiscover:
-		c.dhcpInDiscovers.Add(1)
+		c.DhcpInDiscovers.Add(1)
 		if a, ok := s.offer(client, m.OptionAddr(wire.DHCPOptRequestedIP), now); ok {
 			e.dhcpReply(m, wire.DHCPOffer, a)
-			c.dhcpOutOffers.Add(1)
+			c.DhcpOutOffers.Add(1)
 		} else {
-			c.dhcpPoolExhausted.Add(1)
+			c.DhcpPoolExhausted.Add(1)
 		}
 	case wire.DHCPRequest:
-		c.dhcpInRequests.Add(1)
+		c.DhcpInRequests.Add(1)
 		sid, req := m.OptionAddr(wire.DHCPOptServerID), m.OptionAddr(wire.DHCPOptRequestedIP)
 		if sid.IsValid() && sid != s.cfg.ServerID {
 			// SELECTING, and the client chose another server's offer: ours is free again.
@@ -203,23 +203,23 @@ func (e *Endpoint) dhcpInput(h wire.Ethernet, p []byte) {
 		// network, so the client starts over.
 		if a, ok := s.bind(client, want, now); ok {
 			e.dhcpReply(m, wire.DHCPAck, a)
-			c.dhcpOutAcks.Add(1)
+			c.DhcpOutAcks.Add(1)
 		} else {
 			e.dhcpReply(m, wire.DHCPNak, netip.Addr{})
-			c.dhcpOutNaks.Add(1)
+			c.DhcpOutNaks.Add(1)
 		}
 	case wire.DHCPDecline:
-		c.dhcpInDeclines.Add(1)
+		c.DhcpInDeclines.Add(1)
 		s.decline(client, m.OptionAddr(wire.DHCPOptRequestedIP), now)
 	case wire.DHCPRelease:
-		c.dhcpInReleases.Add(1)
+		c.DhcpInReleases.Add(1)
 		s.release(client, m.CIAddr())
 	case wire.DHCPInform:
-		c.dhcpInInforms.Add(1)
+		c.DhcpInInforms.Add(1)
 		e.dhcpReply(m, wire.DHCPAck, netip.Addr{})
-		c.dhcpOutAcks.Add(1)
+		c.DhcpOutAcks.Add(1)
 	default:
-		c.dhcpInErrors.Add(1)
+		c.DhcpInErrors.Add(1)
 	}
 }
 

@@ -10,14 +10,6 @@ import (
 	"github.com/berthnet/berth/wire"
 )
 
-var (
-	bcast4  = netip.MustParseAddr("255.255.255.255")
-	zero4   = netip.IPv4Unspecified()
-	dns4    = netip.MustParseAddr("10.0.2.3")
-	client1 = wire.MAC{0x02, 0xc1, 0, 0, 0, 1}
-	client2 = wire.MAC{0x02, 0xc1, 0, 0, 0, 2}
-)
-
 // dhcpFrame builds a client's DHCP message from src (0.0.0.0 before it has an address)
 // to dst, broadcast on Ethernet, with options (code, value) pairs.
 func dhcpFrame(mac wire.MAC, src, dst netip.Addr, xid uint32, ciaddr netip.Addr, typ uint8, opts ...any) []byte {

@@ -94,16 +94,24 @@ func (u *upRecorder) DeliverVerified(pkts [][]byte) {
 }
 
 var (
-	ourMAC   = wire.MAC{0x02, 0xbe, 0x00, 0x00, 0x00, 0x01}
-	peerMAC  = wire.MAC{0x02, 0x9e, 0x00, 0x00, 0x00, 0x64}
-	otherMAC = wire.MAC{0x02, 0x0d, 0x00, 0x00, 0x00, 0x99}
-	our4     = netip.MustParseAddr("10.0.2.2")
-	gw4      = netip.MustParseAddr("10.0.2.3") // an Extra address (DNS, gateway)
-	peer4    = netip.MustParseAddr("10.0.2.100")
-	other4   = netip.MustParseAddr("10.0.2.77")
-	our6     = netip.MustParseAddr("fd00::2")
-	peer6    = netip.MustParseAddr("fd00::100")
-	peerLL   = netip.MustParseAddr("fe80::9e:ff:fe00:64")
+	ourMAC     = wire.MAC{0x02, 0xbe, 0x00, 0x00, 0x00, 0x01}
+	peerMAC    = wire.MAC{0x02, 0x9e, 0x00, 0x00, 0x00, 0x64}
+	otherMAC   = wire.MAC{0x02, 0x0d, 0x00, 0x00, 0x00, 0x99}
+	our4       = netip.MustParseAddr("10.0.2.2")
+	gw4        = netip.MustParseAddr("10.0.2.3") // an Extra address (DNS, gateway)
+	peer4      = netip.MustParseAddr("10.0.2.100")
+	other4     = netip.MustParseAddr("10.0.2.77")
+	our6       = netip.MustParseAddr("fd00::2")
+	peer6      = netip.MustParseAddr("fd00::100")
+	peerLL     = netip.MustParseAddr("fe80::9e:ff:fe00:64")
+	ourLL      = netip.MustParseAddr("fe80::be:ff:fe00:1") // modified EUI-64 of ourMAC
+	allNodesIP = netip.MustParseAddr("ff02::1")
+	allNodesM  = wire.MAC{0x33, 0x33, 0, 0, 0, 1}
+	bcast4     = netip.MustParseAddr("255.255.255.255")
+	zero4      = netip.IPv4Unspecified()
+	dns4       = netip.MustParseAddr("10.0.2.3")
+	client1    = wire.MAC{0x02, 0xc1, 0, 0, 0, 1}
+	client2    = wire.MAC{0x02, 0xc1, 0, 0, 0, 2}
 )
 
 type harness struct {

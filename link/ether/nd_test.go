@@ -9,12 +9,6 @@ import (
 	"github.com/berthnet/berth/wire"
 )
 
-var (
-	ourLL      = netip.MustParseAddr("fe80::be:ff:fe00:1") // modified EUI-64 of ourMAC
-	allNodesIP = netip.MustParseAddr("ff02::1")
-	allNodesM  = wire.MAC{0x33, 0x33, 0, 0, 0, 1}
-)
-
 func snMAC(a netip.Addr) wire.MAC { return wire.IPv6MulticastMAC(wire.SolicitedNode(a).As16()) }
 
 // TestNSAnswered: a solicitation for our address is answered with a solicited NA carrying

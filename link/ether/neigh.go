@@ -93,7 +93,7 @@ func (e *Endpoint) lookupLocked(nh netip.Addr, now time.Time) (mac wire.MAC, ok 
 	n = e.neigh[nh]
 	if n == nil {
 		if e.nInc >= e.cfg.MaxIncomplete || !e.makeRoomLocked() {
-			e.ctr.neighTableFulls.Add(1)
+			e.ctr.NeighTableFulls.Add(1)
 			return mac, false, nil, false
 		}
 		n = &neighbor{addr: nh, state: nudIncomplete, probes: 1}
@@ -139,7 +139,7 @@ func (e *Endpoint) removeLocked(n *neighbor) {
 	if n.state == nudIncomplete {
 		e.nInc--
 	}
-	e.ctr.neighUnresolvedDiscards.Add(uint64(len(n.queue)))
+	e.ctr.NeighUnresolvedDiscards.Add(uint64(len(n.queue)))
 	n.queue, n.qbytes = nil, 0
 	delete(e.neigh, n.addr)
 }
@@ -148,14 +148,14 @@ func (e *Endpoint) removeLocked(n *neighbor) {
 // QueueBytes the oldest packets are dropped first, as Linux's __neigh_event_send does.
 func (e *Endpoint) enqueueLocked(n *neighbor, pkt []byte, gso int) {
 	if len(pkt) > e.cfg.QueueBytes {
-		e.ctr.neighUnresolvedDiscards.Add(1)
+		e.ctr.NeighUnresolvedDiscards.Add(1)
 		return
 	}
 	for n.qbytes+len(pkt) > e.cfg.QueueBytes && len(n.queue) > 0 {
 		n.qbytes -= len(n.queue[0].frame) - wire.EthernetHeaderLen
 		n.queue[0] = queued{}
 		n.queue = n.queue[1:]
-		e.ctr.neighUnresolvedDiscards.Add(1)
+		e.ctr.NeighUnresolvedDiscards.Add(1)
 	}
 	f := make([]byte, wire.EthernetHeaderLen+len(pkt))
 	copy(f[wire.EthernetHeaderLen:], pkt)
@@ -182,7 +182,7 @@ func (e *Endpoint) learnLocked(ip netip.Addr, mac wire.MAC, how learnKind) []que
 	if n == nil {
 		if how != learnSolicit || !e.onLink(ip) || !e.makeRoomLocked() {
 			if how == learnSolicit && e.onLink(ip) {
-				e.ctr.neighTableFulls.Add(1)
+				e.ctr.NeighTableFulls.Add(1)
 			}
 			return nil
 		}
@@ -237,14 +237,10 @@ func (e *Endpoint) neighTimer(n *neighbor) {
 	}
 	now := e.clk.Now()
 	var dst wire.MAC // zero: multicast solicitation
+	limit := e.cfg.MaxUnicast
 	switch n.state {
 	case nudIncomplete:
-		if n.probes >= e.cfg.MaxMulticast {
-			e.ctr.neighResFailed.Add(1)
-			e.removeLocked(n)
-			e.mu.Unlock()
-			return
-		}
+		limit = e.cfg.MaxMulticast
 	case nudDelay:
 		if now.Sub(n.confirmed) < e.cfg.ReachableTime {
 			n.state = nudReachable
@@ -255,15 +251,17 @@ func (e *Endpoint) neighTimer(n *neighbor) {
 		n.state, n.probes = nudProbe, 0
 		dst = n.mac
 	case nudProbe:
-		if n.probes >= e.cfg.MaxUnicast {
-			e.ctr.neighResFailed.Add(1)
-			e.removeLocked(n)
-			e.mu.Unlock()
-			return
-		}
 		dst = n.mac
 	default:
 		n.timer = nil
+		e.mu.Unlock()
+		return
+	}
+	if n.probes >= limit {
+		// MAX_MULTICAST_SOLICIT or MAX_UNICAST_SOLICIT unanswered: the neighbour is
+		// unreachable; what waits for it is dropped.
+		e.ctr.NeighResFailed.Add(1)
+		e.removeLocked(n)
 		e.mu.Unlock()
 		return
 	}

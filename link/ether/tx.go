@@ -84,7 +84,7 @@ func (e *Endpoint) isBroadcast4(a netip.Addr) bool {
 func (e *Endpoint) resolve(pkt []byte, gso int, now *time.Time, lastNH *netip.Addr, lastMAC *wire.MAC) (wire.MAC, bool) {
 	mac, direct, nh, ok := e.nextHop(pkt)
 	if !ok {
-		e.ctr.etherOutNoRoutes.Add(1)
+		e.ctr.EtherOutNoRoutes.Add(1)
 		return mac, false
 	}
 	if direct {
@@ -105,7 +105,7 @@ func (e *Endpoint) resolve(pkt []byte, gso int, now *time.Time, lastNH *netip.Ad
 	if !ok && n != nil {
 		e.enqueueLocked(n, pkt, gso)
 	} else if !ok {
-		e.ctr.neighUnresolvedDiscards.Add(1)
+		e.ctr.NeighUnresolvedDiscards.Add(1)
 	}
 	e.mu.Unlock()
 	if sol {
@@ -158,9 +158,9 @@ func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
 	}
 	if len(frames) > 0 {
 		m, werr := e.dev.WritePackets(frames)
-		e.ctr.etherOutFrames.Add(uint64(m))
+		e.ctr.EtherOutFrames.Add(uint64(m))
 		if werr != nil {
-			e.ctr.etherOutErrors.Add(1)
+			e.ctr.EtherOutErrors.Add(1)
 			n, err = idx[m], werr
 		}
 	}
@@ -193,9 +193,9 @@ func (e *Endpoint) WriteGSO(pkt []byte, mss int) error {
 	copy(f[wire.EthernetHeaderLen:], pkt)
 	err := e.gso.WriteGSO(f, mss)
 	if err != nil {
-		e.ctr.etherOutErrors.Add(1)
+		e.ctr.EtherOutErrors.Add(1)
 	} else {
-		e.ctr.etherOutFrames.Add(1)
+		e.ctr.EtherOutFrames.Add(1)
 	}
 	return err
 }
@@ -209,7 +209,7 @@ func (e *Endpoint) sendQueued(q []queued) {
 	flush := func() {
 		if len(batch) > 0 {
 			m, _ := e.dev.WritePackets(batch)
-			e.ctr.etherOutFrames.Add(uint64(m))
+			e.ctr.EtherOutFrames.Add(uint64(m))
 			batch = batch[:0]
 		}
 	}
@@ -217,7 +217,7 @@ func (e *Endpoint) sendQueued(q []queued) {
 		if p.gso > 0 && e.gso != nil {
 			flush()
 			if e.gso.WriteGSO(p.frame, p.gso) == nil {
-				e.ctr.etherOutFrames.Add(1)
+				e.ctr.EtherOutFrames.Add(1)
 			}
 			continue
 		}
@@ -236,7 +236,7 @@ type ctlFrame struct {
 func (e *Endpoint) sendCtl(c *ctlFrame, n int) {
 	c.v[0] = c.b[:n]
 	if m, _ := e.dev.WritePackets(c.v[:]); m == 1 {
-		e.ctr.etherOutFrames.Add(1)
+		e.ctr.EtherOutFrames.Add(1)
 	}
 	c.v[0] = nil
 	e.ctl.put(c)
