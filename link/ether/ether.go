@@ -93,8 +93,8 @@ type Endpoint struct {
 	clk clock.Clock
 	mac wire.MAC
 	mtu int
-	ll6 netip.Addr // link-local address derived from mac (RFC 4291 §2.5.1, RFC 4862 §5.3)
-	up  atomic.Pointer[dispatcherBox]
+	ll6 netip.Addr                      // link-local address derived from mac (RFC 4291 §2.5.1, RFC 4862 §5.3)
+	up  atomic.Pointer[link.Dispatcher] // nil: detached
 	ctr counters
 	// addrs is what the interface answers for and its subnets, replaced whole (copy on
 	// write) by AddAddress and friends so the packet paths read it without a lock.
@@ -124,8 +124,6 @@ var (
 	_ link.GSOEndpoint        = (*Endpoint)(nil)
 	_ link.VerifiedDispatcher = (*rxSide)(nil)
 )
-
-type dispatcherBox struct{ d link.Dispatcher }
 
 // New returns the Ethernet layer over dev, a frame device, and attaches itself to dev: it
 // answers ARP and ND from then on, before a stack attaches.
@@ -216,11 +214,11 @@ func (e *Endpoint) MTU() int { return e.mtu }
 
 // Attach sets where inbound IP packets go; nil detaches (ARP and ND are still answered).
 func (e *Endpoint) Attach(d link.Dispatcher) {
-	if d == nil {
-		e.up.Store(nil)
-		return
+	var p *link.Dispatcher
+	if d != nil {
+		p = &d
 	}
-	e.up.Store(&dispatcherBox{d})
+	e.up.Store(p)
 }
 
 // Close stops the neighbour timers, drops the packets waiting for resolution and closes

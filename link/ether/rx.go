@@ -74,11 +74,11 @@ func (e *Endpoint) input(frames [][]byte, verified bool) {
 		}
 	}
 	if len(up) > 0 {
-		if b := e.up.Load(); b != nil {
-			if vd, ok := b.d.(link.VerifiedDispatcher); ok && verified {
+		if d := e.up.Load(); d != nil {
+			if vd, ok := (*d).(link.VerifiedDispatcher); ok && verified {
 				vd.DeliverVerified(up)
 			} else {
-				b.d.DeliverPackets(up)
+				(*d).DeliverPackets(up)
 			}
 		}
 	}
