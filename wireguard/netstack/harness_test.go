@@ -29,7 +29,8 @@ type side struct {
 	addr   netip.Addr
 	dial   func(ctx context.Context, network, address string) (net.Conn, error)
 	listen func(port uint16) (net.Listener, error)
-	berth  *Net // nil for gVisor
+	berth  *Net            // nil for gVisor
+	gvisor *wgnetstack.Net // nil for berth
 }
 
 type kind int
@@ -88,6 +89,7 @@ func makeSide(t testing.TB, k kind, addr netip.Addr, dns []netip.Addr) (tun.Devi
 		if err != nil {
 			t.Fatal(err)
 		}
+		sd.gvisor = tnet
 		sd.dial = tnet.DialContext
 		sd.listen = func(port uint16) (net.Listener, error) {
 			return tnet.ListenTCPAddrPort(netip.AddrPortFrom(addr, port))
