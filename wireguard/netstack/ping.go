@@ -185,4 +185,3 @@ func (pc *PingConn) SetReadDeadline(t time.Time) error { return pc.c.SetReadDead
 func (pc *PingConn) SetWriteDeadline(t time.Time) error { return pc.c.SetWriteDeadline(t) }
 
 var errMissingAddress = &net.AddrError{Err: "missing address"}
-
