@@ -183,21 +183,32 @@ func (p *Protocol) Dial(ctx context.Context, local, remote netip.AddrPort, opts 
 	if !ra.IsValid() || ra.IsUnspecified() || ra.IsMulticast() || remote.Port() == 0 {
 		return nil, syscall.ECONNREFUSED
 	}
+	c := p.newConn()
+	if err := p.connect(ctx, c, local, remote, opts, true); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// connect is Dial's body for the connection c (new, or made by Socket), after the checks
+// of the addresses. With wait false it returns once the SYN is sent.
+func (p *Protocol) connect(ctx context.Context, c *Conn, local, remote netip.AddrPort, opts DialOptions, wait bool) error {
+	ra := remote.Addr().Unmap()
+	remote = netip.AddrPortFrom(ra, remote.Port())
 	src, mtu, err := p.net.Route(ra)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	la := local.Addr().Unmap()
 	if la.IsValid() && !la.IsUnspecified() {
 		if !p.net.IsLocal(la) {
-			return nil, os.NewSyscallError("bind", syscall.EADDRNOTAVAIL)
+			return os.NewSyscallError("bind", syscall.EADDRNOTAVAIL)
 		}
 		if la.Is4() != ra.Is4() {
-			return nil, syscall.EAFNOSUPPORT
+			return syscall.EAFNOSUPPORT
 		}
 		src = la
 	}
-	c := p.newConn()
 	c.active = true
 	c.remote = remote
 	var b *ports.Binding
@@ -206,7 +217,7 @@ func (p *Protocol) Dial(ctx context.Context, local, remote netip.AddrPort, opts 
 			la = src
 		}
 		if b, err = p.mgr.Bind(netip.AddrPortFrom(la, local.Port()), opts.Bind, c); err != nil {
-			return nil, os.NewSyscallError("bind", err)
+			return os.NewSyscallError("bind", err)
 		}
 	}
 	c.mu.Lock()
@@ -216,24 +227,24 @@ func (p *Protocol) Dial(ctx context.Context, local, remote netip.AddrPort, opts 
 		if b != nil {
 			b.Release()
 		}
-		return nil, err
+		return err
 	}
 	c.bind = nb
 	c.local = nb.Local()
-	return c.activeOpen(ctx, mtu)
+	if !wait {
+		c.startOpen(mtu)
+		c.mu.Unlock()
+		return nil
+	}
+	_, err = c.activeOpen(ctx, mtu)
+	return err
 }
 
 // activeOpen sends the SYN of a connection whose 4-tuple is registered and waits for the
 // handshake to finish (RFC 9293 §3.5). c.mu is held on entry and released on return.
 func (c *Conn) activeOpen(ctx context.Context, mtu int) (*Conn, error) {
 	p := c.p
-	c.setRoute(mtu)
-	p.track(c)
-	p.Stats.ActiveOpens.Add(1)
-	c.initSend(p.isn(c.local, c.remote))
-	c.setState(StateSynSent)
-	c.sendSYN()
-	c.arm(timerRetransmit, c.rto)
+	c.startOpen(mtu)
 
 	stop := context.AfterFunc(ctx, func() {
 		c.mu.Lock()
@@ -262,6 +273,18 @@ func (c *Conn) activeOpen(ctx context.Context, mtu int) (*Conn, error) {
 	}
 	c.mu.Unlock()
 	return c, nil
+}
+
+// startOpen sends the SYN of an active open and enters SYN-SENT. c.mu is held.
+func (c *Conn) startOpen(mtu int) {
+	p := c.p
+	c.setRoute(mtu)
+	p.track(c)
+	p.Stats.ActiveOpens.Add(1)
+	c.initSend(p.isn(c.local, c.remote))
+	c.setState(StateSynSent)
+	c.sendSYN()
+	c.arm(timerRetransmit, c.rto)
 }
 
 // passiveOpen creates the connection the peer's SYN asks for (RFC 9293 §3.10.7.2, as in
