@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -91,7 +92,7 @@ func (s *Stack) listenTCP(ctx context.Context, network, address string, opts por
 	default:
 		return fail(nil, net.UnknownNetworkError(network))
 	}
-	a, port, err := splitAddr(network, address, network == "tcp6")
+	a, port, err := s.splitAddr(ctx, network, address, network == "tcp6")
 	if err != nil {
 		return fail(nil, err)
 	}
@@ -127,51 +128,60 @@ func (d *Dialer) dialTCP(ctx context.Context, network, address string) (*TCPConn
 	if laddr != nil {
 		src = laddr
 	}
-	fail := func(raddr net.Addr, err error) (*TCPConn, error) {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil, &net.OpError{Op: "dial", Net: network, Source: src, Addr: raddr, Err: mapCtxErr(err)}
-		}
-		var se *os.SyscallError
-		if errors.As(err, &se) { // the bind step failed
-			return nil, &net.OpError{Op: "dial", Net: network, Source: src, Addr: raddr, Err: se}
-		}
-		return nil, opError("dial", network, src, raddr, "connect", err)
-	}
 	if s == nil {
-		return fail(nil, syscall.EINVAL)
+		return nil, d.tcpFail(network, src, nil, syscall.EINVAL)
 	}
-	ra, rport, err := splitAddr(network, address, network == "tcp6")
+	addrs, rport, err := d.resolve(ctx, network, address)
 	if err != nil {
-		return fail(nil, err)
-	}
-	if !ra.IsValid() || ra.IsUnspecified() {
-		// Like net.Dial (and Linux's connect): an empty or unspecified host means the
-		// local system.
-		if network == "tcp6" || (ra.Is6() && !ra.Is4In6()) {
-			ra = netip.IPv6Loopback()
-		} else {
-			ra = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-		}
-	}
-	ra, _, _, err = tcpFamily(network, ra, false)
-	if err != nil {
-		return fail(nil, err)
-	}
-	raddr := &net.TCPAddr{IP: ra.AsSlice(), Port: int(rport)}
-	if err := ctx.Err(); err != nil {
-		return fail(raddr, err)
+		return nil, d.tcpFail(network, src, nil, err)
 	}
 	var local netip.AddrPort
 	if laddr != nil {
 		la, _ := netip.AddrFromSlice(laddr.IP)
 		local = netip.AddrPortFrom(la.Unmap(), uint16(laddr.Port))
+		// A bound source address limits the attempts to its family, as in Go.
+		if la.Unmap().IsValid() && !la.Unmap().IsUnspecified() {
+			addrs = slices.DeleteFunc(addrs, func(a netip.Addr) bool { return a.Is4() != la.Unmap().Is4() })
+			if len(addrs) == 0 {
+				return nil, d.tcpFail(network, src, nil, &net.AddrError{Err: errNoSuitableAddress, Addr: address})
+			}
+		}
+	}
+	return happyEyeballs(ctx, d.fallbackDelay(), addrs, func(ctx context.Context, ra netip.Addr) (*TCPConn, error) {
+		return d.dialTCPAddr(ctx, network, src, local, ra, rport)
+	})
+}
+
+// dialTCPAddr makes one connection attempt to ra.
+func (d *Dialer) dialTCPAddr(ctx context.Context, network string, src net.Addr, local netip.AddrPort, ra netip.Addr, rport uint16) (*TCPConn, error) {
+	s := d.Stack
+	ra, _, _, err := tcpFamily(network, ra, false)
+	if err != nil {
+		return nil, d.tcpFail(network, src, nil, err)
+	}
+	raddr := &net.TCPAddr{IP: ra.AsSlice(), Port: int(rport)}
+	if err := ctx.Err(); err != nil {
+		return nil, d.tcpFail(network, src, raddr, err)
 	}
 	c, err := s.tcp.Dial(ctx, local, netip.AddrPortFrom(ra, rport), tcp.DialOptions{Bind: s.bindOptions()})
 	if err != nil {
-		return fail(raddr, err)
+		return nil, d.tcpFail(network, src, raddr, err)
 	}
-	c.SetKeepAliveConfig(defaultKeepAlive)
-	return newTCPConn(c, network, false), nil
+	tc := newTCPConn(c, network, false)
+	d.keepAlive(tc)
+	return tc, nil
+}
+
+// tcpFail shapes a failed TCP dial as package net does.
+func (d *Dialer) tcpFail(network string, src, raddr net.Addr, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return &net.OpError{Op: "dial", Net: network, Source: src, Addr: raddr, Err: mapCtxErr(err)}
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) { // the bind step failed
+		return &net.OpError{Op: "dial", Net: network, Source: src, Addr: raddr, Err: se}
+	}
+	return opError("dial", network, src, raddr, "connect", err)
 }
 
 // netCtxErrs holds the errors package net reports for a dial ended by its context

@@ -80,7 +80,7 @@ func (s *Stack) listenUDP(ctx context.Context, network, address string, opts por
 	default:
 		return fail(nil, net.UnknownNetworkError(network))
 	}
-	a, port, err := splitAddr(network, address, network == "udp6")
+	a, port, err := s.splitAddr(ctx, network, address, network == "udp6")
 	if err != nil {
 		return fail(nil, err)
 	}
@@ -255,57 +255,6 @@ func (c *UDPConn) SetWriteDeadline(t time.Time) error { return c.ep.SetWriteDead
 // Drops reports how many datagrams the socket's full receive queue dropped.
 func (c *UDPConn) Drops() uint64 { return c.ep.Info().Drops }
 
-// Dialer dials on a Stack, like net.Dialer.
-type Dialer struct {
-	Stack *Stack
-	// LocalAddr is the local address to bind (a *net.UDPAddr for UDP); nil picks one.
-	LocalAddr net.Addr
-	// Timeout and Deadline bound the whole dial, as in net.Dialer.
-	Timeout  time.Duration
-	Deadline time.Time
-}
-
-// DialContext connects to address on network ("udp", "udp4", "udp6", "tcp", "tcp4",
-// "tcp6"), as net.Dialer.DialContext does.
-func (s *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	d := Dialer{Stack: s}
-	return d.DialContext(ctx, network, address)
-}
-
-// Dial is DialContext with a background context.
-func (d *Dialer) Dial(network, address string) (net.Conn, error) {
-	return d.DialContext(context.Background(), network, address)
-}
-
-// DialContext connects to address on network.
-func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	if d.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
-		defer cancel()
-	}
-	if !d.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, d.Deadline)
-		defer cancel()
-	}
-	switch network {
-	case "udp", "udp4", "udp6":
-		c, err := d.dialUDP(ctx, network, address)
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
-	case "tcp", "tcp4", "tcp6":
-		c, err := d.dialTCP(ctx, network, address)
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
-	}
-	return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError(network)}
-}
-
 func (d *Dialer) dialUDP(ctx context.Context, network, address string) (*UDPConn, error) {
 	s := d.Stack
 	var laddr *net.UDPAddr
@@ -322,17 +271,22 @@ func (d *Dialer) dialUDP(ctx context.Context, network, address string) (*UDPConn
 	if s == nil {
 		return fail(nil, "", syscall.EINVAL)
 	}
-	ra, rport, err := splitAddr(network, address, network == "udp6")
+	addrs, rport, err := d.resolve(ctx, network, address)
 	if err != nil {
 		return fail(nil, "", err)
 	}
-	if !ra.IsValid() {
-		// Like net.Dial: an empty host means the local system.
-		if network == "udp6" {
-			ra = netip.IPv6Loopback()
-		} else {
-			ra = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-		}
+	// Datagram sockets connect without a handshake: the first address the stack can
+	// reach is the one, as in package net.
+	return happyEyeballs(ctx, -1, addrs, func(ctx context.Context, ra netip.Addr) (*UDPConn, error) {
+		return d.dialUDPAddr(ctx, network, laddr, ra, rport)
+	})
+}
+
+// dialUDPAddr connects a new UDP socket to ra.
+func (d *Dialer) dialUDPAddr(ctx context.Context, network string, laddr *net.UDPAddr, ra netip.Addr, rport uint16) (*UDPConn, error) {
+	s := d.Stack
+	fail := func(raddr net.Addr, syscallName string, err error) (*UDPConn, error) {
+		return nil, opError("dial", network, addrOrNil(laddr), raddr, syscallName, err)
 	}
 	fam, ra, err := udpFamily(network, ra, false)
 	if err != nil {
