@@ -30,6 +30,27 @@ type Dialer struct {
 	// negative KeepAlive with KeepAliveConfig.Enable false turns them off.
 	KeepAlive       time.Duration
 	KeepAliveConfig net.KeepAliveConfig
+	// Control, if not nil, is called for every connection attempt before the socket binds
+	// or connects, with the network of the socket ("tcp4", "udp6", ...), the address it
+	// connects to ("10.0.0.1:80") and its options, which it may change. An error ends the
+	// attempt. It stands in for net.Dialer.Control (see SocketOptions).
+	Control func(network, address string, o *SocketOptions) error
+}
+
+// control runs the Control hook for an attempt to ra.
+func (d *Dialer) control(network string, ra netip.AddrPort) (SocketOptions, error) {
+	o := defaultSocketOptions(network, false)
+	if d.Control == nil {
+		return o, nil
+	}
+	fam := network[:3]
+	if ra.Addr().Is4() {
+		fam += "4"
+	} else {
+		fam += "6"
+	}
+	err := d.Control(fam, ra.String(), &o)
+	return o, err
 }
 
 // DialContext connects to address on network ("udp", "udp4", "udp6", "tcp", "tcp4",

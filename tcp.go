@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berthnet/berth/ports"
 	"github.com/berthnet/berth/tcp"
 )
 
@@ -58,10 +57,12 @@ func tcpFamily(network string, a netip.Addr, listen bool) (addr netip.Addr, v6on
 }
 
 // Listen announces on the local address, as net.Listen does: network is "tcp", "tcp4" or
-// "tcp6"; address is "host:port" with a literal IP, "localhost", or an empty host for
-// every address. Port 0 picks a free port. Like Go, listeners set SO_REUSEADDR.
+// "tcp6"; address is "host:port" with a literal IP, "localhost", a name the stack
+// resolves (its first address), or an empty host for every address; the port is a
+// number or an IANA service name. Port 0 picks a free port. Like Go, listeners set
+// SO_REUSEADDR, and accepted connections have keep-alive on (15 s).
 func (s *Stack) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	l, err := s.listenTCP(ctx, network, address, ports.BindOptions{ReuseAddr: true}, 0)
+	l, err := s.listenTCP(ctx, network, address, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -70,20 +71,10 @@ func (s *Stack) Listen(ctx context.Context, network, address string) (net.Listen
 
 // ListenTCP is Listen returning the concrete type.
 func (s *Stack) ListenTCP(ctx context.Context, network, address string) (*TCPListener, error) {
-	return s.listenTCP(ctx, network, address, ports.BindOptions{ReuseAddr: true}, 0)
+	return s.listenTCP(ctx, network, address, nil)
 }
 
-// Listen is Stack.Listen with the ListenConfig's socket options.
-func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	opts := ports.BindOptions{ReuseAddr: true, ReusePort: lc.ReusePort}
-	l, err := lc.Stack.listenTCP(ctx, network, address, opts, 0)
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
-}
-
-func (s *Stack) listenTCP(ctx context.Context, network, address string, opts ports.BindOptions, backlog int) (*TCPListener, error) {
+func (s *Stack) listenTCP(ctx context.Context, network, address string, lc *ListenConfig) (*TCPListener, error) {
 	fail := func(addr net.Addr, err error) (*TCPListener, error) {
 		return nil, opError("listen", network, nil, addr, "bind", err)
 	}
@@ -96,6 +87,8 @@ func (s *Stack) listenTCP(ctx context.Context, network, address string, opts por
 	if err != nil {
 		return fail(nil, err)
 	}
+	// Control sees the address as given, before the family is chosen, as in package net.
+	ctlAddr := (&net.TCPAddr{IP: a.AsSlice(), Port: int(port)}).String()
 	a, v6only, dual, err := tcpFamily(network, a, true)
 	if err != nil {
 		return fail(nil, err)
@@ -104,13 +97,25 @@ func (s *Stack) listenTCP(ctx context.Context, network, address string, opts por
 	if err := ctx.Err(); err != nil {
 		return fail(laddr, err)
 	}
-	b := s.bindOptions()
-	b.ReuseAddr, b.ReusePort, b.V6Only = opts.ReuseAddr, opts.ReusePort, v6only
-	l, err := s.tcp.Listen(netip.AddrPortFrom(a, port), backlog, b)
+	o, err := lc.control(network, a.Is6(), ctlAddr)
 	if err != nil {
 		return fail(laddr, err)
 	}
-	return newTCPListener(l, network, dual), nil
+	if o.ReceiveBuffer > 0 {
+		return nil, opError("listen", network, nil, laddr, "setsockopt", syscall.ENOPROTOOPT)
+	}
+	b := s.bindOptions()
+	b.ReuseAddr, b.ReusePort, b.V6Only = o.ReuseAddr, o.ReusePort, v6only
+	l, err := s.tcp.Listen(netip.AddrPortFrom(a, port), 0, b)
+	if err != nil {
+		return fail(laddr, err)
+	}
+	tl := newTCPListener(l, network, dual)
+	tl.opts = o
+	if lc != nil {
+		tl.keepAlive = lc.keepAlive
+	}
+	return tl, nil
 }
 
 // dialTCP is the TCP branch of Dialer.DialContext.
@@ -163,8 +168,22 @@ func (d *Dialer) dialTCPAddr(ctx context.Context, network string, src net.Addr, 
 	if err := ctx.Err(); err != nil {
 		return nil, d.tcpFail(network, src, raddr, err)
 	}
-	c, err := s.tcp.Dial(ctx, local, netip.AddrPortFrom(ra, rport), tcp.DialOptions{Bind: s.bindOptions()})
+	remote := netip.AddrPortFrom(ra, rport)
+	o, err := d.control(network, remote)
 	if err != nil {
+		return nil, d.tcpFail(network, src, raddr, err)
+	}
+	opts := tcp.DialOptions{Bind: s.bindOptions()}
+	opts.Bind.ReuseAddr, opts.Bind.ReusePort = o.ReuseAddr, o.ReusePort
+	if o.ReceiveBuffer > 0 {
+		opts.Setup = func(c *tcp.Conn) { c.SetBuffers(0, o.ReceiveBuffer) }
+	}
+	c, err := s.tcp.Dial(ctx, local, remote, opts)
+	if err != nil {
+		return nil, d.tcpFail(network, src, raddr, err)
+	}
+	if err := o.applyTCP(c); err != nil {
+		c.Abort()
 		return nil, d.tcpFail(network, src, raddr, err)
 	}
 	tc := newTCPConn(c, network, false)

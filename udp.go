@@ -7,7 +7,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berthnet/berth/ports"
 	"github.com/berthnet/berth/udp"
 )
 
@@ -48,30 +47,10 @@ func (s *Stack) ListenPacket(ctx context.Context, network, address string) (net.
 
 // ListenUDP is ListenPacket returning the concrete type.
 func (s *Stack) ListenUDP(ctx context.Context, network, address string) (*UDPConn, error) {
-	return s.listenUDP(ctx, network, address, s.bindOptions())
+	return s.listenUDP(ctx, network, address, nil)
 }
 
-// ListenConfig holds socket options for listening, like net.ListenConfig's Control.
-type ListenConfig struct {
-	Stack     *Stack
-	ReuseAddr bool // SO_REUSEADDR
-	// ReusePort is SO_REUSEPORT: sockets sharing a port form a group, and each datagram goes
-	// to one member chosen by a hash of its 4-tuple.
-	ReusePort bool
-}
-
-// ListenPacket is Stack.ListenPacket with the options.
-func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
-	opts := lc.Stack.bindOptions()
-	opts.ReuseAddr, opts.ReusePort = lc.ReuseAddr, lc.ReusePort
-	c, err := lc.Stack.listenUDP(ctx, network, address, opts)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-func (s *Stack) listenUDP(ctx context.Context, network, address string, opts ports.BindOptions) (*UDPConn, error) {
+func (s *Stack) listenUDP(ctx context.Context, network, address string, lc *ListenConfig) (*UDPConn, error) {
 	fail := func(addr net.Addr, err error) (*UDPConn, error) {
 		return nil, opError("listen", network, nil, addr, "bind", err)
 	}
@@ -84,6 +63,7 @@ func (s *Stack) listenUDP(ctx context.Context, network, address string, opts por
 	if err != nil {
 		return fail(nil, err)
 	}
+	ctlAddr := (&net.UDPAddr{IP: a.AsSlice(), Port: int(port)}).String()
 	fam, a, err := udpFamily(network, a, true)
 	if err != nil {
 		return fail(nil, err)
@@ -92,10 +72,17 @@ func (s *Stack) listenUDP(ctx context.Context, network, address string, opts por
 	if err := ctx.Err(); err != nil {
 		return fail(laddr, err)
 	}
+	o, err := lc.control(network, fam != udp.V4, ctlAddr)
+	if err != nil {
+		return fail(laddr, err)
+	}
+	opts := s.bindOptions()
+	opts.ReuseAddr, opts.ReusePort = o.ReuseAddr, o.ReusePort
 	ep, err := s.udp.NewEndpoint(fam)
 	if err != nil {
 		return fail(laddr, err)
 	}
+	ep.SetReceiveBuffer(o.ReceiveBuffer)
 	if err := ep.Bind(netip.AddrPortFrom(a, port), opts); err != nil {
 		ep.Close()
 		return fail(laddr, err)
@@ -296,13 +283,20 @@ func (d *Dialer) dialUDPAddr(ctx context.Context, network string, laddr *net.UDP
 	if err := ctx.Err(); err != nil {
 		return fail(raddr, "", err)
 	}
+	o, err := d.control(network, netip.AddrPortFrom(ra, rport))
+	if err != nil {
+		return fail(raddr, "", err)
+	}
 	ep, err := s.udp.NewEndpoint(fam)
 	if err != nil {
 		return fail(raddr, "", err)
 	}
+	ep.SetReceiveBuffer(o.ReceiveBuffer)
 	if laddr != nil {
 		la, _ := netip.AddrFromSlice(laddr.IP)
-		if err := ep.Bind(netip.AddrPortFrom(la.Unmap(), uint16(laddr.Port)), s.bindOptions()); err != nil {
+		bo := s.bindOptions()
+		bo.ReuseAddr, bo.ReusePort = o.ReuseAddr, o.ReusePort
+		if err := ep.Bind(netip.AddrPortFrom(la.Unmap(), uint16(laddr.Port)), bo); err != nil {
 			ep.Close()
 			return fail(raddr, "bind", err)
 		}
