@@ -165,6 +165,10 @@ func (c *Conn) State() State {
 // DialOptions are settings for Dial.
 type DialOptions struct {
 	Bind ports.BindOptions // used when a local address or port is given
+	// Setup, if set, is called with the new connection before it binds or sends its SYN:
+	// the place for settings that must precede the handshake, such as the receive buffer
+	// (SetBuffers), which fixes the window scale offered in the SYN (RFC 7323 §2.2).
+	Setup func(*Conn)
 }
 
 // Dial opens a connection to remote (active open). A valid local address or non-zero
@@ -211,6 +215,9 @@ func (p *Protocol) connect(ctx context.Context, c *Conn, local, remote netip.Add
 	}
 	c.active = true
 	c.remote = remote
+	if opts.Setup != nil {
+		opts.Setup(c)
+	}
 	var b *ports.Binding
 	if local.Port() != 0 || (la.IsValid() && !la.IsUnspecified()) {
 		if !la.IsValid() {
