@@ -712,6 +712,12 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 			continue
 		}
 		k := min(space, readFromChunk)
+		if l, ok := r.(interface{ Len() int }); ok {
+			// A reader that knows how much it has (bytes.Reader; the forwarder's host
+			// socket): room for that, not a whole chunk, so that a connection that only
+			// ever sends a little keeps a small buffer (the ring never shrinks).
+			k = min(k, max(l.Len(), 1))
+		}
 		c.sndBuf.reserve(c.sndBuf.n+k, c.sndBufMax, c.sndBuf.n)
 		dst, _ := c.sndBuf.slices(c.sndBuf.n, k) // up to the end of the ring: one read
 		buf := c.sndBuf.buf

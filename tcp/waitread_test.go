@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"testing"
@@ -46,5 +47,27 @@ func TestWaitRead(t *testing.T) {
 	b.Close()
 	if err := b.WaitRead(); err != net.ErrClosed {
 		t.Fatalf("WaitRead after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestReadFromLenHint: ReadFrom from a reader that reports its length (Len) grows the send
+// buffer for that much, not for a whole readFromChunk.
+func TestReadFromLenHint(t *testing.T) {
+	p := newPair(t, 1500, nil, Config{}, nil)
+	a, b := p.connect(t)
+	defer a.Close()
+	defer b.Close()
+	if n, err := a.ReadFrom(bytes.NewReader(make([]byte, 100))); n != 100 || err != nil {
+		t.Fatalf("ReadFrom: %d, %v", n, err)
+	}
+	a.mu.Lock()
+	size := len(a.sndBuf.buf)
+	a.mu.Unlock()
+	if size > 4096 {
+		t.Errorf("send buffer %d bytes after 100 from a bytes.Reader, want at most 4096", size)
+	}
+	buf := make([]byte, 200)
+	if n, err := io.ReadFull(b, buf[:100]); n != 100 || err != nil {
+		t.Fatalf("Read: %d, %v", n, err)
 	}
 }
