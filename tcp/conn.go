@@ -623,6 +623,33 @@ func (c *Conn) Read(b []byte) (int, error) {
 	}
 }
 
+// WaitRead blocks until a Read would return without waiting (data, the peer's FIN, an
+// error, the connection closed, or the read deadline passed) and reads nothing: a caller
+// that copies (the forwarder) takes its buffer only then, so an idle connection holds
+// none. It returns nil when a Read should follow, the error Read would return otherwise.
+func (c *Conn) WaitRead() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		switch {
+		case c.userClosed:
+			return net.ErrClosed
+		case c.rd.expired:
+			return os.ErrDeadlineExceeded
+		case c.rcvBuf.n > 0 || c.rdShut || c.err != nil || c.finRcvd || c.state == StateClosed:
+			return nil // Read returns the data, EOF or the error
+		}
+		c.cond.Wait()
+	}
+}
+
+// Buffered is how many bytes a Read returns now without waiting.
+func (c *Conn) Buffered() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rcvBuf.n
+}
+
 // writable reports whether data may be queued now: an error if it never may, wait if the
 // handshake is still under way. Called with c.mu held.
 func (c *Conn) writable() (wait bool, err error) {
@@ -715,6 +742,12 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 			continue
 		}
 		k := min(space, readFromChunk)
+		if l, ok := r.(interface{ Len() int }); ok {
+			// A reader that knows how much it has (bytes.Reader; the forwarder's host
+			// socket): room for that, not a whole chunk, so that a connection that only
+			// ever sends a little keeps a small buffer (the ring never shrinks).
+			k = min(k, max(l.Len(), 1))
+		}
 		c.sndBuf.reserve(c.sndBuf.n+k, c.sndBufMax, c.sndBuf.n)
 		dst, _ := c.sndBuf.slices(c.sndBuf.n, k) // up to the end of the ring: one read
 		buf := c.sndBuf.buf
