@@ -5,10 +5,13 @@ package tun
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"os"
 	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berthnet/berth/wire"
 )
 
 // ethHdrLen is the Ethernet II header a TAP device's frames begin with (destination and
@@ -127,4 +130,93 @@ func inNetNS(path string, f func() error) error {
 		done <- ferr
 	}()
 	return <-done
+}
+
+// Constants of linux/if_tun.h and linux/virtio_net.h that x/sys/unix does not have.
+const (
+	tunFUSO4 = 0x20 // TUN_F_USO4: the reader takes UDP super-segments over IPv4
+	tunFUSO6 = 0x40 // TUN_F_USO6: ... over IPv6 (the kernel wants both or neither)
+	gsoUDPL4 = 5    // VIRTIO_NET_HDR_GSO_UDP_L4: a UDP super-segment, gso_size payload each
+)
+
+const (
+	// usoMaxSegs is the most datagrams one UDP super-segment holds (the kernel's
+	// UDP_MAX_SEGMENTS).
+	usoMaxSegs = 128
+	// usoScratch holds the datagrams of the largest super-segment: its bytes, plus
+	// headers (Ethernet, IP with options, UDP) copied into every datagram.
+	usoScratch = maxPacket + ethHdrLen + usoMaxSegs*(ethHdrLen+60+8)
+)
+
+// isUSO reports whether b (virtio-net header and frame) is a UDP super-segment.
+func isUSO(b []byte) bool {
+	return len(b) >= vnetHdrLen && b[1]&^unix.VIRTIO_NET_HDR_GSO_ECN == gsoUDPL4
+}
+
+// splitUDP cuts the UDP super-segment b (virtio-net header and frame) into its datagrams
+// in scratch, as the kernel's UDP GSO would (__udp_gso_segment): each with the headers
+// copied, gso_size payload bytes (the last one the rest), the lengths and the IPv4
+// identification and header checksum set, and a complete UDP checksum. It appends them
+// to segs; a malformed one is dropped and counted.
+func (e *Endpoint) splitUDP(b, scratch []byte, segs [][]byte) [][]byte {
+	gso := int(binary.LittleEndian.Uint16(b[4:]))
+	p := b[vnetHdrLen:]
+	ip := e.ipOf(p)
+	var ipLen int
+	var v6 bool
+	switch {
+	case len(ip) >= wire.IPv4MinHeaderLen && ip[0]>>4 == 4 && ip[9] == wire.ProtoUDP:
+		ipLen = int(ip[0]&0xf) * 4
+	case len(ip) >= wire.IPv6HeaderLen && ip[0]>>4 == 6 && ip[6] == wire.ProtoUDP:
+		ipLen, v6 = wire.IPv6HeaderLen, true
+	}
+	hdr := e.l2 + ipLen + wire.UDPHeaderLen
+	if ipLen < wire.IPv4MinHeaderLen || gso <= 0 || len(p) <= hdr {
+		e.rxDropped.Add(1)
+		return segs
+	}
+	payload := p[hdr:]
+	if (len(payload)+gso-1)/gso > usoMaxSegs || len(payload)+(len(payload)+gso-1)/gso*hdr > len(scratch) {
+		e.rxDropped.Add(1)
+		return segs
+	}
+	var src, dst netip.Addr
+	if v6 {
+		src, dst = netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40]))
+	} else {
+		src, dst = netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
+	}
+	id := binary.BigEndian.Uint16(ip[4:])
+	e.rxGSO.Add(1)
+	off := 0
+	for i := 0; len(payload) > 0; i++ {
+		n := min(gso, len(payload))
+		d := scratch[off : off+hdr+n]
+		off += hdr + n
+		copy(d, p[:hdr])
+		copy(d[hdr:], payload[:n])
+		payload = payload[n:]
+		h := d[e.l2:]
+		udpLen := wire.UDPHeaderLen + n
+		if v6 {
+			binary.BigEndian.PutUint16(h[4:], uint16(udpLen))
+		} else {
+			binary.BigEndian.PutUint16(h[2:], uint16(ipLen+udpLen))
+			binary.BigEndian.PutUint16(h[4:], id+uint16(i)) // RFC 6864: a new ID per datagram
+			h[10], h[11] = 0, 0
+			binary.BigEndian.PutUint16(h[10:], ^wire.Checksum(h[:ipLen], 0))
+		}
+		u := h[ipLen:]
+		binary.BigEndian.PutUint16(u[4:], uint16(udpLen))
+		u[6], u[7] = 0, 0
+		c := ^wire.Checksum(u, wire.PseudoHeaderChecksum(wire.ProtoUDP, src, dst, udpLen))
+		if c == 0 {
+			c = 0xffff // RFC 768: a computed zero is sent as all ones
+		}
+		binary.BigEndian.PutUint16(u[6:], c)
+		segs = append(segs, d)
+		e.rxPackets.Add(1)
+		e.rxBytes.Add(uint64(len(d)))
+	}
+	return segs
 }

@@ -75,6 +75,9 @@ type Options struct {
 // Offloads says which offloads the kernel accepted (TUNSETOFFLOAD).
 type Offloads struct {
 	Csum, TSO4, TSO6 bool
+	// USO: the kernel may send UDP super-segments (TUN_F_USO4|TUN_F_USO6, Linux 6.2),
+	// which the endpoint cuts into datagrams before delivery. Asked for on TAP devices.
+	USO bool
 }
 
 // Stats counts the endpoint's traffic.
@@ -258,14 +261,23 @@ func (e *Endpoint) setVnet(fd int) error {
 		// Ask for the most, then less: old kernels refuse flags they do not know with
 		// EINVAL. USO (TUN_F_USO4/6) is not asked for: a UDP super-segment holds several
 		// datagrams, which the stack cannot take as one packet.
-		for _, try := range []struct {
+		tries := []struct {
 			flags int
 			o     Offloads
 		}{
-			{unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6, Offloads{true, true, true}},
-			{unix.TUN_F_CSUM | unix.TUN_F_TSO4, Offloads{true, true, false}},
+			{unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6, Offloads{Csum: true, TSO4: true, TSO6: true}},
+			{unix.TUN_F_CSUM | unix.TUN_F_TSO4, Offloads{Csum: true, TSO4: true}},
 			{unix.TUN_F_CSUM, Offloads{Csum: true}},
-		} {
+		}
+		if e.l2 != 0 {
+			// On a TAP device the endpoint cuts UDP super-segments itself (splitUDP).
+			tries = append(tries[:0:0], append([]struct {
+				flags int
+				o     Offloads
+			}{{unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6 | tunFUSO4 | tunFUSO6,
+				Offloads{Csum: true, TSO4: true, TSO6: true, USO: true}}}, tries...)...)
+		}
+		for _, try := range tries {
 			if unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, try.flags) == nil {
 				e.offloads = try.o
 				break
@@ -506,6 +518,11 @@ func (e *Endpoint) reader() {
 	}
 	sizes := make([]int, batchSize)
 	batch := make([][]byte, 0, batchSize)
+	var segBuf []byte
+	var segs [][]byte
+	if e.offloads.USO {
+		segBuf, segs = make([]byte, usoScratch), make([][]byte, 0, usoMaxSegs)
+	}
 	// One closure for the goroutine's life: a closure per read would allocate per batch.
 	var n int
 	var rerr error
@@ -524,28 +541,10 @@ func (e *Endpoint) reader() {
 		}
 		return true
 	}
-	for {
-		n, rerr = 0, nil
-		if err := e.rc.Read(readBatch); err != nil {
-			return // closed
-		}
-		batch = batch[:0]
-		box := e.disp.Load()
-		var vd link.VerifiedDispatcher
-		if box != nil && e.vnet {
-			vd, _ = box.d.(link.VerifiedDispatcher)
-		}
-		// With a dispatcher that takes it, a batch whose TCP checksums the kernel vouches
-		// for all (link.VerifiedDispatcher) goes without summing any of them.
-		vouched := vd != nil
-		for i := 0; i < n && vouched; i++ {
-			vouched = e.tcpVouched(bufs[i][:sizes[i]])
-		}
-		for i := 0; i < n; i++ {
-			if p := e.inbound(bufs[i][:sizes[i]], vouched); p != nil {
-				batch = append(batch, p)
-			}
-		}
+	var box *dispatcherBox
+	var vd link.VerifiedDispatcher
+	var vouched bool
+	deliver := func(batch [][]byte) {
 		if len(batch) > 0 {
 			switch {
 			case box == nil:
@@ -556,6 +555,39 @@ func (e *Endpoint) reader() {
 				box.d.DeliverPackets(batch)
 			}
 		}
+	}
+	for {
+		n, rerr = 0, nil
+		if err := e.rc.Read(readBatch); err != nil {
+			return // closed
+		}
+		batch = batch[:0]
+		box, vd = e.disp.Load(), nil
+		if box != nil && e.vnet {
+			vd, _ = box.d.(link.VerifiedDispatcher)
+		}
+		// With a dispatcher that takes it, a batch whose TCP checksums the kernel vouches
+		// for all (link.VerifiedDispatcher) goes without summing any of them.
+		vouched = vd != nil
+		for i := 0; i < n && vouched; i++ {
+			vouched = e.tcpVouched(bufs[i][:sizes[i]])
+		}
+		for i := 0; i < n; i++ {
+			b := bufs[i][:sizes[i]]
+			if segBuf != nil && isUSO(b) {
+				// The datagrams of a UDP super-segment go as a batch of their own, in
+				// order after the packets read before it.
+				deliver(batch)
+				batch = batch[:0]
+				segs = e.splitUDP(b, segBuf, segs[:0])
+				deliver(segs)
+				continue
+			}
+			if p := e.inbound(b, vouched); p != nil {
+				batch = append(batch, p)
+			}
+		}
+		deliver(batch)
 		if rerr != nil && !errors.Is(rerr, unix.EINTR) {
 			// EBADFD (the device was deleted under us) or worse: nothing more will come,
 			// and retrying would spin. Err reports it.
