@@ -3,8 +3,8 @@
 package tun
 
 import (
-	"encoding/binary"
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
