@@ -150,7 +150,7 @@ func TestRunControl(t *testing.T) {
 			t.Fatalf("berth stats --json: %v\n%s", err, out)
 		}
 	}
-	for _, name := range []string{"IpInReceives", "UdpNoPorts", "IcmpOutDestUnreachs", "TcpCurrEstab"} {
+	for _, name := range []string{"IpInReceives", "UdpNoPorts", "IcmpOutDestUnreachs", "TcpCurrEstab", "ForwardTCPOutbound", "ForwardTCPFlows"} {
 		if counters[name] == 0 {
 			t.Errorf("berth stats: %s is %d, want at least 1", name, counters[name])
 		}
