@@ -68,6 +68,7 @@ done
 [ ${#args[@]} -gt 0 ] || args=("$net/tcp")
 scripts=()
 for a in "${args[@]}"; do
+	[ -e "$a" ] || a="$net/$a" # names relative to gtests/net, as the expected lists have them
 	a=$(realpath "$a")
 	if [ -d "$a" ]; then
 		while IFS= read -r f; do scripts+=("$f"); done < <(find "$a" -name '*.pkt' | sort)
