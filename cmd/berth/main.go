@@ -56,6 +56,8 @@ func commandTable() []*command {
 			usage: runUsage, help: runDoc, run: runRun},
 		{name: "services", summary: "look up the IANA service registry by name or port",
 			usage: servicesUsage, help: servicesDoc, run: runServices},
+		{name: "slirp4netns", summary: "be slirp4netns: serve a namespace for rootlesskit, Podman (its command line)",
+			usage: slirp4netnsUsage, run: func(_ *command, args []string) int { return runSlirp4netns(args) }},
 		{name: "ss", summary: "list the sockets of a running berth (like ss)",
 			usage: ssUsage, help: ssDoc, run: runSS},
 		{name: "stats", summary: "show the counters of a running berth (like nstat)",
@@ -89,6 +91,10 @@ func main() {
 	// becomes COMMAND.
 	if len(os.Args) > 1 && os.Args[1] == rootlessChildArg {
 		os.Exit(rootlessChild(os.Args[2:]))
+	}
+	// berth as slirp4netns, pasta or pesto (slirp4netns.go).
+	if code := dropInMain(os.Args); code >= 0 {
+		os.Exit(code)
 	}
 	os.Exit(run(os.Args[1:]))
 }
