@@ -13,7 +13,10 @@
 //     and, on output, no 802.1Q tag. Input may carry tags and padding; ether drops or
 //     trims them.
 //   - MTU is the largest payload (the IP MTU, 1500 for classic Ethernet), so frames are
-//     up to MTU()+14 bytes.
+//     up to MTU()+14 bytes. A device that delivers longer frames (TCP super-segments
+//     coalesced by the kernel behind a TAP device with offloads) says how long with a
+//     MaxInboundSize() int method, counting the Ethernet header; ether takes frames up to
+//     it, and drops longer ones as EtherInTooBig.
 //   - If it is also a GSOEndpoint, WriteGSO takes one frame whose payload is the TCP
 //     super-segment, and writes each segment with a copy of the Ethernet header;
 //     GSOMaxSize counts the IP packet, not the Ethernet header.

@@ -93,9 +93,12 @@ type Endpoint struct {
 	clk clock.Clock
 	mac wire.MAC
 	mtu int
-	ll6 netip.Addr                      // link-local address derived from mac (RFC 4291 §2.5.1, RFC 4862 §5.3)
-	up  atomic.Pointer[link.Dispatcher] // nil: detached
-	ctr counters
+	// maxIn is the longest frame taken from the device: MTU+14, or more when the device
+	// coalesces TCP segments and says how long its frames get (link.go).
+	maxIn int
+	ll6   netip.Addr                      // link-local address derived from mac (RFC 4291 §2.5.1, RFC 4862 §5.3)
+	up    atomic.Pointer[link.Dispatcher] // nil: detached
+	ctr   counters
 	// addrs is what the interface answers for and its subnets, replaced whole (copy on
 	// write) by AddAddress and friends so the packet paths read it without a lock.
 	addrs   atomic.Pointer[addrTable]
@@ -167,6 +170,10 @@ func New(dev link.Endpoint, cfg Config) (*Endpoint, error) {
 	}
 	if g, ok := dev.(link.GSOEndpoint); ok {
 		e.gso = g
+	}
+	e.maxIn = e.mtu + wire.EthernetHeaderLen
+	if m, ok := dev.(interface{ MaxInboundSize() int }); ok {
+		e.maxIn = max(e.maxIn, m.MaxInboundSize())
 	}
 	e.ll6 = linkLocal(cfg.MAC)
 	t := &addrTable{own: map[netip.Addr]bool{e.ll6: true}}

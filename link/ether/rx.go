@@ -26,12 +26,7 @@ func (r *rxSide) DeliverVerified(frames [][]byte) { (*Endpoint)(r).input(frames,
 func (e *Endpoint) input(frames [][]byte, verified bool) {
 	bp := e.rx.get()
 	up := bp.p[:0]
-	maxLen := e.mtu + wire.EthernetHeaderLen
-	// A device with offloads (a TAP device with TSO) delivers TCP super-segments longer
-	// than the MTU, and says how long (link/tun's MaxInboundSize).
-	if m, ok := e.dev.(interface{ MaxInboundSize() int }); ok && m.MaxInboundSize() > maxLen {
-		maxLen = m.MaxInboundSize()
-	}
+	maxLen := e.maxIn
 	c := &e.ctr
 	for _, f := range frames {
 		c.EtherInFrames.Add(1)
