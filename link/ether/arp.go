@@ -164,13 +164,38 @@ func (e *Endpoint) source4(target netip.Addr) netip.Addr {
 // 5227 §2.3), so hosts that cached another MAC for them learn ours; IPv6 addresses start
 // duplicate address detection (RFC 4862 §5.4).
 func (e *Endpoint) announce(addrs []netip.Addr) {
-	var v6 []netip.Addr
+	var v4, v6 []netip.Addr
 	for _, a := range addrs {
 		if a.Is4() {
-			e.sendARP(wire.ARPRequest, wire.BroadcastMAC, a, wire.MAC{}, a)
+			v4 = append(v4, a)
 		} else {
 			v6 = append(v6, a)
 		}
 	}
+	e.announce4(v4)
+	if len(v4) > 0 {
+		// RFC 5227 §2.3: ANNOUNCE_NUM (2) announcements, ANNOUNCE_INTERVAL (2 s) apart,
+		// in case the first one was lost.
+		e.mu.Lock()
+		if !e.closed.Load() {
+			e.timers = append(e.timers, e.clk.AfterFunc(announceInterval, func() {
+				if !e.closed.Load() {
+					e.announce4(v4)
+				}
+			}))
+		}
+		e.mu.Unlock()
+	}
 	e.startDAD(v6)
+}
+
+// announceInterval is RFC 5227 §1.1's ANNOUNCE_INTERVAL.
+const announceInterval = 2 * time.Second
+
+func (e *Endpoint) announce4(addrs []netip.Addr) {
+	for _, a := range addrs {
+		if e.owns(a) {
+			e.sendARP(wire.ARPRequest, wire.BroadcastMAC, a, wire.MAC{}, a)
+		}
+	}
 }

@@ -109,7 +109,8 @@ type Endpoint struct {
 	nInc  int // entries in INCOMPLETE
 	// defended is when each of our addresses was last defended (RFC 5227 §2.4).
 	defended map[netip.Addr]time.Time
-	dhcp     *dhcpServer // nil: no DHCP server
+	dhcp     *dhcpServer   // nil: no DHCP server
+	timers   []clock.Timer // one-shot timers (announcements) Close stops
 	// addr6 is the state of each IPv6 address answered for: tentative while DAD runs,
 	// duplicate after it failed; absent when usable.
 	addr6  map[netip.Addr]*dadState

@@ -125,7 +125,8 @@ type harness struct {
 }
 
 // newHarness makes an endpoint with MAC ourMAC, 10.0.2.2/24, fd00::2/64, Extra 10.0.2.3,
-// on a manual clock, with DAD off unless cfg says otherwise through dad.
+// on a manual clock, with DAD off unless dad. Without DAD the clock is moved past the
+// second address announcement; its frames and New's are in h.announced.
 func newHarness(t *testing.T, cfg ether.Config, dad bool) *harness {
 	t.Helper()
 	h := &harness{t: t, dev: &fakeDev{mtu: 1500}, up: &upRecorder{}, clk: clock.NewManual(time.Unix(1e9, 0))}
@@ -144,6 +145,11 @@ func newHarness(t *testing.T, cfg ether.Config, dad bool) *harness {
 	}
 	h.ep = ep
 	h.announced = h.dev.take()
+	if !dad {
+		// Past RFC 5227's second announcement, so tests see only their own frames.
+		h.clk.Advance(2 * time.Second)
+		h.announced = append(h.announced, h.dev.take()...)
+	}
 	ep.Attach(h.up)
 	t.Cleanup(func() { ep.Close() })
 	return h

@@ -102,6 +102,10 @@ func (e *Endpoint) Duplicate(a netip.Addr) bool { _, d := e.addrState(a); return
 
 // stopTimersLocked stops DAD and router advertisement timers (Close).
 func (e *Endpoint) stopTimersLocked() {
+	for _, t := range e.timers {
+		t.Stop()
+	}
+	e.timers = nil
 	for _, d := range e.addr6 {
 		if d.timer != nil {
 			d.timer.Stop()

@@ -161,7 +161,10 @@ func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
 		e.ctr.EtherOutFrames.Add(uint64(m))
 		if werr != nil {
 			e.ctr.EtherOutErrors.Add(1)
-			n, err = idx[m], werr
+			err = werr
+			if m < len(idx) {
+				n = idx[m]
+			}
 		}
 	}
 	clear(frames)
