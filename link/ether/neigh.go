@@ -171,7 +171,7 @@ const (
 	learnConfirmed  learnKind = iota // a solicited answer: ARP reply to us, NA with S set
 	learnSolicit                     // the sender of a request/NS for us: create or update, STALE
 	learnUpdate                      // anything else (gratuitous ARP, unsolicited NA with O): update an existing entry only
-	learnNoOverride                  // NA without O: confirms only if the MAC agrees
+	learnNoOverride                  // NA without O, not a confirmation: never replaces a known MAC
 )
 
 // learnLocked records that ip is at mac and returns the frames that were waiting for it,
@@ -198,15 +198,14 @@ func (e *Endpoint) learnLocked(ip netip.Addr, mac wire.MAC, how learnKind) []que
 		n.stop()
 	case learnNoOverride:
 		// RFC 4861 §7.2.5: without the override flag a different address does not
-		// replace a known one (a REACHABLE entry goes STALE); a matching one confirms.
+		// replace a known one (a REACHABLE entry goes STALE, nothing else changes); the
+		// same address changes nothing either (a confirmation needs the solicited flag,
+		// which the caller maps to learnConfirmed).
 		switch {
 		case wasIncomplete:
 			n.mac, n.state, n.probes = mac, nudStale, 0
 			n.stop()
-		case mac == n.mac:
-			n.state, n.confirmed, n.probes = nudReachable, now, 0
-			n.stop()
-		case n.state == nudReachable:
+		case mac != n.mac && n.state == nudReachable:
 			n.state = nudStale
 		}
 	default:
