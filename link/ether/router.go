@@ -43,7 +43,6 @@ const (
 	maxInitialRtrAdvertisements = 3
 	maxInitialRtrAdvertInterval = 16 * time.Second
 	minDelayBetweenRAs          = 3 * time.Second
-	maxRADelayTime              = 500 * time.Millisecond
 )
 
 type raState struct {
