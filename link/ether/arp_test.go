@@ -164,9 +164,13 @@ func TestResolveAndNUD(t *testing.T) {
 	h.ep.WritePackets([][]byte{pkt})
 	equalFrame(t, "direct", h.one(), frame(peerMAC, ourMAC, wire.EtherTypeIPv4, pkt))
 
+	h.clk.Advance(ether.DefaultReachableTime/2 - time.Millisecond)
+	if n, _ := h.neighbor(peer4); n.State != "REACHABLE" {
+		t.Fatalf("after half ReachableTime: %s, want REACHABLE (RFC 4861 §6.3.2's least factor)", n.State)
+	}
 	h.clk.Advance(ether.DefaultReachableTime)
 	if n, _ := h.neighbor(peer4); n.State != "STALE" {
-		t.Fatalf("after ReachableTime: %s, want STALE", n.State)
+		t.Fatalf("after 1.5 ReachableTime: %s, want STALE", n.State)
 	}
 	h.ep.WritePackets([][]byte{pkt}) // a STALE entry still sends, and goes to DELAY
 	equalFrame(t, "stale send", h.one(), frame(peerMAC, ourMAC, wire.EtherTypeIPv4, pkt))
@@ -194,7 +198,7 @@ func TestResolveAndNUD(t *testing.T) {
 	h.ep.WritePackets([][]byte{pkt})
 	h.dev.deliver(arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4))
 	h.dev.take()
-	h.clk.Advance(ether.DefaultReachableTime)
+	h.clk.Advance(3 * ether.DefaultReachableTime / 2)
 	h.ep.WritePackets([][]byte{pkt})
 	h.clk.Advance(ether.DefaultDelayFirstProbe)
 	h.dev.take()

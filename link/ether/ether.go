@@ -13,6 +13,7 @@ package ether
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -53,10 +54,10 @@ type Config struct {
 	// subnet. Zero: such packets are dropped and counted (EtherOutNoRoutes).
 	Gateway4, Gateway6 netip.Addr
 
-	MaxNeighbors    int // cache entries in all, both families
-	MaxIncomplete   int // entries in INCOMPLETE at once: an address scan cannot fill the cache
-	QueueBytes      int // bytes queued for one neighbour while it is resolved
-	ReachableTime   time.Duration
+	MaxNeighbors    int           // cache entries in all, both families
+	MaxIncomplete   int           // entries in INCOMPLETE at once: an address scan cannot fill the cache
+	QueueBytes      int           // bytes queued for one neighbour while it is resolved
+	ReachableTime   time.Duration // BaseReachableTime: entries stay REACHABLE 0.5-1.5 times it
 	RetransTime     time.Duration
 	DelayFirstProbe time.Duration
 	MaxMulticast    int // solicitations of an INCOMPLETE entry before it fails
@@ -93,6 +94,10 @@ type Endpoint struct {
 	clk clock.Clock
 	mac wire.MAC
 	mtu int
+	// reachable is how long a confirmation lasts: ReachableTime times a random factor
+	// from 0.5 to 1.5 (RFC 4861 §6.3.2, Linux's neigh_rand_reach_time), so that hosts
+	// booted together do not probe in step.
+	reachable time.Duration
 	// maxIn is the longest frame taken from the device: MTU+14, or more when the device
 	// coalesces TCP segments and says how long its frames get (link.go).
 	maxIn int
@@ -172,6 +177,9 @@ func New(dev link.Endpoint, cfg Config) (*Endpoint, error) {
 	if g, ok := dev.(link.GSOEndpoint); ok {
 		e.gso = g
 	}
+	var r [8]byte
+	rand.Read(r[:])
+	e.reachable = cfg.ReachableTime/2 + time.Duration(binary.LittleEndian.Uint64(r[:])%uint64(cfg.ReachableTime))
 	e.maxIn = e.mtu + wire.EthernetHeaderLen
 	if m, ok := dev.(interface{ MaxInboundSize() int }); ok {
 		e.maxIn = max(e.maxIn, m.MaxInboundSize())

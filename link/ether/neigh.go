@@ -11,7 +11,7 @@ import (
 
 // nudState is a neighbour cache entry's state: RFC 4861 §7.3.2's, which Linux uses for ARP
 // as well (NUD_INCOMPLETE, ...). REACHABLE turns STALE lazily: an entry is REACHABLE while
-// its last confirmation is younger than ReachableTime.
+// its last confirmation is younger than the endpoint's reachable time.
 type nudState uint8
 
 const (
@@ -31,7 +31,7 @@ type neighbor struct {
 	addr      netip.Addr
 	mac       wire.MAC
 	state     nudState
-	confirmed time.Time // last reachability confirmation (REACHABLE until +ReachableTime)
+	confirmed time.Time // last reachability confirmation (REACHABLE until +reachable)
 	probes    int       // solicitations sent in INCOMPLETE or PROBE
 	timer     clock.Timer
 	queue     []queued // packets waiting in INCOMPLETE, oldest first
@@ -80,7 +80,7 @@ func (e *Endpoint) Neighbors() []Neighbor {
 
 // age turns a REACHABLE entry whose confirmation expired STALE (RFC 4861 §7.3.3).
 func (e *Endpoint) age(n *neighbor, now time.Time) {
-	if n.state == nudReachable && now.Sub(n.confirmed) >= e.cfg.ReachableTime {
+	if n.state == nudReachable && now.Sub(n.confirmed) >= e.reachable {
 		n.state = nudStale
 	}
 }
@@ -186,7 +186,7 @@ func (e *Endpoint) learnLocked(ip netip.Addr, mac wire.MAC, how learnKind) []que
 			}
 			return nil
 		}
-		n = &neighbor{addr: ip, mac: mac, state: nudStale, confirmed: now.Add(-e.cfg.ReachableTime)}
+		n = &neighbor{addr: ip, mac: mac, state: nudStale, confirmed: now.Add(-e.reachable)}
 		e.neigh[ip] = n
 		return nil
 	}
@@ -241,7 +241,7 @@ func (e *Endpoint) neighTimer(n *neighbor) {
 	case nudIncomplete:
 		limit = e.cfg.MaxMulticast
 	case nudDelay:
-		if now.Sub(n.confirmed) < e.cfg.ReachableTime {
+		if now.Sub(n.confirmed) < e.reachable {
 			n.state = nudReachable
 			n.timer = nil
 			e.mu.Unlock()
