@@ -198,3 +198,39 @@ func rejected(t *testing.T, err error) bool {
 	}
 	return err != nil
 }
+
+func BenchmarkParseARP(b *testing.B) {
+	f := make([]byte, 60)
+	(&wire.EthernetFields{Dst: wire.BroadcastMAC, Src: wire.MAC{2, 0, 0, 0, 0, 1}, EtherType: wire.EtherTypeARP}).Encode(f)
+	(&wire.ARPFields{Op: wire.ARPRequest, SenderMAC: wire.MAC{2, 0, 0, 0, 0, 1}, SenderIP: netip.MustParseAddr("10.0.2.100"),
+		TargetIP: netip.MustParseAddr("10.0.2.2")}).Encode(f[14:])
+	b.ReportAllocs()
+	for b.Loop() {
+		h, err := wire.ParseEthernet(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		a, err := wire.ParseARP(h.Payload())
+		if err != nil {
+			b.Fatal(err)
+		}
+		sink += int(a.Op()) + int(a.TargetIP().As4()[3])
+	}
+}
+
+func BenchmarkParseNDP(b *testing.B) {
+	src, dst := netip.MustParseAddr("fd00::100"), netip.MustParseAddr("ff02::1:ff00:2")
+	msg := make([]byte, 32)
+	n := (&wire.NDPFields{Type: wire.ICMPv6NeighborSolicitation, Target: netip.MustParseAddr("fd00::2")}).Encode(msg)
+	wire.PutNDPLinkAddr(msg[n:], wire.NDPOptSourceLinkAddr, wire.MAC{2, 0, 0, 0, 0, 1})
+	wire.SetICMPv6Checksum(msg, src, dst)
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := wire.ParseNDP(msg, src, dst, 255)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mac, _ := m.LinkAddr(wire.NDPOptSourceLinkAddr)
+		sink += int(mac[5])
+	}
+}
