@@ -89,7 +89,9 @@ type Config struct {
 // device, link.VerifiedDispatcher. It is safe for concurrent use.
 type Endpoint struct {
 	dev link.Endpoint
-	gso link.GSOEndpoint // dev, when it segments
+	gso link.GSOEndpoint    // dev, when it segments
+	fw  link.FrameWriter    // dev, when it gathers header and packet itself
+	gfw link.GSOFrameWriter // likewise for super-segments (only with gso)
 	cfg Config
 	clk clock.Clock
 	mac wire.MAC
@@ -176,7 +178,9 @@ func New(dev link.Endpoint, cfg Config) (*Endpoint, error) {
 	}
 	if g, ok := dev.(link.GSOEndpoint); ok {
 		e.gso = g
+		e.gfw, _ = dev.(link.GSOFrameWriter)
 	}
+	e.fw, _ = dev.(link.FrameWriter)
 	var r [8]byte
 	rand.Read(r[:])
 	e.reachable = cfg.ReachableTime/2 + time.Duration(binary.LittleEndian.Uint64(r[:])%uint64(cfg.ReachableTime))

@@ -71,6 +71,21 @@ func (g *gsoDev) WriteGSO(pkt []byte, mss int) error {
 	return nil
 }
 
+// gsoFrameDev is a gsoDev that also takes header and packet apart (link.FrameWriter,
+// link.GSOFrameWriter); it records the joined frames.
+type gsoFrameDev struct{ gsoDev }
+
+func (g *gsoFrameDev) WriteFrames(hdrs, pkts [][]byte) (int, error) {
+	for i := range pkts {
+		g.WritePackets([][]byte{append(append([]byte(nil), hdrs[i]...), pkts[i]...)})
+	}
+	return len(pkts), nil
+}
+
+func (g *gsoFrameDev) WriteGSOFrame(hdr, pkt []byte, mss int) error {
+	return g.WriteGSO(append(append([]byte(nil), hdr...), pkt...), mss)
+}
+
 // upRecorder is the stack side: it records the IP packets delivered.
 type upRecorder struct {
 	mu       sync.Mutex
