@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
-	"time"
 
 	"github.com/berthnet/berth/wire"
 )
@@ -93,7 +92,7 @@ func (e *Endpoint) isBroadcast4(a netip.Addr) bool {
 
 // resolve returns the destination MAC for pkt, or queues a copy of it on its next hop's
 // INCOMPLETE entry (ok false, and a solicitation goes out), or drops it (counted).
-func (e *Endpoint) resolve(pkt []byte, gso int, now *time.Time, lastNH *netip.Addr, lastMAC *wire.MAC) (wire.MAC, bool) {
+func (e *Endpoint) resolve(pkt []byte, gso int, lastNH *netip.Addr, lastMAC *wire.MAC) (wire.MAC, bool) {
 	mac, direct, nh, ok := e.nextHop(pkt)
 	if !ok {
 		e.ctr.EtherOutNoRoutes.Add(1)
@@ -105,15 +104,12 @@ func (e *Endpoint) resolve(pkt []byte, gso int, now *time.Time, lastNH *netip.Ad
 	if nh == *lastNH {
 		return *lastMAC, true
 	}
-	if now.IsZero() {
-		*now = e.clk.Now()
-	}
 	e.mu.Lock()
 	if e.closed.Load() {
 		e.mu.Unlock()
 		return mac, false
 	}
-	mac, ok, n, sol := e.lookupLocked(nh, *now)
+	mac, ok, n, sol := e.lookupLocked(nh)
 	if !ok && n != nil {
 		e.enqueueLocked(n, pkt, gso)
 	} else if !ok {
@@ -142,7 +138,6 @@ func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
 	defer e.tx.put(sc)
 	frames, idx, hdrs := sc.frames[:0], sc.idx[:0], sc.hdrs[:0]
 	var (
-		now     time.Time
 		lastNH  netip.Addr
 		lastMAC wire.MAC
 		tooBig  = -1
@@ -152,7 +147,7 @@ func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
 			tooBig = i
 			break
 		}
-		mac, ok := e.resolve(p, 0, &now, &lastNH, &lastMAC)
+		mac, ok := e.resolve(p, 0, &lastNH, &lastMAC)
 		if !ok {
 			continue
 		}
@@ -208,11 +203,10 @@ func (e *Endpoint) WriteGSO(pkt []byte, mss int) error {
 		return syscall.EOPNOTSUPP
 	}
 	var (
-		now     time.Time
 		lastNH  netip.Addr
 		lastMAC wire.MAC
 	)
-	mac, ok := e.resolve(pkt, mss, &now, &lastNH, &lastMAC)
+	mac, ok := e.resolve(pkt, mss, &lastNH, &lastMAC)
 	if !ok {
 		return nil
 	}
