@@ -34,7 +34,7 @@ type neighbor struct {
 	confirmed time.Time // last reachability confirmation (REACHABLE until +reachable)
 	probes    int       // solicitations sent in INCOMPLETE or PROBE
 	timer     clock.Timer
-	gen       uint64 // counts arm calls: a callback of a replaced timer does nothing
+	gen       uint64   // counts arm calls: a callback of a replaced timer does nothing
 	queue     []queued // packets waiting in INCOMPLETE, oldest first
 	qbytes    int
 }
@@ -199,6 +199,7 @@ func (e *Endpoint) learnLocked(ip netip.Addr, mac wire.MAC, how learnKind) []que
 			n.stop()
 		case mac != n.mac && n.state == nudReachable:
 			n.state = nudStale
+			n.stop()
 		}
 	default:
 		if wasIncomplete || mac != n.mac {
