@@ -26,6 +26,8 @@ type counters struct {
 	// DHCPv4 server.
 	DhcpInDiscovers, DhcpInRequests, DhcpInReleases, DhcpInDeclines, DhcpInInforms,
 	DhcpInErrors, DhcpOutOffers, DhcpOutAcks, DhcpOutNaks, DhcpPoolExhausted *atomic.Uint64
+	// Stateless DHCPv6 server.
+	Dhcp6InInformationRequests, Dhcp6InUnanswered, Dhcp6InErrors, Dhcp6OutReplies *atomic.Uint64
 
 	all map[string]*atomic.Uint64 // every field by name, for Endpoint.Counters
 }

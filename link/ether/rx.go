@@ -62,6 +62,10 @@ func (e *Endpoint) input(frames [][]byte, verified bool) {
 				e.ndInput(h, p)
 				continue
 			}
+			if e.dhcp6 != nil && isDHCPv6ToServer(p) {
+				e.dhcpv6Input(h, p)
+				continue
+			}
 			up = append(up, p)
 		case wire.EtherTypeARP:
 			e.arpInput(h)
