@@ -247,7 +247,8 @@ type Protocol struct {
 	socks  map[any]struct{} // every live *Conn and *Listener, for Sockets and leak checks
 	closed bool
 
-	bufs sync.Pool // *[]byte scratch for building segments
+	bufs  sync.Pool // *[]byte scratch for building segments, room for the largest
+	small sync.Pool // *[]byte scratch for segments up to smallScratch bytes
 
 	epoch    time.Time    // origin of mono(), for transmission times (sack.go)
 	oooBytes atomic.Int64 // out-of-order bytes held by all connections (Config.MaxOutOfOrder)
@@ -326,18 +327,35 @@ func (p *Protocol) isn(local, remote netip.AddrPort) uint32 {
 	return m + binary.BigEndian.Uint32(h[:])
 }
 
-// scratch returns a buffer of at least n bytes for building a segment.
+// smallScratch is the size of the small scratch buffers: a control segment (SYN-ACK, ACK,
+// RST) or a full segment of a 1500-byte path, with the headroom.
+const smallScratch = 2048
+
+// scratch returns a buffer of at least n bytes for building a segment. Small segments
+// take small buffers: under a SYN flood thousands of SYN-ACK retransmission timers fire
+// at once, each on its own goroutine, and a 64 KiB buffer for each 60-byte SYN-ACK grew
+// the heap by tens of MiB.
 func (p *Protocol) scratch(n int) *[]byte {
-	if bp, ok := p.bufs.Get().(*[]byte); ok && cap(*bp) >= n {
+	pool, size := &p.bufs, wire.NetworkHeadroom+wire.TCPMaxHeaderLen+65535 // the loopback MSS
+	if n <= smallScratch {
+		pool, size = &p.small, smallScratch
+	}
+	if bp, ok := pool.Get().(*[]byte); ok && cap(*bp) >= n {
 		*bp = (*bp)[:n]
 		return bp
 	}
-	// Room for the largest segment (loopback MSS) so that buffers suit every connection.
-	b := make([]byte, n, max(n, wire.NetworkHeadroom+wire.TCPMaxHeaderLen+65535))
+	b := make([]byte, n, max(n, size))
 	return &b
 }
 
-func (p *Protocol) release(bp *[]byte) { p.bufs.Put(bp) }
+// release returns a buffer from scratch to its pool.
+func (p *Protocol) release(bp *[]byte) {
+	if cap(*bp) <= smallScratch {
+		p.small.Put(bp)
+		return
+	}
+	p.bufs.Put(bp)
+}
 
 // HandlePacket processes one inbound segment from src to dst (a local address). It always
 // returns false: TCP answers segments for closed ports with RST itself (RFC 9293
