@@ -1,6 +1,7 @@
 // Package wire holds zero-allocation views over packet bytes and builders for the headers
 // berth speaks: IPv4, IPv6 (with its extension-header chain), TCP (with options), UDP,
-// ICMPv4 and ICMPv6, and the internet checksum.
+// ICMPv4 and ICMPv6, and the internet checksum; and on Ethernet links (link/ether) the
+// Ethernet II header, ARP, Neighbor Discovery messages with their options, and DHCPv4.
 //
 // A view is a named byte slice (IPv4, IPv6, TCP, UDP, ...) whose accessors read fields in
 // place; a Parse function validates the bytes once and returns the view or a typed *Error.
