@@ -56,8 +56,10 @@ func commandTable() []*command {
 			usage: ssUsage, help: ssDoc, run: runSS},
 		{name: "stats", summary: "show the counters of a running berth (like nstat)",
 			usage: statsUsage, help: statsDoc, run: runStats},
-		{name: "up", summary: "run a berth host on a TUN device",
+		{name: "up", summary: "run a berth host on a TUN or TAP device",
 			usage: upUsage, help: upHelp(), run: runUp},
+		{name: "vm", summary: "serve a virtual machine's network over a UNIX socket (QEMU -netdev stream/dgram)",
+			usage: vmUsage, help: vmDoc, run: runVM},
 	}
 }
 
