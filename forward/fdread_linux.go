@@ -5,6 +5,8 @@ import (
 	"io"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // errWouldBlock is what an fdReader's Read returns when the socket has nothing more now.
@@ -19,8 +21,11 @@ type fdReader struct {
 	n      int
 	err    error
 	peek   [1]byte
-	readFn func(fd uintptr) bool // made once: a closure per call would allocate
+	inq    int32
+	count  interface{ Add(uint64) uint64 } // bytes read, if not nil
+	readFn func(fd uintptr) bool           // made once: a closure per call would allocate
 	waitFn func(fd uintptr) bool
+	lenFn  func(fd uintptr)
 }
 
 // newFDReader returns a reader of c's socket; stream for TCP.
@@ -36,6 +41,7 @@ func newFDReader(c any, stream bool) (*fdReader, error) {
 	r := &fdReader{rc: rc, stream: stream}
 	r.readFn = r.read
 	r.waitFn = r.poll
+	r.lenFn = r.ioctlInq
 	return r, nil
 }
 
@@ -88,7 +94,24 @@ func (r *fdReader) Read(p []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if r.count != nil && r.n > 0 {
+		r.count.Add(uint64(r.n))
+	}
 	return r.n, r.err
+}
+
+func (r *fdReader) ioctlInq(fd uintptr) {
+	r.inq = 0
+	syscall.Syscall(syscall.SYS_IOCTL, fd, unix.SIOCINQ, uintptr(unsafe.Pointer(&r.inq)))
+}
+
+// Len is how many bytes the socket has to read now (SIOCINQ): tcp.Conn.ReadFrom sizes
+// its send buffer by it.
+func (r *fdReader) Len() int {
+	if r.rc.Control(r.lenFn) != nil {
+		return 0
+	}
+	return int(r.inq)
 }
 
 // wait blocks until the socket is readable (or has an error, returned).

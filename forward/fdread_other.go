@@ -7,7 +7,9 @@ import "errors"
 var errWouldBlock = errors.New("forward: would block")
 
 // fdReader is Linux's; elsewhere copies block in the host socket's Read.
-type fdReader struct{}
+type fdReader struct {
+	count interface{ Add(uint64) uint64 }
+}
 
 func newFDReader(any, bool) (*fdReader, error) { return nil, errors.ErrUnsupported }
 func (*fdReader) Read([]byte) (int, error)     { return 0, errors.ErrUnsupported }

@@ -54,11 +54,13 @@ const (
 	// 65,536 entries for all protocols together.
 	DefaultMaxTCPFlows = 16384
 	DefaultMaxUDPFlows = 4096
-	// Host connects under way: a SYN in the namespace waits for its connect, as a
-	// listener's SYN queue holds it (net.ipv4.tcp_max_syn_backlog is 1,024 on small
-	// machines); per destination so that one unresponsive host cannot hold them all.
+	// Host connects under way, in all and to one destination (address and port), and the
+	// SYNs one destination may have waiting: a SYN waits for its connect as a listener's
+	// SYN queue holds it (net.core.somaxconn is 4,096; net.ipv4.tcp_max_syn_backlog
+	// 1,024 on small machines), and one unresponsive destination cannot hold them all.
 	DefaultMaxConnects        = 1024
 	DefaultMaxConnectsPerDest = 128
+	DefaultMaxConnectBacklog  = 4096
 	DefaultMaxEchoSessions    = 256
 	DefaultMaxBuffered        = 256 << 20
 	DefaultDialTimeout        = 10 * time.Second
@@ -89,8 +91,11 @@ type Config struct {
 	// so that a flood of new flows cannot lock out the namespace's real ones.
 	MaxUDPFlows int
 	// MaxConnects bounds the host connects under way at once, MaxConnectsPerDest those to
-	// one host address; a SYN over either is dropped, as for MaxTCPFlows.
-	MaxConnects, MaxConnectsPerDest int
+	// one destination (host address and port). A SYN over either waits in its
+	// destination's queue, at most MaxConnectBacklog of them (then it is dropped, as for
+	// MaxTCPFlows) and at most DialTimeout (then it is dropped, and the namespace's
+	// retransmissions start anew).
+	MaxConnects, MaxConnectsPerDest, MaxConnectBacklog int
 	// MaxEchoSessions bounds the echo (ping) sessions, each with its own host socket; a
 	// new one over it evicts the least recently used.
 	MaxEchoSessions int
@@ -129,6 +134,7 @@ func (c *Config) setDefaults() {
 	defInt(&c.MaxUDPFlows, DefaultMaxUDPFlows)
 	defInt(&c.MaxConnects, DefaultMaxConnects)
 	defInt(&c.MaxConnectsPerDest, DefaultMaxConnectsPerDest)
+	defInt(&c.MaxConnectBacklog, DefaultMaxConnectBacklog)
 	defInt(&c.MaxEchoSessions, DefaultMaxEchoSessions)
 	if c.MaxBuffered <= 0 {
 		c.MaxBuffered = DefaultMaxBuffered
@@ -158,6 +164,7 @@ func (c *Config) setDefaults() {
 type Stats struct {
 	TCPFlows, UDPFlows, EchoSessions int64  // flows now (TCP: connects under way included)
 	ConnectsInFlight                 int64  // host connects under way
+	ConnectsWaiting                  int64  // SYNs waiting for MaxConnects or MaxConnectsPerDest
 	BufferedBytes                    int64  // copy buffers in use (MaxBuffered)
 	BufferedPeak                     int64  // the most BufferedBytes has been
 	TCPOutbound, TCPInbound          uint64 // connections opened: from the namespace, by port forwards
@@ -166,12 +173,14 @@ type Stats struct {
 	UDPExpired, UDPEvicted           uint64 // ended idle; ended for a new flow (MaxUDPFlows)
 	EchoEvicted                      uint64 // echo sessions ended for a new one (MaxEchoSessions)
 	ICMPErrorsSent                   uint64
-	// SYNs dropped over MaxTCPFlows, MaxConnects, MaxConnectsPerDest; port-forward
-	// clients closed over MaxTCPFlows.
-	TCPFlowLimitDrops, ConnectLimitDrops, ConnectDestLimitDrops, InboundLimitDrops uint64
-	BufferWaits                                                                    uint64 // copies that waited for MaxBuffered
-	BytesToHost, BytesToNS                                                         uint64
-	PingsForwarded, PingsFailed                                                    uint64
+	// SYNs dropped over MaxTCPFlows and MaxConnectBacklog; port-forward clients closed
+	// over MaxTCPFlows.
+	TCPFlowLimitDrops, ConnectBacklogDrops, InboundLimitDrops uint64
+	// SYNs that waited for a connect slot; that waited DialTimeout and were dropped.
+	ConnectsQueued, ConnectsExpired uint64
+	BufferWaits                     uint64 // copies that waited for MaxBuffered
+	BytesToHost, BytesToNS          uint64
+	PingsForwarded, PingsFailed     uint64
 }
 
 // Counter is one named figure of Counters.
@@ -187,14 +196,16 @@ func (f *Forwarder) Counters() []Counter {
 	return []Counter{
 		{"ForwardTCPFlows", uint64(st.TCPFlows)}, {"ForwardUDPFlows", uint64(st.UDPFlows)},
 		{"ForwardEchoSessions", uint64(st.EchoSessions)}, {"ForwardConnectsInFlight", uint64(st.ConnectsInFlight)},
+		{"ForwardConnectsWaiting", uint64(st.ConnectsWaiting)},
 		{"ForwardBufferedBytes", uint64(st.BufferedBytes)}, {"ForwardBufferedPeak", uint64(st.BufferedPeak)},
 		{"ForwardTCPOutbound", st.TCPOutbound}, {"ForwardTCPInbound", st.TCPInbound},
 		{"ForwardTCPRefused", st.TCPRefused}, {"ForwardTCPUnreachable", st.TCPUnreachable},
 		{"ForwardUDPOutbound", st.UDPOutbound}, {"ForwardUDPInbound", st.UDPInbound},
 		{"ForwardUDPExpired", st.UDPExpired}, {"ForwardUDPEvicted", st.UDPEvicted},
 		{"ForwardEchoEvicted", st.EchoEvicted}, {"ForwardICMPErrorsSent", st.ICMPErrorsSent},
-		{"ForwardTCPFlowLimitDrops", st.TCPFlowLimitDrops}, {"ForwardConnectLimitDrops", st.ConnectLimitDrops},
-		{"ForwardConnectDestLimitDrops", st.ConnectDestLimitDrops}, {"ForwardInboundLimitDrops", st.InboundLimitDrops},
+		{"ForwardTCPFlowLimitDrops", st.TCPFlowLimitDrops}, {"ForwardConnectBacklogDrops", st.ConnectBacklogDrops},
+		{"ForwardInboundLimitDrops", st.InboundLimitDrops},
+		{"ForwardConnectsQueued", st.ConnectsQueued}, {"ForwardConnectsExpired", st.ConnectsExpired},
 		{"ForwardBufferWaits", st.BufferWaits},
 		{"ForwardBytesToHost", st.BytesToHost}, {"ForwardBytesToNS", st.BytesToNS},
 		{"ForwardPingsForwarded", st.PingsForwarded}, {"ForwardPingsFailed", st.PingsFailed},
@@ -205,7 +216,8 @@ type counters struct {
 	tcpOut, tcpIn, tcpRefused, tcpUnreach atomic.Uint64
 	udpOut, udpIn, udpExpired, icmpSent   atomic.Uint64
 	udpEvicted, echoEvicted               atomic.Uint64
-	flowDrops, connDrops, destDrops       atomic.Uint64
+	flowDrops, backlogDrops               atomic.Uint64
+	connQueued, connExpired               atomic.Uint64
 	inDrops                               atomic.Uint64
 	toHost, toNS                          atomic.Uint64
 	pings, pingFails                      atomic.Uint64
@@ -224,18 +236,20 @@ type Forwarder struct {
 
 	buf budget // MaxBuffered
 
-	mu         sync.Mutex
-	closed     bool
-	tcpFlows   int                     // MaxTCPFlows
-	connects   int                     // MaxConnects
-	connectsTo map[netip.Addr]int      // MaxConnectsPerDest, by host address
-	pending    map[flowKey]struct{}    // TCP SYNs whose host connect is under way
-	active     map[*spliced]struct{}   // live TCP flows, closed by Close
-	udp        map[flowKey]*udpFlow    // outbound UDP flows by namespace 4-tuple
-	udpRev     map[flowKey]*udpFlow    // port-forwarded UDP flows by (ns side, client side)
-	fwds       map[string]*portForward // by PortMapping.String()
-	pings      map[pingKey]*pingFlow   // echo sessions
-	c          counters
+	mu       sync.Mutex
+	closed   bool
+	tcpFlows int                           // MaxTCPFlows
+	connects int                           // MaxConnects
+	waiting  int                           // SYNs in dests' queues
+	dests    map[netip.AddrPort]*destQueue // host connects by destination (connect.go)
+	starved  []*destQueue                  // destinations waiting for MaxConnects
+	pending  map[flowKey]struct{}          // TCP SYNs waiting for or in their host connect
+	active   map[*spliced]struct{}         // live TCP flows, closed by Close
+	udp      map[flowKey]*udpFlow          // outbound UDP flows by namespace 4-tuple
+	udpRev   map[flowKey]*udpFlow          // port-forwarded UDP flows by (ns side, client side)
+	fwds     map[string]*portForward       // by PortMapping.String()
+	pings    map[pingKey]*pingFlow         // echo sessions
+	c        counters
 }
 
 type flowKey struct{ src, dst netip.AddrPort }
@@ -245,7 +259,7 @@ type flowKey struct{ src, dst netip.AddrPort }
 func New(s *berth.Stack, cfg Config) *Forwarder {
 	cfg.setDefaults()
 	f := &Forwarder{s: s.Net(), tcp: s.TCP(), cfg: cfg,
-		connectsTo: map[netip.Addr]int{}, pending: map[flowKey]struct{}{}, active: map[*spliced]struct{}{},
+		dests: map[netip.AddrPort]*destQueue{}, pending: map[flowKey]struct{}{}, active: map[*spliced]struct{}{},
 		udp: map[flowKey]*udpFlow{}, udpRev: map[flowKey]*udpFlow{},
 		fwds: map[string]*portForward{}, pings: map[pingKey]*pingFlow{}}
 	f.buf.init(cfg.MaxBuffered)
@@ -262,15 +276,16 @@ func (f *Forwarder) Config() Config { return f.cfg }
 // Stats returns a snapshot of the counters.
 func (f *Forwarder) Stats() Stats {
 	f.mu.Lock()
-	tcpFlows, udpFlows, echo, conns := f.tcpFlows, len(f.udp)+len(f.udpRev), len(f.pings), f.connects
+	tcpFlows, udpFlows, echo, conns, waiting := f.tcpFlows, len(f.udp)+len(f.udpRev), len(f.pings), f.connects, f.waiting
 	f.mu.Unlock()
 	used, peak, waits := f.buf.stats()
 	return Stats{
 		TCPFlows: int64(tcpFlows), UDPFlows: int64(udpFlows), EchoSessions: int64(echo),
-		ConnectsInFlight: int64(conns), BufferedBytes: used, BufferedPeak: peak, BufferWaits: waits,
+		ConnectsInFlight: int64(conns), ConnectsWaiting: int64(waiting), BufferedBytes: used, BufferedPeak: peak, BufferWaits: waits,
 		UDPEvicted: f.c.udpEvicted.Load(), EchoEvicted: f.c.echoEvicted.Load(),
-		TCPFlowLimitDrops: f.c.flowDrops.Load(), ConnectLimitDrops: f.c.connDrops.Load(),
-		ConnectDestLimitDrops: f.c.destDrops.Load(), InboundLimitDrops: f.c.inDrops.Load(),
+		TCPFlowLimitDrops: f.c.flowDrops.Load(), ConnectBacklogDrops: f.c.backlogDrops.Load(),
+		InboundLimitDrops: f.c.inDrops.Load(),
+		ConnectsQueued:    f.c.connQueued.Load(), ConnectsExpired: f.c.connExpired.Load(),
 		TCPOutbound: f.c.tcpOut.Load(), TCPInbound: f.c.tcpIn.Load(),
 		TCPRefused: f.c.tcpRefused.Load(), TCPUnreachable: f.c.tcpUnreach.Load(),
 		UDPOutbound: f.c.udpOut.Load(), UDPInbound: f.c.udpIn.Load(), UDPExpired: f.c.udpExpired.Load(),
@@ -479,6 +494,7 @@ func (f *Forwarder) janitor() {
 			return
 		case now := <-t.C:
 			f.expireUDP(now)
+			f.expireSYNs(now)
 			f.expirePings(now)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/berthnet/berth/tcp"
 	"github.com/berthnet/berth/wire"
@@ -58,45 +59,33 @@ func (f *Forwarder) handleTCP(src, dst netip.Addr, seg []byte, csumOK bool) bool
 		}
 		return true
 	}
-	// Over a limit the SYN is dropped, not refused: the namespace retransmits it, as it
-	// would to a Linux listener whose SYN queue is full, and connects once there is room.
+	// Over MaxTCPFlows, or its destination's backlog, the SYN is dropped, not refused:
+	// the namespace retransmits it, as it would to a Linux listener whose SYN queue is
+	// full, and connects once there is room.
 	f.mu.Lock()
-	switch {
-	case f.closed:
-		f.mu.Unlock()
-		return true
-	case f.tcpFlows >= f.cfg.MaxTCPFlows:
-		f.mu.Unlock()
-		f.c.flowDrops.Add(1)
-		return true
-	case f.connects >= f.cfg.MaxConnects:
-		f.mu.Unlock()
-		f.c.connDrops.Add(1)
-		return true
-	case f.connectsTo[target.Addr()] >= f.cfg.MaxConnectsPerDest:
-		f.mu.Unlock()
-		f.c.destDrops.Add(1)
+	defer f.mu.Unlock()
+	if f.closed {
 		return true
 	}
-	f.tcpFlows++
-	f.connects++
-	f.connectsTo[target.Addr()]++
-	f.pending[k] = struct{}{}
-	f.wg.Add(1)
-	f.mu.Unlock()
+	if f.tcpFlows >= f.cfg.MaxTCPFlows {
+		f.c.flowDrops.Add(1)
+		return true
+	}
 	synSeg := slices.Clone(seg)
 	if csumOK {
 		wire.SetTCPChecksum(synSeg, src, dst) // the link left it to us; AcceptTransparent checks it
 	}
-	go f.outboundTCP(k, src, dst, synSeg, target)
+	f.queueSYNLocked(&pendingSYN{k: k, src: src, dst: dst, syn: synSeg, target: target, at: time.Now()})
 	return true
 }
 
-// outboundTCP connects to the host target and then accepts the namespace's connection.
-func (f *Forwarder) outboundTCP(k flowKey, src, dst netip.Addr, syn []byte, target netip.AddrPort) {
+// outboundTCP connects to the host target of p, one of q's SYNs, and then accepts the
+// namespace's connection.
+func (f *Forwarder) outboundTCP(q *destQueue, p *pendingSYN) {
 	defer f.wg.Done()
+	src, dst, syn := p.src, p.dst, p.syn
 	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.DialTimeout)
-	hc, err := f.cfg.Dialer.DialContext(ctx, "tcp", target.String())
+	hc, err := f.cfg.Dialer.DialContext(ctx, "tcp", p.target.String())
 	cancel()
 	var c *tcp.Conn
 	if err == nil {
@@ -113,11 +102,7 @@ func (f *Forwarder) outboundTCP(k flowKey, src, dst netip.Addr, syn []byte, targ
 		f.sendICMPUnreachable(src, dst, wire.ProtoTCP, syn, unreachableCode(err))
 	}
 	f.mu.Lock()
-	delete(f.pending, k)
-	f.connects--
-	if f.connectsTo[target.Addr()]--; f.connectsTo[target.Addr()] == 0 {
-		delete(f.connectsTo, target.Addr())
-	}
+	f.connectDoneLocked(q, p)
 	if err != nil {
 		f.tcpFlows--
 	}
@@ -245,8 +230,8 @@ func (f *Forwarder) toHost(sp *spliced) {
 // toNS copies the host socket to the namespace connection, straight into the
 // connection's send buffer (tcp.Conn.ReadFrom), with no copy of our own. ReadFrom makes
 // room in that buffer before it reads, so it is called only once the host socket is
-// readable, with a reader that never blocks: an idle flow's send buffer stays as small
-// as what it has sent.
+// readable, with a reader that never blocks and says how much it has (Len): a flow's send
+// buffer grows only as far as what the host sent it needs.
 func (f *Forwarder) toNS(sp *spliced) {
 	c := sp.ns
 	r, err := newFDReader(sp.host, true)
@@ -259,13 +244,13 @@ func (f *Forwarder) toNS(sp *spliced) {
 		sp.closeWrite(c)
 		return
 	}
-	cr := countingReader{r, &f.c.toNS}
+	r.count = &f.c.toNS
 	for {
 		if err := r.wait(); err != nil {
 			sp.abort()
 			return
 		}
-		_, err := c.ReadFrom(cr)
+		_, err := c.ReadFrom(r)
 		switch {
 		case err == errWouldBlock:
 		case err != nil:

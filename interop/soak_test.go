@@ -291,6 +291,11 @@ var (
 func BenchmarkSoak(b *testing.B) {
 	h := newHost(b, hostConfig{})
 	h.berthEcho(b)
+	// The kernel closes first, so its side keeps each connection in TIME-WAIT for 60 s:
+	// cycles of thousands of connections would run out of its 28,232 ephemeral ports.
+	// Linux reuses a TIME-WAIT port for a new connection once a second has passed
+	// (tcp_tw_reuse, with timestamps, which berth sends), from the widest range.
+	h.NS.Run(b, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535", "net.ipv4.tcp_tw_reuse=1")
 	base := measure()
 	before := h.linkDrops(b)
 
@@ -351,7 +356,12 @@ func BenchmarkSoak(b *testing.B) {
 	b.ReportMetric(float64(int64(final.heap)-int64(base.heap))/(1<<20), "end-heap-delta-MiB")
 	b.ReportMetric(float64(final.goroutines-base.goroutines), "end-goroutine-delta")
 	b.Logf("%d cycles of %d connections: baseline %v, peak %v, after %v", b.N, *soakConns, base, peak, final)
-	if d := (linkDrops{kernelTx: after.kernelTx - before.kernelTx, berthTx: after.berthTx - before.berthTx}); d != (linkDrops{}) {
-		b.Errorf("packets dropped on the link: kernel→berth %d, berth→kernel %d", d.kernelTx, d.berthTx)
+	// The kernel's queue toward berth overflows when berth's reader is starved of CPU (a
+	// busy 2-core machine): TCP recovers, and the figure is reported. A write of
+	// berth's that the device refused (TxDropped) fails the run.
+	d := linkDrops{kernelTx: after.kernelTx - before.kernelTx, berthTx: after.berthTx - before.berthTx}
+	b.ReportMetric(float64(d.kernelTx), "kernel-drops")
+	if d.berthTx != 0 {
+		b.Errorf("berth dropped %d packets writing to the link", d.berthTx)
 	}
 }

@@ -130,3 +130,74 @@ func FuzzARP(f *testing.F) {
 		}
 	})
 }
+
+func FuzzNDP(f *testing.F) {
+	src, dst := netip.MustParseAddr("fe80::1"), netip.MustParseAddr("ff02::1:ff00:2")
+	for _, typ := range []uint8{wire.ICMPv6RouterSolicitation, wire.ICMPv6RouterAdvertisement,
+		wire.ICMPv6NeighborSolicitation, wire.ICMPv6NeighborAdvertisement, wire.ICMPv6Redirect} {
+		b := make([]byte, 128)
+		n := (&wire.NDPFields{Type: typ, Target: netip.MustParseAddr("fd00::2"), CurHopLimit: 64}).Encode(b)
+		n += wire.PutNDPLinkAddr(b[n:], wire.NDPOptSourceLinkAddr, wire.MAC{2, 0, 0, 0, 0, 1})
+		if typ == wire.ICMPv6RouterAdvertisement {
+			n += wire.PutNDPPrefix(b[n:], wire.NDPPrefix{Prefix: netip.MustParsePrefix("fd00::/64"), Valid: 100, Preferred: 50})
+			n += wire.PutNDPRDNSS(b[n:], 100, []netip.Addr{netip.MustParseAddr("fd00::3")})
+		}
+		wire.SetICMPv6Checksum(b[:n], src, dst)
+		f.Add(b[:n], uint8(255))
+	}
+	f.Fuzz(func(t *testing.T, b []byte, hl uint8) {
+		// Give every input a valid checksum, so the fuzzer explores the checks after it.
+		if len(b) >= 4 {
+			wire.SetICMPv6Checksum(b, src, dst)
+		}
+		m, err := wire.ParseNDP(b, src, dst, hl)
+		if err != nil {
+			if !isWireError(err) {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		if hl != 255 || m[1] != 0 {
+			t.Fatalf("accepted hop limit %d code %d", hl, m[1])
+		}
+		_, _, _ = m.Target(), m.Flags(), m.RAFlags()
+		for o := m.OptionBytes(); len(o) > 0; {
+			opt, rest := o.Next()
+			if len(opt) < 8 || len(opt)%8 != 0 {
+				t.Fatalf("option of %d bytes", len(opt))
+			}
+			if opt[0] == wire.NDPOptPrefixInfo {
+				wire.ParseNDPPrefix(opt)
+			}
+			o = rest
+		}
+		m.LinkAddr(wire.NDPOptSourceLinkAddr)
+		m.LinkAddr(wire.NDPOptTargetLinkAddr)
+	})
+}
+
+func FuzzDHCP(f *testing.F) {
+	b := make([]byte, 300)
+	n := (&wire.DHCPFields{Op: wire.BOOTPRequest, XID: 7, CHAddr: wire.MAC{2, 0, 0, 0, 0, 1}}).Encode(b)
+	n += wire.PutDHCPOption(b[n:], wire.DHCPOptMessageType, []byte{wire.DHCPDiscover})
+	n += wire.PutDHCPOption(b[n:], wire.DHCPOptRequestedIP, []byte{10, 0, 2, 15})
+	n += wire.PutDHCPOption(b[n:], wire.DHCPOptEnd, nil)
+	f.Add(b)
+	f.Add(b[:n])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := wire.ParseDHCP(b)
+		if err != nil {
+			if !isWireError(err) {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		_, _, _, _ = m.XID(), m.CIAddr(), m.YIAddr(), m.GIAddr()
+		_, _ = m.CHAddr(), m.ClientMAC()
+		_ = m.MessageType()
+		for code := range 256 {
+			m.Option(uint8(code))
+			m.OptionAddr(uint8(code))
+		}
+	})
+}

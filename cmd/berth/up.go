@@ -192,7 +192,7 @@ func parseUp(args []string) (*upConfig, error) {
 	case *tapName != "":
 		cfg.tun, cfg.tap = *tapName, true
 	case cfg.tun == "":
-		return nil, errors.New("--tun NAME (or --tap NAME) is required")
+		return nil, errors.New("--tun NAME is required (or --tap NAME)")
 	}
 	// IFNAMSIZ is 16 with the NUL; dev_valid_name rejects '/', ':' and white space.
 	if len(cfg.tun) > 15 || cfg.tun == "." || cfg.tun == ".." || strings.ContainsAny(cfg.tun, "/: \t\n") {
@@ -232,7 +232,7 @@ func parseUp(args []string) (*upConfig, error) {
 func runUp(c *command, args []string) int {
 	cfg, err := parseUp(args)
 	if errors.Is(err, flag.ErrHelp) {
-		return usageError(c, "")
+		return runHelp([]string{c.name}) // as every command: usage and help on stdout, exit 0
 	}
 	if err != nil {
 		return usageError(c, "%s", err.Error())

@@ -59,8 +59,8 @@ func testUpUsage(t *testing.T, bin string) {
 		args []string
 		want string
 	}{
-		{nil, "--tun NAME (or --tap NAME) is required"},
-		{[]string{"--addr", "10.7.0.2/24"}, "--tun NAME (or --tap NAME) is required"},
+		{nil, "--tun NAME is required (or --tap NAME)"},
+		{[]string{"--addr", "10.7.0.2/24"}, "--tun NAME is required (or --tap NAME)"},
 		{[]string{"--tun", "bt0"}, "at least one --addr is required"},
 		{[]string{"--tun", "bt0", "--addr", "10.7.0.2"}, `"10.7.0.2" has no prefix length`},
 		{[]string{"--tun", "bt0", "--addr", "ten/24"}, `"ten/24" is not an address with a prefix length`},

@@ -71,6 +71,14 @@ func pdFree() {
 	}
 }
 
+//export pdIsSocket
+func pdIsSocket(fd C.int) C.int {
+	if host != nil && host.IsSocket(int(fd)) {
+		return 1
+	}
+	return 0
+}
+
 //export pdSocket
 func pdSocket(domain, typ, proto C.int) C.long {
 	return res(host.Socket(int(domain), int(typ), int(proto)))

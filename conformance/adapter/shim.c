@@ -5,7 +5,12 @@
 // wrappers that turn the Go functions' "-errno" results into errno and -1, and unpack the
 // variadic and packed arguments cgo cannot take directly.
 
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
+#include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
@@ -120,6 +125,29 @@ static int w_epoll_wait(void *u, int epfd, struct epoll_event *evs, int max, int
 }
 static int w_pipe(void *u, int fds[2]) { errno = ENOSYS; return -1; }
 static int w_splice(void *u, int a, loff_t *b, int c, loff_t *d, size_t e, unsigned int f) { errno = ENOSYS; return -1; }
+
+// packetdrill's code events (%{ python }%) read TCP_INFO (and TCP_CC_INFO, SO_MEMINFO)
+// with the C library's getsockopt on the socket under test, not through the interface.
+// The runner preloads this library (LD_PRELOAD) so that this getsockopt answers those
+// for berth's descriptors; everything else goes on to the C library's.
+#ifndef TCP_CC_INFO
+#define TCP_CC_INFO 26
+#endif
+#ifndef SO_MEMINFO
+#define SO_MEMINFO 55
+#endif
+int getsockopt(int fd, int level, int name, void *val, socklen_t *len) {
+	static int (*next)(int, int, int, void *, socklen_t *);
+	if (((level == SOL_TCP && (name == TCP_INFO || name == TCP_CC_INFO)) ||
+	     (level == SOL_SOCKET && name == SO_MEMINFO)) && pdIsSocket(fd))
+		return w_getsockopt(NULL, fd, level, name, val, len);
+	if (!next)
+		next = (int (*)(int, int, int, void *, socklen_t *))dlsym(RTLD_NEXT, "getsockopt");
+	return next(fd, level, name, val, len);
+}
+
+// The preload is for packetdrill alone, not for the commands its scripts run.
+__attribute__((constructor)) static void unpreload(void) { unsetenv("LD_PRELOAD"); }
 
 void packetdrill_interface_init(const char *flags, struct packetdrill_interface *ifc) {
 	pdInit((char *)flags);

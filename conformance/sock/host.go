@@ -297,6 +297,12 @@ func (h *Host) sock(fd int) (*socket, syscall.Errno) {
 	return s, 0
 }
 
+// IsSocket reports whether fd is one of the Host's sockets.
+func (h *Host) IsSocket(fd int) bool {
+	_, e := h.sock(fd)
+	return e == 0
+}
+
 // Close_ is close(2). (Named so as not to clash with Host.Close.)
 func (h *Host) Close_(fd int) syscall.Errno {
 	h.enter()

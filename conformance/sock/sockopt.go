@@ -38,6 +38,8 @@ const (
 	tcpInfo      = 11
 	tcpQuickAck  = 12
 	tcpCongest   = 13
+	tcpCCInfo    = 26
+	soMeminfo    = 55
 
 	ipv6V6Only = 26
 )
@@ -249,6 +251,9 @@ func (h *Host) GetSockopt(fd, level, name int, buf []byte) (int, syscall.Errno) 
 			return putInt(buf, 2*max(o.sndbuf, 0)), 0
 		case soRcvBuf:
 			return putInt(buf, 2*max(o.rcvbuf, 0)), 0
+		case soMeminfo: // for packetdrill's code events, which read it; berth keeps none
+			clear(buf)
+			return len(buf), 0
 		}
 	case solTCP:
 		switch name {
@@ -271,11 +276,18 @@ func (h *Host) GetSockopt(fd, level, name int, buf []byte) (int, syscall.Errno) 
 				name = c.CongestionControl()
 			}
 			return copy(buf, append([]byte(name), make([]byte, 16-len(name))...)), 0
+		case tcpCCInfo: // likewise: no algorithm-specific state is exposed
+			clear(buf)
+			return len(buf), 0
 		case tcpInfo:
+			// Fields berth does not keep read as zero, to whatever length the caller
+			// asks (packetdrill's struct is longer than tcpInfoLen).
+			clear(buf)
 			if c == nil {
-				return copy(buf, make([]byte, tcpInfoLen)), 0
+				return len(buf), 0
 			}
-			return copy(buf, tcpInfoBytes(c)), 0
+			copy(buf, tcpInfoBytes(c))
+			return len(buf), 0
 		}
 	}
 	return 0, syscall.ENOPROTOOPT

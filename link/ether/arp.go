@@ -2,13 +2,10 @@ package ether
 
 import (
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/berthnet/berth/wire"
 )
-
-var ctlPool = sync.Pool{New: func() any { return new(ctlFrame) }}
 
 // defendInterval is RFC 5227 §2.4(c)'s DEFEND_INTERVAL: an address conflict is answered
 // with at most one announcement per interval, so two hosts do not defend forever.
@@ -38,7 +35,7 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 	if sha == e.mac {
 		return // our own frame looped back (a bridge, a hub)
 	}
-	if e.own[sip] {
+	if e.owns(sip) {
 		// Someone else claims one of our addresses — the interface's, or the gateway's
 		// berth plays: a conflict or a spoof. The cache is not touched (that is the
 		// point of a spoof), and the address is defended with one announcement per
@@ -53,7 +50,7 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 		// from (the sender does not own an address yet); the owner answers, as Linux does,
 		// with a reply to the prober's MAC.
 		c.arpInProbes.Add(1)
-		if op == wire.ARPRequest && e.own[tip] {
+		if op == wire.ARPRequest && e.owns(tip) {
 			e.sendARP(wire.ARPReply, sha, tip, sha, sip)
 		}
 		return
@@ -68,7 +65,7 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 		e.mu.Lock()
 		q = e.learnLocked(sip, sha, learnUpdate)
 		e.mu.Unlock()
-	case e.own[tip]:
+	case e.owns(tip):
 		how := learnConfirmed
 		if op == wire.ARPRequest {
 			how = learnSolicit
@@ -113,7 +110,7 @@ func (e *Endpoint) defend(a netip.Addr) {
 // sendARP writes one ARP packet from our MAC, to dst on Ethernet. A request with sip ==
 // tip is counted as gratuitous.
 func (e *Endpoint) sendARP(op uint16, dst wire.MAC, sip netip.Addr, tha wire.MAC, tip netip.Addr) {
-	c := ctlPool.Get().(*ctlFrame)
+	c := e.ctl.get()
 	(&wire.EthernetFields{Dst: dst, Src: e.mac, EtherType: wire.EtherTypeARP}).Encode(c.b[:])
 	(&wire.ARPFields{Op: op, SenderMAC: e.mac, SenderIP: sip, TargetMAC: tha, TargetIP: tip}).Encode(c.b[wire.EthernetHeaderLen:])
 	// Pad to the 60-byte minimum frame (IEEE 802.3 §3.2.7, without FCS), as a NIC would;
@@ -148,7 +145,7 @@ func (e *Endpoint) solicit(addr netip.Addr, dst wire.MAC) {
 // subnet, else our first IPv4 address (RFC 826 leaves the choice to the sender).
 func (e *Endpoint) source4(target netip.Addr) netip.Addr {
 	var first netip.Addr
-	for _, p := range e.cfg.Addrs {
+	for _, p := range e.addrs.Load().addrs {
 		a := p.Addr().Unmap()
 		if !a.Is4() {
 			continue
@@ -166,11 +163,14 @@ func (e *Endpoint) source4(target netip.Addr) netip.Addr {
 // announce sends a gratuitous ARP for every IPv4 address the interface answers for (RFC
 // 5227 §2.3), so hosts that cached another MAC for them learn ours; IPv6 addresses start
 // duplicate address detection (RFC 4862 §5.4).
-func (e *Endpoint) announce() {
-	for a := range e.own {
+func (e *Endpoint) announce(addrs []netip.Addr) {
+	var v6 []netip.Addr
+	for _, a := range addrs {
 		if a.Is4() {
 			e.sendARP(wire.ARPRequest, wire.BroadcastMAC, a, wire.MAC{}, a)
+		} else {
+			v6 = append(v6, a)
 		}
 	}
-	e.startDAD()
+	e.startDAD(v6)
 }

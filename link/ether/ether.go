@@ -87,17 +87,19 @@ type Config struct {
 // link.GSOEndpoint (GSOMaxSize is 0 unless the device is a GSOEndpoint) and, towards the
 // device, link.VerifiedDispatcher. It is safe for concurrent use.
 type Endpoint struct {
-	dev  link.Endpoint
-	gso  link.GSOEndpoint // dev, when it segments
-	cfg  Config
-	clk  clock.Clock
-	mac  wire.MAC
-	mtu  int
-	ll6  netip.Addr // link-local address derived from mac (RFC 4291 §2.5.1, RFC 4862 §5.3)
-	up   atomic.Pointer[dispatcherBox]
-	ctr  counters
-	own  map[netip.Addr]bool // addresses answered for; read-only after New
-	nets []netip.Prefix      // on-link subnets; read-only after New
+	dev link.Endpoint
+	gso link.GSOEndpoint // dev, when it segments
+	cfg Config
+	clk clock.Clock
+	mac wire.MAC
+	mtu int
+	ll6 netip.Addr // link-local address derived from mac (RFC 4291 §2.5.1, RFC 4862 §5.3)
+	up  atomic.Pointer[dispatcherBox]
+	ctr counters
+	// addrs is what the interface answers for and its subnets, replaced whole (copy on
+	// write) by AddAddress and friends so the packet paths read it without a lock.
+	addrs   atomic.Pointer[addrTable]
+	addrsMu sync.Mutex // serialises the writers of addrs
 
 	mu    sync.Mutex
 	neigh map[netip.Addr]*neighbor
@@ -111,8 +113,11 @@ type Endpoint struct {
 	ra     *raState // nil unless Config.Router
 	closed atomic.Bool
 
-	txPool sync.Pool // *txScratch
-	rxPool sync.Pool // *[][]byte
+	// tx keeps few scratches: each holds a batch of frames, up to 64 × 64 KiB at the
+	// largest MTU, and one per concurrent writer is what steady state needs.
+	tx  freeList[txScratch]
+	rx  freeList[rxBatch]
+	ctl freeList[ctlFrame]
 }
 
 var (
@@ -159,28 +164,29 @@ func New(dev link.Endpoint, cfg Config) (*Endpoint, error) {
 	}
 	e := &Endpoint{
 		dev: dev, cfg: cfg, clk: cfg.Clock, mac: cfg.MAC, mtu: dev.MTU(),
-		own:   map[netip.Addr]bool{},
 		neigh: map[netip.Addr]*neighbor{},
+		addr6: map[netip.Addr]*dadState{},
 	}
 	if g, ok := dev.(link.GSOEndpoint); ok {
 		e.gso = g
 	}
 	e.ll6 = linkLocal(cfg.MAC)
-	e.own[e.ll6] = true
+	t := &addrTable{own: map[netip.Addr]bool{e.ll6: true}}
 	for _, p := range cfg.Addrs {
-		a := p.Addr().Unmap()
-		e.own[a] = true
-		e.nets = append(e.nets, netip.PrefixFrom(a, p.Bits()).Masked())
+		t.add(p)
 	}
 	for _, a := range cfg.Extra {
-		e.own[a.Unmap()] = true
+		t.own[a.Unmap()] = true
 	}
+	e.addrs.Store(t)
 	e.ctr.register(cfg.Counter)
-	e.txPool.New = func() any { return new(txScratch) }
-	e.rxPool.New = func() any { s := make([][]byte, 0, 64); return &s }
+	e.tx.max = 4
 	e.initRouter()
+	if err := e.initDHCP(); err != nil {
+		return nil, err
+	}
 	dev.Attach((*rxSide)(e))
-	e.announce()
+	e.announce(t.list())
 	if e.cfg.NoDAD {
 		e.routerUp()
 	}
@@ -247,7 +253,7 @@ func (e *Endpoint) onLink(a netip.Addr) bool {
 	if a.Is6() && a.IsLinkLocalUnicast() {
 		return true
 	}
-	for _, p := range e.nets {
+	for _, p := range e.addrs.Load().nets {
 		if p.Contains(a) {
 			return true
 		}

@@ -24,23 +24,22 @@ type dadState struct {
 	timer     clock.Timer
 }
 
-// startDAD makes every IPv6 address tentative and sends its first DAD solicitation; with
-// Config.NoDAD they are usable at once.
-func (e *Endpoint) startDAD() {
+// startDAD makes IPv6 addresses tentative and sends each its first DAD solicitation;
+// with Config.NoDAD they are usable at once.
+func (e *Endpoint) startDAD(addrs []netip.Addr) {
 	if e.cfg.NoDAD {
 		return
 	}
 	var tentative []netip.Addr
 	e.mu.Lock()
-	e.addr6 = map[netip.Addr]*dadState{}
-	for a := range e.own {
-		if a.Is6() {
-			d := &dadState{}
-			e.addr6[a] = d
-			a := a
-			d.timer = e.clk.AfterFunc(e.cfg.RetransTime, func() { e.dadDone(a) })
-			tentative = append(tentative, a)
+	for _, a := range addrs {
+		if old := e.addr6[a]; old != nil && old.timer != nil {
+			old.timer.Stop()
 		}
+		d := &dadState{}
+		e.addr6[a] = d
+		d.timer = e.clk.AfterFunc(e.cfg.RetransTime, func() { e.dadDone(a, d) })
+		tentative = append(tentative, a)
 	}
 	e.mu.Unlock()
 	for _, a := range tentative {
@@ -52,10 +51,9 @@ func (e *Endpoint) startDAD() {
 
 // dadDone ends a DAD that saw no other user of a: the address becomes usable (RFC 4862
 // §5.4: DupAddrDetectTransmits is 1, as in Linux).
-func (e *Endpoint) dadDone(a netip.Addr) {
+func (e *Endpoint) dadDone(a netip.Addr, d *dadState) {
 	e.mu.Lock()
-	d := e.addr6[a]
-	ok := d != nil && !d.duplicate && !e.closed.Load()
+	ok := e.addr6[a] == d && !d.duplicate && !e.closed.Load()
 	if ok {
 		delete(e.addr6, a)
 	}
@@ -147,7 +145,7 @@ func (e *Endpoint) ndInput(h wire.Ethernet, p []byte) {
 		// berth configures its addresses itself; an RA only tells where a router is,
 		// which refreshes an entry (RFC 4861 §6.3.4) but creates none.
 		c.icmp6InRouterAdvertisements.Add(1)
-		if mac, ok := m.LinkAddr(wire.NDPOptSourceLinkAddr); ok && !e.own[src] {
+		if mac, ok := m.LinkAddr(wire.NDPOptSourceLinkAddr); ok && !e.owns(src) {
 			e.learn(src, mac, learnUpdate)
 		}
 	case wire.ICMPv6Redirect:
@@ -167,7 +165,7 @@ func (e *Endpoint) learn(a netip.Addr, mac wire.MAC, how learnKind) {
 // nsInput answers a neighbour solicitation for one of our addresses (RFC 4861 §7.2.3).
 func (e *Endpoint) nsInput(h wire.Ethernet, src netip.Addr, m wire.NDP) {
 	target := m.Target()
-	if !e.own[target] {
+	if !e.owns(target) {
 		e.ctr.ndInNotForUs.Add(1)
 		return
 	}
@@ -184,7 +182,7 @@ func (e *Endpoint) nsInput(h wire.Ethernet, src netip.Addr, m wire.NDP) {
 			e.dadFailed(target)
 		}
 		return
-	case e.own[src]:
+	case e.owns(src):
 		// Claims one of our addresses as its source: a spoof, or a duplicate.
 		e.ctr.ndInSpoofed.Add(1)
 		return
@@ -206,7 +204,7 @@ func (e *Endpoint) nsInput(h wire.Ethernet, src netip.Addr, m wire.NDP) {
 // naInput takes a neighbour advertisement (RFC 4861 §7.2.5).
 func (e *Endpoint) naInput(h wire.Ethernet, m wire.NDP) {
 	target := m.Target()
-	if e.own[target] {
+	if e.owns(target) {
 		if tentative, _ := e.addrState(target); tentative {
 			e.dadFailed(target) // RFC 4862 §5.4.4
 			return
@@ -252,7 +250,7 @@ func (e *Endpoint) sendNDSolicit(src, target netip.Addr, dst wire.MAC) {
 		dstIP = wire.SolicitedNode(target)
 		dst = wire.IPv6MulticastMAC(dstIP.As16())
 	}
-	c := ctlPool.Get().(*ctlFrame)
+	c := e.ctl.get()
 	b := c.b[wire.EthernetHeaderLen+wire.IPv6HeaderLen:]
 	n := (&wire.NDPFields{Type: wire.ICMPv6NeighborSolicitation, Target: target}).Encode(b)
 	if !src.IsUnspecified() {
@@ -268,7 +266,7 @@ func (e *Endpoint) sendNA(dstIP netip.Addr, dst wire.MAC, target netip.Addr, fla
 	if e.cfg.Router != nil {
 		flags |= wire.NDPFlagRouter
 	}
-	c := ctlPool.Get().(*ctlFrame)
+	c := e.ctl.get()
 	b := c.b[wire.EthernetHeaderLen+wire.IPv6HeaderLen:]
 	n := (&wire.NDPFields{Type: wire.ICMPv6NeighborAdvertisement, Flags: flags, Target: target}).Encode(b)
 	n += wire.PutNDPLinkAddr(b[n:], wire.NDPOptTargetLinkAddr, e.mac)

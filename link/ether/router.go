@@ -189,7 +189,7 @@ func (e *Endpoint) sendRA(dstIP netip.Addr, dst wire.MAC) {
 	if r.Other {
 		flags |= wire.NDPFlagOther
 	}
-	c := ctlPool.Get().(*ctlFrame)
+	c := e.ctl.get()
 	b := c.b[wire.EthernetHeaderLen+wire.IPv6HeaderLen:]
 	n := (&wire.NDPFields{Type: wire.ICMPv6RouterAdvertisement, Flags: flags, CurHopLimit: r.HopLimit,
 		RouterLifetime: uint16(min(durationSeconds(r.Lifetime), 9000))}).Encode(b) // §6.2.1: at most 9000 s

@@ -7,6 +7,9 @@ import (
 	"github.com/berthnet/berth/wire"
 )
 
+// rxBatch is the IP packets of one input batch, reused from batch to batch.
+type rxBatch struct{ p [][]byte }
+
 // rxSide is the Endpoint as the device's Dispatcher, kept a separate type so that the
 // Endpoint's own method set is that of a link.Endpoint.
 type rxSide Endpoint
@@ -21,8 +24,8 @@ func (r *rxSide) DeliverVerified(frames [][]byte) { (*Endpoint)(r).input(frames,
 // input handles a batch of frames to completion: IP packets are collected and handed up in
 // one batch, ARP, ND and DHCP are answered here.
 func (e *Endpoint) input(frames [][]byte, verified bool) {
-	bp := e.rxPool.Get().(*[][]byte)
-	up := (*bp)[:0]
+	bp := e.rx.get()
+	up := bp.p[:0]
 	maxLen := e.mtu + wire.EthernetHeaderLen
 	// A device with offloads (a TAP device with TSO) delivers TCP super-segments longer
 	// than the MTU, and says how long (link/tun's MaxInboundSize).
@@ -85,8 +88,8 @@ func (e *Endpoint) input(frames [][]byte, verified bool) {
 		}
 	}
 	clear(up)
-	*bp = up[:0]
-	e.rxPool.Put(bp)
+	bp.p = up[:0]
+	e.rx.put(bp)
 }
 
 // trim4 cuts Ethernet padding (a frame carries at least 46 bytes, IEEE 802.3 §3.2.7) off an

@@ -67,7 +67,7 @@ func (e *Endpoint) nextHop(pkt []byte) (mac wire.MAC, direct bool, nh netip.Addr
 // isBroadcast4 reports whether a is the directed broadcast address of an on-link subnet
 // (RFC 919; not for /31 and /32, RFC 3021).
 func (e *Endpoint) isBroadcast4(a netip.Addr) bool {
-	for _, p := range e.nets {
+	for _, p := range e.addrs.Load().nets {
 		if p.Addr().Is4() && p.Bits() < 31 && p.Contains(a) {
 			b := a.As4()
 			host := ^uint32(0) >> p.Bits()
@@ -126,8 +126,8 @@ func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
 	if e.closed.Load() {
 		return 0, net.ErrClosed
 	}
-	sc := e.txPool.Get().(*txScratch)
-	defer e.txPool.Put(sc)
+	sc := e.tx.get()
+	defer e.tx.put(sc)
 	frames, idx := sc.frames[:0], sc.idx[:0]
 	var (
 		now     time.Time
@@ -186,8 +186,8 @@ func (e *Endpoint) WriteGSO(pkt []byte, mss int) error {
 	if !ok {
 		return nil
 	}
-	sc := e.txPool.Get().(*txScratch)
-	defer e.txPool.Put(sc)
+	sc := e.tx.get()
+	defer e.tx.put(sc)
 	f := sc.frame(0, wire.EthernetHeaderLen+len(pkt))
 	(&wire.EthernetFields{Dst: mac, Src: e.mac, EtherType: etherTypeOf(pkt)}).Encode(f)
 	copy(f[wire.EthernetHeaderLen:], pkt)
@@ -239,5 +239,5 @@ func (e *Endpoint) sendCtl(c *ctlFrame, n int) {
 		e.ctr.etherOutFrames.Add(1)
 	}
 	c.v[0] = nil
-	ctlPool.Put(c)
+	e.ctl.put(c)
 }
