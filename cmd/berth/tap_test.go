@@ -240,3 +240,51 @@ func tsharkFields(t *testing.T, file string, fields ...string) []string {
 	}
 	return lines
 }
+
+// TestRunTAPDHCP: `berth run --tap --dhcp` leaves berth0 unconfigured; busybox's udhcpc in
+// the namespace gets its lease from berth's DHCP server (the namespace's address, the
+// gateway as router, the DNS address, the MTU), and the kernel configures IPv6 by SLAAC
+// from berth's router advertisements; then both families reach the host's loopback.
+func TestRunTAPDHCP(t *testing.T) {
+	needTAPTools(t, "busybox")
+	bin := buildBerth(t)
+	p4, p6 := sumServer(t, "127.0.0.1:0"), sumServer(t, "[::1]:0")
+	dir := t.TempDir()
+	script := filepath.Join(dir, "udhcpc.script")
+	// udhcpc runs the script with the lease in the environment (busybox's
+	// examples/udhcp/simple.script does the same).
+	if err := os.WriteFile(script, []byte(`#!/bin/sh
+case "$1" in
+bound|renew)
+	ip addr add "$ip/$subnet" dev "$interface"
+	[ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
+	for r in $router; do ip route add default via "$r" dev "$interface"; done
+	echo "lease ip=$ip subnet=$subnet router=$router dns=$dns mtu=$mtu lease=$lease"
+	;;
+esac
+`), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sh := fmt.Sprintf(`set -e
+echo "before $(ip -4 addr show dev berth0 | grep -c inet || true)"
+busybox udhcpc -i berth0 -n -q -t 5 -T 1 -s %s
+curl -sS --max-time 20 -o /dev/null -w "v4 %%{http_code}\n" http://10.0.2.2:%d/1000
+for i in $(seq 50); do
+	ip -6 addr show dev berth0 scope global | grep -q tentative || break
+	sleep 0.1
+done
+echo "slaac $(ip -6 addr show dev berth0 scope global | grep -o 'fd00::[0-9a-f:]*/64')"
+echo "route6 $(ip -6 route show default)"
+curl -sS --max-time 20 -o /dev/null -w "v6 %%{http_code}\n" 'http://[fd00::2]:%d/1000'
+`, script, p4, p6)
+	code, out, errs := runBin(t, exec.Command(bin, "run", "--tap", "--dhcp", "--control", "none", "--", "sh", "-c", sh))
+	if code != 0 {
+		t.Fatalf("berth run --tap --dhcp: exit %d\n%s\n%s", code, out, errs)
+	}
+	for _, want := range []string{"before 0", "lease ip=10.0.2.100 subnet=255.255.255.0 router=10.0.2.2 dns=10.0.2.3 mtu=65520",
+		"v4 200", "slaac fd00::", "route6 default via fe80::", "v6 200"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in the namespace's output:\n%s", want, out)
+		}
+	}
+}
