@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -142,7 +143,8 @@ func TestRunTAP(t *testing.T) {
 }
 
 // TestAttachTAP: `berth attach --tap` serves a namespace the test made, with the same
-// traffic as TestRunTAP, and ends on SIGTERM.
+// traffic as TestRunTAP; berth stats shows the Ethernet layer's ARP and ND counters; it
+// ends on SIGTERM.
 func TestAttachTAP(t *testing.T) {
 	needTAPTools(t)
 	bin := buildBerth(t)
@@ -153,7 +155,13 @@ func TestAttachTAP(t *testing.T) {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
-	cmd := exec.Command(bin, "attach", "--tap", "--netns", name, "--control", "none")
+	sockDir, err := os.MkdirTemp("", "bat") // short: UNIX socket paths end at 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(sockDir)
+	sock := filepath.Join(sockDir, "c.sock")
+	cmd := exec.Command(bin, "attach", "--tap", "--netns", name, "--control", sock)
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	if err := cmd.Start(); err != nil {
@@ -175,6 +183,15 @@ func TestAttachTAP(t *testing.T) {
 		t.Fatalf("transfers in the attached namespace: %v\n%s\nberth: %s", err, out, errb.String())
 	}
 	checkTransfers(t, string(out), upSum)
+	code, stats, errs := runBin(t, exec.Command(bin, "stats", "--control", sock))
+	if code != 0 {
+		t.Fatalf("berth stats: exit %d, %s", code, errs)
+	}
+	for _, name := range []string{"EtherInFrames", "ArpInRequests", "ArpOutReplies", "Icmp6InNeighborSolicits", "Icmp6OutNeighborAdvertisements", "Icmp6OutRouterAdvertisements"} {
+		if !regexp.MustCompile(`(?m)^` + name + `\s+[1-9]`).MatchString(stats) {
+			t.Errorf("berth stats: %s not counted\n%s", name, stats)
+		}
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-done:
