@@ -439,7 +439,14 @@ func (c *Conn) finish(err error) {
 func (c *Conn) abort() {
 	switch c.state {
 	case StateSynReceived, StateEstablished, StateFinWait1, StateFinWait2, StateCloseWait:
-		c.p.sendRST(c.local.Addr(), c.remote.Addr(), c.local.Port(), c.remote.Port(), c.sndMax, c.rcvNxt, true)
+		// RFC 7323 §3.2: once timestamps are negotiated every segment carries them, the
+		// RST too (as Linux's tcp_send_active_reset): a peer that enforces PAWS on RSTs
+		// would otherwise have to take it without.
+		var o *wire.TCPOptions
+		if c.tsOK {
+			o = &wire.TCPOptions{HasTimestamps: true, TSVal: c.tsNow(), TSEcr: c.tsRecent}
+		}
+		c.p.sendRSTOpts(c.local.Addr(), c.remote.Addr(), c.local.Port(), c.remote.Port(), c.sndMax, c.rcvNxt, true, o)
 	}
 	c.finish(nil)
 }

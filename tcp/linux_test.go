@@ -21,3 +21,11 @@ func TestLinuxPSHBurstEnd(t *testing.T) {
 	}
 	sc.none()
 }
+
+// A RST on a connection with timestamps carries them, TSecr echoing the peer's last TSval
+// (tcp/ts_recent/reset_tsval.pkt: "> R. 1:1(0) ack 1001 <nop,nop,TS val 1200 ecr 201>").
+func TestLinuxRSTTimestamps(t *testing.T) {
+	ep := dialExt(t, Config{})
+	ep.c.Abort()
+	ep.expect(want{Flags: is(wire.TCPFlagRST | wire.TCPFlagACK), HasTS: is(true), TSEcr: is(ep.tsval)})
+}

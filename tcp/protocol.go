@@ -463,13 +463,18 @@ func (p *Protocol) resetClosed(s *segment) {
 
 // sendRST sends a bare RST (with ACK when withAck).
 func (p *Protocol) sendRST(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, withAck bool) {
-	f := wire.TCPFields{SrcPort: sport, DstPort: dport, Seq: seq, Flags: wire.TCPFlagRST}
+	p.sendRSTOpts(src, dst, sport, dport, seq, ack, withAck, nil)
+}
+
+// sendRSTOpts is sendRST with options (a connection's timestamps).
+func (p *Protocol) sendRSTOpts(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, withAck bool, opts *wire.TCPOptions) {
+	f := wire.TCPFields{SrcPort: sport, DstPort: dport, Seq: seq, Flags: wire.TCPFlagRST, Options: opts}
 	if withAck {
 		f.Flags |= wire.TCPFlagACK
 		f.Ack = ack
 	}
-	bp := p.scratch(wire.NetworkHeadroom + wire.TCPMinHeaderLen)
-	b := *bp
+	bp := p.scratch(wire.NetworkHeadroom + f.HeaderLen())
+	b := (*bp)[:wire.NetworkHeadroom+f.HeaderLen()]
 	f.Encode(b[wire.NetworkHeadroom:])
 	wire.SetTCPChecksum(b[wire.NetworkHeadroom:], src, dst)
 	p.net.Output(src, dst, wire.ProtoTCP, b)

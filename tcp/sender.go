@@ -249,8 +249,10 @@ func (c *Conn) output() {
 			}
 		}
 		// The burst ends here unless the windows leave room for another full segment of
-		// what is queued.
-		c.burstEnd = n >= pending || usable-n < c.mss
+		// what is queued. In loss recovery new data goes out a segment at a time as the
+		// ACKs allow, and Linux marks none of those (the write's skb is split from its
+		// head).
+		c.burstEnd = !c.inRecovery && (n >= pending || usable-n < c.mss)
 		used := c.sendData(c.sndNxt, max(n, 0))
 		c.burstEnd = false
 		if used == 0 {
