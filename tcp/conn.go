@@ -81,10 +81,16 @@ type Conn struct {
 	softErr    syscall.Errno
 	userClosed bool
 	rdShut     bool
-	rd, wd     deadline
-	nodelay    bool
-	linger     int
-	keepAlive  KeepAliveConfig
+	// Fast Open (fastopen.go): a passive connection whose SYN was taken as Fast Open, and
+	// whether it carried data; the option the SYN-ACK carries (kind, cookie).
+	tfoChild, synData bool
+	foReply           uint8
+	foCookie          [8]byte
+
+	rd, wd    deadline
+	nodelay   bool
+	linger    int
+	keepAlive KeepAliveConfig
 }
 
 func (p *Protocol) newConn() *Conn {
@@ -344,6 +350,7 @@ func (c *Conn) sendSYN() {
 			o.HasTimestamps, o.TSVal, o.TSEcr = true, c.tsNow(), c.tsRecent
 		}
 		o.SACKPermitted = c.sackPeer
+		c.fastOpenOption(&o)
 	} else {
 		o.HasWindowScale, o.WindowScale = true, c.rcvWscale
 		if !c.p.cfg.NoTimestamps {
@@ -641,7 +648,9 @@ func (c *Conn) writable() (wait bool, err error) {
 	switch c.state {
 	case StateEstablished, StateCloseWait:
 		return false, nil
-	case StateSynSent, StateSynReceived:
+	case StateSynReceived:
+		return !c.tfoChild, nil // a Fast Open child sends before the handshake completes
+	case StateSynSent:
 		return true, nil
 	}
 	return false, syscall.EPIPE

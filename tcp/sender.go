@@ -205,7 +205,7 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 // output sends what the windows allow: new data, segmented by MSS, with sender SWS
 // avoidance (RFC 9293 §3.8.6.2.1) and Nagle's algorithm when NoDelay is off; then the FIN.
 func (c *Conn) output() {
-	if !c.state.sending() {
+	if !c.state.sending() && !(c.tfoChild && c.state == StateSynReceived) {
 		return
 	}
 	if c.sackOK && c.sb.lost > 0 {
