@@ -39,10 +39,10 @@ variant() { # variant NAME BERTH KERNEL
 		local n text=""
 		n=$(printf '%s' "$why" | sed -n 's/^[^ ]*\.pkt:\([0-9]*\):.*/\1/p')
 		if [ -n "$n" ] && [ -f "$net/$s" ]; then
-			text=$(sed -n "${n}p" "$net/$s" | sed 's/^[[:space:]]*//; s/|/\\|/g' | cut -c1-70)
+			text=$(sed -n "${n}p" "$net/$s" | sed 's/^[[:space:]]*//' | tr '|`' "/'" | cut -c1-70)
 		fi
 		local detail
-		detail=$(printf '%s' "$why" | sed 's/^[^ ]*\.pkt:[0-9]*: //; s/|/\\|/g' | cut -c1-110)
+		detail=$(printf '%s' "$why" | sed 's/^[^ ]*\.pkt:[0-9]*: //' | tr '|`' "/'" | cut -c1-110)
 		echo "| $s | ${n:+$n: \`$text\`} | $(category "$s" "$why"): $detail |"
 	done
 	echo
