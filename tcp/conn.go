@@ -81,10 +81,16 @@ type Conn struct {
 	softErr    syscall.Errno
 	userClosed bool
 	rdShut     bool
-	rd, wd     deadline
-	nodelay    bool
-	linger     int
-	keepAlive  KeepAliveConfig
+	// Fast Open (fastopen.go): a passive connection whose SYN was taken as Fast Open, and
+	// whether it carried data; the option the SYN-ACK carries (kind, cookie).
+	tfoChild, synData bool
+	foReply           uint8
+	foCookie          [8]byte
+
+	rd, wd    deadline
+	nodelay   bool
+	linger    int
+	keepAlive KeepAliveConfig
 }
 
 func (p *Protocol) newConn() *Conn {
@@ -351,6 +357,7 @@ func (c *Conn) sendSYN() {
 			o.HasTimestamps, o.TSVal, o.TSEcr = true, c.tsNow(), c.tsRecent
 		}
 		o.SACKPermitted = c.sackPeer
+		c.fastOpenOption(&o)
 	} else {
 		o.HasWindowScale, o.WindowScale = true, c.rcvWscale
 		if !c.p.cfg.NoTimestamps {
@@ -446,7 +453,14 @@ func (c *Conn) finish(err error) {
 func (c *Conn) abort() {
 	switch c.state {
 	case StateSynReceived, StateEstablished, StateFinWait1, StateFinWait2, StateCloseWait:
-		c.p.sendRST(c.local.Addr(), c.remote.Addr(), c.local.Port(), c.remote.Port(), c.sndMax, c.rcvNxt, true)
+		// RFC 7323 §3.2: once timestamps are negotiated every segment carries them, the
+		// RST too (as Linux's tcp_send_active_reset): a peer that enforces PAWS on RSTs
+		// would otherwise have to take it without.
+		var o *wire.TCPOptions
+		if c.tsOK {
+			o = &wire.TCPOptions{HasTimestamps: true, TSVal: c.tsNow(), TSEcr: c.tsRecent}
+		}
+		c.p.sendRSTOpts(c.local.Addr(), c.remote.Addr(), c.local.Port(), c.remote.Port(), c.sndMax, c.rcvNxt, true, o)
 	}
 	c.finish(nil)
 }
@@ -668,7 +682,9 @@ func (c *Conn) writable() (wait bool, err error) {
 	switch c.state {
 	case StateEstablished, StateCloseWait:
 		return false, nil
-	case StateSynSent, StateSynReceived:
+	case StateSynReceived:
+		return !c.tfoChild, nil // a Fast Open child sends before the handshake completes
+	case StateSynSent:
 		return true, nil
 	}
 	return false, syscall.EPIPE

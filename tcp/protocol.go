@@ -108,6 +108,12 @@ type Config struct {
 	// SynCookies and MaxSynBacklog: SYN flood defences (see syncookie.go, listener.go).
 	SynCookies    SynCookieMode
 	MaxSynBacklog int
+	// FastOpen is tcp_fastopen: the FastOpen* bits (fastopen.go). Zero means Linux's
+	// default, client only (FastOpenClient); negative turns Fast Open off.
+	FastOpen int
+	// FastOpenKey is tcp_fastopen_key, the secret of the server's cookies; zero means a
+	// random key.
+	FastOpenKey [16]byte
 	// Counter registers a named counter (the stack's Counters.Counter), as for UDP: TCP's
 	// Stats then live in the stack's registry under the kernel's names. nil keeps them
 	// private.
@@ -152,6 +158,10 @@ func (c *Config) setDefaults() {
 	defi(&c.MaxOutOfOrder, 64<<20)
 	defi(&c.MaxSynBacklog, defaultMaxSynBacklog) // listener.go
 	defi(&c.MaxTimeWait, 16384)
+	defi(&c.FastOpen, FastOpenClient)
+	if c.FastOpen < 0 {
+		c.FastOpen = 0
+	}
 	if c.CongestionControl == "" {
 		c.CongestionControl = CCCubic
 	}
@@ -185,7 +195,11 @@ type Stats struct {
 	// TIME-WAIT because Config.MaxTimeWait were already held (Linux's "time wait bucket
 	// table overflow").
 	SynFinDrops, TimeWaitOverflows *atomic.Uint64
-	ListenStats                    // listener.go: SYN queue and SYN cookie counters
+	// FastOpenPassive: SYNs whose Fast Open was taken (a child made, its data accepted);
+	// FastOpenPassiveFail: Fast Open SYNs with a wrong cookie (fastopen.go).
+	FastOpenPassive, FastOpenPassiveFail *atomic.Uint64
+
+	ListenStats // listener.go: SYN queue and SYN cookie counters
 }
 
 // newStats registers every counter with reg, in the kernel's order: the "Tcp:" line of
@@ -211,6 +225,7 @@ func newStats(reg func(name string) *atomic.Uint64) Stats {
 		{&s.TCPReqQFullDrop, "TcpExtTCPReqQFullDrop"},
 		{&s.PMTUUpdates, "TcpExtPMTUUpdates"}, {&s.RACKLost, "TcpExtRACKLost"},
 		{&s.SynFinDrops, "TcpExtSynFinDrops"}, {&s.TimeWaitOverflows, "TcpExtTCPTimeWaitOverflow"},
+		{&s.FastOpenPassive, "TcpExtTCPFastOpenPassive"}, {&s.FastOpenPassiveFail, "TcpExtTCPFastOpenPassiveFail"},
 	} {
 		*c.p = reg(c.name)
 	}
@@ -481,13 +496,18 @@ func (p *Protocol) resetClosed(s *segment) {
 
 // sendRST sends a bare RST (with ACK when withAck).
 func (p *Protocol) sendRST(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, withAck bool) {
-	f := wire.TCPFields{SrcPort: sport, DstPort: dport, Seq: seq, Flags: wire.TCPFlagRST}
+	p.sendRSTOpts(src, dst, sport, dport, seq, ack, withAck, nil)
+}
+
+// sendRSTOpts is sendRST with options (a connection's timestamps).
+func (p *Protocol) sendRSTOpts(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, withAck bool, opts *wire.TCPOptions) {
+	f := wire.TCPFields{SrcPort: sport, DstPort: dport, Seq: seq, Flags: wire.TCPFlagRST, Options: opts}
 	if withAck {
 		f.Flags |= wire.TCPFlagACK
 		f.Ack = ack
 	}
-	bp := p.scratch(wire.NetworkHeadroom + wire.TCPMinHeaderLen)
-	b := *bp
+	bp := p.scratch(wire.NetworkHeadroom + f.HeaderLen())
+	b := (*bp)[:wire.NetworkHeadroom+f.HeaderLen()]
 	f.Encode(b[wire.NetworkHeadroom:])
 	wire.SetTCPChecksum(b[wire.NetworkHeadroom:], src, dst)
 	p.net.Output(src, dst, wire.ProtoTCP, b)

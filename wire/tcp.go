@@ -169,7 +169,20 @@ type TCPOptions struct {
 	TSVal, TSEcr   uint32
 	NumSACK        int // blocks used in SACK
 	SACK           [MaxSACKBlocks]SACKBlock
+	// FastOpen is the TCP Fast Open option's kind when present: TCPOptFastOpen (RFC 7413
+	// §4.1.1) or TCPOptExperimental with the Fast Open magic (the pre-RFC form, RFC 6994).
+	// FastOpenLen bytes of FastOpenCookie are the cookie; none is a cookie request.
+	FastOpen       uint8
+	FastOpenLen    uint8
+	FastOpenCookie [16]byte
 }
+
+// Fast Open option kinds and the experimental option's magic (RFC 7413 §4.1.1, RFC 6994).
+const (
+	TCPOptFastOpen     = 34
+	TCPOptExperimental = 254
+	FastOpenMagic      = 0xf989
+)
 
 // ParseTCPOptions decodes option bytes. Unknown options are skipped by their length; an
 // option whose length byte is missing, below 2, runs past the end, or does not fit its
@@ -223,6 +236,18 @@ func ParseTCPOptions(b []byte, o *TCPOptions) error {
 			}
 			o.HasTimestamps = true
 			o.TSVal, o.TSEcr = binary.BigEndian.Uint32(body), binary.BigEndian.Uint32(body[4:])
+		case TCPOptFastOpen, TCPOptExperimental:
+			if kind == TCPOptExperimental {
+				if len(body) < 2 || binary.BigEndian.Uint16(body) != FastOpenMagic {
+					break // another experiment: skipped like an unknown option
+				}
+				body = body[2:]
+			}
+			// RFC 7413 §4.1.1: a cookie is 4 to 16 bytes; other lengths are ignored.
+			if n := len(body); n == 0 || (n >= 4 && n <= 16) {
+				o.FastOpen, o.FastOpenLen = kind, uint8(n)
+				copy(o.FastOpenCookie[:], body)
+			}
 		}
 		b = b[l:]
 	}
@@ -244,10 +269,22 @@ func (o *TCPOptions) EncodedLen() int {
 	} else if o.SACKPermitted {
 		n += 4 // NOP NOP + 2
 	}
+	if o.FastOpen != 0 {
+		n += o.fastOpenLen()
+	}
 	if o.NumSACK > 0 {
 		n += 4 + 8*o.sackFit(n)
 	}
 	return n
+}
+
+// fastOpenLen is the Fast Open option's length padded to 4 bytes with NOPs.
+func (o *TCPOptions) fastOpenLen() int {
+	l := 2 + int(o.FastOpenLen)
+	if o.FastOpen == TCPOptExperimental {
+		l += 2
+	}
+	return (l + 3) &^ 3
 }
 
 func (o *TCPOptions) sackFit(used int) int {
@@ -281,6 +318,22 @@ func (o *TCPOptions) Encode(b []byte) int {
 	if o.HasWindowScale {
 		b[n], b[n+1], b[n+2], b[n+3] = TCPOptNOP, TCPOptWindowScale, 3, o.WindowScale
 		n += 4
+	}
+	if o.FastOpen != 0 {
+		// After the others, NOP-padded at its end, as Linux writes it.
+		l, m := 2+int(o.FastOpenLen), n+2
+		b[n] = o.FastOpen
+		if o.FastOpen == TCPOptExperimental {
+			l += 2
+			binary.BigEndian.PutUint16(b[m:], FastOpenMagic)
+			m += 2
+		}
+		b[n+1] = uint8(l)
+		copy(b[m:], o.FastOpenCookie[:o.FastOpenLen])
+		for i := n + l; i < n+o.fastOpenLen(); i++ {
+			b[i] = TCPOptNOP
+		}
+		n += o.fastOpenLen()
 	}
 	if o.NumSACK > 0 {
 		k := o.sackFit(n)
