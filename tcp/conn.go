@@ -584,13 +584,15 @@ func (c *Conn) Read(b []byte) (int, error) {
 			c.windowUpdate()
 			return n, nil
 		}
-		if c.rdShut {
+		if c.rdShut || c.finRcvd {
+			// After the peer's FIN reads see EOF, and a later error (a reset in
+			// CLOSE-WAIT, a timeout) waits for a write, as on Linux (SOCK_DONE).
 			return 0, io.EOF
 		}
 		if err := c.takeErr(); err != nil {
 			return 0, err
 		}
-		if c.finRcvd || c.state == StateClosed {
+		if c.state == StateClosed {
 			return 0, io.EOF
 		}
 		if len(b) == 0 {
