@@ -40,7 +40,7 @@ func newTCPConn(c *tcp.Conn, network string, dual bool) *TCPConn {
 // tcpSyscallErr wraps an errno as the system call that would have returned it.
 func tcpSyscallErr(syscallName string, err error) error {
 	var errno syscall.Errno
-	if errors.As(err, &errno) {
+	if syscallName != "" && errors.As(err, &errno) {
 		return os.NewSyscallError(syscallName, errno)
 	}
 	return err
