@@ -18,10 +18,10 @@ import (
 
 // KeepAliveConfig mirrors net.KeepAliveConfig.
 type KeepAliveConfig struct {
-	Enable   bool
-	Idle     time.Duration
-	Interval time.Duration
-	Count    int
+	Enable   bool          // SO_KEEPALIVE
+	Idle     time.Duration // TCP_KEEPIDLE: idle time before the first probe (0: 15 s)
+	Interval time.Duration // TCP_KEEPINTVL: time between probes (0: 15 s)
+	Count    int           // TCP_KEEPCNT: unanswered probes before the connection fails with ETIMEDOUT (0: 9)
 }
 
 // Conn is one TCP connection endpoint. Its methods are safe for concurrent use.
@@ -151,8 +151,10 @@ func (c *Conn) negotiate(o *wire.TCPOptions) {
 	c.cc = c.newCC(c.mss) // congestion-control hook (cc.go)
 }
 
-// LocalAddr and RemoteAddr return the connection's addresses.
-func (c *Conn) LocalAddr() netip.AddrPort  { return c.local }
+// LocalAddr returns the connection's local address and port.
+func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
+
+// RemoteAddr returns the peer's address and port.
 func (c *Conn) RemoteAddr() netip.AddrPort { return c.remote }
 
 // State returns the connection's state.
@@ -862,6 +864,8 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	return nil
 }
 
+// SetReadDeadline makes reads fail with os.ErrDeadlineExceeded once t passes (the zero
+// time clears it); after Close it returns net.ErrClosed.
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -872,6 +876,9 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
+// SetWriteDeadline makes writes blocked on a full send buffer fail with
+// os.ErrDeadlineExceeded once t passes (the zero time clears it); after Close it returns
+// net.ErrClosed.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
