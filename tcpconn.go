@@ -83,17 +83,26 @@ func (c *TCPConn) CloseRead() error { return c.opErr("close", "shutdown", c.c.Cl
 // reading goes on.
 func (c *TCPConn) CloseWrite() error { return c.opErr("close", "shutdown", c.c.CloseWrite()) }
 
-// LocalAddr and RemoteAddr return *net.TCPAddr values.
-func (c *TCPConn) LocalAddr() net.Addr  { return c.laddr }
+// LocalAddr returns the connection's local *net.TCPAddr.
+func (c *TCPConn) LocalAddr() net.Addr { return c.laddr }
+
+// RemoteAddr returns the peer's *net.TCPAddr.
 func (c *TCPConn) RemoteAddr() net.Addr { return c.raddr }
 
-// SetDeadline, SetReadDeadline and SetWriteDeadline implement net.Conn.
+// SetDeadline sets both deadlines (net.Conn): blocked and later reads and writes fail with
+// os.ErrDeadlineExceeded once t passes; the zero time clears them.
 func (c *TCPConn) SetDeadline(t time.Time) error {
 	return c.setErr("setsockopt", c.c.SetDeadline(t))
 }
+
+// SetReadDeadline sets the read deadline (net.Conn): reads fail with
+// os.ErrDeadlineExceeded once t passes; the zero time clears it.
 func (c *TCPConn) SetReadDeadline(t time.Time) error {
 	return c.setErr("setsockopt", c.c.SetReadDeadline(t))
 }
+
+// SetWriteDeadline sets the write deadline (net.Conn): writes blocked on a full send
+// buffer fail with os.ErrDeadlineExceeded once t passes; the zero time clears it.
 func (c *TCPConn) SetWriteDeadline(t time.Time) error {
 	return c.setErr("setsockopt", c.c.SetWriteDeadline(t))
 }

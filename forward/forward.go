@@ -47,13 +47,13 @@ var (
 )
 
 const (
-	DefaultMTU         = 65520
-	DefaultMaxFlows    = 4096
-	DefaultMaxBuffered = 256 << 20
-	DefaultDialTimeout = 10 * time.Second
+	DefaultMTU         = 65520            // MTU of the forwarder's interface
+	DefaultMaxFlows    = 4096             // flows tracked at once
+	DefaultMaxBuffered = 256 << 20        // bytes buffered across all flows
+	DefaultDialTimeout = 10 * time.Second // how long a host-side dial may take
 	// Conntrack's nf_conntrack_udp_timeout and nf_conntrack_udp_timeout_stream.
 	DefaultUDPTimeout       = 30 * time.Second
-	DefaultUDPStreamTimeout = 180 * time.Second
+	DefaultUDPStreamTimeout = 180 * time.Second // idle timeout of a UDP flow that saw replies
 	// A TCP flow's copy buffer, per direction: spliceBuf to begin with, spliceBufMax once
 	// reads keep filling it (a bulk transfer; fewer, larger reads and writes on both
 	// sides measured 20–40 % more throughput at MTU 65520), within MaxBuffered.

@@ -47,6 +47,7 @@ const (
 	ErrBadField                         // a field holds a value the RFC forbids
 )
 
+// String names the kind, as error texts show it.
 func (k ErrorKind) String() string {
 	switch k {
 	case ErrTooShort:
@@ -72,6 +73,7 @@ type Error struct {
 	Kind  ErrorKind
 }
 
+// Error returns "wire: <layer>: <kind>".
 func (e *Error) Error() string { return "wire: " + e.Layer + ": " + e.Kind.String() }
 
 // Is makes errors.Is(err, &wire.Error{Kind: k}) match any layer when Layer is empty.

@@ -67,12 +67,12 @@ type Options struct {
 
 // Offloads says which offloads the kernel accepted (TUNSETOFFLOAD).
 type Offloads struct {
-	Csum, TSO4, TSO6 bool
+	Csum, TSO4, TSO6 bool // checksum offload, TCP segmentation offload for IPv4 and IPv6
 }
 
 // Stats counts the endpoint's traffic.
 type Stats struct {
-	RxPackets, RxBytes uint64
+	RxPackets, RxBytes uint64 // packets and bytes read from the device
 	RxGSO              uint64 // super-segments delivered whole
 	RxCsumCompleted    uint64 // partial checksums finished before delivery
 	RxDropped          uint64 // malformed virtio-net header, or no Dispatcher attached
