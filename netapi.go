@@ -124,7 +124,7 @@ func (c *UDPConn) WriteMsgUDPAddrPort(b, oob []byte, addr netip.AddrPort) (n, oo
 	if to == nil {
 		to = addrOrNil(c.raddr)
 	}
-	n, err = c.ep.SendTo(b, addr)
+	n, err = c.ep.SendTo(b, stripZone(addr))
 	if err != nil {
 		return n, 0, c.writeErr("sendmsg", to, err)
 	}

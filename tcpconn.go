@@ -25,14 +25,14 @@ type TCPConn struct {
 
 var _ net.Conn = (*TCPConn)(nil)
 
-// newTCPConn wraps c. On a dual-stack socket (accepted by a "tcp" listener on the
+// newTCPConn wraps c; link-local addresses show zone. On a dual-stack socket (accepted by a "tcp" listener on the
 // wildcard address) IPv4 addresses show as IPv4-mapped IPv6 ones, as in Go.
-func newTCPConn(c *tcp.Conn, network string, dual bool) *TCPConn {
+func newTCPConn(c *tcp.Conn, network string, dual bool, zone string) *TCPConn {
 	m := func(ap netip.AddrPort) *net.TCPAddr {
 		if dual && ap.Addr().Is4() {
 			ap = netip.AddrPortFrom(netip.AddrFrom16(ap.Addr().As16()), ap.Port())
 		}
-		return net.TCPAddrFromAddrPort(ap)
+		return net.TCPAddrFromAddrPort(withZone(ap, zone))
 	}
 	return &TCPConn{c: c, network: network, laddr: m(c.LocalAddr()), raddr: m(c.RemoteAddr())}
 }
@@ -169,6 +169,8 @@ type TCPListener struct {
 	network   string
 	dual      bool
 	addr      *net.TCPAddr
+	s         *Stack
+	zone      string         // of a link-local address listened on
 	opts      SocketOptions  // applied to accepted connections
 	keepAlive func(*TCPConn) // nil: Go's default keep-alive
 }
@@ -205,7 +207,7 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 		c.Abort()
 		return nil, l.opErr("accept", err)
 	}
-	tc := newTCPConn(c, l.network, l.dual)
+	tc := newTCPConn(c, l.network, l.dual, l.s.linkZone(c.LocalAddr().Addr(), l.zone))
 	if l.keepAlive != nil {
 		l.keepAlive(tc)
 	} else {
