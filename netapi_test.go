@@ -354,3 +354,42 @@ func TestKeepAliveConfig(t *testing.T) {
 		t.Errorf("accepted keep-alive with KeepAlive -1 = %+v, want off", k)
 	}
 }
+
+// BenchmarkUDPMsgZoned sends a datagram with WriteMsgUDPAddrPort to a zoned link-local
+// address and reads it with ReadMsgUDPAddrPort, one at a time over a pipe: the message
+// forms and the zone handling must not allocate.
+func BenchmarkUDPMsgZoned(b *testing.B) {
+	sa, sb := pair(b)
+	sa.AddAddress("eth0", netip.MustParsePrefix("fe80::1/64"))
+	sb.AddAddress("eth0", netip.MustParsePrefix("fe80::2/64"))
+	ctx := context.Background()
+	rx, err := sb.ListenUDP(ctx, "udp6", "[fe80::2%eth0]:9")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rx.Close()
+	tx, err := sa.ListenUDP(ctx, "udp6", "[fe80::1%eth0]:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tx.Close()
+	to := netip.MustParseAddrPort("[fe80::2%eth0]:9")
+	msg, buf := make([]byte, 512), make([]byte, 2048)
+	round := func() {
+		if _, _, err := tx.WriteMsgUDPAddrPort(msg, nil, to); err != nil {
+			b.Fatal(err)
+		}
+		_, _, _, from, err := rx.ReadMsgUDPAddrPort(buf, nil)
+		if err != nil || from.Addr().Zone() != "eth0" {
+			b.Fatalf("read: %v from %v", err, from)
+		}
+	}
+	for range 64 {
+		round() // warm the pools
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		round()
+	}
+}
