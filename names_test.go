@@ -177,15 +177,7 @@ func TestHappyEyeballs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go closeEach(l)
 	for _, tc := range []struct {
 		name     string
 		min, max time.Duration
@@ -335,15 +327,7 @@ func TestDialerResolver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go closeEach(l)
 	if _, err := (&berth.Dialer{Stack: b}).DialContext(ctx, "tcp", "svc.test:8081"); err != nil {
 		t.Fatalf("dial with the stack's resolver: %v", err)
 	}
@@ -376,4 +360,11 @@ func FuzzDialAddress(f *testing.F) {
 			c.Close()
 		}
 	})
+}
+
+// closeEach accepts connections on l and closes them at once, until l closes.
+func closeEach(l net.Listener) {
+	for c, err := l.Accept(); err == nil; c, err = l.Accept() {
+		c.Close()
+	}
 }
