@@ -18,10 +18,10 @@ import (
 
 // KeepAliveConfig mirrors net.KeepAliveConfig.
 type KeepAliveConfig struct {
-	Enable   bool
-	Idle     time.Duration
-	Interval time.Duration
-	Count    int
+	Enable   bool          // SO_KEEPALIVE
+	Idle     time.Duration // TCP_KEEPIDLE: idle time before the first probe (0: 15 s)
+	Interval time.Duration // TCP_KEEPINTVL: time between probes (0: 15 s)
+	Count    int           // TCP_KEEPCNT: unanswered probes before the connection fails with ETIMEDOUT (0: 9)
 }
 
 // Conn is one TCP connection endpoint. Its methods are safe for concurrent use.
@@ -157,8 +157,10 @@ func (c *Conn) negotiate(o *wire.TCPOptions) {
 	c.cc = c.newCC(c.mss) // congestion-control hook (cc.go)
 }
 
-// LocalAddr and RemoteAddr return the connection's addresses.
-func (c *Conn) LocalAddr() netip.AddrPort  { return c.local }
+// LocalAddr returns the connection's local address and port.
+func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
+
+// RemoteAddr returns the peer's address and port.
 func (c *Conn) RemoteAddr() netip.AddrPort { return c.remote }
 
 // State returns the connection's state.
@@ -621,13 +623,15 @@ func (c *Conn) Read(b []byte) (int, error) {
 			c.windowUpdate()
 			return n, nil
 		}
-		if c.rdShut {
+		if c.rdShut || c.finRcvd {
+			// After the peer's FIN reads see EOF, and a later error (a reset in
+			// CLOSE-WAIT, a timeout) waits for a write, as on Linux (SOCK_DONE).
 			return 0, io.EOF
 		}
 		if err := c.takeErr(); err != nil {
 			return 0, err
 		}
-		if c.finRcvd || c.state == StateClosed {
+		if c.state == StateClosed {
 			return 0, io.EOF
 		}
 		if len(b) == 0 {
@@ -932,6 +936,8 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	return nil
 }
 
+// SetReadDeadline makes reads fail with os.ErrDeadlineExceeded once t passes (the zero
+// time clears it); after Close it returns net.ErrClosed.
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -942,6 +948,9 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
+// SetWriteDeadline makes writes blocked on a full send buffer fail with
+// os.ErrDeadlineExceeded once t passes (the zero time clears it); after Close it returns
+// net.ErrClosed.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -355,8 +355,13 @@ func (c *Conn) reset() {
 			return
 		}
 		c.fail(syscall.ECONNREFUSED)
-	case StateEstablished, StateFinWait1, StateFinWait2, StateCloseWait:
+	case StateEstablished, StateFinWait1, StateFinWait2:
 		c.fail(syscall.ECONNRESET)
+	case StateCloseWait:
+		// As Linux's tcp_reset: the peer had closed its side already, so the reset is
+		// reported as EPIPE to the next write; reads go on returning EOF.
+		c.p.Stats.EstabResets.Add(1)
+		c.fail(syscall.EPIPE)
 	default:
 		c.finish(nil)
 	}

@@ -177,7 +177,7 @@ func (c *Config) setDefaults() {
 // through Config.Counter, so that the stack's registry holds them with the network
 // layer's and UDP's. New sets every field.
 type Stats struct {
-	ActiveOpens, PassiveOpens, AttemptFails, EstabResets *atomic.Uint64
+	ActiveOpens, PassiveOpens, AttemptFails, EstabResets *atomic.Uint64 // tcpActiveOpens, tcpPassiveOpens, tcpAttemptFails, tcpEstabResets (RFC 4022)
 	// CurrEstab is a gauge: the connections in ESTABLISHED or CLOSE-WAIT now (RFC 4022
 	// tcpCurrEstab), kept on every state transition (Conn.setState).
 	CurrEstab                                     *atomic.Uint64

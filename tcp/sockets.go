@@ -7,8 +7,8 @@ import (
 
 // SocketInfo describes one TCP socket, as a line of `ss -tanoi`.
 type SocketInfo struct {
-	State         State
-	Local, Remote netip.AddrPort
+	State         State          // the connection's state
+	Local, Remote netip.AddrPort // its addresses
 	// RecvQ and SendQ: for a connection, bytes not yet read and bytes not yet
 	// acknowledged; for a listener, the accept queue's length and the backlog.
 	RecvQ, SendQ int
