@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -160,7 +161,8 @@ func TestDNSThroughTunnel(t *testing.T) {
 	serveHTTP(t, b, body)
 	checkBody(t, fetch(t, a, "http://server.test/"), body)
 	checkBody(t, fetch(t, a, "http://alias.test:80/"), body)
-	// big.test's first address has nobody behind it; the dial moves on to the second.
+	// big.test's first address has nobody behind it; Happy Eyeballs starts the second
+	// 250 ms later, and it wins.
 	dctx, dcancel := context.WithTimeout(ctx, 3*time.Second)
 	defer dcancel()
 	c, err := a.dial(dctx, "tcp", "big.test:80")
@@ -171,6 +173,14 @@ func TestDNSThroughTunnel(t *testing.T) {
 		t.Errorf("dial big.test:80 reached %s", got)
 	}
 	c.Close()
+
+	// Nobody listens on port 81: the second address refuses, the first never answers;
+	// the dial fails with the refusal once the first attempt gives up too.
+	dctx2, dcancel2 := context.WithTimeout(ctx, time.Second)
+	defer dcancel2()
+	if _, err := a.dial(dctx2, "tcp", "big.test:81"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial big.test:81 = %v, want ECONNREFUSED", err)
+	}
 
 	_, err = a.dial(ctx, "tcp", "missing.test:80")
 	var oe *net.OpError

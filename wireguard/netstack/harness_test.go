@@ -108,9 +108,15 @@ var (
 // the goroutines they started have ended.
 func tunnel(t testing.TB, ka, kb kind, dnsA []netip.Addr) (a, b side) {
 	t.Helper()
+	return tunnelWith(t, ka, kb, addrA, addrB, dnsA)
+}
+
+// tunnelWith is tunnel with the two ends' addresses.
+func tunnelWith(t testing.TB, ka, kb kind, ipA, ipB netip.Addr, dnsA []netip.Addr) (a, b side) {
+	t.Helper()
 	base := runtime.NumGoroutine()
-	tunA, a := makeSide(t, ka, addrA, dnsA)
-	tunB, b := makeSide(t, kb, addrB, nil)
+	tunA, a := makeSide(t, ka, ipA, dnsA)
+	tunB, b := makeSide(t, kb, ipB, nil)
 	keyA, keyB := newKey(t), newKey(t)
 	logger := device.NewLogger(device.LogLevelError, "")
 	devA := device.NewDevice(tunA, conn.NewDefaultBind(), logger)
@@ -134,14 +140,14 @@ func tunnel(t testing.TB, ka, kb kind, dnsA []netip.Addr) (a, b side) {
 	set(devA, keyA)
 	set(devB, keyB)
 	peer := func(d *device.Device, k keyPair, port int, allowed netip.Addr) {
-		cfg := fmt.Sprintf("public_key=%s\nendpoint=127.0.0.1:%d\nallowed_ip=%s/32\n",
-			hex.EncodeToString(k.pub[:]), port, allowed)
+		cfg := fmt.Sprintf("public_key=%s\nendpoint=127.0.0.1:%d\nallowed_ip=%s\n",
+			hex.EncodeToString(k.pub[:]), port, netip.PrefixFrom(allowed, allowed.BitLen()))
 		if err := d.IpcSet(cfg); err != nil {
 			t.Fatal(err)
 		}
 	}
-	peer(devA, keyB, listenPort(t, devB), addrB)
-	peer(devB, keyA, listenPort(t, devA), addrA)
+	peer(devA, keyB, listenPort(t, devB), ipB)
+	peer(devB, keyA, listenPort(t, devA), ipA)
 	return a, b
 }
 
