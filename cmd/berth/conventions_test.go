@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -178,7 +179,27 @@ func TestCompletion(t *testing.T) {
 		got := complete(c.words...)
 		for _, w := range c.want {
 			if !strings.Contains(" "+strings.Join(got, " ")+" ", " "+w+" ") {
-				t.Errorf("completing %v: %v lacks %s", c.words, got, w)
+				t.Errorf("bash completing %v: %v lacks %s", c.words, got, w)
+			}
+		}
+		// fish completes the same line the same way (complete -C prints the candidates,
+		// each followed by a tab and its description, if any).
+		line := strings.Join(c.words, " ")
+		script := scripts["fish"] + "\ncomplete -C " + fishQuote(line) + "\n"
+		cmd := exec.Command("fish", "--no-config")
+		cmd.Stdin = strings.NewReader(script)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("fish: %v", err)
+		}
+		var cands []string
+		for _, l := range strings.Split(string(out), "\n") {
+			cand, _, _ := strings.Cut(l, "\t")
+			cands = append(cands, cand)
+		}
+		for _, w := range c.want {
+			if !slices.Contains(cands, w) {
+				t.Errorf("fish completing %q: %q lacks %s", line, cands, w)
 			}
 		}
 	}

@@ -5,13 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/berthnet/berth/services"
 	"golang.org/x/crypto/curve25519"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -26,11 +29,12 @@ import (
 // side is one end of a tunnel: its address inside the tunnel and its socket API, whichever
 // stack (berth, or wireguard-go's gVisor netstack) is behind it.
 type side struct {
-	addr   netip.Addr
-	dial   func(ctx context.Context, network, address string) (net.Conn, error)
-	listen func(port uint16) (net.Listener, error)
-	berth  *Net            // nil for gVisor
-	gvisor *wgnetstack.Net // nil for berth
+	addr         netip.Addr
+	dial         func(ctx context.Context, network, address string) (net.Conn, error)
+	listen       func(port uint16) (net.Listener, error)
+	listenPacket func(port uint16) (net.PacketConn, error)
+	berth        *Net            // nil for gVisor
+	gvisor       *wgnetstack.Net // nil for berth
 }
 
 type kind int
@@ -72,30 +76,51 @@ func newKey(t testing.TB) keyPair {
 func makeSide(t testing.TB, k kind, addr netip.Addr, dns []netip.Addr) (tun.Device, side) {
 	t.Helper()
 	sd := side{addr: addr}
-	switch k {
-	case berthSide:
-		dev, tnet, err := CreateNetTUN([]netip.Addr{addr}, dns, tunnelMTU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sd.berth = tnet
-		sd.dial = tnet.DialContext
-		sd.listen = func(port uint16) (net.Listener, error) {
-			return tnet.ListenTCPAddrPort(netip.AddrPortFrom(addr, port))
-		}
-		return dev, sd
-	default:
-		dev, tnet, err := wgnetstack.CreateNetTUN([]netip.Addr{addr}, dns, tunnelMTU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sd.gvisor = tnet
-		sd.dial = tnet.DialContext
-		sd.listen = func(port uint16) (net.Listener, error) {
-			return tnet.ListenTCPAddrPort(netip.AddrPortFrom(addr, port))
-		}
-		return dev, sd
+	var dev tun.Device
+	var err error
+	// The two packages have the same entry point and method names; only the concrete
+	// types of the connections they return differ.
+	if k == berthSide {
+		dev, sd.berth, err = CreateNetTUN([]netip.Addr{addr}, dns, tunnelMTU)
+	} else {
+		dev, sd.gvisor, err = wgnetstack.CreateNetTUN([]netip.Addr{addr}, dns, tunnelMTU)
 	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(addr, port) }
+	if n := sd.berth; n != nil {
+		sd.dial = n.DialContext
+		sd.listen = func(p uint16) (net.Listener, error) { return n.ListenTCPAddrPort(at(p)) }
+		sd.listenPacket = func(p uint16) (net.PacketConn, error) { return n.ListenUDPAddrPort(at(p)) }
+	} else {
+		n := sd.gvisor
+		sd.dial = n.DialContext
+		sd.listen = func(p uint16) (net.Listener, error) { return n.ListenTCPAddrPort(at(p)) }
+		sd.listenPacket = func(p uint16) (net.PacketConn, error) { return n.ListenUDPAddrPort(at(p)) }
+	}
+	return dev, sd
+}
+
+// serve runs berth's classic services (package services: echo, discard, ...) on the
+// side's address, on their registered ports, until the test ends.
+func (sd side) serve(t testing.TB, names ...string) {
+	t.Helper()
+	port := func(address string) uint16 {
+		_, p, _ := net.SplitHostPort(address)
+		n, _ := strconv.Atoi(p)
+		return uint16(n)
+	}
+	srv, err := services.Start(context.Background(), services.Config{
+		Services:     names,
+		Listen:       func(_, address string) (net.Listener, error) { return sd.listen(port(address)) },
+		ListenPacket: func(_, address string) (net.PacketConn, error) { return sd.listenPacket(port(address)) },
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
 }
 
 var (

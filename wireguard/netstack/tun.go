@@ -81,11 +81,11 @@ func newDevice(mtu int) *tunDevice {
 // --- the stack's side (see endpoint) ---
 
 func (d *tunDevice) attach(disp link.Dispatcher) {
-	if disp == nil {
-		d.disp.Store(nil)
-		return
+	var box *dispatcherBox // nil detaches: Write then drops and counts
+	if disp != nil {
+		box = &dispatcherBox{disp}
 	}
-	d.disp.Store(&dispatcherBox{disp})
+	d.disp.Store(box)
 }
 
 // writePackets takes the stack's outbound packets for wireguard-go to encrypt.
