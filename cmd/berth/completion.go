@@ -3,8 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"regexp"
+	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -205,10 +208,28 @@ func runMan(c *command, args []string) int {
 	if len(args) > 0 {
 		return usageError(c, "unexpected argument %q", args[0])
 	}
-	if err := writeMan(stdout, commandTable(), time.Now()); err != nil {
+	if err := writeMan(stdout, commandTable(), manDate()); err != nil {
 		return fail(c.name, "%v", err)
 	}
 	return exitOK
+}
+
+// manDate is the page's date: $SOURCE_DATE_EPOCH when set (reproducible builds), else the
+// commit time the build recorded, else today.
+func manDate() time.Time {
+	if sec, err := strconv.ParseInt(os.Getenv("SOURCE_DATE_EPOCH"), 10, 64); err == nil {
+		return time.Unix(sec, 0)
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.time" {
+				if t, err := time.Parse(time.RFC3339, s.Value); err == nil {
+					return t
+				}
+			}
+		}
+	}
+	return time.Now()
 }
 
 // roff escapes text for a roff line: backslashes, a leading '.' or '\” (which would be

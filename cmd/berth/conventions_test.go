@@ -208,8 +208,8 @@ func TestCompletion(t *testing.T) {
 // TestManPage renders the page with groff, warnings on, and finds every command in it.
 func TestManPage(t *testing.T) {
 	bin := buildBerth(t)
-	code, page, errs := runBerth(t, bin, nil, "man")
-	if code != 0 || errs != "" || !strings.HasPrefix(page, ".TH BERTH 1 ") {
+	code, page, errs := runBerth(t, bin, []string{"SOURCE_DATE_EPOCH=1700000000"}, "man")
+	if code != 0 || errs != "" || !strings.HasPrefix(page, `.TH BERTH 1 "2023-11-14" `) {
 		t.Fatalf("man: exit %d, %s\n%.200s", code, errs, page)
 	}
 	groff, err := exec.LookPath("groff")

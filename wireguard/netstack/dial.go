@@ -15,10 +15,16 @@ func (n *Net) Dial(network, address string) (net.Conn, error) {
 }
 
 // DialContext connects to address on network ("tcp", "tcp4", "tcp6", "udp", "udp4",
-// "udp6") through the tunnel, as net.Dialer.DialContext does. A host name is resolved by
+// "udp6") through the tunnel, as net.Dialer.DialContext does; with "ping", "ping4" or
+// "ping6" the address is a host without a port and the connection a *PingConn, as in
+// wireguard-go's netstack. A host name is resolved by
 // LookupContextHost; TCP races its addresses with Happy Eyeballs (RFC 8305: a new attempt
 // every 250 ms until one connects), UDP takes the first.
 func (n *Net) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	switch network {
+	case "ping", "ping4", "ping6":
+		return n.dialPing(ctx, network, address)
+	}
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
@@ -121,6 +127,18 @@ func (n *Net) dialHappyEyeballs(ctx context.Context, network, port string, addrs
 			}
 		}
 	}
+}
+
+// dialPing opens a PingConn to host, a literal address or a name.
+func (n *Net) dialPing(ctx context.Context, network, host string) (net.Conn, error) {
+	addrs, err := n.lookup(ctx, host)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	if addrs = filterFamily(network, addrs); len(addrs) == 0 {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: &net.DNSError{Err: errNoSuitable.Error(), Name: host, IsNotFound: true}}
+	}
+	return n.DialPingAddr(netip.Addr{}, addrs[0])
 }
 
 var errNoSuitable = errors.New("no suitable address found")

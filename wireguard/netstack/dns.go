@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
@@ -67,24 +68,28 @@ func (n *Net) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
 	if len(n.dnsServers) == 0 {
 		return nil, &net.DNSError{Err: "no DNS servers configured", Name: host}
 	}
+	// RFC 8305 §3: ask for AAAA and A at once (when the stack has both families).
+	want4, want6 := n.has4 || !n.has6, n.has6
 	var v4, v6 []netip.Addr
-	var lastErr error
-	found := false
-	if n.has4 || !n.has6 {
-		v4, lastErr = n.query(ctx, name, dnsmessage.TypeA)
-		found = found || lastErr == nil
+	err4, err6 := errNoAnswer, errNoAnswer
+	var wg sync.WaitGroup
+	if want4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v4, err4 = n.query(ctx, name, dnsmessage.TypeA)
+		}()
 	}
-	if n.has6 {
-		var err error
-		v6, err = n.query(ctx, name, dnsmessage.TypeAAAA)
-		if err == nil {
-			found = true
-		} else if lastErr == nil || !found {
-			lastErr = err
+	if want6 {
+		v6, err6 = n.query(ctx, name, dnsmessage.TypeAAAA)
+	}
+	wg.Wait()
+	if (!want4 || err4 != nil) && (!want6 || err6 != nil) {
+		err := err4
+		if !want4 || (want6 && errors.Is(err6, errNXDomain)) {
+			err = err6
 		}
-	}
-	if !found {
-		return nil, dnsError(lastErr, host)
+		return nil, dnsError(err, host)
 	}
 	first, second := v4, v6
 	if n.has6 {

@@ -182,6 +182,17 @@ func TestDNSThroughTunnel(t *testing.T) {
 		t.Errorf("dial big.test:81 = %v, want ECONNREFUSED", err)
 	}
 
+	// A ping socket by name, as wireguard-go's ping example dials one.
+	pc, err := a.dial(ctx, "ping4", "server.test")
+	if err != nil {
+		t.Fatalf("dial ping4 server.test: %v", err)
+	}
+	pingOnce(t, pc, []byte("by name"))
+	pc.Close()
+	if _, err := a.dial(ctx, "ping6", "server.test"); err == nil {
+		t.Error("dial ping6 to a name with only an A record succeeded")
+	}
+
 	_, err = a.dial(ctx, "tcp", "missing.test:80")
 	var oe *net.OpError
 	if !errors.As(err, &oe) || !errors.As(err, &de) || !de.IsNotFound {
