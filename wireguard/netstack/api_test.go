@@ -12,10 +12,10 @@ import (
 
 // The package-level API has wireguard-go's signatures.
 var (
-	_ func(local, dns []netip.Addr, mtu int) (tun.Device, *Net, error) = CreateNetTUN
+	_ func(local, dns []netip.Addr, mtu int) (tun.Device, *Net, error)            = CreateNetTUN
 	_ func(local, dns []netip.Addr, mtu int) (tun.Device, *wgnetstack.Net, error) = wgnetstack.CreateNetTUN
-	_ func(netip.Addr) *PingAddr = PingAddrFromAddr
-	_ func(netip.Addr) *wgnetstack.PingAddr = wgnetstack.PingAddrFromAddr
+	_ func(netip.Addr) *PingAddr                                                  = PingAddrFromAddr
+	_ func(netip.Addr) *wgnetstack.PingAddr                                       = wgnetstack.PingAddrFromAddr
 )
 
 // TestAPIMatchesWireguardGo guards "swap one import": every method of wireguard-go's
