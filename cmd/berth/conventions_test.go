@@ -18,18 +18,23 @@ import (
 // and help on stdout, nothing on stderr, exit 0 — before it parses anything else.
 func TestHelpEverywhere(t *testing.T) {
 	bin := buildBerth(t)
+	helpText := map[string]string{}
 	for _, c := range commandTable() {
+		_, want, _ := runBerth(t, bin, nil, "help", c.name)
+		helpText[c.name] = want
 		for _, flag := range []string{"-h", "--help", "-help"} {
 			code, out, errs := runBerth(t, bin, nil, c.name, flag)
-			if code != 0 || errs != "" || !strings.HasPrefix(out, "usage: berth "+c.usage+"\n") || !strings.Contains(out, c.summary) {
+			if code != 0 || errs != "" || out != want || !strings.HasPrefix(out, "usage: berth "+c.usage+"\n") || !strings.Contains(out, c.summary) {
 				t.Errorf("berth %s %s: exit %d, stderr %q, stdout:\n%s", c.name, flag, code, errs, out)
 			}
 		}
 	}
 	// Later in the arguments, each command's own parser sees it and answers the same.
-	for _, args := range [][]string{{"stats", "-z", "--help"}, {"ss", "-t", "-h"}, {"up", "--tun", "x", "-h"}} {
+	for _, args := range [][]string{{"stats", "-z", "--help"}, {"ss", "-t", "-h"}, {"up", "--tun", "x", "-h"},
+		{"capture", "f.pcap", "--help"}, {"demo", "-4", "-h"}, {"forward", "--control", "/x", "--help"},
+		{"run", "--mtu", "1500", "-h"}, {"attach", "--mtu", "1500", "-help"}} {
 		code, out, errs := runBerth(t, bin, nil, args...)
-		if code != 0 || errs != "" || !strings.HasPrefix(out, "usage: berth "+args[0]) {
+		if code != 0 || errs != "" || out != helpText[args[0]] {
 			t.Errorf("berth %v: exit %d, stderr %q, stdout:\n%s", args, code, errs, out)
 		}
 	}
@@ -53,6 +58,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"man", "extra"}, `unexpected argument "extra"`},
 		{[]string{"version", "extra"}, `unexpected argument "extra"`},
 		{[]string{"nope"}, `unknown command "nope"`},
+		{[]string{"forward", "bogus"}, `want add MAPPING, rm MAPPING or ls, not ["bogus"]`},
 	} {
 		code, out, errs := runBerth(t, bin, nil, c.args...)
 		if code != 2 || out != "" || !strings.Contains(errs, c.msg) {
