@@ -30,7 +30,7 @@ func testAnswer(q dnsmessage.Question, id uint16, overTCP bool) []byte {
 	var recs []rec
 	switch name {
 	case "server.test.":
-		recs = []rec{{name: name, a: addrB}}
+		recs = []rec{{name: name, a: addrB}, {name: name, a: addr6B}}
 	case "alias.test.":
 		recs = []rec{{name: name, cname: "server.test."}, {name: "server.test.", a: addrB}}
 	case "big.test.":
@@ -53,6 +53,8 @@ func testAnswer(q dnsmessage.Question, id uint16, overTCP bool) []byte {
 			b.CNAMEResource(rh, dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName(r.cname)})
 		case q.Type == dnsmessage.TypeA && r.a.Is4():
 			b.AResource(rh, dnsmessage.AResource{A: r.a.As4()})
+		case q.Type == dnsmessage.TypeAAAA && r.a.Is6():
+			b.AAAAResource(rh, dnsmessage.AAAAResource{AAAA: r.a.As16()})
 		}
 	}
 	msg, _ := b.Finish()
@@ -197,6 +199,54 @@ func TestDNSThroughTunnel(t *testing.T) {
 	var oe *net.OpError
 	if !errors.As(err, &oe) || !errors.As(err, &de) || !de.IsNotFound {
 		t.Errorf("dial missing.test:80 = %v, want a *net.OpError wrapping a not-found *net.DNSError", err)
+	}
+}
+
+// TestDNSDualStack: a tunnel with both families asks for AAAA and A, lists the IPv6
+// address first (RFC 6724's default policy, RFC 8305 §4), and a dial by name connects
+// over IPv6.
+func TestDNSDualStack(t *testing.T) {
+	a, b := tunnelWith(t, berthSide, berthSide, []netip.Addr{addrA, addr6A}, []netip.Addr{addrB, addr6B}, []netip.Addr{addrB})
+	serveDNS(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got, err := a.berth.LookupContextHost(ctx, "server.test")
+	if want := []string{addr6B.String(), addrB.String()}; err != nil || !slices.Equal(got, want) {
+		t.Fatalf("LookupHost(server.test) = %v, %v; want %v", got, err, want)
+	}
+	// Only an A record: the IPv4 address alone.
+	if got, err := a.berth.LookupContextHost(ctx, "alias.test"); err != nil || !slices.Equal(got, []string{addrB.String()}) {
+		t.Errorf("LookupHost(alias.test) = %v, %v", got, err)
+	}
+	ln, err := b.berth.ListenTCPAddrPort(netip.AddrPortFrom(netip.Addr{}, 8080)) // both families
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	c, err := a.dial(ctx, "tcp", "server.test:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.RemoteAddr().String(); got != netip.AddrPortFrom(addr6B, 8080).String() {
+		t.Errorf("dial server.test:8080 reached %s, want the IPv6 address", got)
+	}
+	c4, err := a.dial(ctx, "tcp4", "server.test:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c4.Close()
+	if got := c4.RemoteAddr().String(); got != netip.AddrPortFrom(addrB, 8080).String() {
+		t.Errorf("dial tcp4 server.test:8080 reached %s", got)
 	}
 }
 

@@ -73,17 +73,18 @@ func newKey(t testing.TB) keyPair {
 	return k
 }
 
-func makeSide(t testing.TB, k kind, addr netip.Addr, dns []netip.Addr) (tun.Device, side) {
+func makeSide(t testing.TB, k kind, addrs, dns []netip.Addr) (tun.Device, side) {
 	t.Helper()
+	addr := addrs[0]
 	sd := side{addr: addr}
 	var dev tun.Device
 	var err error
 	// The two packages have the same entry point and method names; only the concrete
 	// types of the connections they return differ.
 	if k == berthSide {
-		dev, sd.berth, err = CreateNetTUN([]netip.Addr{addr}, dns, tunnelMTU)
+		dev, sd.berth, err = CreateNetTUN(addrs, dns, tunnelMTU)
 	} else {
-		dev, sd.gvisor, err = wgnetstack.CreateNetTUN([]netip.Addr{addr}, dns, tunnelMTU)
+		dev, sd.gvisor, err = wgnetstack.CreateNetTUN(addrs, dns, tunnelMTU)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -133,15 +134,15 @@ var (
 // the goroutines they started have ended.
 func tunnel(t testing.TB, ka, kb kind, dnsA []netip.Addr) (a, b side) {
 	t.Helper()
-	return tunnelWith(t, ka, kb, addrA, addrB, dnsA)
+	return tunnelWith(t, ka, kb, []netip.Addr{addrA}, []netip.Addr{addrB}, dnsA)
 }
 
-// tunnelWith is tunnel with the two ends' addresses.
-func tunnelWith(t testing.TB, ka, kb kind, ipA, ipB netip.Addr, dnsA []netip.Addr) (a, b side) {
+// tunnelWith is tunnel with the two ends' addresses (a side's first address is its addr).
+func tunnelWith(t testing.TB, ka, kb kind, ipsA, ipsB []netip.Addr, dnsA []netip.Addr) (a, b side) {
 	t.Helper()
 	base := runtime.NumGoroutine()
-	tunA, a := makeSide(t, ka, ipA, dnsA)
-	tunB, b := makeSide(t, kb, ipB, nil)
+	tunA, a := makeSide(t, ka, ipsA, dnsA)
+	tunB, b := makeSide(t, kb, ipsB, nil)
 	keyA, keyB := newKey(t), newKey(t)
 	logger := device.NewLogger(device.LogLevelError, "")
 	devA := device.NewDevice(tunA, conn.NewDefaultBind(), logger)
@@ -164,15 +165,17 @@ func tunnelWith(t testing.TB, ka, kb kind, ipA, ipB netip.Addr, dnsA []netip.Add
 	}
 	set(devA, keyA)
 	set(devB, keyB)
-	peer := func(d *device.Device, k keyPair, port int, allowed netip.Addr) {
-		cfg := fmt.Sprintf("public_key=%s\nendpoint=127.0.0.1:%d\nallowed_ip=%s\n",
-			hex.EncodeToString(k.pub[:]), port, netip.PrefixFrom(allowed, allowed.BitLen()))
+	peer := func(d *device.Device, k keyPair, port int, allowed []netip.Addr) {
+		cfg := fmt.Sprintf("public_key=%s\nendpoint=127.0.0.1:%d\n", hex.EncodeToString(k.pub[:]), port)
+		for _, a := range allowed {
+			cfg += fmt.Sprintf("allowed_ip=%s\n", netip.PrefixFrom(a, a.BitLen()))
+		}
 		if err := d.IpcSet(cfg); err != nil {
 			t.Fatal(err)
 		}
 	}
-	peer(devA, keyB, listenPort(t, devB), ipB)
-	peer(devB, keyA, listenPort(t, devA), ipA)
+	peer(devA, keyB, listenPort(t, devB), ipsB)
+	peer(devB, keyA, listenPort(t, devA), ipsA)
 	return a, b
 }
 

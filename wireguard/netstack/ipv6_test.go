@@ -18,7 +18,7 @@ var (
 func TestIPv6ThroughTunnel(t *testing.T) {
 	for _, peer := range []kind{berthSide, gvisorSide} {
 		t.Run("berth-to-"+peer.String(), func(t *testing.T) {
-			a, b := tunnelWith(t, berthSide, peer, addr6A, addr6B, nil)
+			a, b := tunnelWith(t, berthSide, peer, []netip.Addr{addr6A}, []netip.Addr{addr6B}, nil)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if _, err := a.berth.Ping(ctx, b.addr, 1, []byte("v6")); err != nil {
