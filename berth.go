@@ -33,6 +33,8 @@ type Config struct {
 	// default) fail with EACCES, as for a process without CAP_NET_BIND_SERVICE. By default
 	// the program owns its stack the way root owns the kernel's, and may bind any port.
 	Unprivileged bool
+	// Names holds the DNS servers and static host entries (WithDNS, WithHosts).
+	Names NameConfig
 }
 
 // Option configures New.
@@ -72,6 +74,8 @@ type Stack struct {
 	udp *udp.Protocol
 	tcp *tcp.Protocol
 
+	names *names
+
 	mu      sync.Mutex
 	closers []func() // run by Close, in reverse order, before the network layer closes
 	once    sync.Once
@@ -85,7 +89,7 @@ func New(opts ...Option) *Stack {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	s := &Stack{cfg: cfg, net: stack.New(cfg.Stack)}
+	s := &Stack{cfg: cfg, net: stack.New(cfg.Stack), names: newNames(cfg.Names)}
 
 	uc := cfg.UDP
 	if uc.Counter == nil {

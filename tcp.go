@@ -6,11 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/berthnet/berth/ports"
 	"github.com/berthnet/berth/tcp"
 )
 
@@ -57,10 +57,12 @@ func tcpFamily(network string, a netip.Addr, listen bool) (addr netip.Addr, v6on
 }
 
 // Listen announces on the local address, as net.Listen does: network is "tcp", "tcp4" or
-// "tcp6"; address is "host:port" with a literal IP, "localhost", or an empty host for
-// every address. Port 0 picks a free port. Like Go, listeners set SO_REUSEADDR.
+// "tcp6"; address is "host:port" with a literal IP, "localhost", a name the stack
+// resolves (its first address), or an empty host for every address; the port is a
+// number or an IANA service name. Port 0 picks a free port. Like Go, listeners set
+// SO_REUSEADDR, and accepted connections have keep-alive on (15 s).
 func (s *Stack) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	l, err := s.listenTCP(ctx, network, address, ports.BindOptions{ReuseAddr: true}, 0)
+	l, err := s.listenTCP(ctx, network, address, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -69,20 +71,10 @@ func (s *Stack) Listen(ctx context.Context, network, address string) (net.Listen
 
 // ListenTCP is Listen returning the concrete type.
 func (s *Stack) ListenTCP(ctx context.Context, network, address string) (*TCPListener, error) {
-	return s.listenTCP(ctx, network, address, ports.BindOptions{ReuseAddr: true}, 0)
+	return s.listenTCP(ctx, network, address, nil)
 }
 
-// Listen is Stack.Listen with the ListenConfig's socket options.
-func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	opts := ports.BindOptions{ReuseAddr: true, ReusePort: lc.ReusePort}
-	l, err := lc.Stack.listenTCP(ctx, network, address, opts, 0)
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
-}
-
-func (s *Stack) listenTCP(ctx context.Context, network, address string, opts ports.BindOptions, backlog int) (*TCPListener, error) {
+func (s *Stack) listenTCP(ctx context.Context, network, address string, lc *ListenConfig) (*TCPListener, error) {
 	fail := func(addr net.Addr, err error) (*TCPListener, error) {
 		return nil, opError("listen", network, nil, addr, "bind", err)
 	}
@@ -91,10 +83,12 @@ func (s *Stack) listenTCP(ctx context.Context, network, address string, opts por
 	default:
 		return fail(nil, net.UnknownNetworkError(network))
 	}
-	a, port, err := splitAddr(network, address, network == "tcp6")
+	a, port, err := s.splitAddr(ctx, network, address, network == "tcp6")
 	if err != nil {
 		return fail(nil, err)
 	}
+	// Control sees the address as given, before the family is chosen, as in package net.
+	ctlAddr := (&net.TCPAddr{IP: a.AsSlice(), Port: int(port)}).String()
 	a, v6only, dual, err := tcpFamily(network, a, true)
 	if err != nil {
 		return fail(nil, err)
@@ -103,13 +97,25 @@ func (s *Stack) listenTCP(ctx context.Context, network, address string, opts por
 	if err := ctx.Err(); err != nil {
 		return fail(laddr, err)
 	}
-	b := s.bindOptions()
-	b.ReuseAddr, b.ReusePort, b.V6Only = opts.ReuseAddr, opts.ReusePort, v6only
-	l, err := s.tcp.Listen(netip.AddrPortFrom(a, port), backlog, b)
+	o, err := lc.control(network, a.Is6(), ctlAddr)
 	if err != nil {
 		return fail(laddr, err)
 	}
-	return newTCPListener(l, network, dual), nil
+	if o.ReceiveBuffer > 0 {
+		return nil, opError("listen", network, nil, laddr, "setsockopt", syscall.ENOPROTOOPT)
+	}
+	b := s.bindOptions()
+	b.ReuseAddr, b.ReusePort, b.V6Only = o.ReuseAddr, o.ReusePort, v6only
+	l, err := s.tcp.Listen(netip.AddrPortFrom(a, port), 0, b)
+	if err != nil {
+		return fail(laddr, err)
+	}
+	tl := newTCPListener(l, network, dual)
+	tl.opts = o
+	if lc != nil {
+		tl.keepAlive = lc.keepAlive
+	}
+	return tl, nil
 }
 
 // dialTCP is the TCP branch of Dialer.DialContext.
@@ -127,51 +133,74 @@ func (d *Dialer) dialTCP(ctx context.Context, network, address string) (*TCPConn
 	if laddr != nil {
 		src = laddr
 	}
-	fail := func(raddr net.Addr, err error) (*TCPConn, error) {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return nil, &net.OpError{Op: "dial", Net: network, Source: src, Addr: raddr, Err: mapCtxErr(err)}
-		}
-		var se *os.SyscallError
-		if errors.As(err, &se) { // the bind step failed
-			return nil, &net.OpError{Op: "dial", Net: network, Source: src, Addr: raddr, Err: se}
-		}
-		return nil, opError("dial", network, src, raddr, "connect", err)
-	}
 	if s == nil {
-		return fail(nil, syscall.EINVAL)
+		return nil, d.tcpFail(network, src, nil, syscall.EINVAL)
 	}
-	ra, rport, err := splitAddr(network, address, network == "tcp6")
+	addrs, rport, err := d.resolve(ctx, network, address)
 	if err != nil {
-		return fail(nil, err)
-	}
-	if !ra.IsValid() || ra.IsUnspecified() {
-		// Like net.Dial (and Linux's connect): an empty or unspecified host means the
-		// local system.
-		if network == "tcp6" || (ra.Is6() && !ra.Is4In6()) {
-			ra = netip.IPv6Loopback()
-		} else {
-			ra = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-		}
-	}
-	ra, _, _, err = tcpFamily(network, ra, false)
-	if err != nil {
-		return fail(nil, err)
-	}
-	raddr := &net.TCPAddr{IP: ra.AsSlice(), Port: int(rport)}
-	if err := ctx.Err(); err != nil {
-		return fail(raddr, err)
+		return nil, d.tcpFail(network, src, nil, err)
 	}
 	var local netip.AddrPort
 	if laddr != nil {
 		la, _ := netip.AddrFromSlice(laddr.IP)
 		local = netip.AddrPortFrom(la.Unmap(), uint16(laddr.Port))
+		// A bound source address limits the attempts to its family, as in Go.
+		if la.Unmap().IsValid() && !la.Unmap().IsUnspecified() {
+			addrs = slices.DeleteFunc(addrs, func(a netip.Addr) bool { return a.Is4() != la.Unmap().Is4() })
+			if len(addrs) == 0 {
+				return nil, d.tcpFail(network, src, nil, &net.AddrError{Err: errNoSuitableAddress, Addr: address})
+			}
+		}
 	}
-	c, err := s.tcp.Dial(ctx, local, netip.AddrPortFrom(ra, rport), tcp.DialOptions{Bind: s.bindOptions()})
+	return happyEyeballs(ctx, d.fallbackDelay(), addrs, func(ctx context.Context, ra netip.Addr) (*TCPConn, error) {
+		return d.dialTCPAddr(ctx, network, src, local, ra, rport)
+	})
+}
+
+// dialTCPAddr makes one connection attempt to ra.
+func (d *Dialer) dialTCPAddr(ctx context.Context, network string, src net.Addr, local netip.AddrPort, ra netip.Addr, rport uint16) (*TCPConn, error) {
+	s := d.Stack
+	ra, _, _, err := tcpFamily(network, ra, false)
 	if err != nil {
-		return fail(raddr, err)
+		return nil, d.tcpFail(network, src, nil, err)
 	}
-	c.SetKeepAliveConfig(defaultKeepAlive)
-	return newTCPConn(c, network, false), nil
+	raddr := &net.TCPAddr{IP: ra.AsSlice(), Port: int(rport)}
+	if err := ctx.Err(); err != nil {
+		return nil, d.tcpFail(network, src, raddr, err)
+	}
+	remote := netip.AddrPortFrom(ra, rport)
+	o, err := d.control(network, remote)
+	if err != nil {
+		return nil, d.tcpFail(network, src, raddr, err)
+	}
+	opts := tcp.DialOptions{Bind: s.bindOptions()}
+	opts.Bind.ReuseAddr, opts.Bind.ReusePort = o.ReuseAddr, o.ReusePort
+	if o.ReceiveBuffer > 0 {
+		opts.Setup = func(c *tcp.Conn) { c.SetBuffers(0, o.ReceiveBuffer) }
+	}
+	c, err := s.tcp.Dial(ctx, local, remote, opts)
+	if err != nil {
+		return nil, d.tcpFail(network, src, raddr, err)
+	}
+	if err := o.applyTCP(c); err != nil {
+		c.Abort()
+		return nil, d.tcpFail(network, src, raddr, err)
+	}
+	tc := newTCPConn(c, network, false)
+	d.keepAlive(tc)
+	return tc, nil
+}
+
+// tcpFail shapes a failed TCP dial as package net does.
+func (d *Dialer) tcpFail(network string, src, raddr net.Addr, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return &net.OpError{Op: "dial", Net: network, Source: src, Addr: raddr, Err: mapCtxErr(err)}
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) { // the bind step failed
+		return &net.OpError{Op: "dial", Net: network, Source: src, Addr: raddr, Err: se}
+	}
+	return opError("dial", network, src, raddr, "connect", err)
 }
 
 // netCtxErrs holds the errors package net reports for a dial ended by its context

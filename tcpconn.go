@@ -156,10 +156,12 @@ func (c *TCPConn) Info() tcp.SocketInfo { return c.c.Info() }
 
 // TCPListener is a TCP listener on a berth Stack; it implements net.Listener.
 type TCPListener struct {
-	l       *tcp.Listener
-	network string
-	dual    bool
-	addr    *net.TCPAddr
+	l         *tcp.Listener
+	network   string
+	dual      bool
+	addr      *net.TCPAddr
+	opts      SocketOptions  // applied to accepted connections
+	keepAlive func(*TCPConn) // nil: Go's default keep-alive
 }
 
 var _ net.Listener = (*TCPListener)(nil)
@@ -190,8 +192,17 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 	if err != nil {
 		return nil, l.opErr("accept", err)
 	}
-	c.SetKeepAliveConfig(defaultKeepAlive)
-	return newTCPConn(c, l.network, l.dual), nil
+	if err := l.opts.applyTCP(c); err != nil {
+		c.Abort()
+		return nil, l.opErr("accept", err)
+	}
+	tc := newTCPConn(c, l.network, l.dual)
+	if l.keepAlive != nil {
+		l.keepAlive(tc)
+	} else {
+		c.SetKeepAliveConfig(defaultKeepAlive)
+	}
+	return tc, nil
 }
 
 // Close stops listening; connections not yet accepted are reset.

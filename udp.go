@@ -7,7 +7,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berthnet/berth/ports"
 	"github.com/berthnet/berth/udp"
 )
 
@@ -48,30 +47,10 @@ func (s *Stack) ListenPacket(ctx context.Context, network, address string) (net.
 
 // ListenUDP is ListenPacket returning the concrete type.
 func (s *Stack) ListenUDP(ctx context.Context, network, address string) (*UDPConn, error) {
-	return s.listenUDP(ctx, network, address, s.bindOptions())
+	return s.listenUDP(ctx, network, address, nil)
 }
 
-// ListenConfig holds socket options for listening, like net.ListenConfig's Control.
-type ListenConfig struct {
-	Stack     *Stack
-	ReuseAddr bool // SO_REUSEADDR
-	// ReusePort is SO_REUSEPORT: sockets sharing a port form a group, and each datagram goes
-	// to one member chosen by a hash of its 4-tuple.
-	ReusePort bool
-}
-
-// ListenPacket is Stack.ListenPacket with the options.
-func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address string) (net.PacketConn, error) {
-	opts := lc.Stack.bindOptions()
-	opts.ReuseAddr, opts.ReusePort = lc.ReuseAddr, lc.ReusePort
-	c, err := lc.Stack.listenUDP(ctx, network, address, opts)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-func (s *Stack) listenUDP(ctx context.Context, network, address string, opts ports.BindOptions) (*UDPConn, error) {
+func (s *Stack) listenUDP(ctx context.Context, network, address string, lc *ListenConfig) (*UDPConn, error) {
 	fail := func(addr net.Addr, err error) (*UDPConn, error) {
 		return nil, opError("listen", network, nil, addr, "bind", err)
 	}
@@ -80,10 +59,11 @@ func (s *Stack) listenUDP(ctx context.Context, network, address string, opts por
 	default:
 		return fail(nil, net.UnknownNetworkError(network))
 	}
-	a, port, err := splitAddr(network, address, network == "udp6")
+	a, port, err := s.splitAddr(ctx, network, address, network == "udp6")
 	if err != nil {
 		return fail(nil, err)
 	}
+	ctlAddr := (&net.UDPAddr{IP: a.AsSlice(), Port: int(port)}).String()
 	fam, a, err := udpFamily(network, a, true)
 	if err != nil {
 		return fail(nil, err)
@@ -92,10 +72,17 @@ func (s *Stack) listenUDP(ctx context.Context, network, address string, opts por
 	if err := ctx.Err(); err != nil {
 		return fail(laddr, err)
 	}
+	o, err := lc.control(network, fam != udp.V4, ctlAddr)
+	if err != nil {
+		return fail(laddr, err)
+	}
+	opts := s.bindOptions()
+	opts.ReuseAddr, opts.ReusePort = o.ReuseAddr, o.ReusePort
 	ep, err := s.udp.NewEndpoint(fam)
 	if err != nil {
 		return fail(laddr, err)
 	}
+	ep.SetReceiveBuffer(o.ReceiveBuffer)
 	if err := ep.Bind(netip.AddrPortFrom(a, port), opts); err != nil {
 		ep.Close()
 		return fail(laddr, err)
@@ -255,57 +242,6 @@ func (c *UDPConn) SetWriteDeadline(t time.Time) error { return c.ep.SetWriteDead
 // Drops reports how many datagrams the socket's full receive queue dropped.
 func (c *UDPConn) Drops() uint64 { return c.ep.Info().Drops }
 
-// Dialer dials on a Stack, like net.Dialer.
-type Dialer struct {
-	Stack *Stack
-	// LocalAddr is the local address to bind (a *net.UDPAddr for UDP); nil picks one.
-	LocalAddr net.Addr
-	// Timeout and Deadline bound the whole dial, as in net.Dialer.
-	Timeout  time.Duration
-	Deadline time.Time
-}
-
-// DialContext connects to address on network ("udp", "udp4", "udp6", "tcp", "tcp4",
-// "tcp6"), as net.Dialer.DialContext does.
-func (s *Stack) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	d := Dialer{Stack: s}
-	return d.DialContext(ctx, network, address)
-}
-
-// Dial is DialContext with a background context.
-func (d *Dialer) Dial(network, address string) (net.Conn, error) {
-	return d.DialContext(context.Background(), network, address)
-}
-
-// DialContext connects to address on network.
-func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	if d.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d.Timeout)
-		defer cancel()
-	}
-	if !d.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, d.Deadline)
-		defer cancel()
-	}
-	switch network {
-	case "udp", "udp4", "udp6":
-		c, err := d.dialUDP(ctx, network, address)
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
-	case "tcp", "tcp4", "tcp6":
-		c, err := d.dialTCP(ctx, network, address)
-		if err != nil {
-			return nil, err
-		}
-		return c, nil
-	}
-	return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError(network)}
-}
-
 func (d *Dialer) dialUDP(ctx context.Context, network, address string) (*UDPConn, error) {
 	s := d.Stack
 	var laddr *net.UDPAddr
@@ -322,17 +258,22 @@ func (d *Dialer) dialUDP(ctx context.Context, network, address string) (*UDPConn
 	if s == nil {
 		return fail(nil, "", syscall.EINVAL)
 	}
-	ra, rport, err := splitAddr(network, address, network == "udp6")
+	addrs, rport, err := d.resolve(ctx, network, address)
 	if err != nil {
 		return fail(nil, "", err)
 	}
-	if !ra.IsValid() {
-		// Like net.Dial: an empty host means the local system.
-		if network == "udp6" {
-			ra = netip.IPv6Loopback()
-		} else {
-			ra = netip.AddrFrom4([4]byte{127, 0, 0, 1})
-		}
+	// Datagram sockets connect without a handshake: the first address the stack can
+	// reach is the one, as in package net.
+	return happyEyeballs(ctx, -1, addrs, func(ctx context.Context, ra netip.Addr) (*UDPConn, error) {
+		return d.dialUDPAddr(ctx, network, laddr, ra, rport)
+	})
+}
+
+// dialUDPAddr connects a new UDP socket to ra.
+func (d *Dialer) dialUDPAddr(ctx context.Context, network string, laddr *net.UDPAddr, ra netip.Addr, rport uint16) (*UDPConn, error) {
+	s := d.Stack
+	fail := func(raddr net.Addr, syscallName string, err error) (*UDPConn, error) {
+		return nil, opError("dial", network, addrOrNil(laddr), raddr, syscallName, err)
 	}
 	fam, ra, err := udpFamily(network, ra, false)
 	if err != nil {
@@ -342,13 +283,20 @@ func (d *Dialer) dialUDP(ctx context.Context, network, address string) (*UDPConn
 	if err := ctx.Err(); err != nil {
 		return fail(raddr, "", err)
 	}
+	o, err := d.control(network, netip.AddrPortFrom(ra, rport))
+	if err != nil {
+		return fail(raddr, "", err)
+	}
 	ep, err := s.udp.NewEndpoint(fam)
 	if err != nil {
 		return fail(raddr, "", err)
 	}
+	ep.SetReceiveBuffer(o.ReceiveBuffer)
 	if laddr != nil {
 		la, _ := netip.AddrFromSlice(laddr.IP)
-		if err := ep.Bind(netip.AddrPortFrom(la.Unmap(), uint16(laddr.Port)), s.bindOptions()); err != nil {
+		bo := s.bindOptions()
+		bo.ReuseAddr, bo.ReusePort = o.ReuseAddr, o.ReusePort
+		if err := ep.Bind(netip.AddrPortFrom(la.Unmap(), uint16(laddr.Port)), bo); err != nil {
 			ep.Close()
 			return fail(raddr, "bind", err)
 		}

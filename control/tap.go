@@ -23,6 +23,28 @@ type Tap struct {
 	// SinkBytes bounds the bytes buffered for one capture's reader (0: 4 MiB). A capture
 	// whose reader falls behind loses records rather than slowing the links down.
 	SinkBytes int
+	// Ethernet says the wrapped links are frame devices (a TAP device, link/vmsock):
+	// their packets are Ethernet II frames, and captures are LINKTYPE_ETHERNET, so ARP
+	// and neighbour discovery are recorded too. Set it before the first Wrap.
+	Ethernet bool
+}
+
+// ethHdrLen is the Ethernet II header of a frame device's packets.
+const ethHdrLen = 14
+
+// fillTCPChecksum completes the TCP checksum of p, an IP packet or, on a frame device, an
+// Ethernet frame that carries one.
+func (t *Tap) fillTCPChecksum(p []byte) {
+	if !t.Ethernet {
+		wire.FillTCPChecksum(p)
+		return
+	}
+	if len(p) > ethHdrLen {
+		switch uint16(p[12])<<8 | uint16(p[13]) {
+		case 0x0800, 0x86dd: // IPv4, IPv6
+			wire.FillTCPChecksum(p[ethHdrLen:])
+		}
+	}
 }
 
 // Wrap returns ep with its outbound and inbound packets recorded by t's captures.
@@ -35,15 +57,22 @@ func (t *Tap) Wrap(ep link.Endpoint) link.Endpoint {
 	return e
 }
 
-// Capture implements Capturer: it writes a pcap stream (LINKTYPE_RAW) of the packets of
-// every wrapped link to w.
+// Capture implements Capturer: it writes a pcap stream (LINKTYPE_RAW, or
+// LINKTYPE_ETHERNET when t.Ethernet) of the packets of every wrapped link to w.
 func (t *Tap) Capture(ctx context.Context, w io.Writer, count int) error {
 	max := t.SinkBytes
 	if max <= 0 {
 		max = 4 << 20
 	}
 	s := &session{count: int64(count), done: make(chan struct{}), sink: &sink{max: max, wake: make(chan struct{}, 1)}}
-	pw, err := pcap.NewWriter(s.sink, 0)
+	var pw *pcap.Writer
+	var err error
+	if t.Ethernet {
+		// A super-segment of 65535 IP bytes is recorded whole, with its header.
+		pw, err = pcap.NewWriter(s.sink, pcap.DefaultSnapLen+ethHdrLen, pcap.WithLinkType(pcap.LinkTypeEthernet))
+	} else {
+		pw, err = pcap.NewWriter(s.sink, 0)
+	}
 	if err != nil {
 		return err
 	}
@@ -241,7 +270,7 @@ func (td *tapDispatcher) DeliverVerified(pkts [][]byte) {
 	vd, ok := td.d.(link.VerifiedDispatcher)
 	if !ok || td.t.active() {
 		for _, p := range pkts {
-			wire.FillTCPChecksum(p)
+			td.t.fillTCPChecksum(p)
 		}
 	}
 	td.t.record(pkts, 0)
@@ -254,7 +283,11 @@ func (td *tapDispatcher) DeliverVerified(pkts [][]byte) {
 
 func (e *tapEndpoint) WritePackets(pkts [][]byte) (int, error) {
 	// Recorded before the write, so that the peer's answer cannot be recorded first.
-	e.t.record(pkts, e.inner.MTU())
+	max := e.inner.MTU()
+	if e.t.Ethernet {
+		max += ethHdrLen
+	}
+	e.t.record(pkts, max)
 	return e.inner.WritePackets(pkts)
 }
 
@@ -269,7 +302,7 @@ func (e *gsoTapEndpoint) WriteGSO(pkt []byte, mss int) error {
 	// The sender left the checksum to the link (link.GSOEndpoint): complete it for the
 	// capture, only while one is running.
 	if e.t.active() {
-		wire.FillTCPChecksum(pkt)
+		e.t.fillTCPChecksum(pkt)
 	}
 	e.t.record([][]byte{pkt}, 0)
 	return e.g.WriteGSO(pkt, mss)

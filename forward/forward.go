@@ -47,10 +47,23 @@ var (
 )
 
 const (
-	DefaultMTU         = 65520
-	DefaultMaxFlows    = 4096
-	DefaultMaxBuffered = 256 << 20
-	DefaultDialTimeout = 10 * time.Second
+	DefaultMTU = 65520
+	// Limits (Config says what happens at each). A flow without traffic holds no copy
+	// buffer, so the flow limits are about sockets and goroutines: a TCP flow costs one
+	// host descriptor and two goroutines; conntrack's default table (nf_conntrack_max) is
+	// 65,536 entries for all protocols together.
+	DefaultMaxTCPFlows = 16384
+	DefaultMaxUDPFlows = 4096
+	// Host connects under way, in all and to one destination (address and port), and the
+	// SYNs one destination may have waiting: a SYN waits for its connect as a listener's
+	// SYN queue holds it (net.core.somaxconn is 4,096; net.ipv4.tcp_max_syn_backlog
+	// 1,024 on small machines), and one unresponsive destination cannot hold them all.
+	DefaultMaxConnects        = 1024
+	DefaultMaxConnectsPerDest = 128
+	DefaultMaxConnectBacklog  = 4096
+	DefaultMaxEchoSessions    = 256
+	DefaultMaxBuffered        = 256 << 20
+	DefaultDialTimeout        = 10 * time.Second
 	// Conntrack's nf_conntrack_udp_timeout and nf_conntrack_udp_timeout_stream.
 	DefaultUDPTimeout       = 30 * time.Second
 	DefaultUDPStreamTimeout = 180 * time.Second
@@ -69,12 +82,31 @@ type Config struct {
 	DNSUpstream        netip.AddrPort
 	NoHostLoopback     bool // flows to the gateways are refused
 	NoIPv6             bool
-	MaxFlows           int   // concurrent TCP and UDP flows, both directions
-	MaxBuffered        int64 // bytes of splice buffers and queued datagrams
-	DialTimeout        time.Duration
-	UDPTimeout         time.Duration // idle UDP flow without replies
-	UDPStreamTimeout   time.Duration // idle UDP flow that has seen replies
-	Dialer             *net.Dialer   // host connections; nil: a zero net.Dialer
+	// MaxTCPFlows bounds the TCP flows, both directions, host connects under way
+	// included. A SYN from the namespace over it is dropped (the namespace retransmits,
+	// as with a full Linux SYN queue); a host client of a port forward over it is closed.
+	MaxTCPFlows int
+	// MaxUDPFlows bounds the UDP associations, both directions. A new one over it evicts
+	// an idle one, preferring those that never saw a reply (as conntrack's early drop),
+	// so that a flood of new flows cannot lock out the namespace's real ones.
+	MaxUDPFlows int
+	// MaxConnects bounds the host connects under way at once, MaxConnectsPerDest those to
+	// one destination (host address and port). A SYN over either waits in its
+	// destination's queue, at most MaxConnectBacklog of them (then it is dropped, as for
+	// MaxTCPFlows) and at most DialTimeout (then it is dropped, and the namespace's
+	// retransmissions start anew).
+	MaxConnects, MaxConnectsPerDest, MaxConnectBacklog int
+	// MaxEchoSessions bounds the echo (ping) sessions, each with its own host socket; a
+	// new one over it evicts the least recently used.
+	MaxEchoSessions int
+	// MaxBuffered bounds the bytes of copy buffers in use at once. Buffers are taken
+	// when there is something to copy, not per flow: a copy that finds no room waits
+	// for it (back-pressure), and a bulk copy grows its buffer only where there is room.
+	MaxBuffered      int64
+	DialTimeout      time.Duration
+	UDPTimeout       time.Duration // idle UDP flow without replies
+	UDPStreamTimeout time.Duration // idle UDP flow that has seen replies
+	Dialer           *net.Dialer   // host connections; nil: a zero net.Dialer
 	// Listen and ListenPacket open port forwards' host sockets; nil: net.Listen and
 	// net.ListenPacket. Tests use them to put the "host" in a namespace of their own.
 	Listen       func(network, address string) (net.Listener, error)
@@ -93,9 +125,17 @@ func (c *Config) setDefaults() {
 	def(&c.Gateway6, DefaultGateway6)
 	def(&c.DNS4, DefaultDNS4)
 	def(&c.DNS6, DefaultDNS6)
-	if c.MaxFlows <= 0 {
-		c.MaxFlows = DefaultMaxFlows
+	defInt := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
 	}
+	defInt(&c.MaxTCPFlows, DefaultMaxTCPFlows)
+	defInt(&c.MaxUDPFlows, DefaultMaxUDPFlows)
+	defInt(&c.MaxConnects, DefaultMaxConnects)
+	defInt(&c.MaxConnectsPerDest, DefaultMaxConnectsPerDest)
+	defInt(&c.MaxConnectBacklog, DefaultMaxConnectBacklog)
+	defInt(&c.MaxEchoSessions, DefaultMaxEchoSessions)
 	if c.MaxBuffered <= 0 {
 		c.MaxBuffered = DefaultMaxBuffered
 	}
@@ -119,23 +159,67 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Stats counts the Forwarder's work.
+// Stats counts the Forwarder's work. The gauges (TCPFlows to BufferedBytes) are the
+// present values, the rest counts since New.
 type Stats struct {
-	TCPOutbound, TCPInbound     uint64 // connections opened: from the namespace, by port forwards
-	TCPRefused, TCPUnreachable  uint64 // host connects that failed: RST / ICMP sent back
-	UDPOutbound, UDPInbound     uint64 // UDP flows opened
-	UDPExpired                  uint64
-	ICMPErrorsSent              uint64
-	FlowsRefused                uint64 // over MaxFlows or MaxBuffered
-	ActiveFlows, BufferedBytes  int64
-	BytesToHost, BytesToNS      uint64
-	PingsForwarded, PingsFailed uint64
+	TCPFlows, UDPFlows, EchoSessions int64  // flows now (TCP: connects under way included)
+	ConnectsInFlight                 int64  // host connects under way
+	ConnectsWaiting                  int64  // SYNs waiting for MaxConnects or MaxConnectsPerDest
+	BufferedBytes                    int64  // copy buffers in use (MaxBuffered)
+	BufferedPeak                     int64  // the most BufferedBytes has been
+	TCPOutbound, TCPInbound          uint64 // connections opened: from the namespace, by port forwards
+	TCPRefused, TCPUnreachable       uint64 // host connects that failed: RST / ICMP sent back
+	UDPOutbound, UDPInbound          uint64 // UDP flows opened
+	UDPExpired, UDPEvicted           uint64 // ended idle; ended for a new flow (MaxUDPFlows)
+	EchoEvicted                      uint64 // echo sessions ended for a new one (MaxEchoSessions)
+	ICMPErrorsSent                   uint64
+	// SYNs dropped over MaxTCPFlows and MaxConnectBacklog; port-forward clients closed
+	// over MaxTCPFlows.
+	TCPFlowLimitDrops, ConnectBacklogDrops, InboundLimitDrops uint64
+	// SYNs that waited for a connect slot; that waited DialTimeout and were dropped.
+	ConnectsQueued, ConnectsExpired uint64
+	BufferWaits                     uint64 // copies that waited for MaxBuffered
+	BytesToHost, BytesToNS          uint64
+	PingsForwarded, PingsFailed     uint64
+}
+
+// Counter is one named figure of Counters.
+type Counter struct {
+	Name  string
+	Value uint64
+}
+
+// Counters returns Stats as named counters, each prefixed "Forward" (berth stats lists
+// them after the stack's).
+func (f *Forwarder) Counters() []Counter {
+	st := f.Stats()
+	return []Counter{
+		{"ForwardTCPFlows", uint64(st.TCPFlows)}, {"ForwardUDPFlows", uint64(st.UDPFlows)},
+		{"ForwardEchoSessions", uint64(st.EchoSessions)}, {"ForwardConnectsInFlight", uint64(st.ConnectsInFlight)},
+		{"ForwardConnectsWaiting", uint64(st.ConnectsWaiting)},
+		{"ForwardBufferedBytes", uint64(st.BufferedBytes)}, {"ForwardBufferedPeak", uint64(st.BufferedPeak)},
+		{"ForwardTCPOutbound", st.TCPOutbound}, {"ForwardTCPInbound", st.TCPInbound},
+		{"ForwardTCPRefused", st.TCPRefused}, {"ForwardTCPUnreachable", st.TCPUnreachable},
+		{"ForwardUDPOutbound", st.UDPOutbound}, {"ForwardUDPInbound", st.UDPInbound},
+		{"ForwardUDPExpired", st.UDPExpired}, {"ForwardUDPEvicted", st.UDPEvicted},
+		{"ForwardEchoEvicted", st.EchoEvicted}, {"ForwardICMPErrorsSent", st.ICMPErrorsSent},
+		{"ForwardTCPFlowLimitDrops", st.TCPFlowLimitDrops}, {"ForwardConnectBacklogDrops", st.ConnectBacklogDrops},
+		{"ForwardInboundLimitDrops", st.InboundLimitDrops},
+		{"ForwardConnectsQueued", st.ConnectsQueued}, {"ForwardConnectsExpired", st.ConnectsExpired},
+		{"ForwardBufferWaits", st.BufferWaits},
+		{"ForwardBytesToHost", st.BytesToHost}, {"ForwardBytesToNS", st.BytesToNS},
+		{"ForwardPingsForwarded", st.PingsForwarded}, {"ForwardPingsFailed", st.PingsFailed},
+	}
 }
 
 type counters struct {
 	tcpOut, tcpIn, tcpRefused, tcpUnreach atomic.Uint64
 	udpOut, udpIn, udpExpired, icmpSent   atomic.Uint64
-	refused, toHost, toNS                 atomic.Uint64
+	udpEvicted, echoEvicted               atomic.Uint64
+	flowDrops, backlogDrops               atomic.Uint64
+	connQueued, connExpired               atomic.Uint64
+	inDrops                               atomic.Uint64
+	toHost, toNS                          atomic.Uint64
 	pings, pingFails                      atomic.Uint64
 	tcpHooked                             atomic.Uint64 // TCP segments handleTCP saw (tests)
 }
@@ -150,16 +234,21 @@ type Forwarder struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	buf budget // MaxBuffered
+
 	mu       sync.Mutex
 	closed   bool
-	flows    int
-	buffered int64
-	pending  map[flowKey]struct{}    // TCP SYNs whose host connect is under way
-	active   map[*spliced]struct{}   // live TCP flows, closed by Close
-	udp      map[flowKey]*udpFlow    // outbound UDP flows by namespace 4-tuple
-	udpRev   map[flowKey]*udpFlow    // port-forwarded UDP flows by (ns side, client side)
-	fwds     map[string]*portForward // by PortMapping.String()
-	pings    map[pingKey]*pingFlow   // echo sessions
+	tcpFlows int                           // MaxTCPFlows
+	connects int                           // MaxConnects
+	waiting  int                           // SYNs in dests' queues
+	dests    map[netip.AddrPort]*destQueue // host connects by destination (connect.go)
+	starved  []*destQueue                  // destinations waiting for MaxConnects
+	pending  map[flowKey]struct{}          // TCP SYNs waiting for or in their host connect
+	active   map[*spliced]struct{}         // live TCP flows, closed by Close
+	udp      map[flowKey]*udpFlow          // outbound UDP flows by namespace 4-tuple
+	udpRev   map[flowKey]*udpFlow          // port-forwarded UDP flows by (ns side, client side)
+	fwds     map[string]*portForward       // by PortMapping.String()
+	pings    map[pingKey]*pingFlow         // echo sessions
 	c        counters
 }
 
@@ -170,9 +259,10 @@ type flowKey struct{ src, dst netip.AddrPort }
 func New(s *berth.Stack, cfg Config) *Forwarder {
 	cfg.setDefaults()
 	f := &Forwarder{s: s.Net(), tcp: s.TCP(), cfg: cfg,
-		pending: map[flowKey]struct{}{}, active: map[*spliced]struct{}{},
+		dests: map[netip.AddrPort]*destQueue{}, pending: map[flowKey]struct{}{}, active: map[*spliced]struct{}{},
 		udp: map[flowKey]*udpFlow{}, udpRev: map[flowKey]*udpFlow{},
 		fwds: map[string]*portForward{}, pings: map[pingKey]*pingFlow{}}
+	f.buf.init(cfg.MaxBuffered)
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	f.s.SetUnmatchedHandler(f.handle)
 	f.wg.Add(1)
@@ -186,15 +276,21 @@ func (f *Forwarder) Config() Config { return f.cfg }
 // Stats returns a snapshot of the counters.
 func (f *Forwarder) Stats() Stats {
 	f.mu.Lock()
-	active, buf := f.flows, f.buffered
+	tcpFlows, udpFlows, echo, conns, waiting := f.tcpFlows, len(f.udp)+len(f.udpRev), len(f.pings), f.connects, f.waiting
 	f.mu.Unlock()
+	used, peak, waits := f.buf.stats()
 	return Stats{
+		TCPFlows: int64(tcpFlows), UDPFlows: int64(udpFlows), EchoSessions: int64(echo),
+		ConnectsInFlight: int64(conns), ConnectsWaiting: int64(waiting), BufferedBytes: used, BufferedPeak: peak, BufferWaits: waits,
+		UDPEvicted: f.c.udpEvicted.Load(), EchoEvicted: f.c.echoEvicted.Load(),
+		TCPFlowLimitDrops: f.c.flowDrops.Load(), ConnectBacklogDrops: f.c.backlogDrops.Load(),
+		InboundLimitDrops: f.c.inDrops.Load(),
+		ConnectsQueued:    f.c.connQueued.Load(), ConnectsExpired: f.c.connExpired.Load(),
 		TCPOutbound: f.c.tcpOut.Load(), TCPInbound: f.c.tcpIn.Load(),
 		TCPRefused: f.c.tcpRefused.Load(), TCPUnreachable: f.c.tcpUnreach.Load(),
 		UDPOutbound: f.c.udpOut.Load(), UDPInbound: f.c.udpIn.Load(), UDPExpired: f.c.udpExpired.Load(),
-		ICMPErrorsSent: f.c.icmpSent.Load(), FlowsRefused: f.c.refused.Load(),
-		ActiveFlows: int64(active), BufferedBytes: buf,
-		BytesToHost: f.c.toHost.Load(), BytesToNS: f.c.toNS.Load(),
+		ICMPErrorsSent: f.c.icmpSent.Load(),
+		BytesToHost:    f.c.toHost.Load(), BytesToNS: f.c.toNS.Load(),
 		PingsForwarded: f.c.pings.Load(), PingsFailed: f.c.pingFails.Load(),
 	}
 }
@@ -226,6 +322,7 @@ func (f *Forwarder) Close() error {
 	}
 	f.mu.Unlock()
 	f.cancel()
+	f.buf.close()
 	for _, c := range closers {
 		c()
 	}
@@ -233,41 +330,91 @@ func (f *Forwarder) Close() error {
 	return nil
 }
 
-// reserve takes one flow and buf bytes from the limits; false (and counted) when over.
-func (f *Forwarder) reserve(buf int64) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed || f.flows >= f.cfg.MaxFlows || f.buffered+buf > f.cfg.MaxBuffered {
-		f.c.refused.Add(1)
+// budget is MaxBuffered: bytes of copy buffers taken while a copy runs.
+type budget struct {
+	mu              sync.Mutex
+	cond            sync.Cond
+	used, peak, max int64
+	waits           uint64
+	closed          bool
+}
+
+func (b *budget) init(max int64) {
+	b.max = max
+	b.cond.L = &b.mu
+}
+
+// take waits until n bytes fit (or nothing is in use: a MaxBuffered below one buffer
+// still lets one copy run at a time); false once the Forwarder is closed.
+func (b *budget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	waited := false
+	for !b.closed && b.used > 0 && b.used+n > b.max {
+		if !waited {
+			waited = true
+			b.waits++
+		}
+		b.cond.Wait()
+	}
+	if b.closed {
 		return false
 	}
-	f.flows++
-	f.buffered += buf
+	b.addLocked(n)
 	return true
 }
 
-// grow adds buf bytes to an existing flow's reservation, if MaxBuffered allows.
-func (f *Forwarder) grow(buf int64) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed || f.buffered+buf > f.cfg.MaxBuffered {
+// tryTake takes n bytes if they fit now.
+func (b *budget) tryTake(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.used+n > b.max {
 		return false
 	}
-	f.buffered += buf
+	b.addLocked(n)
 	return true
 }
 
-// shrink gives back what grow added.
-func (f *Forwarder) shrink(buf int64) {
-	f.mu.Lock()
-	f.buffered -= buf
-	f.mu.Unlock()
+func (b *budget) addLocked(n int64) {
+	b.used += n
+	b.peak = max(b.peak, b.used)
 }
 
-func (f *Forwarder) unreserve(buf int64) {
+func (b *budget) give(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+func (b *budget) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+func (b *budget) stats() (used, peak int64, waits uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used, b.peak, b.waits
+}
+
+// takeTCPFlow counts a TCP flow against MaxTCPFlows; false (counted in drops) when over.
+func (f *Forwarder) takeTCPFlow(drops *atomic.Uint64) bool {
 	f.mu.Lock()
-	f.flows--
-	f.buffered -= buf
+	defer f.mu.Unlock()
+	if f.closed || f.tcpFlows >= f.cfg.MaxTCPFlows {
+		drops.Add(1)
+		return false
+	}
+	f.tcpFlows++
+	return true
+}
+
+func (f *Forwarder) endTCPFlow() {
+	f.mu.Lock()
+	f.tcpFlows--
 	f.mu.Unlock()
 }
 
@@ -347,6 +494,7 @@ func (f *Forwarder) janitor() {
 			return
 		case now := <-t.C:
 			f.expireUDP(now)
+			f.expireSYNs(now)
 			f.expirePings(now)
 		}
 	}

@@ -86,9 +86,24 @@ func (f *Forwarder) handleICMP(proto uint8, src, dst netip.Addr, seg []byte) boo
 			pc.Close()
 			return true
 		}
+		// MaxEchoSessions: the least recently used session makes room (a table this
+		// small is scanned whole).
+		var victim *pingFlow
+		if len(f.pings) >= f.cfg.MaxEchoSessions {
+			for _, q := range f.pings {
+				if victim == nil || q.last.Load() < victim.last.Load() {
+					victim = q
+				}
+			}
+			delete(f.pings, victim.k)
+		}
 		f.pings[k] = p
 		f.wg.Add(1)
 		f.mu.Unlock()
+		if victim != nil {
+			victim.close()
+			f.c.echoEvicted.Add(1)
+		}
 		go p.read(v4)
 	}
 	p.last.Store(time.Now().UnixNano())

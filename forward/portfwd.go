@@ -206,7 +206,7 @@ func (pf *portForward) acceptTCP() {
 			return
 		}
 		client, err := netip.ParseAddrPort(hc.RemoteAddr().String())
-		if err != nil || (client.Addr().Unmap().Is6() && f.cfg.NoIPv6) || !f.reserve(2*spliceBuf) {
+		if err != nil || (client.Addr().Unmap().Is6() && f.cfg.NoIPv6) || !f.takeTCPFlow(&f.c.inDrops) {
 			hc.Close()
 			continue
 		}
@@ -214,7 +214,7 @@ func (pf *portForward) acceptTCP() {
 		if f.closed {
 			f.mu.Unlock()
 			hc.Close()
-			f.unreserve(2 * spliceBuf)
+			f.tcpFlows--
 			return
 		}
 		f.wg.Add(1)
@@ -232,11 +232,11 @@ func (pf *portForward) acceptTCP() {
 					tc.SetLinger(0)
 				}
 				hc.Close()
-				f.unreserve(2 * spliceBuf)
+				f.endTCPFlow()
 				return
 			}
 			f.c.tcpIn.Add(1)
-			f.splice(c, hc, 2*spliceBuf)
+			f.splice(c, hc)
 		}()
 	}
 }
@@ -262,20 +262,18 @@ func (pf *portForward) readUDP() {
 		u := pf.clients[from.String()]
 		pf.mu.Unlock()
 		if u == nil {
-			if !f.reserve(0) {
-				continue
-			}
 			src := f.nsSource(client)
 			u = &udpFlow{f: f, nsSide: f.nsTarget(src.Addr(), pf.m.NSPort), peer: src, pc: pf.pc,
 				client: from, owner: pf}
 			f.mu.Lock()
 			if f.closed {
 				f.mu.Unlock()
-				f.unreserve(0)
 				return
 			}
+			victim := f.udpRoomLocked()
 			f.udpRev[flowKey{u.nsSide, u.peer}] = u
 			f.mu.Unlock()
+			f.evicted(victim)
 			pf.mu.Lock()
 			pf.clients[from.String()] = u
 			pf.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/berthnet/berth/tcp"
 	"github.com/berthnet/berth/wire"
@@ -58,32 +59,33 @@ func (f *Forwarder) handleTCP(src, dst netip.Addr, seg []byte, csumOK bool) bool
 		}
 		return true
 	}
-	if !f.reserve(2 * spliceBuf) {
-		f.tcp.RejectTransparent(src, dst, seg)
-		return true
-	}
+	// Over MaxTCPFlows, or its destination's backlog, the SYN is dropped, not refused:
+	// the namespace retransmits it, as it would to a Linux listener whose SYN queue is
+	// full, and connects once there is room.
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.closed {
-		f.mu.Unlock()
-		f.unreserve(2 * spliceBuf)
 		return true
 	}
-	f.pending[k] = struct{}{}
-	f.wg.Add(1)
-	f.mu.Unlock()
+	if f.tcpFlows >= f.cfg.MaxTCPFlows {
+		f.c.flowDrops.Add(1)
+		return true
+	}
 	synSeg := slices.Clone(seg)
 	if csumOK {
 		wire.SetTCPChecksum(synSeg, src, dst) // the link left it to us; AcceptTransparent checks it
 	}
-	go f.outboundTCP(k, src, dst, synSeg, target)
+	f.queueSYNLocked(&pendingSYN{k: k, src: src, dst: dst, syn: synSeg, target: target, at: time.Now()})
 	return true
 }
 
-// outboundTCP connects to the host target and then accepts the namespace's connection.
-func (f *Forwarder) outboundTCP(k flowKey, src, dst netip.Addr, syn []byte, target netip.AddrPort) {
+// outboundTCP connects to the host target of p, one of q's SYNs, and then accepts the
+// namespace's connection.
+func (f *Forwarder) outboundTCP(q *destQueue, p *pendingSYN) {
 	defer f.wg.Done()
+	src, dst, syn := p.src, p.dst, p.syn
 	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.DialTimeout)
-	hc, err := f.cfg.Dialer.DialContext(ctx, "tcp", target.String())
+	hc, err := f.cfg.Dialer.DialContext(ctx, "tcp", p.target.String())
 	cancel()
 	var c *tcp.Conn
 	if err == nil {
@@ -100,14 +102,16 @@ func (f *Forwarder) outboundTCP(k flowKey, src, dst netip.Addr, syn []byte, targ
 		f.sendICMPUnreachable(src, dst, wire.ProtoTCP, syn, unreachableCode(err))
 	}
 	f.mu.Lock()
-	delete(f.pending, k)
+	f.connectDoneLocked(q, p)
+	if err != nil {
+		f.tcpFlows--
+	}
 	f.mu.Unlock()
 	if err != nil {
-		f.unreserve(2 * spliceBuf)
 		return
 	}
 	f.c.tcpOut.Add(1)
-	f.splice(c, hc, 2*spliceBuf)
+	f.splice(c, hc)
 }
 
 // spliced is a namespace connection joined to a host connection.
@@ -133,16 +137,16 @@ var (
 	bigBufPool = sync.Pool{New: func() any { b := make([]byte, spliceBufMax); return &b }}
 )
 
-// splice copies both ways until both directions end; buf is what was reserved for it.
+// splice copies both ways until both directions end, then ends the flow (MaxTCPFlows).
 // A FIN is passed on as a FIN (half-close), a reset or an error as a RST; blocking writes
 // give backpressure in both directions.
-func (f *Forwarder) splice(c *tcp.Conn, hc net.Conn, buf int64) {
+func (f *Forwarder) splice(c *tcp.Conn, hc net.Conn) {
+	defer f.endTCPFlow()
 	sp := &spliced{ns: c, host: hc}
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
 		sp.abort()
-		f.unreserve(buf)
 		return
 	}
 	f.active[sp] = struct{}{}
@@ -152,74 +156,108 @@ func (f *Forwarder) splice(c *tcp.Conn, hc net.Conn, buf int64) {
 	go func() {
 		defer f.wg.Done()
 		defer close(done)
-		f.pipe(sp, hc, c, &f.c.toHost, func() error {
-			if cw, ok := hc.(interface{ CloseWrite() error }); ok {
-				return cw.CloseWrite()
-			}
-			return nil
-		})
+		f.toHost(sp)
 	}()
-	f.pipe(sp, c, hc, &f.c.toNS, c.CloseWrite)
+	f.toNS(sp)
 	<-done
 	c.Close()
 	hc.Close()
 	f.mu.Lock()
 	delete(f.active, sp)
 	f.mu.Unlock()
-	f.unreserve(buf)
 }
 
-// pipe copies from r to w; at r's EOF it calls closeWrite, on any error it aborts both.
-func (f *Forwarder) pipe(sp *spliced, w io.Writer, r io.Reader, count interface{ Add(uint64) uint64 }, closeWrite func() error) {
-	if c, ok := w.(*tcp.Conn); ok {
-		// Into the namespace: straight from the host socket into the connection's send
-		// buffer, no copy of our own.
-		if _, err := c.ReadFrom(countingReader{r, count}); err != nil {
+// closeWrite passes r's EOF on as a FIN; a failure aborts both sides.
+func (sp *spliced) closeWrite(w any) {
+	cw, ok := w.(interface{ CloseWrite() error })
+	if ok && cw.CloseWrite() != nil {
+		sp.abort()
+	}
+}
+
+// toHost copies the namespace connection to the host socket. It takes a buffer only once
+// the connection has something to read (tcp.Conn.WaitRead) and gives it back as soon as
+// the connection has nothing more, so an idle flow holds none; a flow whose reads keep
+// filling the buffer (a bulk transfer) takes the larger one where MaxBuffered has room.
+func (f *Forwarder) toHost(sp *spliced) {
+	c, w := sp.ns, sp.host
+	fills := 0
+	for {
+		if err := c.WaitRead(); err != nil {
 			sp.abort()
 			return
 		}
-		if closeWrite() != nil {
+		size, pool := int64(spliceBuf), &bufPool
+		if fills >= 4 && f.buf.tryTake(spliceBufMax) {
+			size, pool = spliceBufMax, &bigBufPool
+		} else if !f.buf.take(spliceBuf) {
 			sp.abort()
+			return
 		}
-		return
-	}
-	bp := bufPool.Get().(*[]byte)
-	big := false
-	defer func() {
-		if big {
-			bigBufPool.Put(bp)
-			f.shrink(spliceBufMax - spliceBuf)
-		} else {
-			bufPool.Put(bp)
-		}
-	}()
-	b := *bp
-	fills := 0
-	for {
-		n, err := r.Read(b)
-		if n > 0 {
-			if _, werr := w.Write(b[:n]); werr != nil {
-				sp.abort()
-				return
+		bp := pool.Get().(*[]byte)
+		b := *bp
+		var err error
+		for {
+			var n int
+			n, err = c.Read(b)
+			if n > 0 {
+				if _, werr := w.Write(b[:n]); werr != nil {
+					err = werr
+					break
+				}
+				f.c.toHost.Add(uint64(n))
 			}
-			count.Add(uint64(n))
-		}
-		if n == len(b) && !big {
-			// A bulk transfer: a larger buffer, if MaxBuffered has room for it.
-			if fills++; fills >= 4 && f.grow(spliceBufMax-spliceBuf) {
-				bufPool.Put(bp)
-				bp, big = bigBufPool.Get().(*[]byte), true
-				b = *bp
+			if n == len(b) {
+				fills++
+			}
+			if err != nil || c.Buffered() == 0 {
+				break
 			}
 		}
+		pool.Put(bp)
+		f.buf.give(size)
 		if err == io.EOF {
-			if closeWrite() != nil {
-				sp.abort()
-			}
+			sp.closeWrite(w)
 			return
 		}
 		if err != nil {
 			sp.abort()
+			return
+		}
+	}
+}
+
+// toNS copies the host socket to the namespace connection, straight into the
+// connection's send buffer (tcp.Conn.ReadFrom), with no copy of our own. ReadFrom makes
+// room in that buffer before it reads, so it is called only once the host socket is
+// readable, with a reader that never blocks and says how much it has (Len): a flow's send
+// buffer grows only as far as what the host sent it needs.
+func (f *Forwarder) toNS(sp *spliced) {
+	c := sp.ns
+	r, err := newFDReader(sp.host, true)
+	if err != nil {
+		// Not a socket of the kernel's (tests): the blocking copy.
+		if _, err := c.ReadFrom(countingReader{sp.host, &f.c.toNS}); err != nil {
+			sp.abort()
+			return
+		}
+		sp.closeWrite(c)
+		return
+	}
+	r.count = &f.c.toNS
+	for {
+		if err := r.wait(); err != nil {
+			sp.abort()
+			return
+		}
+		_, err := c.ReadFrom(r)
+		switch {
+		case err == errWouldBlock:
+		case err != nil:
+			sp.abort()
+			return
+		default: // the host's EOF
+			sp.closeWrite(c)
 			return
 		}
 	}

@@ -73,12 +73,8 @@ func (f *Forwarder) handleUDP(src, dst netip.Addr, seg []byte) bool {
 			f.sendICMPUnreachable(src, dst, wire.ProtoUDP, seg, code)
 			return true
 		}
-		if !f.reserve(0) {
-			return true
-		}
 		conn, err := f.cfg.Dialer.Dial("udp", target.String())
 		if err != nil {
-			f.unreserve(0)
 			f.sendICMPUnreachable(src, dst, wire.ProtoUDP, seg, unreachableCode(err))
 			return true
 		}
@@ -88,12 +84,13 @@ func (f *Forwarder) handleUDP(src, dst netip.Addr, seg []byte) bool {
 		if f.closed {
 			f.mu.Unlock()
 			conn.Close()
-			f.unreserve(0)
 			return true
 		}
+		victim := f.udpRoomLocked()
 		f.udp[k] = u
 		f.wg.Add(1)
 		f.mu.Unlock()
+		f.evicted(victim)
 		f.c.udpOut.Add(1)
 		go u.readHost(slices.Clone(seg[:wire.UDPHeaderLen]))
 	}
@@ -108,37 +105,116 @@ func (f *Forwarder) handleUDP(src, dst netip.Addr, seg []byte) bool {
 	return true
 }
 
+// udpRoomLocked makes room for a new UDP flow when MaxUDPFlows are open: it removes an
+// idle flow, which the caller passes to evicted once f.mu is released. Like conntrack's
+// early drop it prefers a flow that never saw a reply (a flood of new flows is all such
+// flows, the namespace's working ones have replies), then the least recently used, among
+// a sample of the table: a scan of the whole table per new flow would make a flood cost
+// time proportional to the table.
+func (f *Forwarder) udpRoomLocked() *udpFlow {
+	if len(f.udp)+len(f.udpRev) < f.cfg.MaxUDPFlows {
+		return nil
+	}
+	const sample = 16
+	var victim *udpFlow
+	var vk flowKey
+	var vm map[flowKey]*udpFlow
+	n := 0
+	for _, m := range []map[flowKey]*udpFlow{f.udp, f.udpRev} {
+		for k, u := range m {
+			if victim == nil || udpEvictsBefore(u, victim) {
+				victim, vk, vm = u, k, m
+			}
+			if n++; n >= sample {
+				break
+			}
+		}
+	}
+	if victim == nil {
+		return nil
+	}
+	delete(vm, vk)
+	if victim.owner != nil {
+		victim.owner.dropClient(victim)
+	}
+	return victim
+}
+
+// udpEvictsBefore: a is a better victim than b (no reply yet, then idle for longer).
+func udpEvictsBefore(a, b *udpFlow) bool {
+	if ar, br := a.replied.Load(), b.replied.Load(); ar != br {
+		return !ar
+	}
+	return a.last.Load() < b.last.Load()
+}
+
+// evicted ends a flow udpRoomLocked removed (nil: none).
+func (f *Forwarder) evicted(u *udpFlow) {
+	if u != nil {
+		u.close()
+		f.c.udpEvicted.Add(1)
+	}
+}
+
+// udpPayloadOff is where a datagram's payload starts in a udpPool buffer.
+const udpPayloadOff = wire.NetworkHeadroom + wire.UDPHeaderLen
+
+var udpPool = sync.Pool{New: func() any {
+	b := make([]byte, udpPayloadOff+65535)
+	return &b
+}}
+
+const udpBufSize = udpPayloadOff + 65535 // what a udpPool buffer counts against MaxBuffered
+
 // readHost passes the host socket's datagrams, and the ICMP errors it reports
 // (ECONNREFUSED and the like on a connected socket), back into the namespace. hdr is
-// the first datagram's UDP header, quoted in those errors.
+// the first datagram's UDP header, quoted in those errors. It waits for the socket to be
+// readable before it takes a buffer (MaxBuffered), so an idle flow holds none, and reads
+// each datagram where sendUDP would have copied it.
 func (u *udpFlow) readHost(hdr []byte) {
 	f := u.f
 	defer f.wg.Done()
 	quote := hdr
-	buf := make([]byte, 65535)
+	r, rerr := newFDReader(u.conn, false)
 	for {
-		n, err := u.conn.Read(buf)
-		if err != nil {
-			var errno syscall.Errno
-			if errors.As(err, &errno) && (errno == syscall.ECONNREFUSED || errno == syscall.EHOSTUNREACH ||
-				errno == syscall.ENETUNREACH) {
-				f.sendICMPUnreachable(u.nsSide.Addr(), u.peer.Addr(), wire.ProtoUDP, quote, unreachableCode(err))
+		var err error
+		if rerr == nil {
+			err = r.wait()
+		}
+		if err == nil {
+			if !f.buf.take(udpBufSize) {
+				return
+			}
+			bp := udpPool.Get().(*[]byte)
+			p := (*bp)[udpPayloadOff:]
+			var n int
+			if rerr == nil {
+				n, err = r.Read(p)
+			} else {
+				n, err = u.conn.Read(p)
+			}
+			if err == nil {
+				u.touch()
+				u.replied.Store(true)
+				if f.emitUDP(u.peer, u.nsSide, *bp, n) == nil {
+					f.c.toNS.Add(uint64(n))
+				}
+			}
+			udpPool.Put(bp)
+			f.buf.give(udpBufSize)
+			if err == nil || err == errWouldBlock {
 				continue
 			}
-			return
 		}
-		u.touch()
-		u.replied.Store(true)
-		if f.sendUDP(u.peer, u.nsSide, buf[:n]) == nil {
-			f.c.toNS.Add(uint64(n))
+		var errno syscall.Errno
+		if errors.As(err, &errno) && (errno == syscall.ECONNREFUSED || errno == syscall.EHOSTUNREACH ||
+			errno == syscall.ENETUNREACH) {
+			f.sendICMPUnreachable(u.nsSide.Addr(), u.peer.Addr(), wire.ProtoUDP, quote, unreachableCode(err))
+			continue
 		}
+		return
 	}
 }
-
-var udpPool = sync.Pool{New: func() any {
-	b := make([]byte, wire.NetworkHeadroom+wire.UDPHeaderLen+65535)
-	return &b
-}}
 
 // sendUDP sends a datagram into the namespace from src (any address) to dst.
 func (f *Forwarder) sendUDP(src, dst netip.AddrPort, payload []byte) error {
@@ -147,11 +223,18 @@ func (f *Forwarder) sendUDP(src, dst netip.AddrPort, payload []byte) error {
 	}
 	bp := udpPool.Get().(*[]byte)
 	defer udpPool.Put(bp)
-	n := wire.NetworkHeadroom + wire.UDPHeaderLen + len(payload)
-	b := (*bp)[:n]
+	copy((*bp)[udpPayloadOff:], payload)
+	return f.emitUDP(src, dst, *bp, len(payload))
+}
+
+// emitUDP sends the n-byte payload at b[udpPayloadOff:] into the namespace.
+func (f *Forwarder) emitUDP(src, dst netip.AddrPort, b []byte, n int) error {
+	if n > 65535-wire.UDPHeaderLen {
+		return syscall.EMSGSIZE
+	}
+	b = b[:udpPayloadOff+n]
 	d := b[wire.NetworkHeadroom:]
 	(&wire.UDPFields{SrcPort: src.Port(), DstPort: dst.Port(), Length: len(d)}).Encode(d)
-	copy(d[wire.UDPHeaderLen:], payload)
 	wire.SetUDPChecksum(d, src.Addr(), dst.Addr())
 	return f.output(src.Addr(), dst.Addr(), wire.ProtoUDP, b)
 }
@@ -173,7 +256,6 @@ func (f *Forwarder) expireUDP(now time.Time) {
 					u.owner.dropClient(u)
 				}
 				dead = append(dead, u)
-				f.flows--
 			}
 		}
 	}

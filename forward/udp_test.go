@@ -94,7 +94,7 @@ func TestOutboundUDP(t *testing.T) {
 	for s.Forwarder.Stats().UDPExpired < 3 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if st := s.Forwarder.Stats(); st.UDPExpired != 3 || st.ActiveFlows != 0 {
+	if st := s.Forwarder.Stats(); st.UDPExpired != 3 || st.UDPFlows != 0 {
 		t.Errorf("after the timeouts: %+v", st)
 	}
 }

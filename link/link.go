@@ -1,7 +1,26 @@
 // Package link defines the device side of a network interface: an Endpoint moves whole IP
 // packets (no link-layer header) in batches. Implementations live in subpackages: pipe
 // (in-memory), impair (loss, delay, reordering, duplication, corruption), pcap (a recording
-// tap) and tun (Linux TUN devices).
+// tap), tun (Linux TUN devices) and ether (Ethernet, ARP and NDP over a frame device).
+//
+// # Frame devices
+//
+// A frame device is an Endpoint whose packets are Ethernet II frames instead of IP
+// packets: a TAP device, a virtual machine's socket, pipe.NewEthernet. Its contract
+// differs from an IP Endpoint's in exactly these points:
+//   - Every packet in WritePackets and DeliverPackets is one frame: the 14-byte header
+//     (destination MAC, source MAC, EtherType) and its payload, with no preamble, no FCS
+//     and, on output, no 802.1Q tag. Input may carry tags and padding; ether drops or
+//     trims them.
+//   - MTU is the largest payload (the IP MTU, 1500 for classic Ethernet), so frames are
+//     up to MTU()+14 bytes.
+//   - If it is also a GSOEndpoint, WriteGSO takes one frame whose payload is the TCP
+//     super-segment, and writes each segment with a copy of the Ethernet header;
+//     GSOMaxSize counts the IP packet, not the Ethernet header.
+//   - VerifiedDispatcher.DeliverVerified batches are frames as well.
+//
+// Stacks do not use a frame device directly: ether.New wraps it in an Endpoint of IP
+// packets.
 package link
 
 // Endpoint is a link that carries IP packets.

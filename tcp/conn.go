@@ -165,6 +165,10 @@ func (c *Conn) State() State {
 // DialOptions are settings for Dial.
 type DialOptions struct {
 	Bind ports.BindOptions // used when a local address or port is given
+	// Setup, if set, is called with the new connection before it binds or sends its SYN:
+	// the place for settings that must precede the handshake, such as the receive buffer
+	// (SetBuffers), which fixes the window scale offered in the SYN (RFC 7323 §2.2).
+	Setup func(*Conn)
 }
 
 // Dial opens a connection to remote (active open). A valid local address or non-zero
@@ -183,30 +187,44 @@ func (p *Protocol) Dial(ctx context.Context, local, remote netip.AddrPort, opts 
 	if !ra.IsValid() || ra.IsUnspecified() || ra.IsMulticast() || remote.Port() == 0 {
 		return nil, syscall.ECONNREFUSED
 	}
+	c := p.newConn()
+	if err := p.connect(ctx, c, local, remote, opts, true); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// connect is Dial's body for the connection c (new, or made by Socket), after the checks
+// of the addresses. With wait false it returns once the SYN is sent.
+func (p *Protocol) connect(ctx context.Context, c *Conn, local, remote netip.AddrPort, opts DialOptions, wait bool) error {
+	ra := remote.Addr().Unmap()
+	remote = netip.AddrPortFrom(ra, remote.Port())
 	src, mtu, err := p.net.Route(ra)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	la := local.Addr().Unmap()
 	if la.IsValid() && !la.IsUnspecified() {
 		if !p.net.IsLocal(la) {
-			return nil, os.NewSyscallError("bind", syscall.EADDRNOTAVAIL)
+			return os.NewSyscallError("bind", syscall.EADDRNOTAVAIL)
 		}
 		if la.Is4() != ra.Is4() {
-			return nil, syscall.EAFNOSUPPORT
+			return syscall.EAFNOSUPPORT
 		}
 		src = la
 	}
-	c := p.newConn()
 	c.active = true
 	c.remote = remote
+	if opts.Setup != nil {
+		opts.Setup(c)
+	}
 	var b *ports.Binding
 	if local.Port() != 0 || (la.IsValid() && !la.IsUnspecified()) {
 		if !la.IsValid() {
 			la = src
 		}
 		if b, err = p.mgr.Bind(netip.AddrPortFrom(la, local.Port()), opts.Bind, c); err != nil {
-			return nil, os.NewSyscallError("bind", err)
+			return os.NewSyscallError("bind", err)
 		}
 	}
 	c.mu.Lock()
@@ -216,24 +234,24 @@ func (p *Protocol) Dial(ctx context.Context, local, remote netip.AddrPort, opts 
 		if b != nil {
 			b.Release()
 		}
-		return nil, err
+		return err
 	}
 	c.bind = nb
 	c.local = nb.Local()
-	return c.activeOpen(ctx, mtu)
+	if !wait {
+		c.startOpen(mtu)
+		c.mu.Unlock()
+		return nil
+	}
+	_, err = c.activeOpen(ctx, mtu)
+	return err
 }
 
 // activeOpen sends the SYN of a connection whose 4-tuple is registered and waits for the
 // handshake to finish (RFC 9293 §3.5). c.mu is held on entry and released on return.
 func (c *Conn) activeOpen(ctx context.Context, mtu int) (*Conn, error) {
 	p := c.p
-	c.setRoute(mtu)
-	p.track(c)
-	p.Stats.ActiveOpens.Add(1)
-	c.initSend(p.isn(c.local, c.remote))
-	c.setState(StateSynSent)
-	c.sendSYN()
-	c.arm(timerRetransmit, c.rto)
+	c.startOpen(mtu)
 
 	stop := context.AfterFunc(ctx, func() {
 		c.mu.Lock()
@@ -262,6 +280,18 @@ func (c *Conn) activeOpen(ctx context.Context, mtu int) (*Conn, error) {
 	}
 	c.mu.Unlock()
 	return c, nil
+}
+
+// startOpen sends the SYN of an active open and enters SYN-SENT. c.mu is held.
+func (c *Conn) startOpen(mtu int) {
+	p := c.p
+	c.setRoute(mtu)
+	p.track(c)
+	p.Stats.ActiveOpens.Add(1)
+	c.initSend(p.isn(c.local, c.remote))
+	c.setState(StateSynSent)
+	c.sendSYN()
+	c.arm(timerRetransmit, c.rto)
 }
 
 // passiveOpen creates the connection the peer's SYN asks for (RFC 9293 §3.10.7.2, as in
@@ -593,6 +623,33 @@ func (c *Conn) Read(b []byte) (int, error) {
 	}
 }
 
+// WaitRead blocks until a Read would return without waiting (data, the peer's FIN, an
+// error, the connection closed, or the read deadline passed) and reads nothing: a caller
+// that copies (the forwarder) takes its buffer only then, so an idle connection holds
+// none. It returns nil when a Read should follow, the error Read would return otherwise.
+func (c *Conn) WaitRead() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for {
+		switch {
+		case c.userClosed:
+			return net.ErrClosed
+		case c.rd.expired:
+			return os.ErrDeadlineExceeded
+		case c.rcvBuf.n > 0 || c.rdShut || c.err != nil || c.finRcvd || c.state == StateClosed:
+			return nil // Read returns the data, EOF or the error
+		}
+		c.cond.Wait()
+	}
+}
+
+// Buffered is how many bytes a Read returns now without waiting.
+func (c *Conn) Buffered() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rcvBuf.n
+}
+
 // writable reports whether data may be queued now: an error if it never may, wait if the
 // handshake is still under way. Called with c.mu held.
 func (c *Conn) writable() (wait bool, err error) {
@@ -685,6 +742,12 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 			continue
 		}
 		k := min(space, readFromChunk)
+		if l, ok := r.(interface{ Len() int }); ok {
+			// A reader that knows how much it has (bytes.Reader; the forwarder's host
+			// socket): room for that, not a whole chunk, so that a connection that only
+			// ever sends a little keeps a small buffer (the ring never shrinks).
+			k = min(k, max(l.Len(), 1))
+		}
 		c.sndBuf.reserve(c.sndBuf.n+k, c.sndBufMax, c.sndBuf.n)
 		dst, _ := c.sndBuf.slices(c.sndBuf.n, k) // up to the end of the ring: one read
 		buf := c.sndBuf.buf

@@ -451,4 +451,7 @@ func (c *Conn) sackOptLen() int {
 }
 
 // initRecv starts the receive sequence space after the peer's SYN, which took irs.
-func (rv *receiver) initRecv(irs uint32) { rv.irs, rv.rcvNxt = irs, irs+1 }
+// Nothing is advertised past RCV.NXT yet: RCV.ADV left at zero would compare as far ahead
+// of a random RCV.NXT half the time (serial arithmetic), and an active opener's first ACK
+// would offer that as the window instead of its buffer's free space.
+func (rv *receiver) initRecv(irs uint32) { rv.irs, rv.rcvNxt, rv.rcvAdv = irs, irs+1, irs+1 }

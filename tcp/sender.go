@@ -28,6 +28,7 @@ type sender struct {
 	mss                         int    // effective send MSS
 	gsoMax                      int    // largest super-segment the route takes (transport.GSONetwork); 0: none
 	segPay                      int    // payload per segment of the super-segment being built
+	burstEnd                    bool   // the segment being built ends output's burst (PSH)
 	advMSS                      int    // the MSS we announce: route MTU minus headers
 	// Path MTU discovery (conn.go's icmpError): the MSS as negotiated, and when an ICMP
 	// error last lowered mss below it (zero: not lowered).
@@ -158,7 +159,10 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 	if n == 0 && !fin {
 		return 0
 	}
-	if n > 0 && off+n == c.sndBuf.n {
+	// PSH (RFC 9293 §3.9.1 SEND): on the segment that empties the send queue, and, as
+	// Linux marks it, on the last segment of each burst of new data (its TSO burst: the
+	// skb split off the write queue keeps PSH on its tail, tso_fragment).
+	if n > 0 && (off+n == c.sndBuf.n || (c.burstEnd && seq == c.sndMax)) {
 		flags |= wire.TCPFlagPSH
 	}
 	used := n
@@ -244,7 +248,11 @@ func (c *Conn) output() {
 				break // Nagle (RFC 9293 §3.7.4)
 			}
 		}
+		// The burst ends here unless the windows leave room for another full segment of
+		// what is queued.
+		c.burstEnd = n >= pending || usable-n < c.mss
 		used := c.sendData(c.sndNxt, max(n, 0))
+		c.burstEnd = false
 		if used == 0 {
 			break
 		}

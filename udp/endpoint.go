@@ -34,6 +34,7 @@ type Endpoint struct {
 	head, n int
 	qbytes  int
 	drops   uint64
+	recvBuf int // SO_RCVBUF set on this socket; 0: the protocol's
 	p       *Protocol
 
 	fam    Family
@@ -271,21 +272,28 @@ func (e *Endpoint) SendTo(b []byte, to netip.AddrPort) (int, error) {
 // arrives, the read deadline passes (os.ErrDeadlineExceeded), a pending ICMP error is
 // reported (ECONNREFUSED), or the socket closes (net.ErrClosed).
 func (e *Endpoint) RecvFrom(b []byte) (int, netip.AddrPort, error) {
+	n, from, _, err := e.RecvMsg(b)
+	return n, from, err
+}
+
+// RecvMsg is RecvFrom that also reports whether the datagram was longer than b (and cut
+// to fit), as recvmsg(2)'s MSG_TRUNC flag does.
+func (e *Endpoint) RecvMsg(b []byte) (n int, from netip.AddrPort, truncated bool, err error) {
 	for {
 		if e.rdl.Expired() {
-			return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
+			return 0, netip.AddrPort{}, false, os.ErrDeadlineExceeded
 		}
 		e.mu.Lock()
 		if e.closed {
 			e.mu.Unlock()
-			return 0, netip.AddrPort{}, net.ErrClosed
+			return 0, netip.AddrPort{}, false, net.ErrClosed
 		}
 		if e.softErr != 0 {
 			// Linux reports a pending socket error before queued data (__skb_recv_udp).
 			err := e.softErr
 			e.softErr = 0
 			e.mu.Unlock()
-			return 0, netip.AddrPort{}, err
+			return 0, netip.AddrPort{}, false, err
 		}
 		if e.n > 0 {
 			d := e.q[e.head]
@@ -300,7 +308,7 @@ func (e *Endpoint) RecvFrom(b []byte) (int, netip.AddrPort, error) {
 			}
 			n := copy(b, (*d.b)[:d.n])
 			putBuf(d.b)
-			return n, d.from, nil
+			return n, d.from, n < d.n, nil
 		}
 		e.waiters++
 		e.mu.Unlock()
@@ -313,6 +321,15 @@ func (e *Endpoint) RecvFrom(b []byte) (int, netip.AddrPort, error) {
 		e.waiters--
 		e.mu.Unlock()
 	}
+}
+
+// SetReceiveBuffer sets the bytes the socket's receive queue may hold (SO_RCVBUF; the
+// per-datagram overhead counts, as the kernel counts an skb's truesize). n <= 0 restores
+// the protocol's default. A datagram arriving at an empty queue is always taken.
+func (e *Endpoint) SetReceiveBuffer(n int) {
+	e.mu.Lock()
+	e.recvBuf = max(n, 0)
+	e.mu.Unlock()
 }
 
 func (e *Endpoint) signal() {
@@ -330,7 +347,11 @@ func (e *Endpoint) enqueue(data []byte, from netip.AddrPort) bool {
 		return false
 	}
 	cost := len(data) + overhead
-	if e.qbytes > 0 && e.qbytes+cost > e.p.recvBuf {
+	limit := e.p.recvBuf
+	if e.recvBuf > 0 {
+		limit = e.recvBuf
+	}
+	if e.qbytes > 0 && e.qbytes+cost > limit {
 		e.drops++
 		e.mu.Unlock()
 		return false

@@ -103,6 +103,16 @@ func (s sessionSource) Capture(ctx context.Context, w io.Writer, count int) erro
 	return s.tap.Capture(ctx, w, count)
 }
 
+// Counters are the stack's and the process's (control.FromStack), then the forwarder's
+// (each "Forward…": its flows, limits and what they dropped).
+func (s sessionSource) Counters() []control.Counter {
+	cs := s.Source.Counters()
+	for _, c := range s.f.Counters() {
+		cs = append(cs, control.Counter{Name: c.Name, Value: c.Value})
+	}
+	return cs
+}
+
 // serveSessionControl serves sess on the control socket at path ("" the default path);
 // tap is sessionTap's.
 func serveSessionControl(path string, sess *forward.Session, tap *control.Tap) (stop func(), err error) {

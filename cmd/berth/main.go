@@ -40,12 +40,16 @@ func commandTable() []*command {
 			usage: attachUsage, help: attachDoc, run: runAttach},
 		{name: "capture", summary: "record the packets of a running berth to a pcap file",
 			usage: captureUsage, help: captureDoc, run: runCapture},
+		{name: "completion", summary: "print a bash, zsh or fish completion script for berth",
+			usage: completionUsage, help: completionDoc, run: runCompletion},
 		{name: "demo", summary: "show ports at work: clients and servers on an in-process network",
 			usage: demoUsage, help: demoDoc, run: runDemo},
 		{name: "forward", summary: "add, remove or list the port forwards of a running berth run or attach",
 			usage: forwardUsage, help: forwardDoc, run: runForward},
 		{name: "help", summary: "show commands, or one command's usage",
 			usage: "help [COMMAND]", run: func(_ *command, args []string) int { return runHelp(args) }},
+		{name: "man", summary: "print berth's manual page (roff), made from this command table",
+			usage: manUsage, help: manDoc, run: runMan},
 		{name: "port", summary: "show a port's RFC 6335 category and registered services",
 			usage: portUsage, help: portDoc, run: runPort},
 		{name: "run", summary: "run a command in a new network namespace networked through berth",
@@ -60,6 +64,8 @@ func commandTable() []*command {
 			usage: statsUsage, help: statsDoc, run: runStats},
 		{name: "up", summary: "run a berth host on a TUN device",
 			usage: upUsage, help: upHelp(), run: runUp},
+		{name: "version", summary: "print berth's version and the Go it was built with",
+			usage: versionUsage, help: versionDoc, run: runVersion},
 	}
 }
 
@@ -101,6 +107,8 @@ func run(args []string) int {
 	switch args[0] {
 	case "-h", "-help", "--help":
 		args[0] = "help"
+	case "-version", "--version":
+		args[0] = "version"
 	}
 	c := lookup(args[0])
 	if c == nil {
@@ -108,8 +116,16 @@ func run(args []string) int {
 		usage(stderr)
 		return exitUsage
 	}
+	// Every command answers -h and --help the same way, whatever its own parsing: its
+	// usage and help on stdout, exit 0 (a later -h is each command's parser's to see).
+	if len(args) > 1 && isHelpFlag(args[1]) {
+		return runHelp([]string{c.name})
+	}
 	return c.run(c, args[1:])
 }
+
+// isHelpFlag reports whether a is a request for help: -h, -help or --help.
+func isHelpFlag(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
 
 // fail prints "berth NAME: message" on stderr and returns exitFailure.
 func fail(name, format string, a ...any) int {

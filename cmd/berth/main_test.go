@@ -29,12 +29,11 @@ func TestCLI(t *testing.T) {
 		{args: []string{"services", "SSH/udp"}, stdout: []string{"ssh                   22/udp"}, stdoutRows: 1},
 		{args: []string{"services", "x11/tcp"}, stdout: []string{"x11                   6000-6063/tcp"}, stdoutRows: 1},
 		{args: []string{"services", "6010/udp"}, stdout: []string{"x11", "6000-6063/udp"}},
-		{args: []string{"services", "htps"}, code: 1, stderr: `berth services: unknown service "htps"`},
-		{args: []string{"services", "70000"}, code: 1, stderr: "port 70000 out of range 0-65535"},
-		{args: []string{"services", "65535/tcp"}, code: 1, stderr: "no service registered for port 65535/tcp"},
+		{args: []string{"services", "htps"}, code: 2, stderr: `berth services: unknown service "htps"`},
+		{args: []string{"services", "70000"}, code: 2, stderr: "port 70000 out of range 0-65535"},
+		{args: []string{"services", "65535/tcp"}, code: 2, stderr: "no service registered for port 65535/tcp"},
 		{args: []string{"services", "https/tcpp"}, code: 2, stderr: `unknown protocol "tcpp"`},
-		{args: []string{"services"}, code: 2, stderr: "usage: berth services NAME|PORT[/PROTO]"},
-		{args: []string{"services", "a", "b"}, code: 2, stderr: "usage: berth services"},
+		{args: []string{"services", ""}, code: 2, stderr: "usage: berth services [NAME|PORT[/PROTO]]..."},
 		{args: []string{"port", "443"}, stdout: []string{"443 system (well-known) 0-1023: https (tcp, udp, sctp)"}},
 		{args: []string{"port", "8080"}, stdout: []string{"8080 user (registered) 1024-49151: http-alt"}},
 		{args: []string{"port", "50000"}, stdout: []string{"50000 dynamic (ephemeral) 49152-65535"}},
@@ -44,7 +43,7 @@ func TestCLI(t *testing.T) {
 		{args: []string{"port", ""}, code: 1, stderr: "berth port: empty port"},
 		{args: []string{"port"}, code: 2, stderr: "usage: berth port"},
 		{args: []string{"help"}, stdout: []string{"help", "port", "services"}},
-		{args: []string{"help", "services"}, stdout: []string{"usage: berth services NAME|PORT[/PROTO]", "getent"}},
+		{args: []string{"help", "services"}, stdout: []string{"usage: berth services [NAME|PORT[/PROTO]]...", "getent"}},
 		{args: []string{"help", "nope"}, code: 2, stderr: `unknown command "nope"`},
 		{args: []string{"nope"}, code: 2, stderr: `berth: unknown command "nope"`},
 		{args: nil, code: 2, stderr: "usage: berth COMMAND"},
@@ -112,7 +111,7 @@ func TestCommandTable(t *testing.T) {
 			t.Errorf("lookup(%q) found nothing", c.name)
 		}
 	}
-	for _, name := range []string{"attach", "capture", "demo", "forward", "help", "port", "run", "services", "ss", "stats", "up"} {
+	for _, name := range []string{"attach", "capture", "completion", "demo", "forward", "help", "man", "port", "run", "services", "ss", "stats", "up", "version"} {
 		if !seen[name] {
 			t.Errorf("command %q missing from the table", name)
 		}

@@ -17,6 +17,8 @@ const portDoc = `Prints the port number, its category by RFC 6335 §6 — system
 0-1023, user (registered) 1024-49151, dynamic (ephemeral) 49152-65535 — and the
 service names IANA registered for it.
 
+Port 0 is reserved by IANA; to a socket API it means "any free port".
+
 Example:
   berth port 443
   443 system (well-known) 0-1023: https (tcp, udp, sctp)`
@@ -34,6 +36,11 @@ func runPort(c *command, args []string) int {
 	line := fmt.Sprintf("%d %s %d-%d", p, cat, r.Low, r.High)
 	if names := serviceSummary(p); names != "" {
 		line += ": " + names
+	} else if p == 0 {
+		// The registry lists port 0 as Reserved for every protocol: no service may use
+		// it, and a socket API treats 0 as "pick a free port for me" (berth's
+		// Listen(":0") and bind's ephemeral choice, RFC 6056).
+		line += ": reserved by IANA, never a service's port; in a bind or listen, 0 asks for a free ephemeral port"
 	}
 	fmt.Fprintln(stdout, line)
 	return exitOK

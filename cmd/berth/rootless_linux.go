@@ -398,6 +398,10 @@ func (s *nsSetup) device() (int, error) {
 	cmds := [][]string{
 		{"link", "set", "lo", "up"},
 		{"link", "set", dev, "mtu", strconv.Itoa(s.mtu)},
+		// As tun.Open does in the root mode: the kernel's 500-packet default overflows in
+		// a close storm, and tun.FromFile in the parent cannot reach the device by name
+		// from the host's namespace.
+		{"link", "set", dev, "txqueuelen", strconv.Itoa(tun.DefaultTxQueueLen)},
 		{"addr", "add", s.addr4.String(), "dev", dev},
 		{"link", "set", dev, "up"},
 		{"route", "add", "default", "via", s.gw4.String(), "dev", dev},

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/berthnet/berth/internal/testenv"
+	"github.com/berthnet/berth/link/tun"
 )
 
 // nobody is the unprivileged user the rootless tests run berth as.
@@ -181,12 +182,12 @@ func TestRunRootless(t *testing.T) {
 
 	t.Run("namespaces", func(t *testing.T) {
 		// COMMAND is root in a user namespace of its own, and sees berth0 configured.
-		code, out, errs := berth("run", "--", "sh", "-c", "id -u; readlink /proc/self/ns/user; ip -br addr show dev berth0; ip route; ip -6 route; cat /etc/resolv.conf")
+		code, out, errs := berth("run", "--", "sh", "-c", "id -u; readlink /proc/self/ns/user; ip -br addr show dev berth0; ip route; ip -6 route; cat /etc/resolv.conf; ip -o link show dev berth0")
 		if code != 0 {
 			t.Fatalf("exit %d, %s", code, errs)
 		}
 		for _, want := range []string{"0\nuser:[", "10.0.2.100/24", "fd00::100/64", "default via 10.0.2.2 dev berth0", "default via fd00::2 dev berth0",
-			"nameserver 10.0.2.3\nnameserver fd00::3\n"} {
+			"nameserver 10.0.2.3\nnameserver fd00::3\n", fmt.Sprintf("qlen %d", tun.DefaultTxQueueLen)} {
 			if !strings.Contains(out, want) {
 				t.Errorf("no %q in:\n%s", want, out)
 			}

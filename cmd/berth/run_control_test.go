@@ -141,16 +141,18 @@ func TestRunControl(t *testing.T) {
 	// kept them private).
 	counters := map[string]uint64{}
 	for deadline := time.Now().Add(10 * time.Second); counters["UdpNoPorts"] == 0 && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		code, out, errs := berth("stats", "--json", "-z")
+		// -a: totals, -s: no history file left behind.
+		code, out, errs := berth("stats", "--json", "-z", "-a", "-s")
 		if code != 0 {
 			t.Fatalf("berth stats: exit %d, %s", code, errs)
 		}
-		counters = map[string]uint64{}
-		if err := json.Unmarshal([]byte(out), &counters); err != nil {
+		var doc map[string]map[string]uint64
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
 			t.Fatalf("berth stats --json: %v\n%s", err, out)
 		}
+		counters = doc["berth"]
 	}
-	for _, name := range []string{"IpInReceives", "UdpNoPorts", "IcmpOutDestUnreachs", "TcpCurrEstab"} {
+	for _, name := range []string{"IpInReceives", "UdpNoPorts", "IcmpOutDestUnreachs", "TcpCurrEstab", "ForwardTCPOutbound", "ForwardTCPFlows"} {
 		if counters[name] == 0 {
 			t.Errorf("berth stats: %s is %d, want at least 1", name, counters[name])
 		}

@@ -39,7 +39,9 @@ these are the berth side of the namespace's forwarded connections.
                    (segments), windows, retrans (current/total)
   -o, --options    timers: timer:(name,time left,retransmits)
   -4, -6           IPv4 or IPv6 sockets only
-  --json           the table as JSON
+  --json           the table as JSON, each key with its unit: recv_q_bytes,
+                   rtt_us, cwnd_segments, timer_left_ms, ... (a listener's queues:
+                   accept_queue_conns, backlog_conns)
   --control PATH   the control socket (default: the only one in ` + control.Dir() + `)
   --tun NAME       the control socket of "berth up --tun NAME"
 
@@ -213,12 +215,9 @@ func runSS(c *command, args []string) int {
 	}
 	socks = o.filter(socks)
 	if o.json {
-		if socks == nil {
-			socks = []control.Socket{}
-		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(socks); err != nil {
+		if err := enc.Encode(ssJSON(sortSockets(socks))); err != nil {
 			return fail(c.name, "%v", err)
 		}
 		return exitOK

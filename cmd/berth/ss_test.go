@@ -126,6 +126,8 @@ func TestOperatorViews(t *testing.T) {
 	bin := buildBerth(t)
 	h := newOpsHost(t)
 	ctl := "--control=" + h.path
+	// berth stats keeps its history here rather than in $TMPDIR.
+	t.Setenv("BERTH_STATS_HISTORY", filepath.Join(t.TempDir(), "stats-history"))
 	peerPorts := []string{}
 	for _, c := range h.conns {
 		peerPorts = append(peerPorts, strconv.Itoa(c.LocalAddr().(*net.TCPAddr).Port))
@@ -189,12 +191,41 @@ func TestOperatorViews(t *testing.T) {
 	})
 	t.Run("ss-json", func(t *testing.T) {
 		code, out, _ := runBerth(t, bin, nil, "ss", "-a", "--json", ctl)
-		var socks []control.Socket
+		var socks []map[string]any
 		if err := json.Unmarshal([]byte(out), &socks); err != nil || code != 0 {
 			t.Fatalf("exit %d, %v:\n%s", code, err, out)
 		}
 		if len(socks) != len(h.host.Sockets()) {
 			t.Errorf("%d sockets, the host has %d", len(socks), len(h.host.Sockets()))
+		}
+		// Every quantity's key carries its unit.
+		estab := 0
+		for _, s := range socks {
+			if s["state"] == "LISTEN" {
+				if _, ok := s["accept_queue_conns"]; !ok {
+					t.Errorf("listener without accept_queue_conns: %v", s)
+				}
+				continue
+			}
+			if _, ok := s["recv_q_bytes"]; !ok {
+				t.Errorf("no recv_q_bytes: %v", s)
+			}
+			if s["state"] != "ESTAB" || s["netid"] != "tcp" {
+				continue
+			}
+			estab++
+			tcp, _ := s["tcp"].(map[string]any)
+			for _, k := range []string{"rtt_us", "rttvar_us", "rto_us", "mss_bytes", "cwnd_segments", "snd_wnd_bytes", "timer_left_ms"} {
+				if _, ok := tcp[k]; !ok {
+					t.Errorf("ESTAB row without tcp.%s: %v", k, s)
+				}
+			}
+			if tcp["mss_bytes"] != 1448.0 || tcp["cwnd_segments"].(float64) < 1 || tcp["rto_us"].(float64) < 1000 {
+				t.Errorf("implausible values: %v", tcp)
+			}
+		}
+		if estab != 2 {
+			t.Errorf("%d ESTAB rows, want 2:\n%s", estab, out)
 		}
 	})
 	t.Run("stats", func(t *testing.T) {
@@ -230,10 +261,10 @@ func TestOperatorViews(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "\nTcpRetransSegs ") {
 			t.Errorf("stats -z Tcp*: exit %d, no zero TcpRetransSegs:\n%s", code, out)
 		}
-		code, out, _ = runBerth(t, bin, nil, "stats", "--json", ctl)
-		var m map[string]uint64
-		if err := json.Unmarshal([]byte(out), &m); err != nil || code != 0 || m["UdpNoPorts"] != 1 {
-			t.Errorf("stats --json: exit %d, %v:\n%s", code, err, out)
+		code, out, _ = runBerth(t, bin, nil, "stats", "-a", "--json", ctl)
+		var doc map[string]map[string]uint64
+		if err := json.Unmarshal([]byte(out), &doc); err != nil || code != 0 || doc["berth"]["UdpNoPorts"] != 1 {
+			t.Errorf("stats -a --json: exit %d, %v:\n%s", code, err, out)
 		}
 		code, _, errs = runBerth(t, bin, nil, "stats", ctl, "NoSuchCounter")
 		if code != 1 || !strings.Contains(errs, "no counter matches NoSuchCounter") {
@@ -242,6 +273,52 @@ func TestOperatorViews(t *testing.T) {
 		code, _, errs = runBerth(t, bin, nil, "stats", ctl, "[")
 		if code != 2 || !strings.Contains(errs, `bad pattern "["`) {
 			t.Errorf("bad pattern: exit %d, %q", code, errs)
+		}
+	})
+	t.Run("stats-deltas", func(t *testing.T) {
+		hist := []string{"BERTH_STATS_HISTORY=" + filepath.Join(t.TempDir(), "h")}
+		noPorts := func(flags ...string) uint64 {
+			t.Helper()
+			code, out, errs := runBerth(t, bin, hist, append(append([]string{"stats", "--json", ctl}, flags...), "UdpNoPorts")...)
+			var doc map[string]map[string]uint64
+			if err := json.Unmarshal([]byte(out), &doc); err != nil || code != 0 {
+				t.Fatalf("stats %v: exit %d, %v %s:\n%s", flags, code, err, errs, out)
+			}
+			v, ok := doc["berth"]["UdpNoPorts"]
+			if !ok {
+				t.Fatalf("stats %v: no UdpNoPorts in\n%s", flags, out)
+			}
+			return v
+		}
+		total := h.host.Stats()["UdpNoPorts"]
+		if v := noPorts(); v != total {
+			t.Errorf("first call: UdpNoPorts %d, want the total %d", v, total)
+		}
+		if v := noPorts(); v != 0 {
+			t.Errorf("nothing happened, yet UdpNoPorts grew by %d", v)
+		}
+		u, err := h.peer.DialContext(context.Background(), "udp4", "10.0.0.1:9")
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Write([]byte("x"))
+		u.Close()
+		waitUntil(t, func() bool { return h.host.Stats()["UdpNoPorts"] == total+1 })
+		if v := noPorts("-s"); v != 1 {
+			t.Errorf("after one datagram to a closed port: grew by %d, want 1", v)
+		}
+		if v := noPorts("-a"); v != total+1 { // -s above left the history as it was
+			t.Errorf("-a: %d, want %d", v, total+1)
+		}
+		if v := noPorts(); v != 0 {
+			t.Errorf("after -a updated the history: grew by %d, want 0", v)
+		}
+		if v := noPorts("-r"); v != total+1 {
+			t.Errorf("-r: %d, want the total %d", v, total+1)
+		}
+		code, out, _ := runBerth(t, bin, hist, "stats", "-n", ctl)
+		if code != 0 || out != "" {
+			t.Errorf("stats -n: exit %d, printed %q", code, out)
 		}
 	})
 	t.Run("capture", func(t *testing.T) {

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -45,8 +47,10 @@ func TestWriteCountersJSON(t *testing.T) {
 	if err := writeCountersJSON(&b, cs); err != nil {
 		t.Fatal(err)
 	}
-	var m map[string]uint64
-	if err := json.Unmarshal(b.Bytes(), &m); err != nil || m["Zed"] != 1 || m["Alpha\"q"] != 18446744073709551615 {
+	var doc map[string]map[string]uint64
+	err := json.Unmarshal(b.Bytes(), &doc)
+	m := doc["berth"]
+	if err != nil || len(doc) != 1 || m["Zed"] != 1 || m["Alpha\"q"] != 18446744073709551615 {
 		t.Fatalf("%v %v:\n%s", m, err, b.String())
 	}
 	// The server's order is kept (not sorted).
@@ -55,7 +59,51 @@ func TestWriteCountersJSON(t *testing.T) {
 	}
 	b.Reset()
 	writeCountersJSON(&b, nil)
-	if b.String() != "{}\n" {
+	if b.String() != "{\"berth\": {}}\n" {
 		t.Errorf("no counters: %q", b.String())
+	}
+}
+
+func TestCounterDeltas(t *testing.T) {
+	cur := []control.Counter{{Name: "IpInReceives", Value: 10}, {Name: "TcpCurrEstab", Value: 3},
+		{Name: "UdpNoPorts", Value: 2}, {Name: "TcpActiveOpens", Value: 5}}
+	hist := map[string]uint64{"IpInReceives": 4, "TcpCurrEstab": 1, "UdpNoPorts": 7}
+	got := counterDeltas(cur, hist)
+	want := []uint64{6, 3, 2, 5} // grew by 6; a gauge; restarted (smaller); new
+	for i, c := range got {
+		if c.Name != cur[i].Name || c.Value != want[i] {
+			t.Errorf("%s = %d, want %d", c.Name, c.Value, want[i])
+		}
+	}
+	if cur[0].Value != 10 {
+		t.Error("counterDeltas changed its input")
+	}
+}
+
+func TestStatsHistoryFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "hist")
+	if h := readStatsHistory(file); len(h) != 0 {
+		t.Fatalf("missing file read as %v", h)
+	}
+	cs := []control.Counter{{Name: "IpInReceives", Value: 18446744073709551615}, {Name: "UdpNoPorts", Value: 0}}
+	if err := writeStatsHistory(file, "/run/berth/x.sock", cs); err != nil {
+		t.Fatal(err)
+	}
+	h := readStatsHistory(file)
+	if len(h) != 2 || h["IpInReceives"] != 18446744073709551615 || h["UdpNoPorts"] != 0 {
+		t.Fatalf("read back %v", h)
+	}
+	// A damaged file is an empty history, not an error.
+	os.WriteFile(file, []byte("garbage\x00\nIpInReceives notanumber\nOk 5\n"), 0o600)
+	if h := readStatsHistory(file); len(h) != 1 || h["Ok"] != 5 {
+		t.Fatalf("damaged file read as %v", h)
+	}
+	t.Setenv("BERTH_STATS_HISTORY", file)
+	if statsHistoryPath("/a.sock") != file {
+		t.Error("BERTH_STATS_HISTORY ignored")
+	}
+	t.Setenv("BERTH_STATS_HISTORY", "")
+	if a, b := statsHistoryPath("/x/a.sock"), statsHistoryPath("/y/a.sock"); a == b {
+		t.Errorf("two sockets share the history file %s", a)
 	}
 }

@@ -221,7 +221,7 @@ func parseUp(args []string) (*upConfig, error) {
 func runUp(c *command, args []string) int {
 	cfg, err := parseUp(args)
 	if errors.Is(err, flag.ErrHelp) {
-		return usageError(c, "")
+		return runHelp([]string{c.name}) // as every command: usage and help on stdout, exit 0
 	}
 	if err != nil {
 		return usageError(c, "%s", err.Error())

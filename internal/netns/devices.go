@@ -82,6 +82,21 @@ func (ns *NS) AddTUN(t testing.TB, name string, opts tun.Options, hostAddrs ...s
 	return ep
 }
 
+// AddTAP is AddTUN for a TAP device (tun.OpenTAP, opened inside the namespace with
+// Options.NetNS): the endpoint carries Ethernet frames.
+func (ns *NS) AddTAP(t testing.TB, name string, opts tun.Options, hostAddrs ...string) *tun.Endpoint {
+	t.Helper()
+	opts.NetNS = netnsDir + "/" + ns.Name
+	ep, err := tun.OpenTAP(name, opts)
+	if err != nil {
+		t.Fatalf("netns %s: %v", ns.Name, err)
+	}
+	t.Cleanup(func() { ep.Close() })
+	ns.AddAddr(t, ep.Name(), hostAddrs...)
+	ns.LinkUp(t, ep.Name())
+	return ep
+}
+
 // NFT loads an nftables script (`nft -f -`) in the namespace; the rules go with it.
 func (ns *NS) NFT(t testing.TB, script string) {
 	t.Helper()

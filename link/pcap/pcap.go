@@ -1,7 +1,8 @@
 // Package pcap writes packet captures in the classic libpcap file format (readable by
 // tcpdump, Wireshark and tshark) and offers a Tap that records everything passing through a
-// link.Endpoint. Packets are raw IP (LINKTYPE_RAW), since berth links carry no link-layer
-// header.
+// link.Endpoint. Packets are raw IP (LINKTYPE_RAW), since berth's IP links carry no
+// link-layer header; a capture of a frame device (a TAP device, link/vmsock) is
+// LINKTYPE_ETHERNET (WithLinkType).
 package pcap
 
 import (
@@ -19,13 +20,16 @@ import (
 // File format constants (https://www.tcpdump.org/manpages/pcap-savefile.5.html,
 // draft-ietf-opsawg-pcap).
 const (
-	magicMicro    = 0xa1b2c3d4
-	magicNano     = 0xa1b23c4d
-	versionMajor  = 2
-	versionMinor  = 4
-	LinkTypeRaw   = 101 // LINKTYPE_RAW: the packet begins with an IPv4 or IPv6 header
-	fileHeaderLen = 24
-	recHeaderLen  = 16
+	magicMicro   = 0xa1b2c3d4
+	magicNano    = 0xa1b23c4d
+	versionMajor = 2
+	versionMinor = 4
+	LinkTypeRaw  = 101 // LINKTYPE_RAW: the packet begins with an IPv4 or IPv6 header
+	// LinkTypeEthernet is LINKTYPE_ETHERNET: the packet begins with an Ethernet II
+	// header (IEEE 802.3), without FCS.
+	LinkTypeEthernet = 1
+	fileHeaderLen    = 24
+	recHeaderLen     = 16
 	// DefaultSnapLen is used when NewWriter is given 0: every IP packet fits whole.
 	DefaultSnapLen = 65535
 )
@@ -41,15 +45,21 @@ func Nanosecond() Option { return func(w *Writer) { w.nano = true } }
 // virtual-clock tests show virtual time.
 func WithClock(c clock.Clock) Option { return func(w *Writer) { w.clock = c } }
 
+// WithLinkType sets the capture's link type (default LinkTypeRaw): LinkTypeEthernet for
+// the frames of a frame device. NewWriter does not check that the packets are of that
+// type.
+func WithLinkType(t uint32) Option { return func(w *Writer) { w.linkType = t } }
+
 // Writer writes a capture. It is safe for concurrent use; records never interleave.
 type Writer struct {
-	mu      sync.Mutex
-	w       io.Writer
-	snaplen int
-	nano    bool
-	clock   clock.Clock
-	buf     []byte // one record (header + captured bytes), reused: no allocation per packet
-	err     error  // first write error; later writes return it
+	mu       sync.Mutex
+	w        io.Writer
+	snaplen  int
+	nano     bool
+	linkType uint32
+	clock    clock.Clock
+	buf      []byte // one record (header + captured bytes), reused: no allocation per packet
+	err      error  // first write error; later writes return it
 }
 
 // NewWriter writes the file header to w and returns a Writer that captures at most snaplen
@@ -61,7 +71,7 @@ func NewWriter(w io.Writer, snaplen int, opts ...Option) (*Writer, error) {
 	if snaplen == 0 {
 		snaplen = DefaultSnapLen
 	}
-	pw := &Writer{w: w, snaplen: snaplen, clock: clock.Real{}}
+	pw := &Writer{w: w, snaplen: snaplen, clock: clock.Real{}, linkType: LinkTypeRaw}
 	for _, o := range opts {
 		o(pw)
 	}
@@ -76,7 +86,7 @@ func NewWriter(w io.Writer, snaplen int, opts ...Option) (*Writer, error) {
 	binary.LittleEndian.PutUint16(h[6:], versionMinor)
 	// h[8:16]: thiszone and sigfigs are zero (timestamps are UTC).
 	binary.LittleEndian.PutUint32(h[16:], uint32(snaplen))
-	binary.LittleEndian.PutUint32(h[20:], LinkTypeRaw)
+	binary.LittleEndian.PutUint32(h[20:], pw.linkType)
 	if _, err := w.Write(h[:]); err != nil {
 		return nil, err
 	}

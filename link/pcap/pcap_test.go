@@ -289,3 +289,50 @@ func (pipeOnly) MTU() int                             { return 1500 }
 func (pipeOnly) Attach(link.Dispatcher)               {}
 func (pipeOnly) Close() error                         { return nil }
 func (pipeOnly) WritePackets(p [][]byte) (int, error) { return len(p), nil }
+
+// TestWriterEthernet: with WithLinkType(LinkTypeEthernet) the file says
+// LINKTYPE_ETHERNET and tshark decodes the frames' MAC addresses, an ARP request and an
+// IPv4 UDP datagram inside a frame.
+func TestWriterEthernet(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "eth.pcap")
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, 0, WithLinkType(LinkTypeEthernet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if binary.LittleEndian.Uint32(buf.Bytes()[20:]) != LinkTypeEthernet {
+		t.Fatalf("link type %d", binary.LittleEndian.Uint32(buf.Bytes()[20:]))
+	}
+	eth := func(dst, src string, typ uint16, payload []byte) []byte {
+		f := make([]byte, 14, 14+len(payload))
+		for i, m := range []string{dst, src} {
+			var b [6]byte
+			for j := range b {
+				var x byte
+				for _, c := range m[j*3 : j*3+2] {
+					x = x<<4 | byte(strings.IndexRune("0123456789abcdef", c))
+				}
+				b[j] = x
+			}
+			copy(f[i*6:], b[:])
+		}
+		binary.BigEndian.PutUint16(f[12:], typ)
+		return append(f, payload...)
+	}
+	// An ARP request (RFC 826): who has 192.0.2.1, tell 198.51.100.7.
+	arp := []byte{0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 2, 198, 51, 100, 7, 0, 0, 0, 0, 0, 0, 192, 0, 2, 1}
+	now := time.Unix(1, 0)
+	w.WritePacket(now, eth("ff:ff:ff:ff:ff:ff", "02:00:00:00:00:02", 0x0806, arp))
+	w.WritePacket(now, eth("02:00:00:00:00:02", "02:00:00:00:00:01", 0x0800, buildPacket(v4a, v4b, wire.ProtoUDP, 53, 40001, []byte("answer"))))
+	if err := os.WriteFile(file, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := tshark(t, file, "eth.dst", "eth.src", "arp.dst.proto_ipv4", "ip.src", "udp.checksum.status")
+	want := []string{
+		"ff:ff:ff:ff:ff:ff|02:00:00:00:00:02|192.0.2.1||",
+		"02:00:00:00:00:02|02:00:00:00:00:01||192.0.2.1|1",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("tshark decoded\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -33,6 +33,11 @@ type Config struct {
 	QueuePackets int // per direction: packets waiting for delivery
 	QueueBytes   int // per direction: bytes waiting for delivery
 	Batch        int // most packets handed to a Dispatcher in one call
+	// HeaderLen is a link-layer header each packet carries on top of its MTU-sized
+	// payload: 14 (wire.EthernetHeaderLen) makes the pipe a frame device (link.go) whose
+	// WritePackets takes frames up to MTU+14 bytes while MTU() still reports the IP MTU.
+	// Zero for a pipe of bare IP packets.
+	HeaderLen int
 }
 
 // Stats counts what one endpoint sent and received. Tx counts packets queued towards the
@@ -49,12 +54,13 @@ type Stats struct {
 
 // Endpoint is one end of a pipe. It implements link.Endpoint.
 type Endpoint struct {
-	mtu   int
-	out   *direction // packets this endpoint writes, delivered to peer
-	peer  *Endpoint
-	disp  atomic.Pointer[dispatcherBox]
-	pipe  *shared
-	stats counters
+	mtu    int
+	maxLen int        // mtu + Config.HeaderLen: the longest packet WritePackets takes
+	out    *direction // packets this endpoint writes, delivered to peer
+	peer   *Endpoint
+	disp   atomic.Pointer[dispatcherBox]
+	pipe   *shared
+	stats  counters
 }
 
 var _ link.Endpoint = (*Endpoint)(nil)
@@ -78,6 +84,16 @@ type shared struct {
 // queue sizes. It panics if mtu is outside MinMTU..MaxMTU (a programming error).
 func New(mtu int) (a, b *Endpoint) { return NewConfig(Config{MTU: mtu}) }
 
+// NewEthernet returns the two ends of a pipe carrying Ethernet II frames (a frame device,
+// link.go) of IP payloads up to mtu bytes: frames up to mtu+14 bytes, with default queue
+// sizes.
+func NewEthernet(mtu int) (a, b *Endpoint) {
+	return NewConfig(Config{MTU: mtu, HeaderLen: ethernetHeaderLen})
+}
+
+// ethernetHeaderLen is wire.EthernetHeaderLen (link packages do not import wire).
+const ethernetHeaderLen = 14
+
 // NewConfig is New with explicit queue sizes.
 func NewConfig(cfg Config) (a, b *Endpoint) {
 	if cfg.MTU < MinMTU || cfg.MTU > MaxMTU {
@@ -89,16 +105,19 @@ func NewConfig(cfg Config) (a, b *Endpoint) {
 	if cfg.QueueBytes <= 0 {
 		cfg.QueueBytes = DefaultQueueBytes
 	}
-	if cfg.QueueBytes < cfg.MTU {
+	if cfg.HeaderLen < 0 {
+		cfg.HeaderLen = 0
+	}
+	if cfg.QueueBytes < cfg.MTU+cfg.HeaderLen {
 		// A queue that cannot hold one full-size packet would drop every one of them.
-		cfg.QueueBytes = cfg.MTU
+		cfg.QueueBytes = cfg.MTU + cfg.HeaderLen
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = DefaultBatch
 	}
 	s := &shared{done: make(chan struct{})}
-	a = &Endpoint{mtu: cfg.MTU, pipe: s}
-	b = &Endpoint{mtu: cfg.MTU, pipe: s}
+	a = &Endpoint{mtu: cfg.MTU, maxLen: cfg.MTU + cfg.HeaderLen, pipe: s}
+	b = &Endpoint{mtu: cfg.MTU, maxLen: cfg.MTU + cfg.HeaderLen, pipe: s}
 	a.peer, b.peer = b, a
 	a.out = newDirection(cfg, a, b)
 	b.out = newDirection(cfg, b, a)
@@ -108,7 +127,7 @@ func NewConfig(cfg Config) (a, b *Endpoint) {
 	return a, b
 }
 
-// MTU reports the largest packet the pipe carries.
+// MTU reports the largest packet the pipe carries (without Config.HeaderLen).
 func (e *Endpoint) MTU() int { return e.mtu }
 
 // Attach sets the Dispatcher that receives the packets the peer writes; nil detaches.
@@ -129,7 +148,7 @@ func (e *Endpoint) dispatcher() link.Dispatcher {
 
 // WritePackets copies pkts into the queue towards the peer and returns at once; it never
 // blocks on the peer. Like sendmmsg(2) it stops at the first packet it rejects: a packet
-// longer than the MTU ends the call with syscall.EMSGSIZE and n is the number taken before
+// longer than the MTU (plus Config.HeaderLen) ends the call with syscall.EMSGSIZE and n is the number taken before
 // it. Packets taken but dropped (queue full, peer not attached) are counted in Stats, as a
 // real link loses packets silently. After Close it returns net.ErrClosed.
 func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
@@ -166,12 +185,13 @@ func (e *Endpoint) Stats() Stats {
 	}
 }
 
-// Buffers come in power-of-two size classes from 2 KiB to 64 KiB, so a small packet does
+// Buffers come in power-of-two size classes from 2 KiB to 128 KiB (a frame of a 65535-byte
+// packet and its link header is just over 64 KiB), so a small packet does
 // not pin an MTU-sized buffer, and each class keeps a free list: in steady state a packet
 // reuses a buffer a previous one released, and nothing is allocated.
 const (
 	minClassShift = 11
-	maxClassShift = 16
+	maxClassShift = 17
 	numClasses    = maxClassShift - minClassShift + 1
 )
 
@@ -240,7 +260,7 @@ func (d *direction) write(pkts [][]byte) (int, error) {
 	}
 	queued := 0
 	for i, p := range pkts {
-		if len(p) > d.from.mtu {
+		if len(p) > d.from.maxLen {
 			d.mu.Unlock()
 			st.dropTooBig.Add(1)
 			d.signal(queued)

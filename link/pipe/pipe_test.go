@@ -422,3 +422,24 @@ func TestConcurrentWritesAndClose(t *testing.T) {
 	}
 	checkNoLeak(t, before)
 }
+
+// TestFrames: a pipe with a link header takes frames up to MTU+HeaderLen, reports the IP
+// MTU, and rejects one byte more; the largest frame of the largest MTU fits a buffer class.
+func TestFrames(t *testing.T) {
+	for _, mtu := range []int{1500, MaxMTU} {
+		a, b := NewEthernet(mtu)
+		c := newCollector()
+		b.Attach(c)
+		if a.MTU() != mtu {
+			t.Fatalf("MTU = %d, want %d", a.MTU(), mtu)
+		}
+		n, err := a.WritePackets([][]byte{pkt(mtu+14, 5), pkt(mtu+15, 6)})
+		if n != 1 || !errors.Is(err, syscall.EMSGSIZE) {
+			t.Fatalf("mtu %d: WritePackets = %d, %v; want 1, EMSGSIZE", mtu, n, err)
+		}
+		if got := c.wait(t, 1); len(got[0]) != mtu+14 || got[0][mtu+13] != 5 {
+			t.Fatalf("mtu %d: got %d bytes", mtu, len(got[0]))
+		}
+		a.Close()
+	}
+}

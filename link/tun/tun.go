@@ -63,11 +63,21 @@ type Options struct {
 	// leaves the device's as it is. FromFile does not apply it (the device may be in
 	// another namespace, where ioctls by name do not reach it).
 	TxQueueLen int
+	// NetNS, when set, is the path of a network namespace (/run/netns/NAME,
+	// /proc/PID/ns/net) in which Open and OpenTAP open the device: the device is created
+	// or found there, and its MTU and queue length set there, while the endpoint serves
+	// it from the caller's namespace. This is how a device that rootlesskit or a
+	// container engine made inside a namespace is handed over. Needs CAP_SYS_ADMIN over
+	// the namespace (setns) as well as CAP_NET_ADMIN in it.
+	NetNS string
 }
 
 // Offloads says which offloads the kernel accepted (TUNSETOFFLOAD).
 type Offloads struct {
 	Csum, TSO4, TSO6 bool
+	// USO: the kernel may send UDP super-segments (TUN_F_USO4|TUN_F_USO6, Linux 6.2),
+	// which the endpoint cuts into datagrams before delivery. Asked for on TAP devices.
+	USO bool
 }
 
 // Stats counts the endpoint's traffic.
@@ -76,6 +86,8 @@ type Stats struct {
 	RxGSO              uint64 // super-segments delivered whole
 	RxCsumCompleted    uint64 // partial checksums finished before delivery
 	RxDropped          uint64 // malformed virtio-net header, or no Dispatcher attached
+	RxRunt             uint64 // TAP: frames shorter than an Ethernet header (also in RxDropped)
+	RxTooLong          uint64 // TAP: frames over MTU+14 that are not super-segments (also in RxDropped)
 	TxPackets, TxBytes uint64
 	TxGSO              uint64 // WriteGSO super-segments
 	TxDropped          uint64 // the device's queue was full (EAGAIN)
@@ -86,6 +98,7 @@ type Endpoint struct {
 	name     string
 	mtu      int
 	vnet     bool
+	l2       int // link-layer header before the IP packet: 0 (TUN), ethHdrLen (TAP)
 	offloads Offloads
 	file     *os.File
 	rc       syscall.RawConn
@@ -98,6 +111,7 @@ type Endpoint struct {
 	readErr  atomic.Pointer[error]
 
 	rxPackets, rxBytes, rxGSO, rxCsum, rxDropped atomic.Uint64
+	rxRunt, rxTooLong                            atomic.Uint64
 	txPackets, txBytes, txGSO, txDropped         atomic.Uint64
 }
 
@@ -108,20 +122,33 @@ type dispatcherBox struct{ d link.Dispatcher }
 // Open creates the TUN device name (the kernel picks one when name is empty or holds a
 // pattern like "berth%d"), or attaches to an existing TUN device of that name, and starts
 // the reader goroutine. The caller needs CAP_NET_ADMIN.
-func Open(name string, opts Options) (*Endpoint, error) {
-	fd, err := unix.Open(devPath, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		switch {
-		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
-			return nil, fmt.Errorf("tun: no TUN support: open %s: %w (load the tun module, or create the node: mknod %s c 10 200)", devPath, err, devPath)
-		case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
-			return nil, fmt.Errorf("tun: open %s: %w (needs CAP_NET_ADMIN or access to the device node)", devPath, err)
+func Open(name string, opts Options) (*Endpoint, error) { return open(name, opts, false) }
+
+// open opens /dev/net/tun (in opts.NetNS when set), attaches the descriptor to the TUN or
+// TAP device name and starts the reader.
+func open(name string, opts Options, tap bool) (*Endpoint, error) {
+	var e *Endpoint
+	fd := -1
+	err := inNetNS(opts.NetNS, func() error {
+		var err error
+		fd, err = unix.Open(devPath, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			switch {
+			case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+				return fmt.Errorf("tun: no TUN support: open %s: %w (load the tun module, or create the node: mknod %s c 10 200)", devPath, err, devPath)
+			case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+				return fmt.Errorf("tun: open %s: %w (needs CAP_NET_ADMIN or access to the device node)", devPath, err)
+			}
+			return &os.PathError{Op: "open", Path: devPath, Err: err}
 		}
-		return nil, &os.PathError{Op: "open", Path: devPath, Err: err}
-	}
-	e, err := setup(fd, name, opts)
+		// The ioctls by name (MTU, queue length) must run in the device's namespace too.
+		if e, err = setup(fd, name, opts, tap); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		return nil
+	})
 	if err != nil {
-		unix.Close(fd)
 		return nil, err
 	}
 	if err := e.start(fd); err != nil {
@@ -147,12 +174,15 @@ func (e *Endpoint) start(fd int) error {
 	return nil
 }
 
-func setup(fd int, name string, opts Options) (*Endpoint, error) {
+func setup(fd int, name string, opts Options, tap bool) (*Endpoint, error) {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return nil, fmt.Errorf("tun: device name %q: %w", name, err)
 	}
 	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if tap {
+		flags = unix.IFF_TAP | unix.IFF_NO_PI
+	}
 	if opts.VnetHdr {
 		flags |= unix.IFF_VNET_HDR
 	}
@@ -165,11 +195,14 @@ func setup(fd int, name string, opts Options) (*Endpoint, error) {
 		case errors.Is(err, unix.EBUSY):
 			why = " (a device of that name is in use, or was created with other flags)"
 		case errors.Is(err, unix.EINVAL):
-			why = " (a non-TUN device of that name exists?)"
+			why = " (a device of that name exists and is not a " + kindName(tap) + " device?)"
 		}
 		return nil, fmt.Errorf("tun: TUNSETIFF %q: %w%s", name, err, why)
 	}
 	e := &Endpoint{name: ifr.Name(), vnet: opts.VnetHdr}
+	if tap {
+		e.l2 = ethHdrLen
+	}
 	if err := e.setVnet(fd); err != nil {
 		return nil, err
 	}
@@ -228,14 +261,23 @@ func (e *Endpoint) setVnet(fd int) error {
 		// Ask for the most, then less: old kernels refuse flags they do not know with
 		// EINVAL. USO (TUN_F_USO4/6) is not asked for: a UDP super-segment holds several
 		// datagrams, which the stack cannot take as one packet.
-		for _, try := range []struct {
+		tries := []struct {
 			flags int
 			o     Offloads
 		}{
-			{unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6, Offloads{true, true, true}},
-			{unix.TUN_F_CSUM | unix.TUN_F_TSO4, Offloads{true, true, false}},
+			{unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6, Offloads{Csum: true, TSO4: true, TSO6: true}},
+			{unix.TUN_F_CSUM | unix.TUN_F_TSO4, Offloads{Csum: true, TSO4: true}},
 			{unix.TUN_F_CSUM, Offloads{Csum: true}},
-		} {
+		}
+		if e.l2 != 0 {
+			// On a TAP device the endpoint cuts UDP super-segments itself (splitUDP).
+			tries = append(tries[:0:0], append([]struct {
+				flags int
+				o     Offloads
+			}{{unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6 | tunFUSO4 | tunFUSO6,
+				Offloads{Csum: true, TSO4: true, TSO6: true, USO: true}}}, tries...)...)
+		}
+		for _, try := range tries {
 			if unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, try.flags) == nil {
 				e.offloads = try.o
 				break
@@ -286,15 +328,17 @@ func (e *Endpoint) MTU() int { return e.mtu }
 func (e *Endpoint) Offloads() Offloads { return e.offloads }
 
 // MaxInboundSize is the largest packet the endpoint delivers: the MTU, or 65535 when the
-// kernel may send TCP super-segments.
+// kernel may send TCP super-segments; on a TAP device, 14 more for the Ethernet header.
 func (e *Endpoint) MaxInboundSize() int {
 	if e.offloads.TSO4 || e.offloads.TSO6 {
-		return maxPacket
+		return maxPacket + e.l2
 	}
-	return e.mtu
+	return e.mtu + e.l2
 }
 
-// GSOMaxSize is the largest super-segment WriteGSO takes (0 without the vnet header).
+// GSOMaxSize is the largest super-segment WriteGSO takes, IP header included (0 without
+// the vnet header). On a TAP device the Ethernet header comes on top: WriteGSO takes
+// frames of up to GSOMaxSize()+14 bytes.
 func (e *Endpoint) GSOMaxSize() int {
 	if !e.vnet {
 		return 0
@@ -316,6 +360,7 @@ func (e *Endpoint) Stats() Stats {
 	return Stats{
 		RxPackets: e.rxPackets.Load(), RxBytes: e.rxBytes.Load(), RxGSO: e.rxGSO.Load(),
 		RxCsumCompleted: e.rxCsum.Load(), RxDropped: e.rxDropped.Load(),
+		RxRunt: e.rxRunt.Load(), RxTooLong: e.rxTooLong.Load(),
 		TxPackets: e.txPackets.Load(), TxBytes: e.txBytes.Load(), TxGSO: e.txGSO.Load(),
 		TxDropped: e.txDropped.Load(),
 	}
@@ -336,12 +381,12 @@ func (e *Endpoint) Close() error {
 }
 
 // WritePackets writes each packet to the device. A full device queue (EAGAIN) drops and
-// counts the packet instead of waiting. Packets longer than the MTU stop the batch with
-// EMSGSIZE; after Close, net.ErrClosed.
+// counts the packet instead of waiting. Packets longer than the MTU (on a TAP device:
+// frames longer than MTU+14) stop the batch with EMSGSIZE; after Close, net.ErrClosed.
 func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
 	var hdr [vnetHdrLen]byte // GSO_NONE, no flags: the packet is complete as it is
 	for i, p := range pkts {
-		if len(p) > e.mtu {
+		if len(p) > e.mtu+e.l2 {
 			return i, syscall.EMSGSIZE
 		}
 		if err := e.write(hdr[:], p); err != nil {
@@ -352,34 +397,37 @@ func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
 }
 
 // WriteGSO implements link.GSOEndpoint: the kernel segments pkt (one IPv4 or IPv6 TCP
-// packet) into mss-sized segments. The TCP checksum field is overwritten with the
-// pseudo-header sum that VIRTIO_NET_HDR_F_NEEDS_CSUM asks for; the kernel finishes every
-// segment's checksum.
+// packet; on a TAP device, one Ethernet frame carrying it) into mss-sized segments. The
+// TCP checksum field is overwritten with the pseudo-header sum that
+// VIRTIO_NET_HDR_F_NEEDS_CSUM asks for; the kernel finishes every segment's checksum.
 func (e *Endpoint) WriteGSO(pkt []byte, mss int) error {
 	if !e.vnet {
 		return fmt.Errorf("tun: WriteGSO on %s without the vnet header: %w", e.name, syscall.EOPNOTSUPP)
 	}
-	if len(pkt) > maxPacket || mss <= 0 {
+	if len(pkt) > maxPacket+e.l2 || mss <= 0 {
 		return syscall.EMSGSIZE
 	}
+	ipp := e.ipOf(pkt)
 	var ipLen, tcpOff int
 	var src, dst []byte
 	var gsoType uint8
 	switch {
-	case len(pkt) >= wire.IPv4MinHeaderLen && pkt[0]>>4 == 4:
-		ip, err := wire.ParseIPv4(pkt)
+	case len(ipp) >= wire.IPv4MinHeaderLen && ipp[0]>>4 == 4:
+		ip, err := wire.ParseIPv4(ipp)
 		if err != nil || ip.Protocol() != wire.ProtoTCP {
 			return fmt.Errorf("tun: WriteGSO: not an IPv4 TCP packet: %w", syscall.EINVAL)
 		}
 		ipLen, gsoType = ip.HeaderLen(), unix.VIRTIO_NET_HDR_GSO_TCPV4
-		src, dst = pkt[12:16], pkt[16:20]
-	case len(pkt) >= wire.IPv6HeaderLen && pkt[0]>>4 == 6 && pkt[6] == wire.ProtoTCP:
+		src, dst = ipp[12:16], ipp[16:20]
+	case len(ipp) >= wire.IPv6HeaderLen && ipp[0]>>4 == 6 && ipp[6] == wire.ProtoTCP:
 		ipLen, gsoType = wire.IPv6HeaderLen, unix.VIRTIO_NET_HDR_GSO_TCPV6
-		src, dst = pkt[8:24], pkt[24:40]
+		src, dst = ipp[8:24], ipp[24:40]
 	default:
 		return fmt.Errorf("tun: WriteGSO: not a TCP packet (IPv6 extension headers unsupported): %w", syscall.EINVAL)
 	}
-	tcpOff = ipLen
+	// Offsets in the virtio-net header count from the start of what follows it: the
+	// Ethernet header on a TAP device.
+	tcpOff = e.l2 + ipLen
 	if len(pkt) < tcpOff+wire.TCPMinHeaderLen {
 		return syscall.EINVAL
 	}
@@ -460,7 +508,7 @@ func (e *Endpoint) reader() {
 	defer e.wg.Done()
 	// Buffers for the largest packet, not the MTU: the device's MTU may be raised after
 	// Open, and a short read would truncate packets.
-	size := maxPacket
+	size := maxPacket + e.l2
 	if e.vnet {
 		size += vnetHdrLen
 	}
@@ -470,6 +518,11 @@ func (e *Endpoint) reader() {
 	}
 	sizes := make([]int, batchSize)
 	batch := make([][]byte, 0, batchSize)
+	var segBuf []byte
+	var segs [][]byte
+	if e.offloads.USO {
+		segBuf, segs = make([]byte, usoScratch), make([][]byte, 0, usoMaxSegs)
+	}
 	// One closure for the goroutine's life: a closure per read would allocate per batch.
 	var n int
 	var rerr error
@@ -488,28 +541,10 @@ func (e *Endpoint) reader() {
 		}
 		return true
 	}
-	for {
-		n, rerr = 0, nil
-		if err := e.rc.Read(readBatch); err != nil {
-			return // closed
-		}
-		batch = batch[:0]
-		box := e.disp.Load()
-		var vd link.VerifiedDispatcher
-		if box != nil && e.vnet {
-			vd, _ = box.d.(link.VerifiedDispatcher)
-		}
-		// With a dispatcher that takes it, a batch whose TCP checksums the kernel vouches
-		// for all (link.VerifiedDispatcher) goes without summing any of them.
-		vouched := vd != nil
-		for i := 0; i < n && vouched; i++ {
-			vouched = tcpVouched(bufs[i][:sizes[i]])
-		}
-		for i := 0; i < n; i++ {
-			if p := e.inbound(bufs[i][:sizes[i]], vouched); p != nil {
-				batch = append(batch, p)
-			}
-		}
+	var box *dispatcherBox
+	var vd link.VerifiedDispatcher
+	var vouched bool
+	deliver := func(batch [][]byte) {
 		if len(batch) > 0 {
 			switch {
 			case box == nil:
@@ -520,6 +555,39 @@ func (e *Endpoint) reader() {
 				box.d.DeliverPackets(batch)
 			}
 		}
+	}
+	for {
+		n, rerr = 0, nil
+		if err := e.rc.Read(readBatch); err != nil {
+			return // closed
+		}
+		batch = batch[:0]
+		box, vd = e.disp.Load(), nil
+		if box != nil && e.vnet {
+			vd, _ = box.d.(link.VerifiedDispatcher)
+		}
+		// With a dispatcher that takes it, a batch whose TCP checksums the kernel vouches
+		// for all (link.VerifiedDispatcher) goes without summing any of them.
+		vouched = vd != nil
+		for i := 0; i < n && vouched; i++ {
+			vouched = e.tcpVouched(bufs[i][:sizes[i]])
+		}
+		for i := 0; i < n; i++ {
+			b := bufs[i][:sizes[i]]
+			if segBuf != nil && isUSO(b) {
+				// The datagrams of a UDP super-segment go as a batch of their own, in
+				// order after the packets read before it.
+				deliver(batch)
+				batch = batch[:0]
+				segs = e.splitUDP(b, segBuf, segs[:0])
+				deliver(segs)
+				continue
+			}
+			if p := e.inbound(b, vouched); p != nil {
+				batch = append(batch, p)
+			}
+		}
+		deliver(batch)
 		if rerr != nil && !errors.Is(rerr, unix.EINTR) {
 			// EBADFD (the device was deleted under us) or worse: nothing more will come,
 			// and retrying would spin. Err reports it.
@@ -530,17 +598,20 @@ func (e *Endpoint) reader() {
 	}
 }
 
-// tcpVouched reports whether b (virtio-net header and packet) is not TCP, or is TCP whose
-// checksum the kernel vouches for: left partial (NEEDS_CSUM, generated on this machine)
-// or checked (DATA_VALID).
-func tcpVouched(b []byte) bool {
-	if len(b) < vnetHdrLen+1 {
+// tcpVouched reports whether b (virtio-net header and packet or frame) is not TCP, or is
+// TCP whose checksum the kernel vouches for: left partial (NEEDS_CSUM, generated on this
+// machine) or checked (DATA_VALID).
+func (e *Endpoint) tcpVouched(b []byte) bool {
+	if len(b) < vnetHdrLen+e.l2+1 {
 		return true // inbound drops it
 	}
 	if b[0]&(unix.VIRTIO_NET_HDR_F_NEEDS_CSUM|unix.VIRTIO_NET_HDR_F_DATA_VALID) != 0 {
 		return true
 	}
-	p := b[vnetHdrLen:]
+	p := e.ipOf(b[vnetHdrLen:])
+	if p == nil {
+		return true // not IP (ARP, a VLAN tag): no TCP checksum to vouch for
+	}
 	switch proto, v := nextProto(p); {
 	case v == 4:
 		return proto != wire.ProtoTCP
@@ -558,6 +629,9 @@ func tcpVouched(b []byte) bool {
 // partial stays so.
 func (e *Endpoint) inbound(b []byte, vouched bool) []byte {
 	if !e.vnet {
+		if !e.frameFits(b, false) {
+			return nil
+		}
 		e.rxPackets.Add(1)
 		e.rxBytes.Add(uint64(len(b)))
 		return b
@@ -570,6 +644,9 @@ func (e *Endpoint) inbound(b []byte, vouched bool) []byte {
 	csumStart := int(binary.LittleEndian.Uint16(b[6:]))
 	csumOff := int(binary.LittleEndian.Uint16(b[8:]))
 	p := b[vnetHdrLen:]
+	if !e.frameFits(p, gsoType != unix.VIRTIO_NET_HDR_GSO_NONE) {
+		return nil
+	}
 	if flags&unix.VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
 		// The kernel left the transport checksum partial: the field holds the
 		// pseudo-header sum; summing from csum_start to the end and complementing
@@ -578,11 +655,12 @@ func (e *Endpoint) inbound(b []byte, vouched bool) []byte {
 		// An odd offset cannot be a 16-bit checksum field of the sum started at csumStart,
 		// and a transport checksum never starts inside the IP header: writing it there
 		// would rewrite the header itself (the fuzzer turned a non-IP packet into IPv4).
-		if at+2 > len(p) || csumStart >= len(p) || csumOff%2 != 0 || csumStart < wire.IPv4MinHeaderLen {
+		if at+2 > len(p) || csumStart >= len(p) || csumOff%2 != 0 || csumStart < e.l2+wire.IPv4MinHeaderLen {
 			e.rxDropped.Add(1)
 			return nil
 		}
-		if vouched && isTCP(p) {
+		ipp := e.ipOf(p)
+		if vouched && isTCP(ipp) {
 			e.rxPackets.Add(1)
 			e.rxBytes.Add(uint64(len(p)))
 			if gsoType != unix.VIRTIO_NET_HDR_GSO_NONE {
@@ -591,7 +669,7 @@ func (e *Endpoint) inbound(b []byte, vouched bool) []byte {
 			return p
 		}
 		c := ^wire.Checksum(p[csumStart:], 0)
-		if c == 0 && gsoType != unix.VIRTIO_NET_HDR_GSO_TCPV4 && gsoType != unix.VIRTIO_NET_HDR_GSO_TCPV6 && isUDP(p) {
+		if c == 0 && gsoType != unix.VIRTIO_NET_HDR_GSO_TCPV4 && gsoType != unix.VIRTIO_NET_HDR_GSO_TCPV6 && isUDP(ipp) {
 			c = 0xffff // RFC 768: a computed zero is sent as all ones
 		}
 		binary.BigEndian.PutUint16(p[at:], c)

@@ -17,6 +17,7 @@ import (
 	"github.com/berthnet/berth"
 	"github.com/berthnet/berth/internal/netns"
 	"github.com/berthnet/berth/link"
+	"github.com/berthnet/berth/link/ether"
 	"github.com/berthnet/berth/link/tun"
 )
 
@@ -43,6 +44,12 @@ type Config struct {
 	// what it returns; the cleanup closes the device in any case. Host.TUN stays the
 	// bare device.
 	WrapLink func(link.Endpoint) link.Endpoint
+	// TAP makes the device a TAP device ("bt0", Ethernet frames): the stack is on an
+	// ether.Endpoint over it (Host.Ether) configured by Ether, whose Addrs default to
+	// berth's addresses and whose counters are the stack's. WrapLink then wraps the
+	// TAP device, under the Ethernet layer.
+	TAP   bool
+	Ether ether.Config
 }
 
 // Host is a berth stack on a TUN device in its own namespace.
@@ -50,6 +57,8 @@ type Host struct {
 	NS    *netns.NS
 	Stack *berth.Stack
 	TUN   *tun.Endpoint
+	// Ether is the Ethernet layer between the stack and a TAP device (Config.TAP), or nil.
+	Ether *ether.Endpoint
 	// Addrs and HostAddrs are berth's and the kernel's addresses (without prefix length).
 	Addrs, HostAddrs []netip.Addr
 }
@@ -83,13 +92,33 @@ func New(t testing.TB, cfg Config) *Host {
 	// AddTUN sets the link up before the stack is attached: the kernel's first packets
 	// (IPv6 router solicitations, MLD reports) are dropped and counted, which is harmless.
 	// The kernel's addresses come last, when berth can already answer.
-	h.TUN = h.NS.AddTUN(t, "bt0", cfg.TUN)
+	if cfg.TAP {
+		h.TUN = h.NS.AddTAP(t, "bt0", cfg.TUN)
+	} else {
+		h.TUN = h.NS.AddTUN(t, "bt0", cfg.TUN)
+	}
 	var ep link.Endpoint = h.TUN
 	if cfg.WrapLink != nil {
 		ep = cfg.WrapLink(ep)
 	}
 	h.Stack = berth.New(cfg.Options...)
 	t.Cleanup(func() { h.Stack.Close() }) // runs before AddTUN's and New's cleanups
+	if cfg.TAP {
+		ec := cfg.Ether
+		if ec.Addrs == nil {
+			for _, a := range cfg.Addrs {
+				ec.Addrs = append(ec.Addrs, netip.MustParsePrefix(a))
+			}
+		}
+		if ec.Counter == nil {
+			ec.Counter = h.Stack.Net().Counters().Counter
+		}
+		var err error
+		if h.Ether, err = ether.New(ep, ec); err != nil {
+			t.Fatalf("tunhost: %v", err)
+		}
+		ep = h.Ether
+	}
 	if err := h.Stack.AddInterface(h.TUN.Name(), ep); err != nil {
 		t.Fatalf("tunhost: %v", err)
 	}

@@ -1,0 +1,187 @@
+//go:build packetdrill
+
+// The C side of the adapter: packetdrill_interface_init fills packetdrill's interface
+// (packetdrill.h, from the packetdrill sources given to the build as an include path) with
+// wrappers that turn the Go functions' "-errno" results into errno and -1, and unpack the
+// variadic and packed arguments cgo cannot take directly.
+
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+#include "packetdrill.h"
+#include "_cgo_export.h"
+
+static long ret(long r) {
+	if (r < 0) {
+		errno = (int)-r;
+		return -1;
+	}
+	return r;
+}
+
+static void w_free(void *u) { pdFree(); }
+static int w_socket(void *u, int d, int t, int p) { return ret(pdSocket(d, t, p)); }
+static int w_bind(void *u, int fd, const struct sockaddr *a, socklen_t l) { return ret(pdBind(fd, (void *)a, l)); }
+static int w_listen(void *u, int fd, int b) { return ret(pdListen(fd, b)); }
+static int w_accept(void *u, int fd, struct sockaddr *a, socklen_t *l) { return ret(pdAccept(fd, a, l)); }
+static int w_connect(void *u, int fd, const struct sockaddr *a, socklen_t l) { return ret(pdConnect(fd, (void *)a, l)); }
+static ssize_t w_read(void *u, int fd, void *b, size_t n) { return ret(pdRecv(fd, b, n, 0)); }
+static ssize_t w_recv(void *u, int fd, void *b, size_t n, int f) { return ret(pdRecv(fd, b, n, f)); }
+static ssize_t w_recvfrom(void *u, int fd, void *b, size_t n, int f, struct sockaddr *a, socklen_t *l) {
+	if (l)
+		*l = 0;
+	return ret(pdRecv(fd, b, n, f));
+}
+static ssize_t w_readv(void *u, int fd, const struct iovec *iov, int cnt) { return ret(pdRecvIov(fd, (void *)iov, cnt, 0)); }
+static ssize_t w_recvmsg(void *u, int fd, struct msghdr *m, int f) {
+	long r = pdRecvIov(fd, m->msg_iov, m->msg_iovlen, f);
+	m->msg_controllen = 0;
+	m->msg_flags = 0;
+	return ret(r);
+}
+static ssize_t w_write(void *u, int fd, const void *b, size_t n) { return ret(pdSend(fd, (void *)b, n, 0)); }
+static ssize_t w_send(void *u, int fd, const void *b, size_t n, int f) { return ret(pdSend(fd, (void *)b, n, f)); }
+static ssize_t w_sendto(void *u, int fd, const void *b, size_t n, int f, const struct sockaddr *a, socklen_t l) {
+	return ret(pdSend(fd, (void *)b, n, f));
+}
+static ssize_t w_writev(void *u, int fd, const struct iovec *iov, int cnt) { return ret(pdSendIov(fd, (void *)iov, cnt, 0)); }
+static ssize_t w_sendmsg(void *u, int fd, const struct msghdr *m, int f) {
+	return ret(pdSendIov(fd, m->msg_iov, m->msg_iovlen, f));
+}
+static int w_fcntl(void *u, int fd, int cmd, ...) {
+	va_list ap;
+	va_start(ap, cmd);
+	long arg = va_arg(ap, long);
+	va_end(ap);
+	return ret(pdFcntl(fd, cmd, arg));
+}
+static int w_ioctl(void *u, int fd, unsigned long req, ...) {
+	va_list ap;
+	va_start(ap, req);
+	int *arg = va_arg(ap, int *);
+	va_end(ap);
+	long r = pdIoctl(fd, req);
+	if (r < 0)
+		return ret(r);
+	if (arg)
+		*arg = (int)r;
+	return 0;
+}
+static int w_close(void *u, int fd) { return ret(pdClose(fd)); }
+static int w_shutdown(void *u, int fd, int how) { return ret(pdShutdown(fd, how)); }
+static int w_getsockopt(void *u, int fd, int lv, int nm, void *v, socklen_t *l) {
+	long r = pdGetsockopt(fd, lv, nm, v, *l);
+	if (r < 0)
+		return ret(r);
+	*l = (socklen_t)r;
+	return 0;
+}
+static int w_setsockopt(void *u, int fd, int lv, int nm, const void *v, socklen_t l) {
+	return ret(pdSetsockopt(fd, lv, nm, (void *)v, l));
+}
+static int w_poll(void *u, struct pollfd *fds, nfds_t n, int timeout) { return ret(pdPoll(fds, n, timeout)); }
+static int w_netdev_send(void *u, const void *b, size_t n) { return ret(pdNetdevSend((void *)b, n)); }
+static int w_netdev_receive(void *u, void *b, size_t *n, long long *t) {
+	long long at = 0;
+	long r = pdNetdevReceive(b, *n, &at);
+	if (r < 0)
+		return ret(r);
+	*n = (size_t)r;
+	*t = at;
+	return 0;
+}
+static int w_usleep(void *u, useconds_t us) { pdUsleep(us); return 0; }
+static int w_gettimeofday(void *u, struct timeval *tv, struct timezone *tz) {
+	long long us = pdGettimeofday();
+	tv->tv_sec = us / 1000000;
+	tv->tv_usec = us % 1000000;
+	return 0;
+}
+static int w_epoll_create(void *u, int size) { return ret(pdEpollCreate(size)); }
+static int w_epoll_ctl(void *u, int epfd, int op, int fd, struct epoll_event *ev) {
+	uint32_t e = ev ? ev->events : 0;
+	uint64_t d = ev ? ev->data.u64 : 0;
+	return ret(pdEpollCtl(epfd, op, fd, e, d));
+}
+static int w_epoll_wait(void *u, int epfd, struct epoll_event *evs, int max, int timeout) {
+	uint32_t e[64];
+	uint64_t d[64];
+	if (max > 64)
+		max = 64;
+	long r = pdEpollWait(epfd, e, d, max, timeout);
+	if (r < 0)
+		return ret(r);
+	for (long i = 0; i < r; i++) {
+		evs[i].events = e[i];
+		evs[i].data.u64 = d[i];
+	}
+	return (int)r;
+}
+static int w_pipe(void *u, int fds[2]) { errno = ENOSYS; return -1; }
+static int w_splice(void *u, int a, loff_t *b, int c, loff_t *d, size_t e, unsigned int f) { errno = ENOSYS; return -1; }
+
+// packetdrill's code events (%{ python }%) read TCP_INFO (and TCP_CC_INFO, SO_MEMINFO)
+// with the C library's getsockopt on the socket under test, not through the interface.
+// The runner preloads this library (LD_PRELOAD) so that this getsockopt answers those
+// for berth's descriptors; everything else goes on to the C library's.
+#ifndef TCP_CC_INFO
+#define TCP_CC_INFO 26
+#endif
+#ifndef SO_MEMINFO
+#define SO_MEMINFO 55
+#endif
+int getsockopt(int fd, int level, int name, void *val, socklen_t *len) {
+	static int (*next)(int, int, int, void *, socklen_t *);
+	if (((level == SOL_TCP && (name == TCP_INFO || name == TCP_CC_INFO)) ||
+	     (level == SOL_SOCKET && name == SO_MEMINFO)) && pdIsSocket(fd))
+		return w_getsockopt(NULL, fd, level, name, val, len);
+	if (!next)
+		next = (int (*)(int, int, int, void *, socklen_t *))dlsym(RTLD_NEXT, "getsockopt");
+	return next(fd, level, name, val, len);
+}
+
+// The preload is for packetdrill alone, not for the commands its scripts run.
+__attribute__((constructor)) static void unpreload(void) { unsetenv("LD_PRELOAD"); }
+
+void packetdrill_interface_init(const char *flags, struct packetdrill_interface *ifc) {
+	pdInit((char *)flags);
+	memset(ifc, 0, sizeof(*ifc));
+	ifc->free = w_free;
+	ifc->socket = w_socket;
+	ifc->bind = w_bind;
+	ifc->listen = w_listen;
+	ifc->accept = w_accept;
+	ifc->connect = w_connect;
+	ifc->read = w_read;
+	ifc->readv = w_readv;
+	ifc->recv = w_recv;
+	ifc->recvfrom = w_recvfrom;
+	ifc->recvmsg = w_recvmsg;
+	ifc->write = w_write;
+	ifc->writev = w_writev;
+	ifc->send = w_send;
+	ifc->sendto = w_sendto;
+	ifc->sendmsg = w_sendmsg;
+	ifc->fcntl = w_fcntl;
+	ifc->ioctl = w_ioctl;
+	ifc->close = w_close;
+	ifc->shutdown = w_shutdown;
+	ifc->getsockopt = w_getsockopt;
+	ifc->setsockopt = w_setsockopt;
+	ifc->poll = w_poll;
+	ifc->netdev_send = w_netdev_send;
+	ifc->netdev_receive = w_netdev_receive;
+	ifc->usleep = w_usleep;
+	ifc->gettimeofday = w_gettimeofday;
+	ifc->epoll_create = w_epoll_create;
+	ifc->epoll_ctl = w_epoll_ctl;
+	ifc->epoll_wait = w_epoll_wait;
+	ifc->pipe = w_pipe;
+	ifc->splice = w_splice;
+}

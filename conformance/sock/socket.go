@@ -1,0 +1,443 @@
+package sock
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/berthnet/berth/ports"
+	"github.com/berthnet/berth/tcp"
+)
+
+// Linux's flag values the calls take (golang.org/x/sys spells them too; syscall lacks a
+// few).
+const (
+	sockNonblock = 0x800 // SOCK_NONBLOCK, O_NONBLOCK
+	sockCloexec  = 0x80000
+
+	msgPeek     = 0x2
+	msgDontwait = 0x40
+	msgWaitall  = 0x100
+	msgMore     = 0x8000
+
+	siocInq  = 0x541b // SIOCINQ, FIONREAD
+	siocOutq = 0x5411 // SIOCOUTQ, TIOCOUTQ
+)
+
+// socket is a TCP socket: unopened (conn made by tcp.Socket, options collect on it),
+// listening (ln), or a connection (conn, dialed or accepted).
+type socket struct {
+	mu       sync.Mutex
+	family   int
+	nonblock bool
+	conn     *tcp.Conn
+	ln       *tcp.Listener
+	local    netip.AddrPort
+	bound    bool
+	bind     ports.BindOptions
+	opened   bool // connect was called or the socket was accepted
+	o        sockOpts
+}
+
+// sockOpts are the options a socket keeps for itself (reported by getsockopt, inherited by
+// accepted sockets).
+type sockOpts struct {
+	sndbuf, rcvbuf     int // as set, before the kernel's doubling
+	nodelay, keepalive bool
+	linger             int // -1: off
+	keepIdle           time.Duration
+	keepIntvl          time.Duration
+	keepCnt            int
+	rcvtimeo, sndtimeo time.Duration
+	cc                 string
+}
+
+func (s *socket) close(h *Host) syscall.Errno {
+	s.mu.Lock()
+	c, ln := s.conn, s.ln
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	if c != nil && s.opened {
+		c.Close()
+	}
+	return 0
+}
+
+// Socket is socket(2): only TCP stream sockets of the Host's family.
+func (h *Host) Socket(domain, typ, proto int) (int, syscall.Errno) {
+	p := h.stack()
+	h.enter()
+	defer h.leave()
+	if domain != syscall.AF_INET && domain != syscall.AF_INET6 {
+		return -1, syscall.EAFNOSUPPORT
+	}
+	if typ&^(sockNonblock|sockCloexec) != syscall.SOCK_STREAM {
+		return -1, syscall.EPROTONOSUPPORT
+	}
+	if proto != 0 && proto != syscall.IPPROTO_TCP {
+		return -1, syscall.EPROTONOSUPPORT
+	}
+	s := &socket{family: domain, nonblock: typ&sockNonblock != 0, conn: p.Socket()}
+	s.o.linger = -1
+	s.o.nodelay = false // Linux sockets start with Nagle on; berth's conns without
+	s.conn.SetNoDelay(false)
+	return h.add(s), 0
+}
+
+// Bind is bind(2). The port is taken by listen or connect; bind records the address.
+func (h *Host) Bind(fd int, a netip.AddrPort) syscall.Errno {
+	h.enter()
+	defer h.leave()
+	s, e := h.sock(fd)
+	if e != 0 {
+		return e
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bound || s.opened || s.ln != nil {
+		return syscall.EINVAL
+	}
+	if ad := a.Addr().Unmap(); ad.IsValid() && !ad.IsUnspecified() && !h.local(ad) {
+		return syscall.EADDRNOTAVAIL
+	}
+	s.local, s.bound = a, true
+	return 0
+}
+
+func (h *Host) local(a netip.Addr) bool { return a == h.cfg.Local.Addr() || a.IsLoopback() }
+
+// Listen is listen(2).
+func (h *Host) Listen(fd, backlog int) syscall.Errno {
+	p := h.stack()
+	h.enter()
+	defer h.leave()
+	s, e := h.sock(fd)
+	if e != 0 {
+		return e
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return 0
+	}
+	if s.opened {
+		return syscall.EINVAL
+	}
+	local := s.local
+	if !s.bound {
+		local = netip.AddrPortFrom(h.unspecified(s.family), 0)
+	}
+	if backlog <= 0 {
+		backlog = 1
+	}
+	bo := s.bind
+	bo.V6Only = bo.V6Only || s.family == syscall.AF_INET
+	ln, err := p.Listen(local, backlog, bo)
+	if err != nil {
+		return errno(err)
+	}
+	s.ln = ln
+	return 0
+}
+
+func (h *Host) unspecified(family int) netip.Addr {
+	if family == syscall.AF_INET6 {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
+}
+
+// Accept is accept(2); the peer's address comes back.
+func (h *Host) Accept(fd int) (int, netip.AddrPort, syscall.Errno) {
+	h.enter()
+	defer h.leave()
+	s, e := h.sock(fd)
+	if e != 0 {
+		return -1, netip.AddrPort{}, e
+	}
+	s.mu.Lock()
+	ln, nonblock, o := s.ln, s.nonblock, s.o
+	s.mu.Unlock()
+	if ln == nil {
+		return -1, netip.AddrPort{}, syscall.EINVAL
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	deadline := h.deadline(o.rcvtimeo)
+	for {
+		gen := h.generation()
+		c, err := ln.Accept(done)
+		if err == nil {
+			ns := &socket{family: s.family, conn: c, opened: true, o: o}
+			ns.apply()
+			return h.add(ns), c.RemoteAddr(), 0
+		}
+		if err != context.Canceled {
+			return -1, netip.AddrPort{}, errno(err)
+		}
+		if nonblock || h.expired(deadline) {
+			return -1, netip.AddrPort{}, syscall.EAGAIN
+		}
+		h.wait(gen)
+	}
+}
+
+// apply sets the socket's options on its connection.
+func (s *socket) apply() {
+	c := s.conn
+	c.SetNoDelay(s.o.nodelay)
+	c.SetLinger(s.o.linger)
+	if s.o.sndbuf > 0 || s.o.rcvbuf > 0 {
+		c.SetBuffers(s.o.sndbuf, s.o.rcvbuf)
+	}
+	if s.o.keepalive {
+		c.SetKeepAliveConfig(tcp.KeepAliveConfig{Enable: true, Idle: s.o.keepIdle, Interval: s.o.keepIntvl, Count: s.o.keepCnt})
+	}
+	if s.o.cc != "" {
+		c.SetCongestionControl(s.o.cc)
+	}
+}
+
+// deadline returns when a blocking call with timeout d (SO_RCVTIMEO, SO_SNDTIMEO; 0 is
+// none) gives up, and arms a timer that wakes it then.
+func (h *Host) deadline(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	h.clk.AfterFunc(d, func() {})
+	return h.clk.Now().Add(d)
+}
+
+func (h *Host) expired(deadline time.Time) bool {
+	return !deadline.IsZero() && !h.clk.Now().Before(deadline)
+}
+
+// Connect is connect(2).
+func (h *Host) Connect(fd int, remote netip.AddrPort) syscall.Errno {
+	h.enter()
+	defer h.leave()
+	s, e := h.sock(fd)
+	if e != 0 {
+		return e
+	}
+	s.mu.Lock()
+	if s.ln != nil {
+		s.mu.Unlock()
+		return syscall.EISCONN
+	}
+	c, nonblock, local, bo := s.conn, s.nonblock, s.local, s.bind
+	if !s.bound {
+		local = netip.AddrPort{}
+	}
+	first := !s.opened
+	if first {
+		s.apply()
+	}
+	s.opened = true
+	o := s.o
+	s.mu.Unlock()
+	if first {
+		if err := c.Connect(context.Background(), local, remote, tcp.DialOptions{Bind: bo}, false); err != nil {
+			return errno(err)
+		}
+		if nonblock {
+			return syscall.EINPROGRESS
+		}
+	} else {
+		r := c.Readiness()
+		switch {
+		case r.Opening && nonblock:
+			return syscall.EALREADY
+		case r.Opened && !r.Err:
+			return syscall.EISCONN
+		}
+	}
+	deadline := h.deadline(o.sndtimeo)
+	for {
+		gen := h.generation()
+		r := c.Readiness()
+		switch {
+		case r.Err:
+			return errno(c.TakeError())
+		case r.Opened:
+			return 0
+		case !r.Opening:
+			return syscall.ECONNREFUSED
+		}
+		if h.expired(deadline) {
+			return syscall.EINPROGRESS
+		}
+		h.wait(gen)
+	}
+}
+
+// Read is recv(2) with flags (read(2) has none).
+func (h *Host) Read(fd int, b []byte, flags int) (int, syscall.Errno) {
+	h.enter()
+	defer h.leave()
+	s, e := h.sock(fd)
+	if e != 0 {
+		return -1, e
+	}
+	s.mu.Lock()
+	c, nonblock, opened, o := s.conn, s.nonblock || flags&msgDontwait != 0, s.opened, s.o
+	s.mu.Unlock()
+	if !opened || c == nil {
+		return -1, syscall.ENOTCONN
+	}
+	deadline := h.deadline(o.rcvtimeo)
+	total := 0
+	for {
+		gen := h.generation()
+		n, err := c.ReadNonblock(b[total:], flags&msgPeek != 0)
+		total += n
+		if err == nil && (n == 0 || flags&msgWaitall == 0 || total == len(b) || flags&msgPeek != 0) {
+			return total, 0
+		}
+		if err != nil && err != syscall.EAGAIN {
+			if total > 0 {
+				return total, 0
+			}
+			return -1, errno(err)
+		}
+		if nonblock || h.expired(deadline) {
+			if total > 0 {
+				return total, 0
+			}
+			return -1, syscall.EAGAIN
+		}
+		if n == 0 {
+			h.wait(gen)
+		}
+	}
+}
+
+// Write is send(2) with flags (write(2) has none). A blocking write returns once every
+// byte is queued, as Linux's does.
+func (h *Host) Write(fd int, b []byte, flags int) (int, syscall.Errno) {
+	h.enter()
+	defer h.leave()
+	s, e := h.sock(fd)
+	if e != 0 {
+		return -1, e
+	}
+	s.mu.Lock()
+	c, nonblock, opened, o := s.conn, s.nonblock || flags&msgDontwait != 0, s.opened, s.o
+	s.mu.Unlock()
+	if !opened || c == nil {
+		return -1, syscall.EPIPE
+	}
+	deadline := h.deadline(o.sndtimeo)
+	total := 0
+	for {
+		gen := h.generation()
+		n, err := c.WriteNonblock(b[total:])
+		total += n
+		if err == nil && total == len(b) {
+			return total, 0
+		}
+		if err != nil && err != syscall.EAGAIN {
+			if total > 0 {
+				return total, 0
+			}
+			return -1, errno(err)
+		}
+		if nonblock || h.expired(deadline) {
+			if total > 0 {
+				return total, 0
+			}
+			return -1, syscall.EAGAIN
+		}
+		if n == 0 {
+			h.wait(gen)
+		}
+	}
+}
+
+// Shutdown is shutdown(2).
+func (h *Host) Shutdown(fd, how int) syscall.Errno {
+	h.enter()
+	defer h.leave()
+	s, e := h.sock(fd)
+	if e != 0 {
+		return e
+	}
+	s.mu.Lock()
+	c, ln, opened := s.conn, s.ln, s.opened
+	s.mu.Unlock()
+	if how < 0 || how > 2 {
+		return syscall.EINVAL
+	}
+	if ln != nil {
+		if how != syscall.SHUT_WR {
+			ln.Close()
+			return 0
+		}
+		return syscall.ENOTCONN
+	}
+	if !opened {
+		return syscall.ENOTCONN
+	}
+	if how == syscall.SHUT_RD || how == syscall.SHUT_RDWR {
+		if err := c.CloseRead(); err != nil {
+			return errno(err)
+		}
+	}
+	if how == syscall.SHUT_WR || how == syscall.SHUT_RDWR {
+		if err := c.CloseWrite(); err != nil {
+			return errno(err)
+		}
+	}
+	return 0
+}
+
+// SetNonblock is fcntl(F_SETFL) with or without O_NONBLOCK; Nonblock is F_GETFL's.
+func (h *Host) SetNonblock(fd int, on bool) syscall.Errno {
+	h.enter()
+	defer h.leave()
+	s, e := h.sock(fd)
+	if e != 0 {
+		return e
+	}
+	s.mu.Lock()
+	s.nonblock = on
+	s.mu.Unlock()
+	return 0
+}
+
+// Nonblock reports O_NONBLOCK.
+func (h *Host) Nonblock(fd int) (bool, syscall.Errno) {
+	s, e := h.sock(fd)
+	if e != 0 {
+		return false, e
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nonblock, 0
+}
+
+// Ioctl answers FIONREAD/SIOCINQ and SIOCOUTQ.
+func (h *Host) Ioctl(fd int, req uint) (int, syscall.Errno) {
+	s, e := h.sock(fd)
+	if e != 0 {
+		return -1, e
+	}
+	s.mu.Lock()
+	c, ln, opened := s.conn, s.ln, s.opened
+	s.mu.Unlock()
+	if ln != nil || !opened {
+		return -1, syscall.EINVAL
+	}
+	r := c.Readiness()
+	switch req {
+	case siocInq:
+		return r.RecvQueued, 0
+	case siocOutq:
+		return r.SendQueued, 0
+	}
+	return -1, syscall.ENOTTY
+}

@@ -1,0 +1,124 @@
+package forward
+
+import (
+	"errors"
+	"io"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// errWouldBlock is what an fdReader's Read returns when the socket has nothing more now.
+var errWouldBlock = errors.New("forward: would block")
+
+// fdReader reads a host socket without blocking, and waits for it to become readable
+// without reading, so that a copy takes its buffer only when there is data for it.
+type fdReader struct {
+	rc     syscall.RawConn
+	stream bool // TCP: a read of 0 bytes is the end of the stream
+	p      []byte
+	n      int
+	err    error
+	peek   [1]byte
+	inq    int32
+	count  interface{ Add(uint64) uint64 } // bytes read, if not nil
+	readFn func(fd uintptr) bool           // made once: a closure per call would allocate
+	waitFn func(fd uintptr) bool
+	lenFn  func(fd uintptr)
+}
+
+// newFDReader returns a reader of c's socket; stream for TCP.
+func newFDReader(c any, stream bool) (*fdReader, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	r := &fdReader{rc: rc, stream: stream}
+	r.readFn = r.read
+	r.waitFn = r.poll
+	r.lenFn = r.ioctlInq
+	return r, nil
+}
+
+func (r *fdReader) read(fd uintptr) bool {
+	for {
+		n, err := syscall.Read(int(fd), r.p)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			r.n, r.err = 0, errWouldBlock
+		case err != nil:
+			r.n, r.err = 0, err
+		case n == 0 && r.stream && len(r.p) > 0:
+			r.n, r.err = 0, io.EOF
+		default:
+			r.n, r.err = n, nil
+		}
+		return true
+	}
+}
+
+// poll reports readiness: a peek at one byte (MSG_PEEK|MSG_DONTWAIT) that would block
+// sends RawConn.Read to wait for the poller; data, the end of the stream or a pending
+// error end the wait. The error of a peek (a UDP socket's ICMP error) is the socket's
+// pending error, consumed by it: wait returns it.
+func (r *fdReader) poll(fd uintptr) bool {
+	for {
+		_, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.peek[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		case 0:
+			r.err = nil
+		default:
+			r.err = e
+		}
+		return true
+	}
+}
+
+// Read reads what the socket has now into p: errWouldBlock when it has nothing.
+func (r *fdReader) Read(p []byte) (int, error) {
+	r.p = p
+	err := r.rc.Read(r.readFn)
+	r.p = nil
+	if err != nil {
+		return 0, err
+	}
+	if r.count != nil && r.n > 0 {
+		r.count.Add(uint64(r.n))
+	}
+	return r.n, r.err
+}
+
+func (r *fdReader) ioctlInq(fd uintptr) {
+	r.inq = 0
+	syscall.Syscall(syscall.SYS_IOCTL, fd, unix.SIOCINQ, uintptr(unsafe.Pointer(&r.inq)))
+}
+
+// Len is how many bytes the socket has to read now (SIOCINQ): tcp.Conn.ReadFrom sizes
+// its send buffer by it.
+func (r *fdReader) Len() int {
+	if r.rc.Control(r.lenFn) != nil {
+		return 0
+	}
+	return int(r.inq)
+}
+
+// wait blocks until the socket is readable (or has an error, returned).
+func (r *fdReader) wait() error {
+	r.err = nil
+	if err := r.rc.Read(r.waitFn); err != nil {
+		return err
+	}
+	return r.err
+}

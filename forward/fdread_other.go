@@ -1,0 +1,16 @@
+//go:build !linux
+
+package forward
+
+import "errors"
+
+var errWouldBlock = errors.New("forward: would block")
+
+// fdReader is Linux's; elsewhere copies block in the host socket's Read.
+type fdReader struct {
+	count interface{ Add(uint64) uint64 }
+}
+
+func newFDReader(any, bool) (*fdReader, error) { return nil, errors.ErrUnsupported }
+func (*fdReader) Read([]byte) (int, error)     { return 0, errors.ErrUnsupported }
+func (*fdReader) wait() error                  { return errors.ErrUnsupported }

@@ -1,0 +1,283 @@
+package ether
+
+import (
+	"time"
+
+	"net/netip"
+
+	"github.com/berthnet/berth/clock"
+	"github.com/berthnet/berth/wire"
+)
+
+// nudState is a neighbour cache entry's state: RFC 4861 §7.3.2's, which Linux uses for ARP
+// as well (NUD_INCOMPLETE, ...). REACHABLE turns STALE lazily: an entry is REACHABLE while
+// its last confirmation is younger than ReachableTime.
+type nudState uint8
+
+const (
+	nudIncomplete nudState = iota // solicited, no answer yet; packets wait in queue
+	nudReachable                  // confirmed within ReachableTime
+	nudStale                      // not confirmed lately; the next send starts DELAY
+	nudDelay                      // used while STALE: wait for upper-layer confirmation
+	nudProbe                      // unicast solicitations until confirmed or failed
+)
+
+func (s nudState) String() string {
+	return [...]string{"INCOMPLETE", "REACHABLE", "STALE", "DELAY", "PROBE"}[s]
+}
+
+// neighbor is a neighbour cache entry, guarded by Endpoint.mu.
+type neighbor struct {
+	addr      netip.Addr
+	mac       wire.MAC
+	state     nudState
+	confirmed time.Time // last reachability confirmation (REACHABLE until +ReachableTime)
+	probes    int       // solicitations sent in INCOMPLETE or PROBE
+	timer     clock.Timer
+	queue     []queued // packets waiting in INCOMPLETE, oldest first
+	qbytes    int
+}
+
+// queued is a packet waiting for its next hop's address, with room in front for the
+// Ethernet header. gso > 0 marks a TCP super-segment for WriteGSO with that MSS.
+type queued struct {
+	frame []byte
+	gso   int
+}
+
+func (n *neighbor) stop() {
+	if n.timer != nil {
+		n.timer.Stop()
+		n.timer = nil
+	}
+}
+
+// arm (re)starts n's timer. The callback re-checks that n is still the cache's entry.
+func (e *Endpoint) arm(n *neighbor, d time.Duration) {
+	n.stop()
+	n.timer = e.clk.AfterFunc(d, func() { e.neighTimer(n) })
+}
+
+// Neighbor is a neighbour cache entry as Neighbors reports it (like `ip neigh`).
+type Neighbor struct {
+	Addr  netip.Addr
+	MAC   wire.MAC // zero while INCOMPLETE
+	State string   // INCOMPLETE, REACHABLE, STALE, DELAY or PROBE
+}
+
+// Neighbors returns the neighbour cache.
+func (e *Endpoint) Neighbors() []Neighbor {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.clk.Now()
+	out := make([]Neighbor, 0, len(e.neigh))
+	for _, n := range e.neigh {
+		e.age(n, now)
+		out = append(out, Neighbor{n.addr, n.mac, n.state.String()})
+	}
+	return out
+}
+
+// age turns a REACHABLE entry whose confirmation expired STALE (RFC 4861 §7.3.3).
+func (e *Endpoint) age(n *neighbor, now time.Time) {
+	if n.state == nudReachable && now.Sub(n.confirmed) >= e.cfg.ReachableTime {
+		n.state = nudStale
+	}
+}
+
+// lookupLocked finds the link address for next hop nh, moving the entry through the
+// state machine as a send does (RFC 4861 §7.3.3: a STALE entry in use goes to DELAY). It
+// returns ok with the MAC, or the entry the packet must wait on (nil: it is dropped,
+// counted). sol reports that a first solicitation must go out (after unlocking).
+func (e *Endpoint) lookupLocked(nh netip.Addr, now time.Time) (mac wire.MAC, ok bool, n *neighbor, sol bool) {
+	n = e.neigh[nh]
+	if n == nil {
+		if e.nInc >= e.cfg.MaxIncomplete || !e.makeRoomLocked() {
+			e.ctr.neighTableFulls.Add(1)
+			return mac, false, nil, false
+		}
+		n = &neighbor{addr: nh, state: nudIncomplete, probes: 1}
+		e.neigh[nh] = n
+		e.nInc++
+		e.arm(n, e.cfg.RetransTime)
+		return mac, false, n, true
+	}
+	e.age(n, now)
+	switch n.state {
+	case nudIncomplete:
+		return mac, false, n, false
+	case nudStale:
+		n.state = nudDelay
+		e.arm(n, e.cfg.DelayFirstProbe)
+	}
+	return n.mac, true, nil, false
+}
+
+// makeRoomLocked makes sure one more entry fits in the cache, evicting a STALE entry (one
+// nothing sends to: Linux's garbage collector takes those first) if it is full.
+func (e *Endpoint) makeRoomLocked() bool {
+	if len(e.neigh) < e.cfg.MaxNeighbors {
+		return true
+	}
+	now := e.clk.Now()
+	var victim *neighbor
+	for _, n := range e.neigh {
+		e.age(n, now)
+		if n.state == nudStale && (victim == nil || n.confirmed.Before(victim.confirmed)) {
+			victim = n
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	e.removeLocked(victim)
+	return true
+}
+
+func (e *Endpoint) removeLocked(n *neighbor) {
+	n.stop()
+	if n.state == nudIncomplete {
+		e.nInc--
+	}
+	e.ctr.neighUnresolvedDiscards.Add(uint64(len(n.queue)))
+	n.queue, n.qbytes = nil, 0
+	delete(e.neigh, n.addr)
+}
+
+// enqueueLocked keeps a copy of pkt (an IP packet) on n until it resolves. Over
+// QueueBytes the oldest packets are dropped first, as Linux's __neigh_event_send does.
+func (e *Endpoint) enqueueLocked(n *neighbor, pkt []byte, gso int) {
+	if len(pkt) > e.cfg.QueueBytes {
+		e.ctr.neighUnresolvedDiscards.Add(1)
+		return
+	}
+	for n.qbytes+len(pkt) > e.cfg.QueueBytes && len(n.queue) > 0 {
+		n.qbytes -= len(n.queue[0].frame) - wire.EthernetHeaderLen
+		n.queue[0] = queued{}
+		n.queue = n.queue[1:]
+		e.ctr.neighUnresolvedDiscards.Add(1)
+	}
+	f := make([]byte, wire.EthernetHeaderLen+len(pkt))
+	copy(f[wire.EthernetHeaderLen:], pkt)
+	n.queue = append(n.queue, queued{frame: f, gso: gso})
+	n.qbytes += len(pkt)
+}
+
+// how an address was learnt, which decides what it may do to the cache (RFC 4861 §7.2.5
+// and Appendix C; RFC 826's merge).
+type learnKind uint8
+
+const (
+	learnConfirmed  learnKind = iota // a solicited answer: ARP reply to us, NA with S set
+	learnSolicit                     // the sender of a request/NS for us: create or update, STALE
+	learnUpdate                      // anything else (gratuitous ARP, unsolicited NA with O): update an existing entry only
+	learnNoOverride                  // NA without O: confirms only if the MAC agrees
+)
+
+// learnLocked records that ip is at mac and returns the frames that were waiting for it,
+// headers filled in, for the caller to send after unlocking.
+func (e *Endpoint) learnLocked(ip netip.Addr, mac wire.MAC, how learnKind) []queued {
+	n := e.neigh[ip]
+	now := e.clk.Now()
+	if n == nil {
+		if how != learnSolicit || !e.onLink(ip) || !e.makeRoomLocked() {
+			if how == learnSolicit && e.onLink(ip) {
+				e.ctr.neighTableFulls.Add(1)
+			}
+			return nil
+		}
+		n = &neighbor{addr: ip, mac: mac, state: nudStale, confirmed: now.Add(-e.cfg.ReachableTime)}
+		e.neigh[ip] = n
+		return nil
+	}
+	e.age(n, now)
+	wasIncomplete := n.state == nudIncomplete
+	switch how {
+	case learnConfirmed:
+		n.mac, n.state, n.confirmed, n.probes = mac, nudReachable, now, 0
+		n.stop()
+	case learnNoOverride:
+		// RFC 4861 §7.2.5: without the override flag a different address does not
+		// replace a known one (a REACHABLE entry goes STALE); a matching one confirms.
+		switch {
+		case wasIncomplete:
+			n.mac, n.state, n.probes = mac, nudStale, 0
+			n.stop()
+		case mac == n.mac:
+			n.state, n.confirmed, n.probes = nudReachable, now, 0
+			n.stop()
+		case n.state == nudReachable:
+			n.state = nudStale
+		}
+	default:
+		if wasIncomplete || mac != n.mac {
+			n.mac, n.state, n.probes = mac, nudStale, 0
+			n.stop()
+		}
+	}
+	if !wasIncomplete || n.state == nudIncomplete {
+		return nil
+	}
+	e.nInc--
+	q := n.queue
+	n.queue, n.qbytes = nil, 0
+	for _, p := range q {
+		(&wire.EthernetFields{Dst: n.mac, Src: e.mac, EtherType: etherTypeOf(p.frame[wire.EthernetHeaderLen:])}).Encode(p.frame)
+	}
+	return q
+}
+
+// neighTimer is an entry's timer: retransmit a solicitation, move DELAY to PROBE, or give
+// up (RFC 4861 §7.3.3, Linux's neigh_timer_handler).
+func (e *Endpoint) neighTimer(n *neighbor) {
+	e.mu.Lock()
+	if e.closed.Load() || e.neigh[n.addr] != n {
+		e.mu.Unlock()
+		return
+	}
+	now := e.clk.Now()
+	var dst wire.MAC // zero: multicast solicitation
+	switch n.state {
+	case nudIncomplete:
+		if n.probes >= e.cfg.MaxMulticast {
+			e.ctr.neighResFailed.Add(1)
+			e.removeLocked(n)
+			e.mu.Unlock()
+			return
+		}
+	case nudDelay:
+		if now.Sub(n.confirmed) < e.cfg.ReachableTime {
+			n.state = nudReachable
+			n.timer = nil
+			e.mu.Unlock()
+			return
+		}
+		n.state, n.probes = nudProbe, 0
+		dst = n.mac
+	case nudProbe:
+		if n.probes >= e.cfg.MaxUnicast {
+			e.ctr.neighResFailed.Add(1)
+			e.removeLocked(n)
+			e.mu.Unlock()
+			return
+		}
+		dst = n.mac
+	default:
+		n.timer = nil
+		e.mu.Unlock()
+		return
+	}
+	n.probes++
+	e.arm(n, e.cfg.RetransTime)
+	addr := n.addr
+	e.mu.Unlock()
+	e.solicit(addr, dst)
+}
+
+// etherTypeOf is the EtherType for an IP packet by its version nibble.
+func etherTypeOf(pkt []byte) uint16 {
+	if len(pkt) > 0 && pkt[0]>>4 == 6 {
+		return wire.EtherTypeIPv6
+	}
+	return wire.EtherTypeIPv4
+}

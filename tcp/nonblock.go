@@ -1,0 +1,166 @@
+package tcp
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"syscall"
+)
+
+// This file is the socket-style surface of a connection that adapters of the BSD socket
+// API need (the packetdrill adapter in conformance/, a future poll loop): a connection made
+// before it opens, so that options set on it shape its SYN; a non-blocking connect, read
+// and write; and the readiness poll(2) reports.
+
+// Socket returns a connection that is not open yet, like socket(2): options set on it
+// (SetBuffers, SetNoDelay, SetLinger, SetKeepAliveConfig, SetCongestionControl) apply to
+// the connection Connect opens. Close releases it.
+func (p *Protocol) Socket() *Conn { return p.newConn() }
+
+// Connect opens c, made by Socket, actively, as Dial does. With wait true it returns once
+// the connection is established or has failed (Dial's errors). With wait false it returns
+// nil once the SYN is sent, as connect(2) on a non-blocking socket returns EINPROGRESS:
+// Readiness then reports the outcome. EISCONN if c was opened already, EALREADY while it
+// is still opening.
+func (c *Conn) Connect(ctx context.Context, local, remote netip.AddrPort, opts DialOptions, wait bool) error {
+	p := c.p
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if p.isClosed() {
+		return syscall.ENETDOWN
+	}
+	c.mu.Lock()
+	switch {
+	case c.userClosed:
+		c.mu.Unlock()
+		return net.ErrClosed
+	case c.state == StateSynSent:
+		c.mu.Unlock()
+		return syscall.EALREADY
+	case c.active || c.state != StateClosed:
+		c.mu.Unlock()
+		return syscall.EISCONN
+	}
+	c.mu.Unlock()
+	ra := remote.Addr().Unmap()
+	if !ra.IsValid() || ra.IsUnspecified() || ra.IsMulticast() || remote.Port() == 0 {
+		return syscall.ECONNREFUSED
+	}
+	return p.connect(ctx, c, local, remote, opts, wait)
+}
+
+// ReadNonblock is Read for a non-blocking socket: syscall.EAGAIN where Read would wait.
+// With peek the data stays queued (MSG_PEEK).
+func (c *Conn) ReadNonblock(b []byte, peek bool) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nowOK = false
+	switch {
+	case c.userClosed:
+		return 0, net.ErrClosed
+	case c.rcvBuf.n > 0:
+		if len(b) == 0 {
+			return 0, nil
+		}
+		n := min(len(b), c.rcvBuf.n)
+		c.rcvBuf.readAt(b[:n], 0)
+		if peek {
+			return n, nil
+		}
+		c.rcvBuf.consume(n)
+		c.rcvAutotune(n)
+		c.windowUpdate()
+		return n, nil
+	case c.rdShut:
+		return 0, nil
+	}
+	if err := c.takeErr(); err != nil {
+		return 0, err
+	}
+	if c.finRcvd || (c.state == StateClosed && c.active) {
+		return 0, nil // io.EOF: read(2) returns 0
+	}
+	if c.state == StateClosed {
+		return 0, syscall.ENOTCONN
+	}
+	return 0, syscall.EAGAIN
+}
+
+// WriteNonblock is Write for a non-blocking socket: it queues what fits in the send buffer
+// now and returns syscall.EAGAIN if nothing does (or the handshake is still under way).
+func (c *Conn) WriteNonblock(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nowOK = false
+	if wait, err := c.writable(); err != nil {
+		if c.state == StateClosed && !c.active && err == syscall.EPIPE {
+			return 0, syscall.ENOTCONN
+		}
+		return 0, err
+	} else if wait {
+		return 0, syscall.EAGAIN
+	}
+	if len(b) == 0 {
+		return 0, nil
+	}
+	space := c.sndBufMax - c.sndBuf.n
+	if space <= 0 {
+		return 0, syscall.EAGAIN
+	}
+	k := min(space, len(b))
+	c.sndBuf.reserve(c.sndBuf.n+k, c.sndBufMax, c.sndBuf.n)
+	c.sndBuf.writeAt(b[:k], c.sndBuf.n)
+	c.sndBuf.n += k
+	c.output()
+	return k, nil
+}
+
+// Readiness is a connection's state as poll(2) and the socket ioctls see it.
+type Readiness struct {
+	Readable bool // a read would not block: data, EOF (the peer's FIN, SHUT_RD) or an error
+	Writable bool // a write would not block: established with send-buffer space, or an error
+	Hup      bool // both directions are finished (POLLHUP)
+	RdHup    bool // the peer's FIN arrived or reading was shut down (POLLRDHUP)
+	Err      bool // an error is pending (POLLERR; SO_ERROR returns it)
+	Opening  bool // the handshake is under way
+	Opened   bool // the connection reached ESTABLISHED once
+	// RecvQueued is the data ready to read (FIONREAD/SIOCINQ); SendQueued the data not yet
+	// acknowledged, in flight or queued (SIOCOUTQ); SendSpace the room left in the send
+	// buffer.
+	RecvQueued, SendQueued, SendSpace int
+	State                             State
+}
+
+// Readiness reports what a read or write would do now.
+func (c *Conn) Readiness() Readiness {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := Readiness{State: c.state, Opened: c.synced, RecvQueued: c.rcvBuf.n}
+	r.Opening = c.state == StateSynSent || c.state == StateSynReceived
+	r.Err = c.err != nil
+	r.SendQueued = c.sndBuf.n
+	r.SendSpace = max(c.sndBufMax-c.sndBuf.n, 0)
+	r.RdHup = c.finRcvd || c.rdShut
+	closed := c.state == StateClosed && (c.active || c.synced)
+	r.Readable = r.RecvQueued > 0 || r.RdHup || r.Err || closed
+	// As Linux's tcp_poll: writable with send-buffer space once established; always
+	// after our FIN was queued (a write then fails at once) or an error.
+	switch c.state {
+	case StateEstablished, StateCloseWait:
+		r.Writable = r.SendSpace > 0 || c.finQueued
+	}
+	r.Writable = r.Writable || r.Err || closed || (c.finQueued && !r.Opening)
+	r.Hup = closed || (c.finRcvd && c.finQueued)
+	return r
+}
+
+// TakeError returns the pending error and clears it, as getsockopt(SO_ERROR) does; nil if
+// there is none.
+func (c *Conn) TakeError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.takeErr()
+}
