@@ -523,6 +523,10 @@ func dropInMain(argv []string) int {
 	switch dropInName(argv[0]) {
 	case "slirp4netns":
 		return runSlirp4netns(argv[1:])
+	case "pasta":
+		return runPasta(argv[1:])
+	case "pesto":
+		return runPesto(argv[1:])
 	}
 	return -1
 }
