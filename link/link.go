@@ -60,7 +60,7 @@ type Dispatcher interface {
 // checksums in such a batch are complete, as in DeliverPackets.
 type VerifiedDispatcher interface {
 	Dispatcher
-	DeliverVerified(pkts [][]byte)
+	DeliverVerified(pkts [][]byte) // like DeliverPackets, for packets whose TCP checksums the link vouches for
 }
 
 // DispatcherFunc adapts a function to the Dispatcher interface.

@@ -48,6 +48,7 @@ const (
 	ErrBadField                         // a field holds a value the RFC forbids
 )
 
+// String names the kind, as error texts show it.
 func (k ErrorKind) String() string {
 	switch k {
 	case ErrTooShort:
@@ -73,6 +74,7 @@ type Error struct {
 	Kind  ErrorKind
 }
 
+// Error returns "wire: <layer>: <kind>".
 func (e *Error) Error() string { return "wire: " + e.Layer + ": " + e.Kind.String() }
 
 // Is makes errors.Is(err, &wire.Error{Kind: k}) match any layer when Layer is empty.

@@ -43,8 +43,8 @@ type Config struct {
 // Stats counts what one endpoint sent and received. Tx counts packets queued towards the
 // peer; Rx counts packets handed to this endpoint's Dispatcher.
 type Stats struct {
-	TxPackets, TxBytes uint64
-	RxPackets, RxBytes uint64
+	TxPackets, TxBytes uint64 // packets and bytes queued towards the peer
+	RxPackets, RxBytes uint64 // packets and bytes handed to this end's Dispatcher
 	// Drops by reason, counted on the sending endpoint.
 	DropQueueFull   uint64 // the direction's queue was full (packets or bytes)
 	DropTooBig      uint64 // longer than the MTU: WritePackets returned EMSGSIZE
