@@ -12,7 +12,7 @@ import (
 type counters struct {
 	// Ethernet input and output.
 	EtherInFrames, EtherInRunts, EtherInTooBig, EtherInVLAN, EtherInUnknownTypes,
-	EtherInNotForUs, EtherOutFrames, EtherOutNoRoutes, EtherOutErrors *atomic.Uint64
+	EtherInNotForUs, EtherInLooped, EtherOutFrames, EtherOutNoRoutes, EtherOutErrors *atomic.Uint64
 	// ARP.
 	ArpInRequests, ArpInReplies, ArpInProbes, ArpInGratuitous, ArpInErrors, ArpInNotForUs,
 	ArpInSpoofed, ArpOutRequests, ArpOutReplies, ArpOutGratuitous *atomic.Uint64

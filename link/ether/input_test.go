@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/link/ether"
@@ -218,4 +219,23 @@ func TestMixedBatch(t *testing.T) {
 			t.Errorf("frame %d to %v, want %v", i, wire.Ethernet(f).Dst(), want[i])
 		}
 	}
+}
+
+// TestLoopedFrames: frames with our own source MAC (our DAD probe or announcement echoed
+// by a bridge, or a station sending as us) are dropped before they are read: the echoed
+// DAD probe does not make our address a duplicate.
+func TestLoopedFrames(t *testing.T) {
+	h := newHarness(t, ether.Config{}, true)
+	var probe []byte
+	for _, f := range h.announced {
+		if wire.Ethernet(f).EtherType() == wire.EtherTypeIPv6 {
+			probe = f
+		}
+	}
+	h.dev.deliver(append(h.announced, probe)...)
+	h.clk.Advance(time.Second)
+	if h.ep.Duplicate(our6) || h.ep.Duplicate(ourLL) || h.ep.Tentative(our6) {
+		t.Fatal("our own echoed DAD probe made an address a duplicate")
+	}
+	h.wantCounters(map[string]uint64{"EtherInLooped": uint64(len(h.announced) + 1), "ArpInSpoofed": 0, "Ip6DADFailures": 0})
 }
