@@ -63,6 +63,7 @@ func ParseDHCPv6(b []byte) (DHCPv6, error) {
 	return DHCPv6(b), nil
 }
 
+// MsgType is the message type (DHCPv6Solicit, ...).
 func (m DHCPv6) MsgType() uint8 { return m[0] }
 
 // XID is the 24-bit transaction ID.

@@ -64,9 +64,9 @@ func (e *Endpoint) arm(n *neighbor, d time.Duration) {
 
 // Neighbor is a neighbour cache entry as Neighbors reports it (like `ip neigh`).
 type Neighbor struct {
-	Addr  netip.Addr
-	MAC   wire.MAC // zero while INCOMPLETE
-	State string   // INCOMPLETE, REACHABLE, STALE, DELAY or PROBE
+	Addr  netip.Addr // the neighbour's IPv4 or IPv6 address
+	MAC   wire.MAC   // zero while INCOMPLETE
+	State string     // INCOMPLETE, REACHABLE, STALE, DELAY or PROBE
 }
 
 // Neighbors returns the neighbour cache.
