@@ -178,7 +178,7 @@ func TestDNSThroughTunnel(t *testing.T) {
 
 	// Nobody listens on port 81: the second address refuses, the first never answers;
 	// the dial fails with the refusal once the first attempt gives up too.
-	dctx2, dcancel2 := context.WithTimeout(ctx, time.Second)
+	dctx2, dcancel2 := context.WithTimeout(ctx, 2*time.Second)
 	defer dcancel2()
 	if _, err := a.dial(dctx2, "tcp", "big.test:81"); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("dial big.test:81 = %v, want ECONNREFUSED", err)
