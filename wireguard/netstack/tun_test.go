@@ -189,7 +189,7 @@ func TestCreateNetTUNErrors(t *testing.T) {
 	if _, _, err := CreateNetTUN([]netip.Addr{netip.MustParseAddr("fd00::1")}, nil, 1279); err == nil {
 		t.Error("an IPv6 address on a 1279-byte link was accepted")
 	}
-		// The same address twice is refused by the stack, and nothing is left running.
+	// The same address twice is refused by the stack, and nothing is left running.
 	base := runtime.NumGoroutine()
 	if _, _, err := CreateNetTUN([]netip.Addr{addrA, addrA}, nil, 1420); err == nil {
 		t.Error("a duplicate address was accepted")
