@@ -76,6 +76,8 @@ type Config struct {
 	Router *Router
 	// DHCP, if set, runs a DHCPv4 server on the interface (RFC 2131).
 	DHCP *DHCPConfig
+	// DHCPv6, if set, runs a stateless DHCPv6 server (DNS servers, search domains).
+	DHCPv6 *DHCPv6Config
 
 	// Clock drives the neighbour timers; nil: clock.Real.
 	Clock clock.Clock
@@ -117,6 +119,7 @@ type Endpoint struct {
 	// defended is when each of our addresses was last defended (RFC 5227 §2.4).
 	defended map[netip.Addr]time.Time
 	dhcp     *dhcpServer   // nil: no DHCP server
+	dhcp6    *dhcpv6Server // nil: no DHCPv6 server
 	timers   []clock.Timer // one-shot timers (announcements) Close stops
 	// addr6 is the state of each IPv6 address answered for: tentative while DAD runs,
 	// duplicate after it failed; absent when usable.
@@ -199,6 +202,9 @@ func New(dev link.Endpoint, cfg Config) (*Endpoint, error) {
 	e.addrs.Store(t)
 	e.ctr.register(cfg.Counter)
 	e.tx.max = 4
+	if err := e.initDHCPv6(); err != nil { // before initRouter: it may set the O flag
+		return nil, err
+	}
 	e.initRouter()
 	if err := e.initDHCP(); err != nil {
 		return nil, err
