@@ -305,3 +305,21 @@ curl -sS --max-time 20 -o /dev/null -w "v6 %%{http_code}\n" 'http://[fd00::2]:%d
 		}
 	}
 }
+
+// TestRunUsernsTAP: the rootless mode with --tap (--userns as root): the child opens a
+// TAP device in the user and network namespace, berth adopts it (tun.TAPFromFile), and
+// the TestRunTAP traffic passes.
+func TestRunUsernsTAP(t *testing.T) {
+	needTAPTools(t)
+	e := newRootlessEnv(t)
+	p4, p6 := sumServer(t, "127.0.0.1:0"), sumServer(t, "[::1]:0")
+	up, upSum := uploadFile(t)
+	os.Chmod(filepath.Dir(up), 0o755)
+	cmd := exec.Command(e.bin, "run", "--userns", "--tap", "--control", "none", "--", "sh", "-c", transferScript(p4, p6, up, "berth0"))
+	cmd.Env = e.env
+	code, out, errs := runBin(t, cmd)
+	if code != 0 {
+		t.Fatalf("berth run --userns --tap: exit %d\n%s\n%s", code, out, errs)
+	}
+	checkTransfers(t, out, upSum)
+}
