@@ -29,7 +29,7 @@ import (
 const tapBulk = 64 << 20
 
 // sumServer serves GET /N (N bytes of services' pattern) and POST /sum (the SHA-256 of
-// the body, in hex) on addr of the host's loopback; it returns the port.
+// the body, in hex, and its length) on addr of the host's loopback; it returns the port.
 func sumServer(t *testing.T, addr string) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
@@ -39,8 +39,8 @@ func sumServer(t *testing.T, addr string) int {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			h := sha256.New()
-			io.Copy(h, r.Body)
-			fmt.Fprintf(w, "%x\n", h.Sum(nil))
+			n, _ := io.Copy(h, r.Body)
+			fmt.Fprintf(w, "%x %d\n", h.Sum(nil), n)
 			return
 		}
 		var n int64
