@@ -224,7 +224,7 @@ func (s *Session) Close() error {
 
 // Namespace is a named network namespace berth made (ip netns add) for `berth run`.
 type Namespace struct {
-	Name string
+	Name string // the namespace's name
 }
 
 // Path is the namespace's file.

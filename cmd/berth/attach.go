@@ -32,8 +32,7 @@ func runAttach(c *command, args []string) int {
 	nsArg := fs.String("netns", "", "the namespace: a path, a name under /run/netns, or a PID")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n", c.usage, c.help)
-			return exitOK
+			return runHelp([]string{c.name}) // as every command: usage and help on stdout, exit 0
 		}
 		return usageError(c, "%v", err)
 	}

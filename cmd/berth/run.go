@@ -179,8 +179,7 @@ func runRun(c *command, args []string) int {
 	userns := fs.Bool("userns", false, "rootless (user namespace) mode, also as root")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n", c.usage, c.help)
-			return exitOK
+			return runHelp([]string{c.name}) // as every command: usage and help on stdout, exit 0
 		}
 		return usageError(c, "%v", err)
 	}

@@ -495,6 +495,24 @@ func dropInName(argv0 string) string {
 	return ""
 }
 
+// dropInCommand is the table's run function of a drop-in (berth slirp4netns ...): -h,
+// -help or --help before any operand prints berth's usage and the drop-in's help;
+// everything else is the drop-in's command line.
+func dropInCommand(run func([]string) int) func(*command, []string) int {
+	return func(c *command, args []string) int {
+		for _, a := range args {
+			if a == "--" || !strings.HasPrefix(a, "-") {
+				break
+			}
+			if a == "-h" || a == "-help" || a == "--help" {
+				fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n\n%s", c.usage, c.summary, c.help)
+				return exitOK
+			}
+		}
+		return run(args)
+	}
+}
+
 // dropInMain runs berth as the helper argv[0] names (slirp4netns, pasta, pesto: berth
 // installed under that name, or a symlink), or as the hidden namespace helper; it
 // returns -1 when argv is none of them, for main to go on with berth's commands.
@@ -505,6 +523,10 @@ func dropInMain(argv []string) int {
 	switch dropInName(argv[0]) {
 	case "slirp4netns":
 		return runSlirp4netns(argv[1:])
+	case "pasta":
+		return runPasta(argv[1:])
+	case "pesto":
+		return runPesto(argv[1:])
 	}
 	return -1
 }
