@@ -86,6 +86,12 @@ type Conn struct {
 	tfoChild, synData bool
 	foReply           uint8
 	foCookie          [8]byte
+	// Fast Open client (fastopen_client.go): the SYN carries the option (foSend), with
+	// the cookie foEntry if foHave, in the option kind foKind.
+	foSend, foHave bool
+	foKind         uint8
+	foEntry        foEntry
+	synRetries     int // SetSynRetries (TCP_SYNCNT); 0: Config's
 
 	rd, wd    deadline
 	nodelay   bool
@@ -358,10 +364,16 @@ func (c *Conn) sendSYN() {
 		}
 		o.SACKPermitted = !c.p.cfg.NoSACK
 	}
+	n := 0
+	if c.state == StateSynSent {
+		if n = c.synFastOpen(&o); n > 0 {
+			c.sndNxt, c.sndMax = c.iss+1+uint32(n), c.iss+1+uint32(n)
+		}
+	}
 	if c.retries == 0 && !c.rttOn {
 		c.rttOn, c.rttSeq, c.rttStart = true, c.iss, c.now()
 	}
-	c.emit(c.iss, flags, 0, &o)
+	c.emit(c.iss, flags, n, &o)
 }
 
 // tsOptLen is the space the timestamps option takes in every segment (RFC 7323 §3.2,

@@ -88,3 +88,37 @@ func TestLinuxFastOpenServer(t *testing.T) {
 		t.Fatalf("SYN-ACK options %+v %v: want the cookie %x", got, err, cookie)
 	}
 }
+
+// The Fast Open client: without a cookie the SYN asks for one and carries no data; the
+// SYN-ACK's cookie is cached, and the next connection's SYN carries the cookie and the
+// data (RFC 7413 §4.1; tcp/fastopen/client/nonblocking-sendto-over-mss.pkt).
+func TestLinuxFastOpenClient(t *testing.T) {
+	s := newScript(t, Config{FastOpen: FastOpenClient, NoTimestamps: true})
+	remote := netip.AddrPortFrom(scriptRemote, 80)
+	c := s.p.Socket()
+	if n, err := c.ConnectData(context.Background(), netip.AddrPort{}, remote, DialOptions{}, []byte("hello"), false); n != 0 || err != nil {
+		t.Fatalf("first ConnectData: %d %v, want 0 (a cookie request)", n, err)
+	}
+	syn := s.expect(want{Flags: is(wire.TCPFlagSYN), Len: is(0)})
+	var o wire.TCPOptions
+	if err := syn.ParseOptions(&o); err != nil || o.FastOpen != wire.TCPOptFastOpen || o.FastOpenLen != 0 {
+		t.Fatalf("SYN options %+v %v: want a cookie request", o, err)
+	}
+	cookie := &wire.TCPOptions{HasMSS: true, MSS: 1460, FastOpen: wire.TCPOptFastOpen, FastOpenLen: 4, FastOpenCookie: [16]byte{0xab, 0xcd, 0x12, 0x34}}
+	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Ack: syn.Seq() + 1,
+		Flags: wire.TCPFlagSYN | wire.TCPFlagACK, Window: 65535, Options: cookie}, nil)
+	s.expect(want{Flags: is(wire.TCPFlagACK), Ack: is[uint32](remoteISS + 1)})
+	if !s.p.HasFastOpenCookie(scriptRemote) {
+		t.Fatal("cookie not cached")
+	}
+	c2 := s.p.Socket()
+	if n, err := c2.ConnectData(context.Background(), netip.AddrPort{}, remote, DialOptions{}, []byte("hello"), false); n != 5 || err != nil {
+		t.Fatalf("second ConnectData: %d %v, want 5 bytes in the SYN", n, err)
+	}
+	syn2 := s.expect(want{Flags: is(wire.TCPFlagSYN), Payload: is("hello")})
+	if err := syn2.ParseOptions(&o); err != nil || o.FastOpenLen != 4 || o.FastOpenCookie != cookie.FastOpenCookie {
+		t.Fatalf("SYN options %+v %v: want the cached cookie", o, err)
+	}
+	c.Abort()
+	c2.Abort()
+}

@@ -145,6 +145,9 @@ func (c *Conn) onRetransmit() {
 		if !c.active {
 			limit = c.p.cfg.SynAckRetries
 		}
+		if c.synRetries > 0 {
+			limit = c.synRetries
+		}
 		if c.retries >= limit {
 			c.fail(syscall.ETIMEDOUT)
 			return

@@ -48,11 +48,11 @@ static ssize_t w_recvmsg(void *u, int fd, struct msghdr *m, int f) {
 static ssize_t w_write(void *u, int fd, const void *b, size_t n) { return ret(pdSend(fd, (void *)b, n, 0)); }
 static ssize_t w_send(void *u, int fd, const void *b, size_t n, int f) { return ret(pdSend(fd, (void *)b, n, f)); }
 static ssize_t w_sendto(void *u, int fd, const void *b, size_t n, int f, const struct sockaddr *a, socklen_t l) {
-	return ret(pdSend(fd, (void *)b, n, f));
+	return ret(pdSendTo(fd, (void *)b, n, f, (void *)a, l));
 }
 static ssize_t w_writev(void *u, int fd, const struct iovec *iov, int cnt) { return ret(pdSendIov(fd, (void *)iov, cnt, 0)); }
 static ssize_t w_sendmsg(void *u, int fd, const struct msghdr *m, int f) {
-	return ret(pdSendIov(fd, m->msg_iov, m->msg_iovlen, f));
+	return ret(pdSendIovTo(fd, m->msg_iov, m->msg_iovlen, f, m->msg_name, m->msg_namelen));
 }
 static int w_fcntl(void *u, int fd, int cmd, ...) {
 	va_list ap;

@@ -35,11 +35,13 @@ const (
 	tcpKeepIdle  = 4
 	tcpKeepIntvl = 5
 	tcpKeepCnt   = 6
+	tcpSynCnt    = 7
 	tcpInfo      = 11
 	tcpQuickAck  = 12
 	tcpCongest   = 13
 	tcpFastOpen  = 23
 	tcpCCInfo    = 26
+	tcpFOConnect = 30
 	soMeminfo    = 55
 
 	ipv6V6Only = 26
@@ -177,6 +179,20 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 			if s.ln != nil {
 				s.ln.SetFastOpen(v)
 			}
+		case tcpSynCnt:
+			if v < 1 || v > 127 {
+				return syscall.EINVAL
+			}
+			s.o.synCnt = v
+			return s.setConn(func(c *tcp.Conn) error { return c.SetSynRetries(v) })
+		case tcpFOConnect:
+			if s.opened || s.ln != nil {
+				return syscall.EISCONN
+			}
+			if !h.fastOpenClient() {
+				return syscall.EOPNOTSUPP
+			}
+			s.o.foConnect = v != 0
 		case tcpQuickAck:
 		default:
 			return syscall.ENOPROTOOPT
