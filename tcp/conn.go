@@ -92,6 +92,7 @@ type Conn struct {
 	foKind         uint8
 	foEntry        foEntry
 	synRetries     int // SetSynRetries (TCP_SYNCNT); 0: Config's
+	maxSeg         int // SetMaxSeg (TCP_MAXSEG); 0: none
 
 	rd, wd    deadline
 	nodelay   bool
@@ -121,6 +122,9 @@ func (c *Conn) setRoute(mtu int) {
 		ipHdr = 40
 	}
 	c.advMSS = max(mtu-ipHdr-wire.TCPMinHeaderLen, 64)
+	if c.maxSeg > 0 {
+		c.advMSS = min(c.advMSS, c.maxSeg) // TCP_MAXSEG (nonblock.go)
+	}
 	c.mss = c.advMSS
 	// RFC 7323 §5.4: a per-connection random offset for TSval, derived like the ISN.
 	c.tsOffset = c.p.isn(c.remote, c.local)
@@ -329,6 +333,11 @@ func (p *Protocol) passiveOpen(l *Listener, local, remote netip.AddrPort, mtu in
 	c, err := p.registerConn(local, remote, false, l)
 	if err != nil {
 		return nil, err
+	}
+	if l != nil {
+		l.mu.Lock() // after c.mu, as Listener.ready
+		c.maxSeg = l.maxSeg
+		l.mu.Unlock()
 	}
 	c.setRoute(mtu)
 	c.initRecv(irs)

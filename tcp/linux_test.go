@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/berthnet/berth/wire"
 )
@@ -121,4 +122,51 @@ func TestLinuxFastOpenClient(t *testing.T) {
 	}
 	c.Abort()
 	c2.Abort()
+}
+
+// RTO = SRTT + max(4·RTTVAR, 200 ms), as Linux's (RFC 6298 §2.3 floors the sum instead):
+// after one RTT sample of 20 ms it is 220 ms, not 200 ms (tcp/sack/*.pkt and
+// tcp/user_timeout/*.pkt time retransmissions to Linux's).
+func TestLinuxRTOFloor(t *testing.T) {
+	s := newScript(t, Config{})
+	ch := make(chan *Conn, 1)
+	go func() {
+		c, err := s.p.Dial(context.Background(), netip.AddrPort{}, netip.AddrPortFrom(scriptRemote, 80), DialOptions{})
+		if err != nil {
+			t.Error(err)
+		}
+		ch <- c
+	}()
+	syn := s.expect(want{Flags: is(wire.TCPFlagSYN)})
+	s.clk.Advance(20 * time.Millisecond)
+	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Ack: syn.Seq() + 1,
+		Flags: wire.TCPFlagSYN | wire.TCPFlagACK, Window: 65535, Options: &wire.TCPOptions{HasMSS: true, MSS: 1460}}, nil)
+	s.expect(want{Flags: is(wire.TCPFlagACK)})
+	c := <-ch
+	if c == nil {
+		t.FailNow()
+	}
+	if got := c.Info().RTO; got != 220*time.Millisecond {
+		t.Fatalf("RTO %v after a 20 ms RTT sample, want 220ms", got)
+	}
+	c.Write([]byte("data"))
+	first := s.expect(want{Payload: is("data")})
+	s.clk.Advance(219 * time.Millisecond)
+	s.none()
+	s.clk.Advance(time.Millisecond)
+	s.expect(want{Seq: is(first.Seq()), Payload: is("data")})
+	c.Abort()
+}
+
+// TCP_MAXSEG on a listener caps the MSS its connections announce and send
+// (tcp/mss/mss-setsockopt-tcp_maxseg-server.pkt: "> S. 0:0(0) ack 1 <mss 1100,...>").
+func TestLinuxMaxSegListener(t *testing.T) {
+	s := newScript(t, Config{})
+	l := s.listen(80, 8)
+	if err := l.SetMaxSeg(1100); err != nil {
+		t.Fatal(err)
+	}
+	s.inject(wire.TCPFields{SrcPort: 4000, DstPort: 80, Seq: remoteISS, Flags: wire.TCPFlagSYN, Window: 1000,
+		Options: &wire.TCPOptions{HasMSS: true, MSS: 1300}}, nil)
+	s.expect(want{Flags: is(wire.TCPFlagSYN | wire.TCPFlagACK), MSS: is[uint16](1100)})
 }

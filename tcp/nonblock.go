@@ -164,3 +164,25 @@ func (c *Conn) TakeError() error {
 	defer c.mu.Unlock()
 	return c.takeErr()
 }
+
+// SetMaxSeg sets TCP_MAXSEG before the connection opens: the MSS we announce, and the
+// largest segment we send, are at most n (88 to 32767 bytes, as Linux takes; 0 removes
+// the limit). Once the connection is open it has no effect, as on Linux.
+func (c *Conn) SetMaxSeg(n int) error {
+	if n != 0 && (n < 88 || n > 32767) {
+		return syscall.EINVAL
+	}
+	return c.setOpt(func() { c.maxSeg = n })
+}
+
+// SetMaxSeg is TCP_MAXSEG on a listener: the connections it accepts announce and send at
+// most n bytes per segment.
+func (l *Listener) SetMaxSeg(n int) error {
+	if n != 0 && (n < 88 || n > 32767) {
+		return syscall.EINVAL
+	}
+	l.mu.Lock()
+	l.maxSeg = n
+	l.mu.Unlock()
+	return nil
+}

@@ -292,5 +292,11 @@ func (c *Conn) computedRTO() time.Duration {
 	if c.srtt == 0 {
 		return c.p.cfg.InitialRTO
 	}
-	return min(max(c.srtt+max(time.Millisecond, 4*c.rttvar), c.p.cfg.MinRTO), c.p.cfg.MaxRTO)
+	// RFC 6298 §2.3 says RTO = SRTT + max(G, 4·RTTVAR), then at least 1 s (§2.4; MinRTO
+	// here). Linux floors the variance term instead, RTO = SRTT + max(4·RTTVAR, rto_min)
+	// (tcp_set_rto: rttvar_us is kept at least tcp_rto_min), which is never below the RFC's
+	// with the same floor and keeps an RTO margin over SRTT on long paths: berth does as
+	// Linux, so that its timers fire when the kernel's do (tcp/user_timeout/*.pkt,
+	// tcp/sack/*.pkt time retransmissions to it).
+	return min(c.srtt+max(4*c.rttvar, c.p.cfg.MinRTO), c.p.cfg.MaxRTO)
 }

@@ -225,6 +225,15 @@ func pdRecvIov(fd C.int, p unsafe.Pointer, cnt C.size_t, flags C.int) C.long {
 	return res(n, 0)
 }
 
+//export pdInq
+func pdInq(fd C.int) C.long {
+	n, ok := host.Inq(int(fd))
+	if !ok {
+		return -1
+	}
+	return C.long(n)
+}
+
 //export pdFcntl
 func pdFcntl(fd, cmd C.int, arg C.long) C.long {
 	switch cmd {

@@ -59,6 +59,8 @@ type sockOpts struct {
 	cc                 string
 	fastOpen           int // TCP_FASTOPEN's queue length on a listener
 	foConnect          bool
+	inq                bool // TCP_INQ
+	maxSeg             int  // TCP_MAXSEG
 	synCnt             int
 }
 
@@ -151,6 +153,9 @@ func (h *Host) Listen(fd, backlog int) syscall.Errno {
 	if s.o.fastOpen > 0 {
 		ln.SetFastOpen(s.o.fastOpen)
 	}
+	if s.o.maxSeg > 0 {
+		ln.SetMaxSeg(s.o.maxSeg)
+	}
 	s.ln = ln
 	return 0
 }
@@ -210,6 +215,9 @@ func (s *socket) apply() {
 	}
 	if s.o.cc != "" {
 		c.SetCongestionControl(s.o.cc)
+	}
+	if s.o.maxSeg > 0 {
+		c.SetMaxSeg(s.o.maxSeg)
 	}
 }
 
@@ -362,6 +370,8 @@ func (h *Host) SendTo(fd int, b []byte, flags int, to netip.AddrPort) (int, sysc
 	switch {
 	case !opened && deferTo.IsValid():
 		return h.fastOpen(s, deferTo, b, flags)
+	case opened && flags&msgFastOpen != 0 && s.conn.Readiness().Opening:
+		return -1, syscall.EALREADY // a second Fast Open sendto while the first connects
 	case !opened && flags&msgFastOpen != 0:
 		if !h.fastOpenClient() {
 			return -1, syscall.EOPNOTSUPP
@@ -491,6 +501,26 @@ func (h *Host) Write(fd int, b []byte, flags int) (int, syscall.Errno) {
 			h.wait(gen)
 		}
 	}
+}
+
+// Inq reports, for a socket with TCP_INQ on, what is left to read after a recvmsg (1 at
+// EOF with nothing left, as Linux's tcp_inq_hint).
+func (h *Host) Inq(fd int) (int, bool) {
+	s, e := h.sock(fd)
+	if e != 0 {
+		return 0, false
+	}
+	s.mu.Lock()
+	c, on := s.conn, s.o.inq
+	s.mu.Unlock()
+	if !on || c == nil {
+		return 0, false
+	}
+	r := c.Readiness()
+	if r.RecvQueued == 0 && r.RdHup {
+		return 1, true
+	}
+	return r.RecvQueued, true
 }
 
 // Shutdown is shutdown(2).

@@ -42,6 +42,7 @@ const (
 	tcpFastOpen  = 23
 	tcpCCInfo    = 26
 	tcpFOConnect = 30
+	tcpInq       = 36
 	soMeminfo    = 55
 
 	ipv6V6Only = 26
@@ -179,6 +180,17 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 			if s.ln != nil {
 				s.ln.SetFastOpen(v)
 			}
+		case tcpInq:
+			s.o.inq = v != 0
+		case tcpMaxseg:
+			if v < 88 || v > 32767 {
+				return syscall.EINVAL
+			}
+			s.o.maxSeg = v
+			if s.ln != nil {
+				return errno(s.ln.SetMaxSeg(v))
+			}
+			return s.setConn(func(c *tcp.Conn) error { return c.SetMaxSeg(v) })
 		case tcpSynCnt:
 			if v < 1 || v > 127 {
 				return syscall.EINVAL
@@ -284,6 +296,8 @@ func (h *Host) GetSockopt(fd, level, name int, buf []byte) (int, syscall.Errno) 
 		switch name {
 		case tcpNodelay:
 			return putInt(buf, b2i(o.nodelay)), 0
+		case tcpInq:
+			return putInt(buf, b2i(o.inq)), 0
 		case tcpKeepIdle:
 			return putInt(buf, int(o.keepIdle/time.Second)), 0
 		case tcpKeepIntvl:
@@ -292,6 +306,9 @@ func (h *Host) GetSockopt(fd, level, name int, buf []byte) (int, syscall.Errno) 
 			return putInt(buf, o.keepCnt), 0
 		case tcpMaxseg:
 			if c == nil || !opened {
+				if o.maxSeg > 0 {
+					return putInt(buf, o.maxSeg), 0
+				}
 				return putInt(buf, 536), 0
 			}
 			return putInt(buf, c.Info().MSS), 0
