@@ -811,8 +811,9 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
-// CloseRead ends reading (shutdown(SHUT_RD)): Read returns io.EOF; data that arrives later
-// is acknowledged and dropped.
+// CloseRead ends reading (shutdown(SHUT_RD)) as Linux does: Read returns what is queued,
+// then io.EOF instead of waiting; data that arrives later is still acknowledged and
+// queued, and no window update is sent for the shutdown.
 func (c *Conn) CloseRead() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -824,8 +825,6 @@ func (c *Conn) CloseRead() error {
 		return syscall.ENOTCONN
 	}
 	c.rdShut = true
-	c.rcvBuf.consume(c.rcvBuf.n)
-	c.windowUpdate()
 	c.cond.Broadcast()
 	return nil
 }

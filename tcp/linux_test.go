@@ -170,3 +170,23 @@ func TestLinuxMaxSegListener(t *testing.T) {
 		Options: &wire.TCPOptions{HasMSS: true, MSS: 1300}}, nil)
 	s.expect(want{Flags: is(wire.TCPFlagSYN | wire.TCPFlagACK), MSS: is[uint16](1100)})
 }
+
+// shutdown(SHUT_RD) sends nothing; data that arrives after it is acknowledged and can still
+// be read, then EOF (tcp/shutdown/shutdown-rd-wr-close.pkt: "read(4, ..., 1000) = 0",
+// "< . 1:1001(1000)", "> . 1:1(0) ack 1001", "read(4, ..., 1000) = 1000").
+func TestLinuxShutRD(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	if err := sc.c.CloseRead(); err != nil {
+		t.Fatal(err)
+	}
+	sc.none() // no window update for the shutdown
+	if n, err := sc.c.ReadNonblock(make([]byte, 10), false); n != 0 || err != nil {
+		t.Fatalf("read after SHUT_RD: %d %v, want EOF", n, err)
+	}
+	sc.send(wire.TCPFlagACK, []byte("late data"))
+	sc.expect(want{Flags: is(wire.TCPFlagACK), Ack: is(sc.rcvNxt), Len: is(0)})
+	buf := make([]byte, 32)
+	if n, err := sc.c.Read(buf); string(buf[:n]) != "late data" || err != nil {
+		t.Fatalf("read %q %v, want the late data", buf[:n], err)
+	}
+}

@@ -259,9 +259,6 @@ func (c *Conn) receive(s *segment) {
 			c.syncOOO()
 			c.ackNow = true // RFC 5681 §4.2: out of order, a duplicate ACK at once
 		}
-		if c.rdShut {
-			c.rcvBuf.consume(c.rcvBuf.n)
-		}
 		c.cond.Broadcast()
 	}
 	if fin {
