@@ -678,12 +678,16 @@ func (c *Conn) writable() (wait bool, err error) {
 }
 
 // Write queues b for sending, blocking while the send buffer is full.
-func (c *Conn) Write(b []byte) (int, error) {
+func (c *Conn) Write(b []byte) (int, error) { return c.write(b, false) }
+
+// write is Write, with MSG_MORE's cork for this write when more (cork.go).
+func (c *Conn) write(b []byte, more bool) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nowOK = false
+	c.more = more
 	n := 0
 	waited := false
 	for {
@@ -948,7 +952,10 @@ func (c *Conn) SetNoDelay(on bool) error {
 	return c.setOpt(func() {
 		c.nodelay = on
 		if on {
+			// As Linux, TCP_NODELAY pushes what is queued once, through a cork too.
+			c.pushOnce = true
 			c.output()
+			c.pushOnce = false
 		}
 	})
 }

@@ -203,3 +203,20 @@ func TestLinuxNoSmallReadUpdate(t *testing.T) {
 	}
 	sc.none()
 }
+
+// TCP_CORK holds partial segments until it is removed, and then they go as one
+// (tcp/nagle/sockopt_cork_nodelay.pkt: two writes of 40 bytes, then "> P. 1:81(80)").
+func TestLinuxCork(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	sc.c.SetCork(true)
+	sc.c.Write(make([]byte, 40))
+	sc.c.Write(make([]byte, 40))
+	sc.none()
+	sc.c.SetCork(false)
+	sc.expect(want{Flags: is(wire.TCPFlagACK), PSH: is(true), Seq: is(sc.iss + 1), Len: is(80)})
+	// MSG_MORE likewise, until a write without it.
+	sc.c.WriteMore(make([]byte, 40), true)
+	sc.none()
+	sc.c.WriteMore(make([]byte, 40), false)
+	sc.expect(want{Flags: is(wire.TCPFlagACK), PSH: is(true), Seq: is(sc.iss + 81), Len: is(80)})
+}

@@ -89,12 +89,15 @@ func (c *Conn) ReadNonblock(b []byte, peek bool) (int, error) {
 
 // WriteNonblock is Write for a non-blocking socket: it queues what fits in the send buffer
 // now and returns syscall.EAGAIN if nothing does (or the handshake is still under way).
-func (c *Conn) WriteNonblock(b []byte) (int, error) {
+func (c *Conn) WriteNonblock(b []byte) (int, error) { return c.writeNonblock(b, false) }
+
+func (c *Conn) writeNonblock(b []byte, more bool) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nowOK = false
+	c.more = more
 	if wait, err := c.writable(); err != nil {
 		if c.state == StateClosed && !c.active && err == syscall.EPIPE {
 			return 0, syscall.ENOTCONN

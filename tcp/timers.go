@@ -207,7 +207,11 @@ func (c *Conn) onPersist() {
 	inFlight := int(c.sndNxt - c.sndUna)
 	usable := min(int(c.sndWnd), c.cc.Window()) - inFlight
 	if usable > 0 {
+		// What the window takes, marked PSH as Linux's tcp_write_wakeup marks it (corked
+		// or MSG_MORE data included).
+		c.probePush = true
 		c.sndNxt += uint32(c.sendData(c.sndNxt, min(usable, c.mss)))
+		c.probePush = false
 	} else {
 		used := c.sendData(c.sndUna, 1)
 		if seqLT(c.sndNxt, c.sndUna+uint32(used)) {

@@ -60,6 +60,7 @@ type sockOpts struct {
 	fastOpen           int // TCP_FASTOPEN's queue length on a listener
 	foConnect          bool
 	inq                bool // TCP_INQ
+	cork               bool // TCP_CORK
 	maxSeg             int  // TCP_MAXSEG
 	synCnt             int
 }
@@ -480,7 +481,7 @@ func (h *Host) Write(fd int, b []byte, flags int) (int, syscall.Errno) {
 	total := 0
 	for {
 		gen := h.generation()
-		n, err := c.WriteNonblock(b[total:])
+		n, err := c.WriteNonblockMore(b[total:], flags&msgMore != 0)
 		total += n
 		if err == nil && total == len(b) {
 			return total, 0

@@ -32,6 +32,7 @@ const (
 
 	tcpNodelay   = 1
 	tcpMaxseg    = 2
+	tcpCork      = 3
 	tcpKeepIdle  = 4
 	tcpKeepIntvl = 5
 	tcpKeepCnt   = 6
@@ -180,6 +181,9 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 			if s.ln != nil {
 				s.ln.SetFastOpen(v)
 			}
+		case tcpCork:
+			s.o.cork = v != 0
+			return s.setConn(func(c *tcp.Conn) error { return c.SetCork(v != 0) })
 		case tcpInq:
 			s.o.inq = v != 0
 		case tcpMaxseg:
@@ -298,6 +302,8 @@ func (h *Host) GetSockopt(fd, level, name int, buf []byte) (int, syscall.Errno) 
 			return putInt(buf, b2i(o.nodelay)), 0
 		case tcpInq:
 			return putInt(buf, b2i(o.inq)), 0
+		case tcpCork:
+			return putInt(buf, b2i(o.cork)), 0
 		case tcpKeepIdle:
 			return putInt(buf, int(o.keepIdle/time.Second)), 0
 		case tcpKeepIntvl:
