@@ -30,6 +30,7 @@ type Listener struct {
 	// sent a SYN cookie: cookie ACKs are checked only soon after (SynCookiesOnOverflow).
 	lastOverflow atomic.Uint32
 	foQlen       int // TCP_FASTOPEN's queue length; 0: Fast Open off (fastopen.go)
+	maxSeg       int // TCP_MAXSEG for the connections accepted (SetMaxSeg)
 }
 
 // defaultMaxSynBacklog is tcp_max_syn_backlog's default here: half-open connections per

@@ -258,9 +258,10 @@ type Protocol struct {
 	mgr    *ports.Manager
 	secret [16]byte
 
-	mu     sync.Mutex
-	socks  map[any]struct{} // every live *Conn and *Listener, for Sockets and leak checks
-	closed bool
+	mu      sync.Mutex
+	socks   map[any]struct{} // every live *Conn and *Listener, for Sockets and leak checks
+	closed  bool
+	foCache map[netip.Addr]foEntry // Fast Open cookies by server (fastopen_client.go)
 
 	bufs  sync.Pool // *[]byte scratch for building segments, room for the largest
 	small sync.Pool // *[]byte scratch for segments up to smallScratch bytes
