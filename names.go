@@ -14,7 +14,8 @@ import (
 // the DNS servers, which are queried over the stack's own UDP and TCP. A stack without
 // servers resolves only its static entries, "localhost" and literal addresses.
 type NameConfig struct {
-	// Servers are the DNS servers' addresses (port 53 as a rule), tried in turn.
+	// Servers are the DNS servers' addresses, tried in turn; port 0 means 53, DNS's port
+	// (RFC 1035 §4.2).
 	Servers []netip.AddrPort
 	// Hosts maps host names to addresses, like /etc/hosts: a name found here is never
 	// looked up in DNS. Names match case-insensitively, with or without a trailing dot.
@@ -55,7 +56,13 @@ type names struct {
 }
 
 func newNames(c NameConfig) *names {
-	n := &names{servers: append([]netip.AddrPort(nil), c.Servers...), hosts: map[string][]netip.Addr{}}
+	n := &names{hosts: map[string][]netip.Addr{}}
+	for _, a := range c.Servers {
+		if a.Port() == 0 {
+			a = netip.AddrPortFrom(a.Addr(), 53)
+		}
+		n.servers = append(n.servers, netip.AddrPortFrom(a.Addr().Unmap(), a.Port()))
+	}
 	for name, addrs := range c.Hosts {
 		k := hostKey(name)
 		for _, a := range addrs {

@@ -71,7 +71,8 @@ func serveDNS(pc net.PacketConn, zone map[string][]netip.Addr, queries chan<- st
 // dnsPair is a vnet.Pair whose stacks use a DNS server on a (10.0.0.1:53) serving zone.
 func dnsPair(t *testing.T, zone map[string][]netip.Addr, opts ...berth.Option) (a, b *berth.Stack, queries chan string) {
 	t.Helper()
-	opts = append([]berth.Option{berth.WithDNS(netip.MustParseAddrPort("10.0.0.1:53"))}, opts...)
+	// Port 0 stands for 53.
+	opts = append([]berth.Option{berth.WithDNS(netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), 0))}, opts...)
 	a, b = pair(t, vnet.WithStackOptions(opts...))
 	pc, err := a.ListenPacket(context.Background(), "udp", "10.0.0.1:53")
 	if err != nil {
