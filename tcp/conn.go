@@ -25,14 +25,14 @@ type KeepAliveConfig struct {
 }
 
 // Conn is one TCP connection endpoint. Its methods are safe for concurrent use.
-//
-// The connection is split by job, as gVisor splits its endpoint: the sender (send
-// sequence space, segmentation, congestion control, loss recovery; sender.go, sack.go,
-// recovery.go), the receiver (receive sequence space, reassembly, window, ACK policy;
-// receiver.go) and the timers with the RTO (timers.go) are plain types embedded here, so
-// one lock, c.mu, guards them all; conn.go keeps the lifecycle and the user API, input.go
-// the segment arrival state machine.
 type Conn struct {
+	// The connection is split by job, as gVisor splits its endpoint: the sender (send
+	// sequence space, segmentation, congestion control, loss recovery; sender.go,
+	// sack.go, recovery.go), the receiver (receive sequence space, reassembly, window,
+	// ACK policy; receiver.go) and the timers with the RTO (timers.go) are plain types
+	// embedded here, so one lock, c.mu, guards them all; conn.go keeps the lifecycle and
+	// the user API, input.go the segment arrival state machine.
+
 	p    *Protocol
 	mu   sync.Mutex
 	cond sync.Cond

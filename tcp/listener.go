@@ -84,7 +84,7 @@ func (p *Protocol) SynQueueLen() (n, peak int) {
 // somaxconn). The backlog bounds both the SYN queue (half-open connections, which also
 // count against the stack's Config.MaxSynBacklog) and the accept queue; a SYN that finds
 // the SYN queue full is answered with a SYN cookie unless Config.SynCookies is
-// SynCookiesNever (syncookie.go). Errors: EADDRINUSE, EADDRNOTAVAIL (not a local address), EACCES.
+// SynCookiesNever. Errors: EADDRINUSE, EADDRNOTAVAIL (not a local address), EACCES.
 func (p *Protocol) Listen(local netip.AddrPort, backlog int, opts ports.BindOptions) (*Listener, error) {
 	if p.isClosed() {
 		return nil, syscall.ENETDOWN
