@@ -1,11 +1,19 @@
 // Package berth is a userspace TCP/IP stack for Go in which ports are first class. A Stack
-// has interfaces (in-memory pipes, TUN devices), addresses and routes, and offers the
-// standard library's socket API on top: ListenPacket and DialContext return net.PacketConn
-// and net.Conn values whose errors are shaped like package net's.
+// has interfaces (in-memory pipes, TUN devices, links the application drives), addresses
+// and routes, and offers the standard library's socket API on top: Listen, ListenPacket
+// and DialContext return net.Listener, net.PacketConn and net.Conn values (*TCPListener,
+// *UDPConn, *TCPConn with the methods of their package net counterparts) whose errors are
+// shaped like package net's.
 //
 //	s := berth.New()
 //	defer s.Close()
 //	pc, err := s.ListenPacket(ctx, "udp", "127.0.0.1:5353")
+//
+// Names: host names resolve through the stack's static entries (WithHosts) and DNS
+// servers (WithDNS), queried by Go's resolver over the stack's own UDP and TCP
+// (Stack.Resolver); DialContext tries a name's addresses as RFC 8305 (happy eyeballs)
+// says. Ports may be given as IANA service names ("https"), from berth's own copy of the
+// registry (package ports), never the host's /etc/services.
 package berth
 
 import (

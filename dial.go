@@ -10,7 +10,7 @@ import (
 // Dialer dials on a Stack, like net.Dialer. The zero value of every field but Stack is
 // net.Dialer's default.
 type Dialer struct {
-	Stack *Stack
+	Stack *Stack // the stack to dial on; required
 	// LocalAddr is the local address to bind (a *net.UDPAddr for UDP); nil picks one.
 	LocalAddr net.Addr
 	// Timeout and Deadline bound the whole dial, name lookup included, as in net.Dialer.

@@ -8,11 +8,13 @@ import (
 )
 
 // wrapSyscall shapes err as package net does for a failed system call: errnos become
-// *os.SyscallError{Syscall: name}; net.ErrClosed, os.ErrDeadlineExceeded and other
+// *os.SyscallError{Syscall: name} (bare when name is empty); net.ErrClosed, os.ErrDeadlineExceeded and other
 // errors pass through unchanged. errors.Is(err, syscall.X) holds either way.
 func wrapSyscall(name string, err error) error {
 	var errno syscall.Errno
-	if errors.As(err, &errno) {
+	// Without a system call name the errno stands alone: an *os.SyscallError with an
+	// empty name would print as ": errno" (net's "read udp ...: : ..." texts).
+	if name != "" && errors.As(err, &errno) {
 		return os.NewSyscallError(name, errno)
 	}
 	return err

@@ -8,7 +8,7 @@ import (
 
 // ListenConfig listens on a Stack with socket options, like net.ListenConfig.
 type ListenConfig struct {
-	Stack *Stack
+	Stack *Stack // the stack to listen on; required
 	// ReuseAddr is SO_REUSEADDR for UDP sockets (TCP listeners always set it, as in Go).
 	ReuseAddr bool
 	// ReusePort is SO_REUSEPORT: sockets sharing a port form a group, and each datagram or

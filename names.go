@@ -198,3 +198,17 @@ func happyOrder(addrs []netip.Addr) []netip.Addr {
 	}
 	return out
 }
+
+// LookupHost returns the addresses of host as strings, as net.Resolver.LookupHost does,
+// with LookupNetIP's sources (static entries, then the stack's DNS servers).
+func (s *Stack) LookupHost(ctx context.Context, host string) ([]string, error) {
+	addrs, err := s.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i] = a.String()
+	}
+	return out, nil
+}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,15 +177,7 @@ func TestHappyEyeballs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go closeEach(l)
 	for _, tc := range []struct {
 		name     string
 		min, max time.Duration
@@ -244,5 +237,134 @@ func TestNamedPorts(t *testing.T) {
 	_, nerr := net.Listen("tcp", ":no-such-service-x")
 	if err == nil || nerr == nil || err.Error() != nerr.Error() {
 		t.Errorf("unknown service: berth %q, net %q", err, nerr)
+	}
+}
+
+// A truncated UDP answer makes Go's resolver ask again over TCP: both go over berth.
+func TestResolverFallsBackToTCP(t *testing.T) {
+	a, b := pair(t, vnet.WithStackOptions(berth.WithDNS(netip.MustParseAddrPort("10.0.0.1:53"))))
+	ctx := context.Background()
+	pc, err := a.ListenPacket(ctx, "udp", "10.0.0.1:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	l, err := a.Listen(ctx, "tcp", "10.0.0.1:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	answer := func(q []byte, truncated bool) []byte {
+		var p dnsmessage.Parser
+		h, err := p.Start(q)
+		if err != nil {
+			return nil
+		}
+		qq, err := p.Question()
+		if err != nil {
+			return nil
+		}
+		bld := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Truncated: truncated, RecursionDesired: h.RecursionDesired})
+		bld.StartQuestions()
+		bld.Question(qq)
+		bld.StartAnswers()
+		if !truncated && qq.Type == dnsmessage.TypeA {
+			bld.AResource(dnsmessage.ResourceHeader{Name: qq.Name, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: [4]byte{10, 0, 0, 1}})
+		}
+		m, _ := bld.Finish()
+		return m
+	}
+	go func() { // UDP: every answer truncated
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(answer(buf[:n], true), from)
+		}
+	}()
+	var tcpQueries atomic.Int32
+	go func() { // TCP: two-byte length prefix (RFC 1035 §4.2.2)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for {
+					var lb [2]byte
+					if _, err := io.ReadFull(c, lb[:]); err != nil {
+						return
+					}
+					q := make([]byte, int(lb[0])<<8|int(lb[1]))
+					if _, err := io.ReadFull(c, q); err != nil {
+						return
+					}
+					tcpQueries.Add(1)
+					m := answer(q, false)
+					c.Write(append([]byte{byte(len(m) >> 8), byte(len(m))}, m...))
+				}
+			}()
+		}
+	}()
+	got, err := b.LookupNetIP(ctx, "ip4", "big.test")
+	if err != nil || len(got) != 1 || got[0] != netip.MustParseAddr("10.0.0.1") {
+		t.Fatalf("LookupNetIP = %v, %v", got, err)
+	}
+	if tcpQueries.Load() == 0 {
+		t.Error("no query came over TCP")
+	}
+}
+
+// Dialer.Resolver replaces the stack's resolver for names the static entries lack.
+func TestDialerResolver(t *testing.T) {
+	a, b, _ := dnsPair(t, map[string][]netip.Addr{"svc.test.": {netip.MustParseAddr("10.0.0.1")}})
+	ctx := context.Background()
+	l, err := a.Listen(ctx, "tcp4", ":8081")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go closeEach(l)
+	if _, err := (&berth.Dialer{Stack: b}).DialContext(ctx, "tcp", "svc.test:8081"); err != nil {
+		t.Fatalf("dial with the stack's resolver: %v", err)
+	}
+	bare := berth.Dialer{Stack: b, Resolver: &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return nil, errors.New("resolver used")
+	}}}
+	if _, err := bare.DialContext(ctx, "tcp", "svc.test:8081"); err == nil || !strings.Contains(err.Error(), "resolver used") {
+		t.Errorf("dial with Dialer.Resolver: %v, want the Dialer's resolver's error", err)
+	}
+}
+
+// FuzzDialAddress feeds arbitrary addresses to Listen, ListenPacket and DialContext: they
+// fail with an error or succeed, never panic.
+func FuzzDialAddress(f *testing.F) {
+	for _, s := range []string{":80", "[fe80::1%eth0]:80", "10.0.0.1:https", "[::1%]:1", "localhost:0", "name.test:pcsync-https", "[%]:", "1.2.3.4:99999"} {
+		f.Add(s)
+	}
+	s := berth.New(berth.WithHosts(map[string][]netip.Addr{"name.test": {netip.MustParseAddr("127.0.0.1")}}))
+	defer s.Close()
+	f.Fuzz(func(t *testing.T, addr string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if l, err := s.Listen(ctx, "tcp", addr); err == nil {
+			l.Close()
+		}
+		if pc, err := s.ListenPacket(ctx, "udp", addr); err == nil {
+			pc.Close()
+		}
+		if c, err := s.DialContext(ctx, "udp", addr); err == nil {
+			c.Close()
+		}
+	})
+}
+
+// closeEach accepts connections on l and closes them at once, until l closes.
+func closeEach(l net.Listener) {
+	for c, err := l.Accept(); err == nil; c, err = l.Accept() {
+		c.Close()
 	}
 }

@@ -109,24 +109,24 @@ func (c *UDPConn) ReadMsgUDP(b, oob []byte) (n, oobn, flags int, addr *net.UDPAd
 // required. berth takes no ancillary data: a non-empty oob fails with EOPNOTSUPP and
 // nothing is sent. It does not allocate.
 func (c *UDPConn) WriteMsgUDPAddrPort(b, oob []byte, addr netip.AddrPort) (n, oobn int, err error) {
-	var to net.Addr
-	if addr.IsValid() {
-		to = net.UDPAddrFromAddrPort(addr)
+	// The destination as a net.Addr is built only for an error: it allocates.
+	to := func() net.Addr {
+		if addr.IsValid() {
+			return net.UDPAddrFromAddrPort(addr)
+		}
+		return addrOrNil(c.raddr)
 	}
 	switch {
 	case c.raddr != nil && addr.IsValid():
-		return 0, 0, c.writeErr("", to, net.ErrWriteToConnected)
+		return 0, 0, c.writeErr("", to(), net.ErrWriteToConnected)
 	case c.raddr == nil && !addr.IsValid():
 		return 0, 0, c.writeErr("", nil, errMissingAddress)
 	case len(oob) > 0:
-		return 0, 0, c.writeErr("sendmsg", to, syscall.EOPNOTSUPP)
+		return 0, 0, c.writeErr("sendmsg", to(), syscall.EOPNOTSUPP)
 	}
-	if to == nil {
-		to = addrOrNil(c.raddr)
-	}
-	n, err = c.ep.SendTo(b, addr)
+	n, err = c.ep.SendTo(b, stripZone(addr))
 	if err != nil {
-		return n, 0, c.writeErr("sendmsg", to, err)
+		return n, 0, c.writeErr("sendmsg", to(), err)
 	}
 	return n, 0, nil
 }

@@ -354,3 +354,178 @@ func TestKeepAliveConfig(t *testing.T) {
 		t.Errorf("accepted keep-alive with KeepAlive -1 = %+v, want off", k)
 	}
 }
+
+// BenchmarkUDPMsgZoned sends a datagram with WriteMsgUDPAddrPort to a zoned link-local
+// address and reads it with ReadMsgUDPAddrPort, one at a time over a pipe: the message
+// forms and the zone handling must not allocate.
+func BenchmarkUDPMsgZoned(b *testing.B) {
+	sa, sb := pair(b)
+	sa.AddAddress("eth0", netip.MustParsePrefix("fe80::1/64"))
+	sb.AddAddress("eth0", netip.MustParsePrefix("fe80::2/64"))
+	ctx := context.Background()
+	rx, err := sb.ListenUDP(ctx, "udp6", "[fe80::2%eth0]:9")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rx.Close()
+	tx, err := sa.ListenUDP(ctx, "udp6", "[fe80::1%eth0]:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tx.Close()
+	to := netip.MustParseAddrPort("[fe80::2%eth0]:9")
+	msg, buf := make([]byte, 512), make([]byte, 2048)
+	round := func() {
+		if _, _, err := tx.WriteMsgUDPAddrPort(msg, nil, to); err != nil {
+			b.Fatal(err)
+		}
+		_, _, _, from, err := rx.ReadMsgUDPAddrPort(buf, nil)
+		if err != nil || from.Addr().Zone() != "eth0" {
+			b.Fatalf("read: %v from %v", err, from)
+		}
+	}
+	for range 64 {
+		round() // warm the pools
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		round()
+	}
+}
+
+// A relay copying between two berth connections with io.Copy takes WriteTo's path from
+// one receive buffer into the other's send buffer, byte-exact.
+func TestTCPRelayCopy(t *testing.T) {
+	a, b := pair(t)
+	ctx := context.Background()
+	origin, err := a.Listen(ctx, "tcp", ":9200") // the origin server, on a
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer origin.Close()
+	relay, err := b.Listen(ctx, "tcp", ":9201") // the relay, on b, forwarding to the origin
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	data := make([]byte, 2<<20)
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	go func() {
+		c, err := origin.Accept()
+		if err != nil {
+			return
+		}
+		c.Write(data)
+		c.Close()
+	}()
+	go func() {
+		in, err := relay.Accept()
+		if err != nil {
+			return
+		}
+		defer in.Close()
+		out, err := b.DialContext(ctx, "tcp", "10.0.0.1:9200")
+		if err != nil {
+			return
+		}
+		defer out.Close()
+		io.Copy(in, out) // out.(*TCPConn).WriteTo(in)
+		in.(*berth.TCPConn).CloseWrite()
+	}()
+	c, err := a.DialContext(ctx, "tcp", "10.0.0.2:9201")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := io.ReadAll(c)
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("through the relay: %d bytes, %v; want the %d sent", len(got), err, len(data))
+	}
+}
+
+// Keep-alive settings from net.Dialer's fields end up as the kernel sets them from the
+// same fields (zero durations and counts standing for Go's 15 s, 15 s, 9).
+func TestDialerKeepAliveLikeKernel(t *testing.T) {
+	a, b := pair(t)
+	ctx := context.Background()
+	bl, err := a.Listen(ctx, "tcp4", ":9300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bl.Close()
+	kl, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kl.Close()
+	for _, l := range []net.Listener{bl, kl} {
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+			}
+		}()
+	}
+	or := func(d, def time.Duration) time.Duration {
+		if d == 0 {
+			return def
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		name string
+		ka   time.Duration
+		cfg  net.KeepAliveConfig
+	}{
+		{"default", 0, net.KeepAliveConfig{}},
+		{"KeepAlive 7s", 7 * time.Second, net.KeepAliveConfig{}},
+		{"KeepAlive -1", -1, net.KeepAliveConfig{}},
+		{"config", 0, net.KeepAliveConfig{Enable: true, Idle: 4 * time.Second, Interval: 3 * time.Second, Count: 2}},
+	} {
+		kc, err := (&net.Dialer{KeepAlive: tc.ka, KeepAliveConfig: tc.cfg}).DialContext(ctx, "tcp4", kl.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var on, idle, intvl, cnt int
+		raw, _ := kc.(*net.TCPConn).SyscallConn()
+		raw.Control(func(fd uintptr) {
+			on, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
+			idle, _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE)
+			intvl, _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL)
+			cnt, _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT)
+		})
+		kc.Close()
+		bc, err := (&berth.Dialer{Stack: b, KeepAlive: tc.ka, KeepAliveConfig: tc.cfg}).DialContext(ctx, "tcp4", "10.0.0.1:9300")
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := bc.(*berth.TCPConn).KeepAliveConfig()
+		bc.Close()
+		if k.Enable != (on != 0) {
+			t.Errorf("%s: keep-alive on: kernel %v, berth %v", tc.name, on != 0, k.Enable)
+		}
+		if on == 0 {
+			continue
+		}
+		count := k.Count
+		if count == 0 {
+			count = 9
+		}
+		if g, w := or(k.Idle, 15*time.Second), time.Duration(idle)*time.Second; g != w {
+			t.Errorf("%s: idle: kernel %v, berth %v", tc.name, w, g)
+		}
+		if g, w := or(k.Interval, 15*time.Second), time.Duration(intvl)*time.Second; g != w {
+			t.Errorf("%s: interval: kernel %v, berth %v", tc.name, w, g)
+		}
+		if count != cnt {
+			t.Errorf("%s: count: kernel %d, berth %d", tc.name, cnt, count)
+		}
+	}
+}

@@ -87,14 +87,18 @@ func (s *Stack) listenTCP(ctx context.Context, network, address string, lc *List
 	if err != nil {
 		return fail(nil, err)
 	}
+	a, zone := zoneOf(a)
 	// Control sees the address as given, before the family is chosen, as in package net.
-	ctlAddr := (&net.TCPAddr{IP: a.AsSlice(), Port: int(port)}).String()
+	ctlAddr := (&net.TCPAddr{IP: a.AsSlice(), Port: int(port), Zone: zone}).String()
 	a, v6only, dual, err := tcpFamily(network, a, true)
 	if err != nil {
 		return fail(nil, err)
 	}
-	laddr := &net.TCPAddr{IP: a.AsSlice(), Port: int(port)}
+	laddr := &net.TCPAddr{IP: a.AsSlice(), Port: int(port), Zone: zone}
 	if err := ctx.Err(); err != nil {
+		return fail(laddr, err)
+	}
+	if err := s.checkZone(a, zone, true); err != nil {
 		return fail(laddr, err)
 	}
 	o, err := lc.control(network, a.Is6(), ctlAddr)
@@ -111,6 +115,7 @@ func (s *Stack) listenTCP(ctx context.Context, network, address string, lc *List
 		return fail(laddr, err)
 	}
 	tl := newTCPListener(l, network, dual)
+	tl.s, tl.zone, tl.addr.Zone = s, zone, zone
 	tl.opts = o
 	if lc != nil {
 		tl.keepAlive = lc.keepAlive
@@ -160,12 +165,16 @@ func (d *Dialer) dialTCP(ctx context.Context, network, address string) (*TCPConn
 // dialTCPAddr makes one connection attempt to ra.
 func (d *Dialer) dialTCPAddr(ctx context.Context, network string, src net.Addr, local netip.AddrPort, ra netip.Addr, rport uint16) (*TCPConn, error) {
 	s := d.Stack
+	ra, zone := zoneOf(ra)
 	ra, _, _, err := tcpFamily(network, ra, false)
 	if err != nil {
 		return nil, d.tcpFail(network, src, nil, err)
 	}
-	raddr := &net.TCPAddr{IP: ra.AsSlice(), Port: int(rport)}
+	raddr := &net.TCPAddr{IP: ra.AsSlice(), Port: int(rport), Zone: zone}
 	if err := ctx.Err(); err != nil {
+		return nil, d.tcpFail(network, src, raddr, err)
+	}
+	if err := s.checkRouteZone(ra, zone); err != nil {
 		return nil, d.tcpFail(network, src, raddr, err)
 	}
 	remote := netip.AddrPortFrom(ra, rport)
@@ -186,7 +195,7 @@ func (d *Dialer) dialTCPAddr(ctx context.Context, network string, src net.Addr, 
 		c.Abort()
 		return nil, d.tcpFail(network, src, raddr, err)
 	}
-	tc := newTCPConn(c, network, false)
+	tc := newTCPConn(c, network, false, s.linkZone(c.LocalAddr().Addr(), zone))
 	d.keepAlive(tc)
 	return tc, nil
 }

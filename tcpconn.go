@@ -25,14 +25,14 @@ type TCPConn struct {
 
 var _ net.Conn = (*TCPConn)(nil)
 
-// newTCPConn wraps c. On a dual-stack socket (accepted by a "tcp" listener on the
+// newTCPConn wraps c; link-local addresses show zone. On a dual-stack socket (accepted by a "tcp" listener on the
 // wildcard address) IPv4 addresses show as IPv4-mapped IPv6 ones, as in Go.
-func newTCPConn(c *tcp.Conn, network string, dual bool) *TCPConn {
+func newTCPConn(c *tcp.Conn, network string, dual bool, zone string) *TCPConn {
 	m := func(ap netip.AddrPort) *net.TCPAddr {
 		if dual && ap.Addr().Is4() {
 			ap = netip.AddrPortFrom(netip.AddrFrom16(ap.Addr().As16()), ap.Port())
 		}
-		return net.TCPAddrFromAddrPort(ap)
+		return net.TCPAddrFromAddrPort(withZone(ap, zone))
 	}
 	return &TCPConn{c: c, network: network, laddr: m(c.LocalAddr()), raddr: m(c.RemoteAddr())}
 }
@@ -40,7 +40,7 @@ func newTCPConn(c *tcp.Conn, network string, dual bool) *TCPConn {
 // tcpSyscallErr wraps an errno as the system call that would have returned it.
 func tcpSyscallErr(syscallName string, err error) error {
 	var errno syscall.Errno
-	if errors.As(err, &errno) {
+	if syscallName != "" && errors.As(err, &errno) {
 		return os.NewSyscallError(syscallName, errno)
 	}
 	return err
@@ -83,17 +83,26 @@ func (c *TCPConn) CloseRead() error { return c.opErr("close", "shutdown", c.c.Cl
 // reading goes on.
 func (c *TCPConn) CloseWrite() error { return c.opErr("close", "shutdown", c.c.CloseWrite()) }
 
-// LocalAddr and RemoteAddr return *net.TCPAddr values.
-func (c *TCPConn) LocalAddr() net.Addr  { return c.laddr }
+// LocalAddr returns the connection's local *net.TCPAddr.
+func (c *TCPConn) LocalAddr() net.Addr { return c.laddr }
+
+// RemoteAddr returns the peer's *net.TCPAddr.
 func (c *TCPConn) RemoteAddr() net.Addr { return c.raddr }
 
-// SetDeadline, SetReadDeadline and SetWriteDeadline implement net.Conn.
+// SetDeadline sets both deadlines (net.Conn): blocked and later reads and writes fail with
+// os.ErrDeadlineExceeded once t passes; the zero time clears them.
 func (c *TCPConn) SetDeadline(t time.Time) error {
 	return c.setErr("setsockopt", c.c.SetDeadline(t))
 }
+
+// SetReadDeadline sets the read deadline (net.Conn): reads fail with
+// os.ErrDeadlineExceeded once t passes; the zero time clears it.
 func (c *TCPConn) SetReadDeadline(t time.Time) error {
 	return c.setErr("setsockopt", c.c.SetReadDeadline(t))
 }
+
+// SetWriteDeadline sets the write deadline (net.Conn): writes blocked on a full send
+// buffer fail with os.ErrDeadlineExceeded once t passes; the zero time clears it.
 func (c *TCPConn) SetWriteDeadline(t time.Time) error {
 	return c.setErr("setsockopt", c.c.SetWriteDeadline(t))
 }
@@ -160,6 +169,8 @@ type TCPListener struct {
 	network   string
 	dual      bool
 	addr      *net.TCPAddr
+	s         *Stack
+	zone      string         // of a link-local address listened on
 	opts      SocketOptions  // applied to accepted connections
 	keepAlive func(*TCPConn) // nil: Go's default keep-alive
 }
@@ -196,7 +207,7 @@ func (l *TCPListener) AcceptTCP() (*TCPConn, error) {
 		c.Abort()
 		return nil, l.opErr("accept", err)
 	}
-	tc := newTCPConn(c, l.network, l.dual)
+	tc := newTCPConn(c, l.network, l.dual, l.s.linkZone(c.LocalAddr().Addr(), l.zone))
 	if l.keepAlive != nil {
 		l.keepAlive(tc)
 	} else {

@@ -19,6 +19,7 @@ type UDPConn struct {
 	dual    bool // dual-stack IPv6 socket: IPv4 peers appear as ::ffff:a.b.c.d, as in Go
 	laddr   *net.UDPAddr
 	raddr   *net.UDPAddr // nil unless connected
+	zone    string       // shown on link-local addresses (the interface's name)
 }
 
 var (
@@ -63,13 +64,17 @@ func (s *Stack) listenUDP(ctx context.Context, network, address string, lc *List
 	if err != nil {
 		return fail(nil, err)
 	}
-	ctlAddr := (&net.UDPAddr{IP: a.AsSlice(), Port: int(port)}).String()
+	a, zone := zoneOf(a)
+	ctlAddr := (&net.UDPAddr{IP: a.AsSlice(), Port: int(port), Zone: zone}).String()
 	fam, a, err := udpFamily(network, a, true)
 	if err != nil {
 		return fail(nil, err)
 	}
-	laddr := &net.UDPAddr{IP: a.AsSlice(), Port: int(port)}
+	laddr := &net.UDPAddr{IP: a.AsSlice(), Port: int(port), Zone: zone}
 	if err := ctx.Err(); err != nil {
+		return fail(laddr, err)
+	}
+	if err := s.checkZone(a, zone, true); err != nil {
 		return fail(laddr, err)
 	}
 	o, err := lc.control(network, fam != udp.V4, ctlAddr)
@@ -87,11 +92,12 @@ func (s *Stack) listenUDP(ctx context.Context, network, address string, lc *List
 		ep.Close()
 		return fail(laddr, err)
 	}
-	return newUDPConn(ep, network), nil
+	return newUDPConn(ep, network, s.linkZone(ep.LocalAddr().Addr(), zone)), nil
 }
 
-func newUDPConn(ep *udp.Endpoint, network string) *UDPConn {
-	c := &UDPConn{ep: ep, network: network, dual: ep.Family() == udp.Dual}
+// newUDPConn wraps ep; link-local addresses show zone.
+func newUDPConn(ep *udp.Endpoint, network, zone string) *UDPConn {
+	c := &UDPConn{ep: ep, network: network, dual: ep.Family() == udp.Dual, zone: zone}
 	c.laddr = net.UDPAddrFromAddrPort(c.mapAddr(ep.LocalAddr()))
 	if r := ep.RemoteAddr(); r.IsValid() {
 		c.raddr = net.UDPAddrFromAddrPort(c.mapAddr(r))
@@ -104,6 +110,9 @@ func newUDPConn(ep *udp.Endpoint, network string) *UDPConn {
 func (c *UDPConn) mapAddr(ap netip.AddrPort) netip.AddrPort {
 	if c.dual && ap.Addr().Is4() {
 		return netip.AddrPortFrom(netip.AddrFrom16(ap.Addr().As16()), ap.Port())
+	}
+	if c.zone != "" {
+		return withZone(ap, c.zone)
 	}
 	return ap
 }
@@ -181,7 +190,7 @@ func (c *UDPConn) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
 	if c.raddr != nil {
 		return 0, c.writeErr("", net.UDPAddrFromAddrPort(addr), net.ErrWriteToConnected)
 	}
-	n, err := c.ep.SendTo(b, addr)
+	n, err := c.ep.SendTo(b, stripZone(addr))
 	if err != nil {
 		return n, c.writeErr("sendto", net.UDPAddrFromAddrPort(addr), err)
 	}
@@ -275,13 +284,17 @@ func (d *Dialer) dialUDPAddr(ctx context.Context, network string, laddr *net.UDP
 	fail := func(raddr net.Addr, syscallName string, err error) (*UDPConn, error) {
 		return nil, opError("dial", network, addrOrNil(laddr), raddr, syscallName, err)
 	}
+	ra, zone := zoneOf(ra)
 	fam, ra, err := udpFamily(network, ra, false)
 	if err != nil {
 		return fail(nil, "", err)
 	}
-	raddr := &net.UDPAddr{IP: ra.AsSlice(), Port: int(rport)}
+	raddr := &net.UDPAddr{IP: ra.AsSlice(), Port: int(rport), Zone: zone}
 	if err := ctx.Err(); err != nil {
 		return fail(raddr, "", err)
+	}
+	if err := s.checkRouteZone(ra, zone); err != nil {
+		return fail(raddr, "connect", err)
 	}
 	o, err := d.control(network, netip.AddrPortFrom(ra, rport))
 	if err != nil {
@@ -305,5 +318,5 @@ func (d *Dialer) dialUDPAddr(ctx context.Context, network string, laddr *net.UDP
 		ep.Close()
 		return fail(raddr, "connect", err)
 	}
-	return newUDPConn(ep, network), nil
+	return newUDPConn(ep, network, s.linkZone(ep.LocalAddr().Addr(), zone)), nil
 }

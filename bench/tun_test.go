@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -81,7 +82,10 @@ func BenchmarkTUN(b *testing.B) {
 	}
 }
 
-func benchTUN(b *testing.B, k tunKind, kernelSends bool) {
+func benchTUN(b *testing.B, k tunKind, kernelSends bool) { benchTUNMTU(b, k, kernelSends, tunMTU) }
+
+// benchTUNMTU is benchTUN with the device's MTU (both sides) mtu.
+func benchTUNMTU(b *testing.B, k tunKind, kernelSends bool, mtu int) {
 	testenv.NeedRoot(b)
 	ns, err := netns.New("berthbench")
 	if err != nil {
@@ -89,14 +93,14 @@ func benchTUN(b *testing.B, k tunKind, kernelSends bool) {
 	}
 	defer ns.Close()
 	const dev = "bbtun0"
-	st, err := k.newStack(ns, dev, tunMTU, tunStackAddr)
+	st, err := k.newStack(ns, dev, mtu, tunStackAddr)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
 	for _, args := range [][]string{
 		{"addr", "add", tunKernelAddr.String() + "/24", "dev", dev},
-		{"link", "set", dev, "mtu", "1500", "up"},
+		{"link", "set", dev, "mtu", strconv.Itoa(mtu), "up"},
 	} {
 		if err := ns.IP(args...); err != nil {
 			b.Fatal(err)

@@ -12,7 +12,7 @@ import (
 
 // Clock tells time and schedules callbacks.
 type Clock interface {
-	Now() time.Time
+	Now() time.Time // current time
 	// AfterFunc calls f on its own goroutine after d.
 	AfterFunc(d time.Duration, f func()) Timer
 }
@@ -28,8 +28,10 @@ type Timer interface {
 // Real is the system clock.
 type Real struct{}
 
+// Now returns time.Now().
 func (Real) Now() time.Time { return time.Now() }
 
+// AfterFunc is time.AfterFunc.
 func (Real) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
 // Manual is a clock that moves only when Advance is called. Callbacks due run synchronously
@@ -44,12 +46,15 @@ type Manual struct {
 // NewManual returns a Manual clock reading start.
 func NewManual(start time.Time) *Manual { return &Manual{now: start} }
 
+// Now returns the clock's current time, which moves only with Advance.
 func (m *Manual) Now() time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.now
 }
 
+// AfterFunc arranges for f to run, on the goroutine calling Advance, once the clock has
+// moved d or more past its current time.
 func (m *Manual) AfterFunc(d time.Duration, f func()) Timer {
 	m.mu.Lock()
 	defer m.mu.Unlock()

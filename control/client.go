@@ -16,7 +16,7 @@ import (
 
 // Client talks to the control socket at Path.
 type Client struct {
-	Path string
+	Path string // path of the control socket (a Unix socket)
 }
 
 // dial connects to the server; the errors say what to do.

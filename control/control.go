@@ -83,13 +83,13 @@ type TCPInfo struct {
 
 // Counter is one named counter, named like the kernel's (nstat, netstat -s).
 type Counter struct {
-	Name  string `json:"name"`
-	Value uint64 `json:"value"`
+	Name  string `json:"name"`  // counter name, as Stack.Stats names it
+	Value uint64 `json:"value"` // its value
 }
 
 // Request is what a client sends: Op is "sockets", "counters", "capture" or "forward".
 type Request struct {
-	Op    string `json:"op"`
+	Op    string `json:"op"`              // the operation: "sockets", "counters", "capture" or "forward"
 	Count int    `json:"count,omitempty"` // capture: stop after this many packets (0: no limit)
 	// Action is the forward op's "add", "rm" or "ls"; Mapping the port mapping added or
 	// removed ([HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]).
@@ -99,10 +99,10 @@ type Request struct {
 
 // Response is the server's answer. Error is set (and OK false) when the request failed.
 type Response struct {
-	OK       bool      `json:"ok"`
-	Error    string    `json:"error,omitempty"`
-	Sockets  []Socket  `json:"sockets,omitempty"`
-	Counters []Counter `json:"counters,omitempty"`
+	OK       bool      `json:"ok"`                 // whether the request succeeded
+	Error    string    `json:"error,omitempty"`    // why it did not, when OK is false
+	Sockets  []Socket  `json:"sockets,omitempty"`  // the socket table (op "sockets")
+	Counters []Counter `json:"counters,omitempty"` // the counters (op "counters")
 	// Forwards are the port forwards in place after a forward op (also when it failed).
 	Forwards []string `json:"forwards,omitempty"`
 }

@@ -17,9 +17,9 @@ import (
 // PortForwarder is a Source that also has port forwards, which the forward op changes:
 // mappings in the [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp] form.
 type PortForwarder interface {
-	AddPort(mapping string) error
-	RemovePort(mapping string) error
-	Ports() []string
+	AddPort(mapping string) error    // adds a port mapping (as berth run -p writes it); errors say why not
+	RemovePort(mapping string) error // removes a mapping AddPort added
+	Ports() []string                 // lists the mappings in force
 }
 
 // forward serves the forward op.

@@ -19,8 +19,8 @@ import (
 // Source is what a control socket shows: a stack's sockets and counters. A Source may
 // also be a Capturer (captures) and a PortForwarder (the forward op).
 type Source interface {
-	Sockets() []Socket
-	Counters() []Counter
+	Sockets() []Socket   // the socket table, like ss
+	Counters() []Counter // the counters, like nstat
 }
 
 // Capturer is a Source that can also record packets (FromStack with a Tap).

@@ -47,26 +47,26 @@ var (
 )
 
 const (
-	DefaultMTU = 65520
+	DefaultMTU = 65520 // MTU of the forwarder's interface
 	// Limits (Config says what happens at each). A flow without traffic holds no copy
 	// buffer, so the flow limits are about sockets and goroutines: a TCP flow costs one
 	// host descriptor and two goroutines; conntrack's default table (nf_conntrack_max) is
 	// 65,536 entries for all protocols together.
-	DefaultMaxTCPFlows = 16384
-	DefaultMaxUDPFlows = 4096
+	DefaultMaxTCPFlows = 16384 // TCP flows tracked at once
+	DefaultMaxUDPFlows = 4096  // UDP flows tracked at once
 	// Host connects under way, in all and to one destination (address and port), and the
 	// SYNs one destination may have waiting: a SYN waits for its connect as a listener's
 	// SYN queue holds it (net.core.somaxconn is 4,096; net.ipv4.tcp_max_syn_backlog
 	// 1,024 on small machines), and one unresponsive destination cannot hold them all.
-	DefaultMaxConnects        = 1024
-	DefaultMaxConnectsPerDest = 128
-	DefaultMaxConnectBacklog  = 4096
-	DefaultMaxEchoSessions    = 256
-	DefaultMaxBuffered        = 256 << 20
-	DefaultDialTimeout        = 10 * time.Second
+	DefaultMaxConnects        = 1024             // host connects under way
+	DefaultMaxConnectsPerDest = 128              // host connects under way to one destination
+	DefaultMaxConnectBacklog  = 4096             // SYNs waiting for a connect slot
+	DefaultMaxEchoSessions    = 256              // ping sessions at once
+	DefaultMaxBuffered        = 256 << 20        // bytes buffered across all flows
+	DefaultDialTimeout        = 10 * time.Second // how long a host-side dial may take
 	// Conntrack's nf_conntrack_udp_timeout and nf_conntrack_udp_timeout_stream.
 	DefaultUDPTimeout       = 30 * time.Second
-	DefaultUDPStreamTimeout = 180 * time.Second
+	DefaultUDPStreamTimeout = 180 * time.Second // idle timeout of a UDP flow that saw replies
 	// A TCP flow's copy buffer, per direction: spliceBuf to begin with, spliceBufMax once
 	// reads keep filling it (a bulk transfer; fewer, larger reads and writes on both
 	// sides measured 20–40 % more throughput at MTU 65520), within MaxBuffered.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/berthnet/berth"
 	"github.com/berthnet/berth/link"
+	"github.com/berthnet/berth/link/ether"
 	"github.com/berthnet/berth/link/tun"
 	"github.com/berthnet/berth/tcp"
 )
@@ -44,6 +45,10 @@ type SessionConfig struct {
 	// creates nor configures one, and NSPath is unused. The Session takes it over; if
 	// Start fails the caller closes it.
 	Device *tun.Endpoint
+	// TAP, Frames and DHCP: the Ethernet modes (session_tap_linux.go).
+	TAP    bool
+	Frames link.Endpoint
+	DHCP   bool
 }
 
 // Session serves one network namespace: a TUN device berth0 inside it, configured with
@@ -54,7 +59,10 @@ type Session struct {
 	// protocols, for the control socket.
 	Stack     *berth.Stack
 	Forwarder *Forwarder
-	dev       *tun.Endpoint
+	// Ether is the Ethernet layer on a TAP or frame device (SessionConfig.TAP, Frames),
+	// nil on a TUN device.
+	Ether *ether.Endpoint
+	dev   *tun.Endpoint
 }
 
 // inNS runs f on a thread switched into the namespace at path. Sockets and devices f
@@ -120,12 +128,12 @@ func Start(cfg SessionConfig) (*Session, error) {
 	fc.setDefaults()
 	var dev *tun.Endpoint
 	setup := inNS
-	if cfg.Device != nil { // rootless hook: the device is ready (SessionConfig.Device)
+	if cfg.Device != nil || cfg.Frames != nil { // the device is ready (SessionConfig.Device, Frames)
 		dev, setup = cfg.Device, func(string, func() error) error { return nil }
 	}
 	err := setup(cfg.NSPath, func() error {
 		var err error
-		if dev, err = tun.Open(DeviceName, tun.Options{MTU: cfg.MTU, VnetHdr: true}); err != nil {
+		if dev, err = openDevice(cfg); err != nil {
 			return err
 		}
 		// Run from this thread, ip(8) works in the namespace.
@@ -140,7 +148,7 @@ func Start(cfg SessionConfig) (*Session, error) {
 				[]string{"-6", "addr", "add", netip.PrefixFrom(fc.NSAddr6, DefaultNSAddr6.Bits()).String(), "dev", DeviceName, "nodad"},
 				[]string{"-6", "route", "add", "default", "via", fc.Gateway6.String(), "dev", DeviceName})
 		}
-		for _, c := range cmds {
+		for _, c := range tapCommands(cfg, cmds) {
 			if err := ipCmd(c...); err != nil {
 				return err
 			}
@@ -177,8 +185,17 @@ func Start(cfg SessionConfig) (*Session, error) {
 		return nil, err
 	}
 	var ep link.Endpoint = dev
+	if cfg.Frames != nil {
+		ep = cfg.Frames
+	}
 	if cfg.Link != nil {
-		ep = cfg.Link(dev)
+		ep = cfg.Link(ep)
+	}
+	if cfg.TAP || cfg.Frames != nil {
+		if sess.Ether, err = newEther(ep, cfg, fc, s); err != nil {
+			return fail(err)
+		}
+		ep = sess.Ether
 	}
 	if err := s.AddInterface(DeviceName, ep); err != nil {
 		return fail(err)
@@ -207,7 +224,7 @@ func (s *Session) Close() error {
 
 // Namespace is a named network namespace berth made (ip netns add) for `berth run`.
 type Namespace struct {
-	Name string
+	Name string // the namespace's name
 }
 
 // Path is the namespace's file.

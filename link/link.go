@@ -13,11 +13,18 @@
 //     and, on output, no 802.1Q tag. Input may carry tags and padding; ether drops or
 //     trims them.
 //   - MTU is the largest payload (the IP MTU, 1500 for classic Ethernet), so frames are
-//     up to MTU()+14 bytes.
+//     up to MTU()+14 bytes. A device that delivers longer frames (TCP super-segments
+//     coalesced by the kernel behind a TAP device with offloads) says how long with a
+//     MaxInboundSize() int method, counting the Ethernet header; ether takes frames up to
+//     it, and drops longer ones as EtherInTooBig.
 //   - If it is also a GSOEndpoint, WriteGSO takes one frame whose payload is the TCP
 //     super-segment, and writes each segment with a copy of the Ethernet header;
 //     GSOMaxSize counts the IP packet, not the Ethernet header.
 //   - VerifiedDispatcher.DeliverVerified batches are frames as well.
+//
+// A frame device may also be a FrameWriter (and, if it segments, a GSOFrameWriter): it
+// then takes each frame as its header and the IP packet behind it, and ether does not
+// copy the packet behind a header before handing it over.
 //
 // Stacks do not use a frame device directly: ether.New wraps it in an Endpoint of IP
 // packets.
@@ -53,7 +60,7 @@ type Dispatcher interface {
 // checksums in such a batch are complete, as in DeliverPackets.
 type VerifiedDispatcher interface {
 	Dispatcher
-	DeliverVerified(pkts [][]byte)
+	DeliverVerified(pkts [][]byte) // like DeliverPackets, for packets whose TCP checksums the link vouches for
 }
 
 // DispatcherFunc adapts a function to the Dispatcher interface.
@@ -61,6 +68,22 @@ type DispatcherFunc func(pkts [][]byte)
 
 // DeliverPackets calls f(pkts).
 func (f DispatcherFunc) DeliverPackets(pkts [][]byte) { f(pkts) }
+
+// FrameWriter is an optional interface of a frame device that gathers each frame from two
+// pieces (writev(2), or its own one copy into a queue): the Ethernet header and the packet
+// behind it, so the packet is not first copied behind a header.
+type FrameWriter interface {
+	// WriteFrames writes frame i as hdrs[i] followed by pkts[i] (len(hdrs) == len(pkts)),
+	// exactly as WritePackets would write the joined frames: the same limits, results and
+	// errors. It retains neither slice nor their bytes.
+	WriteFrames(hdrs, pkts [][]byte) (int, error)
+}
+
+// GSOFrameWriter is the WriteGSO of a FrameWriter: the frame of a TCP super-segment as
+// its Ethernet header hdr and the IP packet pkt, otherwise as GSOEndpoint.WriteGSO.
+type GSOFrameWriter interface {
+	WriteGSOFrame(hdr, pkt []byte, mss int) error
+}
 
 // GSOEndpoint is an Endpoint that also takes TCP super-segments and cuts them into
 // MSS-sized segments itself (generic segmentation offload: the Linux kernel behind a TUN

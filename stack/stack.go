@@ -106,9 +106,9 @@ func (ifc *Interface) deliver(pkts [][]byte, csumOK bool) {
 
 // Route is one routing table entry. Gateway is the zero Addr for a connected route.
 type Route struct {
-	Prefix    netip.Prefix
-	Gateway   netip.Addr
-	Interface string
+	Prefix    netip.Prefix // destination prefix
+	Gateway   netip.Addr   // next hop; zero for directly connected
+	Interface string       // outgoing interface's name
 }
 
 type route struct {

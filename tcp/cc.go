@@ -141,16 +141,26 @@ func NewNewReno(mss int) *NewReno {
 	return &NewReno{mss: mss, cwnd: initialWindow(mss), ssthresh: 1 << 30}
 }
 
-func (r *NewReno) Name() string                   { return CCReno }
-func (r *NewReno) Window() int                    { return r.cwnd }
-func (r *NewReno) SSThresh() int                  { return r.ssthresh }
+// Name returns CCReno.
+func (r *NewReno) Name() string { return CCReno }
+
+// Window returns cwnd in bytes.
+func (r *NewReno) Window() int { return r.cwnd }
+
+// SSThresh returns the slow-start threshold in bytes.
+func (r *NewReno) SSThresh() int { return r.ssthresh }
+
+// OnRTTSample does nothing: NewReno does not use RTTs.
 func (r *NewReno) OnRTTSample(_, _ time.Duration) {}
 func (r *NewReno) seed(cwnd, ssthresh int)        { r.cwnd, r.ssthresh = max(cwnd, r.mss), ssthresh }
+
+// SetMSS sets the segment size the window counts in.
 func (r *NewReno) SetMSS(mss int) {
 	r.mss = mss
 	r.cwnd = max(r.cwnd, mss)
 }
 
+// OnAck grows cwnd for acked bytes: slow start below ssthresh, else by about one MSS per window (RFC 5681 §3.1).
 func (r *NewReno) OnAck(acked, flight int) {
 	if r.cwnd < r.ssthresh {
 		// RFC 5681 §3.1 slow start, with RFC 3465's byte counting limited to one SMSS.
@@ -177,6 +187,7 @@ func (r *NewReno) OnCongestion(flight int) {
 // SetWindow implements CongestionControl: recovery's cwnd becomes NewReno's.
 func (r *NewReno) SetWindow(cwnd int) { r.cwnd = cwnd }
 
+// OnTimeout halves ssthresh from the flight and restarts from one segment (RFC 5681 §3.1, eq. 4).
 func (r *NewReno) OnTimeout(flight int) {
 	// RFC 5681 §3.1 eqn. 4 and the loss window of one SMSS.
 	r.ssthresh = r.lossThreshold(flight)

@@ -18,10 +18,10 @@ import (
 
 // KeepAliveConfig mirrors net.KeepAliveConfig.
 type KeepAliveConfig struct {
-	Enable   bool
-	Idle     time.Duration
-	Interval time.Duration
-	Count    int
+	Enable   bool          // SO_KEEPALIVE
+	Idle     time.Duration // TCP_KEEPIDLE: idle time before the first probe (0: 15 s)
+	Interval time.Duration // TCP_KEEPINTVL: time between probes (0: 15 s)
+	Count    int           // TCP_KEEPCNT: unanswered probes before the connection fails with ETIMEDOUT (0: 9)
 }
 
 // Conn is one TCP connection endpoint. Its methods are safe for concurrent use.
@@ -81,10 +81,16 @@ type Conn struct {
 	softErr    syscall.Errno
 	userClosed bool
 	rdShut     bool
-	rd, wd     deadline
-	nodelay    bool
-	linger     int
-	keepAlive  KeepAliveConfig
+	// Fast Open (fastopen.go): a passive connection whose SYN was taken as Fast Open, and
+	// whether it carried data; the option the SYN-ACK carries (kind, cookie).
+	tfoChild, synData bool
+	foReply           uint8
+	foCookie          [8]byte
+
+	rd, wd    deadline
+	nodelay   bool
+	linger    int
+	keepAlive KeepAliveConfig
 }
 
 func (p *Protocol) newConn() *Conn {
@@ -151,8 +157,10 @@ func (c *Conn) negotiate(o *wire.TCPOptions) {
 	c.cc = c.newCC(c.mss) // congestion-control hook (cc.go)
 }
 
-// LocalAddr and RemoteAddr return the connection's addresses.
-func (c *Conn) LocalAddr() netip.AddrPort  { return c.local }
+// LocalAddr returns the connection's local address and port.
+func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
+
+// RemoteAddr returns the peer's address and port.
 func (c *Conn) RemoteAddr() netip.AddrPort { return c.remote }
 
 // State returns the connection's state.
@@ -351,6 +359,7 @@ func (c *Conn) sendSYN() {
 			o.HasTimestamps, o.TSVal, o.TSEcr = true, c.tsNow(), c.tsRecent
 		}
 		o.SACKPermitted = c.sackPeer
+		c.fastOpenOption(&o)
 	} else {
 		o.HasWindowScale, o.WindowScale = true, c.rcvWscale
 		if !c.p.cfg.NoTimestamps {
@@ -446,7 +455,14 @@ func (c *Conn) finish(err error) {
 func (c *Conn) abort() {
 	switch c.state {
 	case StateSynReceived, StateEstablished, StateFinWait1, StateFinWait2, StateCloseWait:
-		c.p.sendRST(c.local.Addr(), c.remote.Addr(), c.local.Port(), c.remote.Port(), c.sndMax, c.rcvNxt, true)
+		// RFC 7323 §3.2: once timestamps are negotiated every segment carries them, the
+		// RST too (as Linux's tcp_send_active_reset): a peer that enforces PAWS on RSTs
+		// would otherwise have to take it without.
+		var o *wire.TCPOptions
+		if c.tsOK {
+			o = &wire.TCPOptions{HasTimestamps: true, TSVal: c.tsNow(), TSEcr: c.tsRecent}
+		}
+		c.p.sendRSTOpts(c.local.Addr(), c.remote.Addr(), c.local.Port(), c.remote.Port(), c.sndMax, c.rcvNxt, true, o)
 	}
 	c.finish(nil)
 }
@@ -607,13 +623,15 @@ func (c *Conn) Read(b []byte) (int, error) {
 			c.windowUpdate()
 			return n, nil
 		}
-		if c.rdShut {
+		if c.rdShut || c.finRcvd {
+			// After the peer's FIN reads see EOF, and a later error (a reset in
+			// CLOSE-WAIT, a timeout) waits for a write, as on Linux (SOCK_DONE).
 			return 0, io.EOF
 		}
 		if err := c.takeErr(); err != nil {
 			return 0, err
 		}
-		if c.finRcvd || c.state == StateClosed {
+		if c.state == StateClosed {
 			return 0, io.EOF
 		}
 		if len(b) == 0 {
@@ -668,7 +686,9 @@ func (c *Conn) writable() (wait bool, err error) {
 	switch c.state {
 	case StateEstablished, StateCloseWait:
 		return false, nil
-	case StateSynSent, StateSynReceived:
+	case StateSynReceived:
+		return !c.tfoChild, nil // a Fast Open child sends before the handshake completes
+	case StateSynSent:
 		return true, nil
 	}
 	return false, syscall.EPIPE
@@ -916,6 +936,8 @@ func (c *Conn) SetDeadline(t time.Time) error {
 	return nil
 }
 
+// SetReadDeadline makes reads fail with os.ErrDeadlineExceeded once t passes (the zero
+// time clears it); after Close it returns net.ErrClosed.
 func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -926,6 +948,9 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
+// SetWriteDeadline makes writes blocked on a full send buffer fail with
+// os.ErrDeadlineExceeded once t passes (the zero time clears it); after Close it returns
+// net.ErrClosed.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

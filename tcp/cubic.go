@@ -77,9 +77,16 @@ func NewCubic(mss int, clk clock.Clock) *Cubic {
 	return c
 }
 
-func (c *Cubic) Name() string  { return CCCubic }
-func (c *Cubic) Window() int   { return c.cwnd }
+// Name returns CCCubic.
+func (c *Cubic) Name() string { return CCCubic }
+
+// Window returns cwnd in bytes.
+func (c *Cubic) Window() int { return c.cwnd }
+
+// SSThresh returns the slow-start threshold in bytes.
 func (c *Cubic) SSThresh() int { return c.ssthresh }
+
+// SetMSS sets the segment size the window counts in.
 func (c *Cubic) SetMSS(mss int) {
 	c.mss = mss
 	c.cwnd = max(c.cwnd, mss)
@@ -93,10 +100,14 @@ func (c *Cubic) seed(cwnd, ssthresh int) {
 // InSlowStart reports whether cwnd is below ssthresh; InCSS whether HyStart++ has the
 // connection in Conservative Slow Start (RFC 9406 §4.2).
 func (c *Cubic) InSlowStart() bool { return c.cwnd < c.ssthresh }
-func (c *Cubic) InCSS() bool       { return c.hs.on && c.hs.css }
+
+// InCSS reports HyStart++'s conservative slow start (RFC 9406 §4.2).
+func (c *Cubic) InCSS() bool { return c.hs.on && c.hs.css }
 
 // WMax and K return W_max (segments) and K of the current or coming epoch (RFC 9438 §4.2).
-func (c *Cubic) WMax() float64          { return c.wMax }
+func (c *Cubic) WMax() float64 { return c.wMax }
+
+// K is the time the window takes to grow back to WMax (RFC 9438 §4.2).
 func (c *Cubic) K() time.Duration       { return time.Duration(c.k * float64(time.Second)) }
 func (c *Cubic) segs(bytes int) float64 { return float64(bytes) / float64(c.mss) }
 
@@ -106,6 +117,7 @@ func (c *Cubic) wCubic(t float64) float64 {
 	return cubicC*d*d*d + c.wMax
 }
 
+// OnRTTSample feeds HyStart++'s round minimum (RFC 9406 §4.2).
 func (c *Cubic) OnRTTSample(rtt, srtt time.Duration) {
 	c.srtt = srtt
 	if c.hs.on && c.cwnd < c.ssthresh {
@@ -115,6 +127,7 @@ func (c *Cubic) OnRTTSample(rtt, srtt time.Duration) {
 	}
 }
 
+// OnAck grows cwnd: slow start (with HyStart++), then the cubic function or the Reno-friendly estimate, whichever is larger (RFC 9438 §4).
 func (c *Cubic) OnAck(acked, flight int) {
 	if c.cwnd < c.ssthresh {
 		c.slowStart(acked, flight)
@@ -254,6 +267,7 @@ func (c *Cubic) OnCongestion(flight int) {
 // epoch starts from it (RFC 9438 §4.2).
 func (c *Cubic) SetWindow(cwnd int) { c.cwnd = cwnd }
 
+// OnTimeout reduces as RFC 9438 §4.8 says on a retransmission timeout and restarts from one segment.
 func (c *Cubic) OnTimeout(flight int) {
 	// RFC 9438 §4.8: ssthresh by β as for a loss, cwnd to one segment as Reno (RFC 5681
 	// §3.1), and the first epoch after it starts with K = 0 and W_max = cwnd then.

@@ -232,7 +232,9 @@ func (c *Conn) inputSynchronized(s *segment) {
 		return
 	}
 	if c.state == StateSynReceived {
-		if !seqGT(s.ack, c.sndUna) || seqGT(s.ack, c.sndMax) {
+		// A Fast Open child's send queue starts after its SYN (fastopen.go): the ACK of the
+		// SYN alone acknowledges SND.UNA.
+		if (!seqGT(s.ack, c.sndUna) && !(c.tfoChild && s.ack == c.sndUna)) || seqGT(s.ack, c.sndMax) {
 			c.p.sendRST(c.local.Addr(), c.remote.Addr(), c.local.Port(), c.remote.Port(), s.ack, 0, false)
 			return
 		}
@@ -334,15 +336,32 @@ func (c *Conn) oowLimited(s *segment) bool {
 
 // reset handles an acceptable RST (RFC 9293 §3.10.7.4, second).
 func (c *Conn) reset() {
+	if c.listener != nil && c.state != StateSynReceived {
+		// In the accept queue: a reset connection stays there, closed, its data still
+		// readable, as Linux's (the accept queue holds the child socket itself).
+		c.listener = nil
+	}
 	switch c.state {
 	case StateSynReceived:
+		if c.tfoChild {
+			// A Fast Open child is in the accept queue already (fastopen.go): it stays
+			// there, its SYN's data readable, then the reset (as Linux).
+			c.listener = nil
+			c.fail(syscall.ECONNRESET)
+			return
+		}
 		if !c.active {
 			c.finish(nil) // back to LISTEN: the listener never saw this connection
 			return
 		}
 		c.fail(syscall.ECONNREFUSED)
-	case StateEstablished, StateFinWait1, StateFinWait2, StateCloseWait:
+	case StateEstablished, StateFinWait1, StateFinWait2:
 		c.fail(syscall.ECONNRESET)
+	case StateCloseWait:
+		// As Linux's tcp_reset: the peer had closed its side already, so the reset is
+		// reported as EPIPE to the next write; reads go on returning EOF.
+		c.p.Stats.EstabResets.Add(1)
+		c.fail(syscall.EPIPE)
 	default:
 		c.finish(nil)
 	}

@@ -29,6 +29,7 @@ type Listener struct {
 	// lastOverflow is the cookie counter (plus one; zero: never) when this listener last
 	// sent a SYN cookie: cookie ACKs are checked only soon after (SynCookiesOnOverflow).
 	lastOverflow atomic.Uint32
+	foQlen       int // TCP_FASTOPEN's queue length; 0: Fast Open off (fastopen.go)
 }
 
 // defaultMaxSynBacklog is tcp_max_syn_backlog's default here: half-open connections per
@@ -203,10 +204,16 @@ func (l *Listener) synRecv(s *segment) bool {
 	}
 	l.synQ[c] = struct{}{}
 	l.mu.Unlock()
+	tfo := l.fastOpenSYN(c, s)
 	p.track(c)
 	p.Stats.PassiveOpens.Add(1)
 	c.sendSYN()
 	c.arm(timerRetransmit, c.rto)
+	if tfo {
+		// RFC 7413 §4.2.2: a Fast Open connection is accepted before the handshake
+		// completes, its SYN's data readable at once.
+		l.ready(c)
+	}
 	return true
 }
 

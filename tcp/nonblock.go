@@ -78,7 +78,7 @@ func (c *Conn) ReadNonblock(b []byte, peek bool) (int, error) {
 	if err := c.takeErr(); err != nil {
 		return 0, err
 	}
-	if c.finRcvd || (c.state == StateClosed && c.active) {
+	if c.finRcvd || (c.state == StateClosed && (c.active || c.synced || c.tfoChild)) {
 		return 0, nil // io.EOF: read(2) returns 0
 	}
 	if c.state == StateClosed {
@@ -144,7 +144,7 @@ func (c *Conn) Readiness() Readiness {
 	r.SendQueued = c.sndBuf.n
 	r.SendSpace = max(c.sndBufMax-c.sndBuf.n, 0)
 	r.RdHup = c.finRcvd || c.rdShut
-	closed := c.state == StateClosed && (c.active || c.synced)
+	closed := c.state == StateClosed && (c.active || c.synced || c.tfoChild)
 	r.Readable = r.RecvQueued > 0 || r.RdHup || r.Err || closed
 	// As Linux's tcp_poll: writable with send-buffer space once established; always
 	// after our FIN was queued (a write then fails at once) or an error.

@@ -108,6 +108,12 @@ type Config struct {
 	// SynCookies and MaxSynBacklog: SYN flood defences (see syncookie.go, listener.go).
 	SynCookies    SynCookieMode
 	MaxSynBacklog int
+	// FastOpen is tcp_fastopen: the FastOpen* bits (fastopen.go). Zero means Linux's
+	// default, client only (FastOpenClient); negative turns Fast Open off.
+	FastOpen int
+	// FastOpenKey is tcp_fastopen_key, the secret of the server's cookies; zero means a
+	// random key.
+	FastOpenKey [16]byte
 	// Counter registers a named counter (the stack's Counters.Counter), as for UDP: TCP's
 	// Stats then live in the stack's registry under the kernel's names. nil keeps them
 	// private.
@@ -152,6 +158,10 @@ func (c *Config) setDefaults() {
 	defi(&c.MaxOutOfOrder, 64<<20)
 	defi(&c.MaxSynBacklog, defaultMaxSynBacklog) // listener.go
 	defi(&c.MaxTimeWait, 16384)
+	defi(&c.FastOpen, FastOpenClient)
+	if c.FastOpen < 0 {
+		c.FastOpen = 0
+	}
 	if c.CongestionControl == "" {
 		c.CongestionControl = CCCubic
 	}
@@ -167,7 +177,7 @@ func (c *Config) setDefaults() {
 // through Config.Counter, so that the stack's registry holds them with the network
 // layer's and UDP's. New sets every field.
 type Stats struct {
-	ActiveOpens, PassiveOpens, AttemptFails, EstabResets *atomic.Uint64
+	ActiveOpens, PassiveOpens, AttemptFails, EstabResets *atomic.Uint64 // tcpActiveOpens, tcpPassiveOpens, tcpAttemptFails, tcpEstabResets (RFC 4022)
 	// CurrEstab is a gauge: the connections in ESTABLISHED or CLOSE-WAIT now (RFC 4022
 	// tcpCurrEstab), kept on every state transition (Conn.setState).
 	CurrEstab                                     *atomic.Uint64
@@ -185,7 +195,11 @@ type Stats struct {
 	// TIME-WAIT because Config.MaxTimeWait were already held (Linux's "time wait bucket
 	// table overflow").
 	SynFinDrops, TimeWaitOverflows *atomic.Uint64
-	ListenStats                    // listener.go: SYN queue and SYN cookie counters
+	// FastOpenPassive: SYNs whose Fast Open was taken (a child made, its data accepted);
+	// FastOpenPassiveFail: Fast Open SYNs with a wrong cookie (fastopen.go).
+	FastOpenPassive, FastOpenPassiveFail *atomic.Uint64
+
+	ListenStats // listener.go: SYN queue and SYN cookie counters
 }
 
 // newStats registers every counter with reg, in the kernel's order: the "Tcp:" line of
@@ -211,6 +225,7 @@ func newStats(reg func(name string) *atomic.Uint64) Stats {
 		{&s.TCPReqQFullDrop, "TcpExtTCPReqQFullDrop"},
 		{&s.PMTUUpdates, "TcpExtPMTUUpdates"}, {&s.RACKLost, "TcpExtRACKLost"},
 		{&s.SynFinDrops, "TcpExtSynFinDrops"}, {&s.TimeWaitOverflows, "TcpExtTCPTimeWaitOverflow"},
+		{&s.FastOpenPassive, "TcpExtTCPFastOpenPassive"}, {&s.FastOpenPassiveFail, "TcpExtTCPFastOpenPassiveFail"},
 	} {
 		*c.p = reg(c.name)
 	}
@@ -247,7 +262,8 @@ type Protocol struct {
 	socks  map[any]struct{} // every live *Conn and *Listener, for Sockets and leak checks
 	closed bool
 
-	bufs sync.Pool // *[]byte scratch for building segments
+	bufs  sync.Pool // *[]byte scratch for building segments, room for the largest
+	small sync.Pool // *[]byte scratch for segments up to smallScratch bytes
 
 	epoch    time.Time    // origin of mono(), for transmission times (sack.go)
 	oooBytes atomic.Int64 // out-of-order bytes held by all connections (Config.MaxOutOfOrder)
@@ -326,18 +342,35 @@ func (p *Protocol) isn(local, remote netip.AddrPort) uint32 {
 	return m + binary.BigEndian.Uint32(h[:])
 }
 
-// scratch returns a buffer of at least n bytes for building a segment.
+// smallScratch is the size of the small scratch buffers: a control segment (SYN-ACK, ACK,
+// RST) or a full segment of a 1500-byte path, with the headroom.
+const smallScratch = 2048
+
+// scratch returns a buffer of at least n bytes for building a segment. Small segments
+// take small buffers: under a SYN flood thousands of SYN-ACK retransmission timers fire
+// at once, each on its own goroutine, and a 64 KiB buffer for each 60-byte SYN-ACK grew
+// the heap by tens of MiB.
 func (p *Protocol) scratch(n int) *[]byte {
-	if bp, ok := p.bufs.Get().(*[]byte); ok && cap(*bp) >= n {
+	pool, size := &p.bufs, wire.NetworkHeadroom+wire.TCPMaxHeaderLen+65535 // the loopback MSS
+	if n <= smallScratch {
+		pool, size = &p.small, smallScratch
+	}
+	if bp, ok := pool.Get().(*[]byte); ok && cap(*bp) >= n {
 		*bp = (*bp)[:n]
 		return bp
 	}
-	// Room for the largest segment (loopback MSS) so that buffers suit every connection.
-	b := make([]byte, n, max(n, wire.NetworkHeadroom+wire.TCPMaxHeaderLen+65535))
+	b := make([]byte, n, max(n, size))
 	return &b
 }
 
-func (p *Protocol) release(bp *[]byte) { p.bufs.Put(bp) }
+// release returns a buffer from scratch to its pool.
+func (p *Protocol) release(bp *[]byte) {
+	if cap(*bp) <= smallScratch {
+		p.small.Put(bp)
+		return
+	}
+	p.bufs.Put(bp)
+}
 
 // HandlePacket processes one inbound segment from src to dst (a local address). It always
 // returns false: TCP answers segments for closed ports with RST itself (RFC 9293
@@ -463,13 +496,18 @@ func (p *Protocol) resetClosed(s *segment) {
 
 // sendRST sends a bare RST (with ACK when withAck).
 func (p *Protocol) sendRST(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, withAck bool) {
-	f := wire.TCPFields{SrcPort: sport, DstPort: dport, Seq: seq, Flags: wire.TCPFlagRST}
+	p.sendRSTOpts(src, dst, sport, dport, seq, ack, withAck, nil)
+}
+
+// sendRSTOpts is sendRST with options (a connection's timestamps).
+func (p *Protocol) sendRSTOpts(src, dst netip.Addr, sport, dport uint16, seq, ack uint32, withAck bool, opts *wire.TCPOptions) {
+	f := wire.TCPFields{SrcPort: sport, DstPort: dport, Seq: seq, Flags: wire.TCPFlagRST, Options: opts}
 	if withAck {
 		f.Flags |= wire.TCPFlagACK
 		f.Ack = ack
 	}
-	bp := p.scratch(wire.NetworkHeadroom + wire.TCPMinHeaderLen)
-	b := *bp
+	bp := p.scratch(wire.NetworkHeadroom + f.HeaderLen())
+	b := (*bp)[:wire.NetworkHeadroom+f.HeaderLen()]
 	f.Encode(b[wire.NetworkHeadroom:])
 	wire.SetTCPChecksum(b[wire.NetworkHeadroom:], src, dst)
 	p.net.Output(src, dst, wire.ProtoTCP, b)

@@ -205,7 +205,7 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 // output sends what the windows allow: new data, segmented by MSS, with sender SWS
 // avoidance (RFC 9293 §3.8.6.2.1) and Nagle's algorithm when NoDelay is off; then the FIN.
 func (c *Conn) output() {
-	if !c.state.sending() {
+	if !c.state.sending() && !(c.tfoChild && c.state == StateSynReceived) {
 		return
 	}
 	if c.sackOK && c.sb.lost > 0 {
@@ -249,8 +249,10 @@ func (c *Conn) output() {
 			}
 		}
 		// The burst ends here unless the windows leave room for another full segment of
-		// what is queued.
-		c.burstEnd = n >= pending || usable-n < c.mss
+		// what is queued. In loss recovery new data goes out a segment at a time as the
+		// ACKs allow, and Linux marks none of those (the write's skb is split from its
+		// head).
+		c.burstEnd = !c.inRecovery && (n >= pending || usable-n < c.mss)
 		used := c.sendData(c.sndNxt, max(n, 0))
 		c.burstEnd = false
 		if used == 0 {

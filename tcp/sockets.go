@@ -7,8 +7,8 @@ import (
 
 // SocketInfo describes one TCP socket, as a line of `ss -tanoi`.
 type SocketInfo struct {
-	State         State
-	Local, Remote netip.AddrPort
+	State         State          // the connection's state
+	Local, Remote netip.AddrPort // its addresses
 	// RecvQ and SendQ: for a connection, bytes not yet read and bytes not yet
 	// acknowledged; for a listener, the accept queue's length and the backlog.
 	RecvQ, SendQ int
@@ -33,6 +33,9 @@ type SocketInfo struct {
 	MinRTT               time.Duration
 	SACKed, Lost         int
 	Reordering           bool
+	// SynData: the connection's SYN carried data the server took (Fast Open; Linux's
+	// TCPI_OPT_SYN_DATA).
+	SynData bool
 }
 
 // Sockets returns a snapshot of every TCP socket.
@@ -72,6 +75,7 @@ func (c *Conn) info(now time.Time) SocketInfo {
 		SndWScale: -1, RcvWScale: -1,
 		Timestamps: c.tsOK, SACK: c.sackOK, MinRTT: c.rackMinRTT,
 		SACKed: c.sb.sacked, Lost: c.sb.lost, Reordering: c.rackReord,
+		SynData: c.synData,
 	}
 	if c.wsPeer && c.state != StateSynSent {
 		si.SndWScale, si.RcvWScale = int(c.sndWscale), int(c.rcvWscale)

@@ -4,17 +4,17 @@ package tcp
 type State uint8
 
 const (
-	StateClosed State = iota
-	StateListen
-	StateSynSent
-	StateSynReceived
-	StateEstablished
-	StateFinWait1
-	StateFinWait2
-	StateCloseWait
-	StateClosing
-	StateLastAck
-	StateTimeWait
+	StateClosed      State = iota // no connection (RFC 9293 §3.3.2)
+	StateListen                   // waiting for a SYN
+	StateSynSent                  // our SYN sent, waiting for the SYN-ACK
+	StateSynReceived              // SYN received and answered, waiting for the ACK
+	StateEstablished              // open: data flows both ways
+	StateFinWait1                 // we closed; our FIN not yet acknowledged
+	StateFinWait2                 // our FIN acknowledged; waiting for the peer's
+	StateCloseWait                // the peer closed; we may still send
+	StateClosing                  // both closed at once; waiting for the ACK of our FIN
+	StateLastAck                  // the peer closed first, then we did; waiting for the ACK of our FIN
+	StateTimeWait                 // both closed; holding the 4-tuple for 2*MSL
 )
 
 var stateNames = [...]string{
@@ -31,6 +31,7 @@ var stateNames = [...]string{
 	StateTimeWait:    "TIME-WAIT",
 }
 
+// String returns the RFC's name of the state ("ESTABLISHED").
 func (s State) String() string {
 	if int(s) < len(stateNames) {
 		return stateNames[s]

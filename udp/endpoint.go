@@ -396,6 +396,7 @@ func (e *Endpoint) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
+// SetWriteDeadline makes sends after t fail with os.ErrDeadlineExceeded (sends never block).
 func (e *Endpoint) SetWriteDeadline(t time.Time) error {
 	e.wdl.Set(t)
 	return nil
@@ -432,11 +433,11 @@ func (e *Endpoint) Close() error {
 
 // Info is a snapshot of a socket for listings (ss).
 type Info struct {
-	Family        Family
-	Local, Remote netip.AddrPort
-	RecvQ         int    // bytes charged to the receive queue
-	Queued        int    // datagrams queued
-	Drops         uint64 // datagrams dropped because the queue was full
+	Family        Family         // V4, V6 or Dual
+	Local, Remote netip.AddrPort // bound and connected addresses
+	RecvQ         int            // bytes charged to the receive queue
+	Queued        int            // datagrams queued
+	Drops         uint64         // datagrams dropped because the queue was full
 }
 
 // Info returns a snapshot of the socket.

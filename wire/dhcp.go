@@ -86,20 +86,32 @@ func ParseDHCP(b []byte) (DHCP, error) {
 	if [4]byte(b[DHCPFixedLen:DHCPMinLen]) != dhcpCookie {
 		return nil, dhcpErrors[ErrBadField]
 	}
-	for o := b[DHCPMinLen:]; len(o) > 0; {
+	if _, _, bad := dhcpOption(b[DHCPMinLen:], DHCPOptEnd); bad {
+		return nil, dhcpErrors[ErrBadOption]
+	}
+	return DHCP(b), nil
+}
+
+// dhcpOption walks options o to the first of code, the end option or the end of o, and
+// returns code's data if found; bad reports an option that runs past the end.
+func dhcpOption(o []byte, code uint8) (data []byte, found, bad bool) {
+	for len(o) > 0 {
 		switch o[0] {
 		case DHCPOptPad:
 			o = o[1:]
 			continue
 		case DHCPOptEnd:
-			return DHCP(b), nil
+			return nil, false, false
 		}
 		if len(o) < 2 || 2+int(o[1]) > len(o) {
-			return nil, dhcpErrors[ErrBadOption]
+			return nil, false, true
+		}
+		if n := int(o[1]); o[0] == code {
+			return o[2 : 2+n], true, false
 		}
 		o = o[2+int(o[1]):]
 	}
-	return DHCP(b), nil
+	return nil, false, false
 }
 
 func (m DHCP) Op() uint8            { return m[0] }
@@ -117,21 +129,11 @@ func (m DHCP) ClientMAC() (mac MAC) { copy(mac[:], m[28:34]); return mac }
 
 // Option returns the data of the first option code, and whether it is present.
 func (m DHCP) Option(code uint8) ([]byte, bool) {
-	for o := m[DHCPMinLen:]; len(o) > 0; {
-		switch o[0] {
-		case DHCPOptPad:
-			o = o[1:]
-			continue
-		case DHCPOptEnd:
-			return nil, false
-		}
-		n := int(o[1])
-		if o[0] == code {
-			return o[2 : 2+n], true
-		}
-		o = o[2+n:]
+	if code == DHCPOptPad || code == DHCPOptEnd {
+		return nil, false
 	}
-	return nil, false
+	data, found, _ := dhcpOption(m[DHCPMinLen:], code)
+	return data, found
 }
 
 // MessageType is option 53's value, or 0 (a BOOTP message) if absent or malformed.

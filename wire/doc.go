@@ -1,6 +1,7 @@
 // Package wire holds zero-allocation views over packet bytes and builders for the headers
 // berth speaks: IPv4, IPv6 (with its extension-header chain), TCP (with options), UDP,
-// ICMPv4 and ICMPv6, and the internet checksum.
+// ICMPv4 and ICMPv6, and the internet checksum; and on Ethernet links (link/ether) the
+// Ethernet II header, ARP, Neighbor Discovery messages with their options, and DHCPv4.
 //
 // A view is a named byte slice (IPv4, IPv6, TCP, UDP, ...) whose accessors read fields in
 // place; a Parse function validates the bytes once and returns the view or a typed *Error.
@@ -47,6 +48,7 @@ const (
 	ErrBadField                         // a field holds a value the RFC forbids
 )
 
+// String names the kind, as error texts show it.
 func (k ErrorKind) String() string {
 	switch k {
 	case ErrTooShort:
@@ -72,6 +74,7 @@ type Error struct {
 	Kind  ErrorKind
 }
 
+// Error returns "wire: <layer>: <kind>".
 func (e *Error) Error() string { return "wire: " + e.Layer + ": " + e.Kind.String() }
 
 // Is makes errors.Is(err, &wire.Error{Kind: k}) match any layer when Layer is empty.

@@ -87,10 +87,7 @@ func FuzzEthernet(f *testing.F) {
 	f.Add([]byte{1, 2, 3, 4, 5, 6, 2, 0, 0, 0, 0, 1, 0x81, 0x00, 0, 1, 0x08, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := wire.ParseEthernet(b)
-		if err != nil {
-			if !isWireError(err) {
-				t.Fatalf("untyped error %v", err)
-			}
+		if rejected(t, err) {
 			return
 		}
 		if len(h) < 14 || h.EtherType() < 0x600 || len(h.Payload()) != len(b)-14 {
@@ -113,10 +110,7 @@ func FuzzARP(f *testing.F) {
 	f.Add(b[:20])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a, err := wire.ParseARP(b)
-		if err != nil {
-			if !isWireError(err) {
-				t.Fatalf("untyped error %v", err)
-			}
+		if rejected(t, err) {
 			return
 		}
 		if len(a) != wire.ARPLen || (a.Op() != wire.ARPRequest && a.Op() != wire.ARPReply) {
@@ -151,10 +145,7 @@ func FuzzNDP(f *testing.F) {
 			wire.SetICMPv6Checksum(b, src, dst)
 		}
 		m, err := wire.ParseNDP(b, src, dst, hl)
-		if err != nil {
-			if !isWireError(err) {
-				t.Fatalf("untyped error %v", err)
-			}
+		if rejected(t, err) {
 			return
 		}
 		if hl != 255 || m[1] != 0 {
@@ -186,10 +177,7 @@ func FuzzDHCP(f *testing.F) {
 	f.Add(b[:n])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := wire.ParseDHCP(b)
-		if err != nil {
-			if !isWireError(err) {
-				t.Fatalf("untyped error %v", err)
-			}
+		if rejected(t, err) {
 			return
 		}
 		_, _, _, _ = m.XID(), m.CIAddr(), m.YIAddr(), m.GIAddr()
@@ -200,4 +188,49 @@ func FuzzDHCP(f *testing.F) {
 			m.OptionAddr(uint8(code))
 		}
 	})
+}
+
+// rejected reports whether a parser refused its input, failing unless with a *wire.Error.
+func rejected(t *testing.T, err error) bool {
+	t.Helper()
+	if err != nil && !isWireError(err) {
+		t.Fatalf("untyped error %v", err)
+	}
+	return err != nil
+}
+
+func BenchmarkParseARP(b *testing.B) {
+	f := make([]byte, 60)
+	(&wire.EthernetFields{Dst: wire.BroadcastMAC, Src: wire.MAC{2, 0, 0, 0, 0, 1}, EtherType: wire.EtherTypeARP}).Encode(f)
+	(&wire.ARPFields{Op: wire.ARPRequest, SenderMAC: wire.MAC{2, 0, 0, 0, 0, 1}, SenderIP: netip.MustParseAddr("10.0.2.100"),
+		TargetIP: netip.MustParseAddr("10.0.2.2")}).Encode(f[14:])
+	b.ReportAllocs()
+	for b.Loop() {
+		h, err := wire.ParseEthernet(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		a, err := wire.ParseARP(h.Payload())
+		if err != nil {
+			b.Fatal(err)
+		}
+		sink += int(a.Op()) + int(a.TargetIP().As4()[3])
+	}
+}
+
+func BenchmarkParseNDP(b *testing.B) {
+	src, dst := netip.MustParseAddr("fd00::100"), netip.MustParseAddr("ff02::1:ff00:2")
+	msg := make([]byte, 32)
+	n := (&wire.NDPFields{Type: wire.ICMPv6NeighborSolicitation, Target: netip.MustParseAddr("fd00::2")}).Encode(msg)
+	wire.PutNDPLinkAddr(msg[n:], wire.NDPOptSourceLinkAddr, wire.MAC{2, 0, 0, 0, 0, 1})
+	wire.SetICMPv6Checksum(msg, src, dst)
+	b.ReportAllocs()
+	for b.Loop() {
+		m, err := wire.ParseNDP(msg, src, dst, 255)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mac, _ := m.LinkAddr(wire.NDPOptSourceLinkAddr)
+		sink += int(mac[5])
+	}
 }

@@ -67,12 +67,19 @@ func ParseICMPv4(b []byte) (ICMPv4, error) {
 	return ICMPv4(b), nil
 }
 
-func (m ICMPv4) Type() uint8      { return m[0] }
-func (m ICMPv4) Code() uint8      { return m[1] }
+// Type is the message type (RFC 792).
+func (m ICMPv4) Type() uint8 { return m[0] }
+
+// Code is the message code, whose meaning depends on Type.
+func (m ICMPv4) Code() uint8 { return m[1] }
+
+// Checksum is the checksum field.
 func (m ICMPv4) Checksum() uint16 { return binary.BigEndian.Uint16(m[2:]) }
 
-// ID and Seq are the echo identifier and sequence number (echo request/reply, RFC 792).
-func (m ICMPv4) ID() uint16  { return binary.BigEndian.Uint16(m[4:]) }
+// ID is the echo identifier (echo request/reply, RFC 792).
+func (m ICMPv4) ID() uint16 { return binary.BigEndian.Uint16(m[4:]) }
+
+// Seq is the echo sequence number (echo request/reply, RFC 792).
 func (m ICMPv4) Seq() uint16 { return binary.BigEndian.Uint16(m[6:]) }
 
 // MTU is the next-hop MTU of a "fragmentation needed and DF set" message (RFC 1191 §4: the
@@ -101,7 +108,7 @@ func (m ICMPv4) Payload() []byte { return m[ICMPv4HeaderLen:] }
 // ICMPv4Fields describes an ICMPv4 header, for Encode. Which of ID/Seq, MTU and Pointer is
 // written depends on Type (and Code); the other bytes of the 4-byte word are zero.
 type ICMPv4Fields struct {
-	Type, Code uint8
+	Type, Code uint8  // message type and code (RFC 792)
 	ID, Seq    uint16 // echo request / reply
 	MTU        uint16 // destination unreachable, code ICMPv4CodeFragNeeded (RFC 1191 §4)
 	Pointer    uint8  // parameter problem

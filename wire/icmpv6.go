@@ -62,12 +62,19 @@ func ParseICMPv6(b []byte, src, dst netip.Addr) (ICMPv6, error) {
 	return ICMPv6(b), nil
 }
 
-func (m ICMPv6) Type() uint8      { return m[0] }
-func (m ICMPv6) Code() uint8      { return m[1] }
+// Type is the message type (RFC 4443 §2.1).
+func (m ICMPv6) Type() uint8 { return m[0] }
+
+// Code is the message code, whose meaning depends on Type.
+func (m ICMPv6) Code() uint8 { return m[1] }
+
+// Checksum is the checksum field (over the IPv6 pseudo-header too).
 func (m ICMPv6) Checksum() uint16 { return binary.BigEndian.Uint16(m[2:]) }
 
-// ID and Seq are the echo identifier and sequence number (RFC 4443 §4.1, §4.2).
-func (m ICMPv6) ID() uint16  { return binary.BigEndian.Uint16(m[4:]) }
+// ID is the echo identifier (RFC 4443 §4.1, §4.2).
+func (m ICMPv6) ID() uint16 { return binary.BigEndian.Uint16(m[4:]) }
+
+// Seq is the echo sequence number (RFC 4443 §4.1, §4.2).
 func (m ICMPv6) Seq() uint16 { return binary.BigEndian.Uint16(m[6:]) }
 
 // MTU is the next-hop link's MTU in a packet too big message (RFC 4443 §3.2).
@@ -88,7 +95,7 @@ func (m ICMPv6) Payload() []byte { return m[ICMPv6HeaderLen:] }
 // ICMPv6Fields describes an ICMPv6 header, for Encode. Which of ID/Seq, MTU and Pointer is
 // written depends on Type; the other bytes of the 4-byte word are zero.
 type ICMPv6Fields struct {
-	Type, Code uint8
+	Type, Code uint8  // message type and code (RFC 4443 §2.1)
 	ID, Seq    uint16 // echo request / reply
 	MTU        uint32 // packet too big
 	Pointer    uint32 // parameter problem

@@ -43,12 +43,25 @@ func ParseIPv4(b []byte) (IPv4, error) {
 	return IPv4(b[:total]), nil
 }
 
-func (h IPv4) HeaderLen() int      { return int(h[0]&0x0f) * 4 }
-func (h IPv4) TOS() uint8          { return h[1] }
-func (h IPv4) TotalLen() int       { return int(binary.BigEndian.Uint16(h[2:])) }
-func (h IPv4) ID() uint16          { return binary.BigEndian.Uint16(h[4:]) }
-func (h IPv4) Flags() uint16       { return binary.BigEndian.Uint16(h[6:]) &^ ipv4OffsetMask }
-func (h IPv4) DontFragment() bool  { return binary.BigEndian.Uint16(h[6:])&IPv4FlagDF != 0 }
+// HeaderLen is the header's length in bytes (IHL × 4), options included.
+func (h IPv4) HeaderLen() int { return int(h[0]&0x0f) * 4 }
+
+// TOS is the type-of-service byte (DSCP and ECN, RFC 2474 and RFC 3168).
+func (h IPv4) TOS() uint8 { return h[1] }
+
+// TotalLen is the total-length field: header and payload in bytes.
+func (h IPv4) TotalLen() int { return int(binary.BigEndian.Uint16(h[2:])) }
+
+// ID is the identification field (RFC 6864), shared by a datagram's fragments.
+func (h IPv4) ID() uint16 { return binary.BigEndian.Uint16(h[4:]) }
+
+// Flags returns the flags bits of the flags/offset word (IPv4FlagDF, IPv4FlagMF).
+func (h IPv4) Flags() uint16 { return binary.BigEndian.Uint16(h[6:]) &^ ipv4OffsetMask }
+
+// DontFragment reports the DF flag.
+func (h IPv4) DontFragment() bool { return binary.BigEndian.Uint16(h[6:])&IPv4FlagDF != 0 }
+
+// MoreFragments reports the MF flag: more fragments follow this one.
 func (h IPv4) MoreFragments() bool { return binary.BigEndian.Uint16(h[6:])&IPv4FlagMF != 0 }
 
 // FragmentOffset is the offset of this fragment's payload in bytes.
@@ -58,16 +71,38 @@ func (h IPv4) FragmentOffset() int { return int(binary.BigEndian.Uint16(h[6:])&i
 func (h IPv4) IsFragment() bool {
 	return binary.BigEndian.Uint16(h[6:])&(IPv4FlagMF|ipv4OffsetMask) != 0
 }
-func (h IPv4) TTL() uint8           { return h[8] }
-func (h IPv4) Protocol() uint8      { return h[9] }
-func (h IPv4) Checksum() uint16     { return binary.BigEndian.Uint16(h[10:]) }
-func (h IPv4) Src() netip.Addr      { return netip.AddrFrom4([4]byte(h[12:16])) }
-func (h IPv4) Dst() netip.Addr      { return netip.AddrFrom4([4]byte(h[16:20])) }
-func (h IPv4) Options() []byte      { return h[IPv4MinHeaderLen:h.HeaderLen()] }
-func (h IPv4) Payload() []byte      { return h[h.HeaderLen():] }
-func (h IPv4) SetTTL(ttl uint8)     { h.updateWord(8, uint16(ttl)<<8|uint16(h[9])) }
-func (h IPv4) SetDst(a netip.Addr)  { h.setAddr(16, a) }
-func (h IPv4) SetSrc(a netip.Addr)  { h.setAddr(12, a) }
+
+// TTL is the time-to-live field.
+func (h IPv4) TTL() uint8 { return h[8] }
+
+// Protocol is the payload's protocol number (ProtoTCP, ProtoUDP, ProtoICMP).
+func (h IPv4) Protocol() uint8 { return h[9] }
+
+// Checksum is the header checksum field.
+func (h IPv4) Checksum() uint16 { return binary.BigEndian.Uint16(h[10:]) }
+
+// Src is the source address.
+func (h IPv4) Src() netip.Addr { return netip.AddrFrom4([4]byte(h[12:16])) }
+
+// Dst is the destination address.
+func (h IPv4) Dst() netip.Addr { return netip.AddrFrom4([4]byte(h[16:20])) }
+
+// Options returns the option bytes between the fixed header and the payload.
+func (h IPv4) Options() []byte { return h[IPv4MinHeaderLen:h.HeaderLen()] }
+
+// Payload returns the bytes after the header, up to the total length.
+func (h IPv4) Payload() []byte { return h[h.HeaderLen():] }
+
+// SetTTL rewrites the TTL and updates the header checksum incrementally (RFC 1624).
+func (h IPv4) SetTTL(ttl uint8) { h.updateWord(8, uint16(ttl)<<8|uint16(h[9])) }
+
+// SetDst rewrites the destination address (an IPv4 one) and updates the header checksum.
+func (h IPv4) SetDst(a netip.Addr) { h.setAddr(16, a) }
+
+// SetSrc rewrites the source address (an IPv4 one) and updates the header checksum.
+func (h IPv4) SetSrc(a netip.Addr) { h.setAddr(12, a) }
+
+// SetChecksum stores c in the header checksum field.
 func (h IPv4) SetChecksum(c uint16) { binary.BigEndian.PutUint16(h[10:], c) }
 
 // updateWord rewrites the 16-bit word at off and patches the checksum (RFC 1624).
@@ -96,8 +131,8 @@ func as4(a netip.Addr) [4]byte {
 
 // IPv4Fields describes an IPv4 header without options, for Encode.
 type IPv4Fields struct {
-	TOS            uint8
-	TotalLen       int // header + payload
+	TOS            uint8 // type-of-service byte (DSCP and ECN)
+	TotalLen       int   // header + payload
 	ID             uint16
 	Flags          uint16 // IPv4FlagDF, IPv4FlagMF
 	FragmentOffset int    // in bytes, a multiple of 8

@@ -30,24 +30,41 @@ func ParseIPv6(b []byte) (IPv6, error) {
 	return IPv6(b[:IPv6HeaderLen+pl]), nil
 }
 
+// TrafficClass is the traffic class byte (DSCP and ECN).
 func (h IPv6) TrafficClass() uint8 { return uint8(binary.BigEndian.Uint16(h[0:]) >> 4) }
-func (h IPv6) FlowLabel() uint32   { return binary.BigEndian.Uint32(h[0:]) & 0xfffff }
-func (h IPv6) PayloadLen() int     { return int(binary.BigEndian.Uint16(h[4:])) }
-func (h IPv6) NextHeader() uint8   { return h[6] }
-func (h IPv6) HopLimit() uint8     { return h[7] }
-func (h IPv6) Src() netip.Addr     { return netip.AddrFrom16([16]byte(h[8:24])) }
-func (h IPv6) Dst() netip.Addr     { return netip.AddrFrom16([16]byte(h[24:40])) }
-func (h IPv6) Payload() []byte     { return h[IPv6HeaderLen:] }
+
+// FlowLabel is the 20-bit flow label (RFC 6437).
+func (h IPv6) FlowLabel() uint32 { return binary.BigEndian.Uint32(h[0:]) & 0xfffff }
+
+// PayloadLen is the payload-length field: bytes after the fixed header, extension headers included.
+func (h IPv6) PayloadLen() int { return int(binary.BigEndian.Uint16(h[4:])) }
+
+// NextHeader is the protocol number of the header after the fixed header.
+func (h IPv6) NextHeader() uint8 { return h[6] }
+
+// HopLimit is the hop-limit field.
+func (h IPv6) HopLimit() uint8 { return h[7] }
+
+// Src is the source address.
+func (h IPv6) Src() netip.Addr { return netip.AddrFrom16([16]byte(h[8:24])) }
+
+// Dst is the destination address.
+func (h IPv6) Dst() netip.Addr { return netip.AddrFrom16([16]byte(h[24:40])) }
+
+// Payload returns the bytes after the fixed header (extension headers included).
+func (h IPv6) Payload() []byte { return h[IPv6HeaderLen:] }
+
+// SetHopLimit rewrites the hop limit (IPv6 has no header checksum to update).
 func (h IPv6) SetHopLimit(v uint8) { h[7] = v }
 
 // IPv6Fields describes an IPv6 fixed header, for Encode.
 type IPv6Fields struct {
-	TrafficClass uint8
-	FlowLabel    uint32
-	PayloadLen   int
-	NextHeader   uint8
-	HopLimit     uint8
-	Src, Dst     netip.Addr
+	TrafficClass uint8      // DSCP and ECN
+	FlowLabel    uint32     // 20 bits (RFC 6437)
+	PayloadLen   int        // bytes after the fixed header
+	NextHeader   uint8      // protocol number of the next header
+	HopLimit     uint8      // hop limit
+	Src, Dst     netip.Addr // source and destination addresses (IPv6)
 }
 
 // Encode writes the 40-byte fixed header into b[:40].

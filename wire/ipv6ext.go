@@ -31,8 +31,8 @@ func (f IPv6Fragment) IsAtomic() bool { return binary.BigEndian.Uint16(f[2:])&^6
 
 // IPv6FragmentFields describes a fragment header, for Encode.
 type IPv6FragmentFields struct {
-	NextHeader uint8
-	Offset     int // in bytes, a multiple of 8 (the low 3 bits are dropped)
+	NextHeader uint8 // protocol number of the header after the fragment header
+	Offset     int   // in bytes, a multiple of 8 (the low 3 bits are dropped)
 	More       bool
 	ID         uint32
 }

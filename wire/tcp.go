@@ -56,17 +56,40 @@ func ParseTCP(b []byte) (TCP, error) {
 	return TCP(b), nil
 }
 
-func (h TCP) SrcPort() uint16      { return binary.BigEndian.Uint16(h[0:]) }
-func (h TCP) DstPort() uint16      { return binary.BigEndian.Uint16(h[2:]) }
-func (h TCP) Seq() uint32          { return binary.BigEndian.Uint32(h[4:]) }
-func (h TCP) Ack() uint32          { return binary.BigEndian.Uint32(h[8:]) }
-func (h TCP) DataOffset() int      { return int(h[12]>>4) * 4 }
-func (h TCP) Flags() uint8         { return h[13] }
-func (h TCP) Window() uint16       { return binary.BigEndian.Uint16(h[14:]) }
-func (h TCP) Checksum() uint16     { return binary.BigEndian.Uint16(h[16:]) }
-func (h TCP) Urgent() uint16       { return binary.BigEndian.Uint16(h[18:]) }
-func (h TCP) Options() []byte      { return h[TCPMinHeaderLen:h.DataOffset()] }
-func (h TCP) Payload() []byte      { return h[h.DataOffset():] }
+// SrcPort is the source port.
+func (h TCP) SrcPort() uint16 { return binary.BigEndian.Uint16(h[0:]) }
+
+// DstPort is the destination port.
+func (h TCP) DstPort() uint16 { return binary.BigEndian.Uint16(h[2:]) }
+
+// Seq is the sequence number.
+func (h TCP) Seq() uint32 { return binary.BigEndian.Uint32(h[4:]) }
+
+// Ack is the acknowledgment number (meaningful when TCPFlagACK is set).
+func (h TCP) Ack() uint32 { return binary.BigEndian.Uint32(h[8:]) }
+
+// DataOffset is the header's length in bytes (data offset × 4), options included.
+func (h TCP) DataOffset() int { return int(h[12]>>4) * 4 }
+
+// Flags is the flags byte (TCPFlagFIN ... TCPFlagCWR).
+func (h TCP) Flags() uint8 { return h[13] }
+
+// Window is the window field, unscaled.
+func (h TCP) Window() uint16 { return binary.BigEndian.Uint16(h[14:]) }
+
+// Checksum is the checksum field.
+func (h TCP) Checksum() uint16 { return binary.BigEndian.Uint16(h[16:]) }
+
+// Urgent is the urgent pointer field.
+func (h TCP) Urgent() uint16 { return binary.BigEndian.Uint16(h[18:]) }
+
+// Options returns the option bytes between the fixed header and the payload.
+func (h TCP) Options() []byte { return h[TCPMinHeaderLen:h.DataOffset()] }
+
+// Payload returns the segment's data after the header.
+func (h TCP) Payload() []byte { return h[h.DataOffset():] }
+
+// SetChecksum stores c in the checksum field.
 func (h TCP) SetChecksum(c uint16) { binary.BigEndian.PutUint16(h[16:], c) }
 
 // VerifyChecksum reports whether the segment's checksum is right for the given addresses.
@@ -79,11 +102,11 @@ func (h TCP) ParseOptions(o *TCPOptions) error { return ParseTCPOptions(h.Option
 
 // TCPFields describes a TCP header, for Encode.
 type TCPFields struct {
-	SrcPort, DstPort uint16
-	Seq, Ack         uint32
-	Flags            uint8
-	Window           uint16
-	Urgent           uint16
+	SrcPort, DstPort uint16      // ports
+	Seq, Ack         uint32      // sequence and acknowledgment numbers
+	Flags            uint8       // TCPFlagFIN ... TCPFlagCWR
+	Window           uint16      // window field, already scaled down by the sender's shift
+	Urgent           uint16      // urgent pointer
 	Options          *TCPOptions // nil: none
 }
 
@@ -156,20 +179,35 @@ func FillTCPChecksum(ip []byte) bool {
 }
 
 // SACKBlock is one SACK block: [Left, Right) in sequence space (RFC 2018 §3).
-type SACKBlock struct{ Left, Right uint32 }
+type SACKBlock struct {
+	Left, Right uint32 // first sequence number of the block, and the one after its last
+}
 
 // TCPOptions holds the options berth understands. Has* fields say which were present.
 type TCPOptions struct {
-	HasMSS         bool
-	MSS            uint16
-	HasWindowScale bool
-	WindowScale    uint8
-	SACKPermitted  bool
-	HasTimestamps  bool
-	TSVal, TSEcr   uint32
-	NumSACK        int // blocks used in SACK
+	HasMSS         bool   // an MSS option was present (RFC 9293 §3.7.1)
+	MSS            uint16 // its value
+	HasWindowScale bool   // a window scale option was present (RFC 7323 §2)
+	WindowScale    uint8  // its shift count (at most 14 is used)
+	SACKPermitted  bool   // SACK-permitted option (RFC 2018 §2)
+	HasTimestamps  bool   // a timestamps option was present (RFC 7323 §3)
+	TSVal, TSEcr   uint32 // its TSval and TSecr
+	NumSACK        int    // blocks used in SACK
 	SACK           [MaxSACKBlocks]SACKBlock
+	// FastOpen is the TCP Fast Open option's kind when present: TCPOptFastOpen (RFC 7413
+	// §4.1.1) or TCPOptExperimental with the Fast Open magic (the pre-RFC form, RFC 6994).
+	// FastOpenLen bytes of FastOpenCookie are the cookie; none is a cookie request.
+	FastOpen       uint8
+	FastOpenLen    uint8
+	FastOpenCookie [16]byte
 }
+
+// Fast Open option kinds and the experimental option's magic (RFC 7413 §4.1.1, RFC 6994).
+const (
+	TCPOptFastOpen     = 34
+	TCPOptExperimental = 254
+	FastOpenMagic      = 0xf989
+)
 
 // ParseTCPOptions decodes option bytes. Unknown options are skipped by their length; an
 // option whose length byte is missing, below 2, runs past the end, or does not fit its
@@ -223,6 +261,18 @@ func ParseTCPOptions(b []byte, o *TCPOptions) error {
 			}
 			o.HasTimestamps = true
 			o.TSVal, o.TSEcr = binary.BigEndian.Uint32(body), binary.BigEndian.Uint32(body[4:])
+		case TCPOptFastOpen, TCPOptExperimental:
+			if kind == TCPOptExperimental {
+				if len(body) < 2 || binary.BigEndian.Uint16(body) != FastOpenMagic {
+					break // another experiment: skipped like an unknown option
+				}
+				body = body[2:]
+			}
+			// RFC 7413 §4.1.1: a cookie is 4 to 16 bytes; other lengths are ignored.
+			if n := len(body); n == 0 || (n >= 4 && n <= 16) {
+				o.FastOpen, o.FastOpenLen = kind, uint8(n)
+				copy(o.FastOpenCookie[:], body)
+			}
 		}
 		b = b[l:]
 	}
@@ -244,10 +294,22 @@ func (o *TCPOptions) EncodedLen() int {
 	} else if o.SACKPermitted {
 		n += 4 // NOP NOP + 2
 	}
+	if o.FastOpen != 0 {
+		n += o.fastOpenLen()
+	}
 	if o.NumSACK > 0 {
 		n += 4 + 8*o.sackFit(n)
 	}
 	return n
+}
+
+// fastOpenLen is the Fast Open option's length padded to 4 bytes with NOPs.
+func (o *TCPOptions) fastOpenLen() int {
+	l := 2 + int(o.FastOpenLen)
+	if o.FastOpen == TCPOptExperimental {
+		l += 2
+	}
+	return (l + 3) &^ 3
 }
 
 func (o *TCPOptions) sackFit(used int) int {
@@ -281,6 +343,22 @@ func (o *TCPOptions) Encode(b []byte) int {
 	if o.HasWindowScale {
 		b[n], b[n+1], b[n+2], b[n+3] = TCPOptNOP, TCPOptWindowScale, 3, o.WindowScale
 		n += 4
+	}
+	if o.FastOpen != 0 {
+		// After the others, NOP-padded at its end, as Linux writes it.
+		l, m := 2+int(o.FastOpenLen), n+2
+		b[n] = o.FastOpen
+		if o.FastOpen == TCPOptExperimental {
+			l += 2
+			binary.BigEndian.PutUint16(b[m:], FastOpenMagic)
+			m += 2
+		}
+		b[n+1] = uint8(l)
+		copy(b[m:], o.FastOpenCookie[:o.FastOpenLen])
+		for i := n + l; i < n+o.fastOpenLen(); i++ {
+			b[i] = TCPOptNOP
+		}
+		n += o.fastOpenLen()
 	}
 	if o.NumSACK > 0 {
 		k := o.sackFit(n)

@@ -27,11 +27,20 @@ func ParseUDP(b []byte) (UDP, error) {
 	return UDP(b[:l]), nil
 }
 
-func (h UDP) SrcPort() uint16  { return binary.BigEndian.Uint16(h[0:]) }
-func (h UDP) DstPort() uint16  { return binary.BigEndian.Uint16(h[2:]) }
-func (h UDP) Length() int      { return int(binary.BigEndian.Uint16(h[4:])) }
+// SrcPort is the source port (0: none, RFC 768).
+func (h UDP) SrcPort() uint16 { return binary.BigEndian.Uint16(h[0:]) }
+
+// DstPort is the destination port.
+func (h UDP) DstPort() uint16 { return binary.BigEndian.Uint16(h[2:]) }
+
+// Length is the length field: header and payload in bytes.
+func (h UDP) Length() int { return int(binary.BigEndian.Uint16(h[4:])) }
+
+// Checksum is the checksum field (0 over IPv4: none computed).
 func (h UDP) Checksum() uint16 { return binary.BigEndian.Uint16(h[6:]) }
-func (h UDP) Payload() []byte  { return h[UDPHeaderLen:] }
+
+// Payload returns the datagram's data, up to the length field.
+func (h UDP) Payload() []byte { return h[UDPHeaderLen:] }
 
 // VerifyChecksum reports whether the checksum is right for the addresses. A zero checksum
 // field verifies only for IPv4 (RFC 768: no checksum was computed).
@@ -44,8 +53,8 @@ func (h UDP) VerifyChecksum(src, dst netip.Addr) bool {
 
 // UDPFields describes a UDP header, for Encode.
 type UDPFields struct {
-	SrcPort, DstPort uint16
-	Length           int // header + payload
+	SrcPort, DstPort uint16 // ports
+	Length           int    // header + payload
 }
 
 // Encode writes the 8-byte header with a zero checksum field into b.

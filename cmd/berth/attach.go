@@ -15,7 +15,7 @@ import (
 
 // attachUsage is the synopsis of berth attach (after "berth "); main.go's table lists the
 // command.
-const attachUsage = "attach --netns PATH|NAME|PID [-p MAPPING]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N]"
+const attachUsage = "attach --netns PATH|NAME|PID [-p MAPPING]... [--tap [--dhcp]] [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N]"
 
 // attachDoc is the text of berth help attach.
 const attachDoc = `Serves a network namespace that exists (as slirp4netns and pasta do): creates berth0
@@ -32,8 +32,7 @@ func runAttach(c *command, args []string) int {
 	nsArg := fs.String("netns", "", "the namespace: a path, a name under /run/netns, or a PID")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n", c.usage, c.help)
-			return exitOK
+			return runHelp([]string{c.name}) // as every command: usage and help on stdout, exit 0
 		}
 		return usageError(c, "%v", err)
 	}
@@ -58,6 +57,9 @@ func runAttach(c *command, args []string) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	tap := sessionTap(&cfg, ff.control)
+	if tap != nil {
+		tap.Ethernet = cfg.TAP
+	}
 	sess, err := forward.Start(cfg)
 	if err != nil {
 		return fail("attach", "%v", err)

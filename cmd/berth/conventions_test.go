@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,18 +18,23 @@ import (
 // and help on stdout, nothing on stderr, exit 0 — before it parses anything else.
 func TestHelpEverywhere(t *testing.T) {
 	bin := buildBerth(t)
+	helpText := map[string]string{}
 	for _, c := range commandTable() {
+		_, want, _ := runBerth(t, bin, nil, "help", c.name)
+		helpText[c.name] = want
 		for _, flag := range []string{"-h", "--help", "-help"} {
 			code, out, errs := runBerth(t, bin, nil, c.name, flag)
-			if code != 0 || errs != "" || !strings.HasPrefix(out, "usage: berth "+c.usage+"\n") || !strings.Contains(out, c.summary) {
+			if code != 0 || errs != "" || out != want || !strings.HasPrefix(out, "usage: berth "+c.usage+"\n") || !strings.Contains(out, c.summary) {
 				t.Errorf("berth %s %s: exit %d, stderr %q, stdout:\n%s", c.name, flag, code, errs, out)
 			}
 		}
 	}
 	// Later in the arguments, each command's own parser sees it and answers the same.
-	for _, args := range [][]string{{"stats", "-z", "--help"}, {"ss", "-t", "-h"}, {"up", "--tun", "x", "-h"}} {
+	for _, args := range [][]string{{"stats", "-z", "--help"}, {"ss", "-t", "-h"}, {"up", "--tun", "x", "-h"},
+		{"capture", "f.pcap", "--help"}, {"demo", "-4", "-h"}, {"forward", "--control", "/x", "--help"},
+		{"run", "--mtu", "1500", "-h"}, {"attach", "--mtu", "1500", "-help"}} {
 		code, out, errs := runBerth(t, bin, nil, args...)
-		if code != 0 || errs != "" || !strings.HasPrefix(out, "usage: berth "+args[0]) {
+		if code != 0 || errs != "" || out != helpText[args[0]] {
 			t.Errorf("berth %v: exit %d, stderr %q, stdout:\n%s", args, code, errs, out)
 		}
 	}
@@ -52,6 +58,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"man", "extra"}, `unexpected argument "extra"`},
 		{[]string{"version", "extra"}, `unexpected argument "extra"`},
 		{[]string{"nope"}, `unknown command "nope"`},
+		{[]string{"forward", "bogus"}, `want add MAPPING, rm MAPPING or ls, not ["bogus"]`},
 	} {
 		code, out, errs := runBerth(t, bin, nil, c.args...)
 		if code != 2 || out != "" || !strings.Contains(errs, c.msg) {
@@ -178,7 +185,27 @@ func TestCompletion(t *testing.T) {
 		got := complete(c.words...)
 		for _, w := range c.want {
 			if !strings.Contains(" "+strings.Join(got, " ")+" ", " "+w+" ") {
-				t.Errorf("completing %v: %v lacks %s", c.words, got, w)
+				t.Errorf("bash completing %v: %v lacks %s", c.words, got, w)
+			}
+		}
+		// fish completes the same line the same way (complete -C prints the candidates,
+		// each followed by a tab and its description, if any).
+		line := strings.Join(c.words, " ")
+		script := scripts["fish"] + "\ncomplete -C " + fishQuote(line) + "\n"
+		cmd := exec.Command("fish", "--no-config")
+		cmd.Stdin = strings.NewReader(script)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("fish: %v", err)
+		}
+		var cands []string
+		for _, l := range strings.Split(string(out), "\n") {
+			cand, _, _ := strings.Cut(l, "\t")
+			cands = append(cands, cand)
+		}
+		for _, w := range c.want {
+			if !slices.Contains(cands, w) {
+				t.Errorf("fish completing %q: %q lacks %s", line, cands, w)
 			}
 		}
 	}
@@ -187,8 +214,8 @@ func TestCompletion(t *testing.T) {
 // TestManPage renders the page with groff, warnings on, and finds every command in it.
 func TestManPage(t *testing.T) {
 	bin := buildBerth(t)
-	code, page, errs := runBerth(t, bin, nil, "man")
-	if code != 0 || errs != "" || !strings.HasPrefix(page, ".TH BERTH 1 ") {
+	code, page, errs := runBerth(t, bin, []string{"SOURCE_DATE_EPOCH=1700000000"}, "man")
+	if code != 0 || errs != "" || !strings.HasPrefix(page, `.TH BERTH 1 "2023-11-14" `) {
 		t.Fatalf("man: exit %d, %s\n%.200s", code, errs, page)
 	}
 	groff, err := exec.LookPath("groff")
@@ -201,8 +228,10 @@ func TestManPage(t *testing.T) {
 		t.Fatalf("groff: %v\n%s", err, e.String())
 	}
 	text := regexp.MustCompile(`.\x08`).ReplaceAllString(o.String(), "") // overstrike bold
+	// groff fills and justifies: a summary may be wrapped or have its spaces widened.
+	text = strings.Join(strings.Fields(text), " ")
 	for _, c := range commandTable() {
-		if !strings.Contains(text, "berth "+c.name) || !strings.Contains(text, c.summary) {
+		if !strings.Contains(text, "berth "+c.name) || !strings.Contains(text, strings.Join(strings.Fields(c.summary), " ")) {
 			t.Errorf("the rendered page lacks %s or its summary", c.name)
 		}
 	}

@@ -133,8 +133,7 @@ func runForward(c *command, args []string) int {
 	path := fs.String("control", "", "forward socket path")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n", c.usage, c.help)
-			return exitOK
+			return runHelp([]string{c.name}) // as every command: usage and help on stdout, exit 0
 		}
 		return usageError(c, "%v", err)
 	}
@@ -151,7 +150,7 @@ func runForward(c *command, args []string) int {
 		}
 	case action == "ls" && len(rest) == 1:
 	default:
-		return usageError(c, "")
+		return usageError(c, "want add MAPPING, rm MAPPING or ls, not %q", rest)
 	}
 	if *path == "" {
 		p, err := findForwardSocket()

@@ -66,10 +66,12 @@ func commandTable() []*command {
 			usage: ssUsage, help: ssDoc, run: runSS},
 		{name: "stats", summary: "show the counters of a running berth (like nstat)",
 			usage: statsUsage, help: statsDoc, run: runStats},
-		{name: "up", summary: "run a berth host on a TUN device",
+		{name: "up", summary: "run a berth host on a TUN or TAP device",
 			usage: upUsage, help: upHelp(), run: runUp},
 		{name: "version", summary: "print berth's version and the Go it was built with",
 			usage: versionUsage, help: versionDoc, run: runVersion},
+		{name: "vm", summary: "serve a virtual machine's network over a UNIX socket (QEMU)",
+			usage: vmUsage, help: vmDoc, run: runVM},
 	}
 }
 

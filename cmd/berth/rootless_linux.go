@@ -53,6 +53,7 @@ type nsSetup struct {
 	addr6      netip.Prefix
 	gw6        netip.Addr
 	nameserver []netip.Addr
+	tap, dhcp  bool // berth run --tap, --dhcp: a TAP device, not configured with --dhcp
 }
 
 func (s *nsSetup) args() []string {
@@ -61,6 +62,12 @@ func (s *nsSetup) args() []string {
 		"-addr6", s.addr6.String(), "-gw6", s.gw6.String()}
 	if s.noIPv6 {
 		a = append(a, "-no-ipv6")
+	}
+	if s.tap {
+		a = append(a, "-tap")
+	}
+	if s.dhcp {
+		a = append(a, "-dhcp")
 	}
 	for _, d := range s.nameserver {
 		a = append(a, "-dns", d.String())
@@ -87,6 +94,8 @@ func setupFor(cfg forward.SessionConfig, dns []netip.Addr) nsSetup {
 		addr6:      netip.PrefixFrom(orAddr(fc.NSAddr6, forward.DefaultNSAddr6.Addr()), forward.DefaultNSAddr6.Bits()),
 		gw6:        orAddr(fc.Gateway6, forward.DefaultGateway6),
 		nameserver: dns,
+		tap:        cfg.TAP,
+		dhcp:       cfg.DHCP,
 	}
 }
 
@@ -182,13 +191,20 @@ func runRootless(cfg forward.SessionConfig, dns []netip.Addr, argv []string, con
 		// The child failed before sending the device, and said why on stderr.
 		return exitStatus(<-waited)
 	}
-	dev, err := tun.FromFile(f, tun.Options{MTU: cfg.MTU, VnetHdr: true})
+	fromFile := tun.FromFile
+	if cfg.TAP {
+		fromFile = tun.TAPFromFile
+	}
+	dev, err := fromFile(f, tun.Options{MTU: cfg.MTU, VnetHdr: true})
 	f.Close()
 	if err != nil {
 		return abort("%v", err)
 	}
 	cfg.Device = dev
 	tap := sessionTap(&cfg, controlPath)
+	if tap != nil {
+		tap.Ethernet = cfg.TAP
+	}
 	sess, err := forward.Start(cfg)
 	if err != nil {
 		dev.Close()
@@ -273,6 +289,8 @@ func rootlessChild(args []string) int {
 	var s nsSetup
 	fs.IntVar(&s.mtu, "mtu", forward.DefaultMTU, "")
 	fs.BoolVar(&s.noIPv6, "no-ipv6", false, "")
+	fs.BoolVar(&s.tap, "tap", false, "")
+	fs.BoolVar(&s.dhcp, "dhcp", false, "")
 	fs.Func("addr4", "", func(v string) (err error) { s.addr4, err = netip.ParsePrefix(v); return })
 	fs.Func("addr6", "", func(v string) (err error) { s.addr6, err = netip.ParsePrefix(v); return })
 	fs.Func("gw4", "", func(v string) (err error) { s.gw4, err = netip.ParseAddr(v); return })
@@ -388,7 +406,11 @@ func (s *nsSetup) device() (int, error) {
 	ifr, _ := unix.NewIfreq(forward.DeviceName)
 	// The flags tun.Open sets with Options.VnetHdr; tun.FromFile in the parent applies
 	// the header size and offloads, which belong to the descriptor.
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	kind := uint16(unix.IFF_TUN)
+	if s.tap {
+		kind = unix.IFF_TAP // tun.TAPFromFile in the parent
+	}
+	ifr.SetUint16(kind | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
 		unix.Close(fd)
 		return -1, fmt.Errorf("tun: TUNSETIFF %q: %w", forward.DeviceName, err)
@@ -410,6 +432,11 @@ func (s *nsSetup) device() (int, error) {
 		cmds = append(cmds,
 			[]string{"-6", "addr", "add", s.addr6.String(), "dev", dev, "nodad"},
 			[]string{"-6", "route", "add", "default", "via", s.gw6.String(), "dev", dev})
+	}
+	if s.dhcp {
+		// --tap --dhcp: addresses and routes come from berth's DHCP server and router
+		// advertisements (forward.SessionConfig.DHCP).
+		cmds = [][]string{cmds[0], cmds[1], cmds[2], {"link", "set", dev, "up"}}
 	}
 	for _, c := range cmds {
 		cmd := exec.Command(ip, c...)

@@ -19,7 +19,7 @@ import (
 
 // runUsage is the synopsis of berth run (after "berth "); main.go's table lists the
 // command.
-const runUsage = "run [-p [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]]... [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N] [--userns] -- COMMAND [ARGS...]"
+const runUsage = "run [-p [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]]... [--tap [--dhcp]] [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N] [--userns] -- COMMAND [ARGS...]"
 
 // runDoc is the text of berth help run.
 const runDoc = `Creates a network namespace, gives it a TUN device berth0 whose far side is berth,
@@ -46,6 +46,13 @@ first nameserver of /etc/resolv.conf, or --dns-upstream), and the namespace's
                       namespace's programs (on 2 CPUs, 5-60 % more throughput
                       than with both: docs/benchmarks.md)
   --userns            the rootless mode even as root
+  --tap               berth0 is a TAP device (Ethernet) instead of TUN: berth
+                      answers ARP and neighbour discovery for the gateways, sends
+                      router advertisements (SLAAC) and runs a DHCP server, as for a
+                      VM; the namespace is configured as in the TUN mode
+  --dhcp              with --tap: only bring berth0 up, and leave its addresses
+                      to a DHCP client in the namespace (udhcpc, dhclient) and to
+                      SLAAC from berth's router advertisements
 
 Root gets a named network namespace (ip netns). Any other user gets the rootless
 mode, as slirp4netns and pasta do: a new user namespace (the caller's uid and gid
@@ -66,6 +73,7 @@ type fwdFlags struct {
 	dnsUpstream    string
 	control        string
 	threads        int
+	tap, dhcp      bool
 }
 
 type stringList struct{ p *[]string }
@@ -86,6 +94,8 @@ func (ff *fwdFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&ff.dnsUpstream, "dns-upstream", "", "DNS resolver for 10.0.2.3 (default: /etc/resolv.conf's first)")
 	fs.StringVar(&ff.control, "control", "", "control socket path, or none")
 	fs.IntVar(&ff.threads, "threads", 1, "GOMAXPROCS for berth (0: every CPU)")
+	fs.BoolVar(&ff.tap, "tap", false, "a TAP device (Ethernet) instead of TUN")
+	fs.BoolVar(&ff.dhcp, "dhcp", false, "with --tap: addresses by DHCP and SLAAC, not configured")
 }
 
 // applyThreads sets GOMAXPROCS from --threads, after fs parsed the arguments: the value
@@ -111,7 +121,10 @@ func (ff *fwdFlags) applyThreads(fs *flag.FlagSet) error {
 
 // config turns the flags into a session configuration.
 func (ff *fwdFlags) config(nsPath string) (forward.SessionConfig, error) {
-	cfg := forward.SessionConfig{NSPath: nsPath, MTU: ff.mtu}
+	cfg := forward.SessionConfig{NSPath: nsPath, MTU: ff.mtu, TAP: ff.tap, DHCP: ff.dhcp}
+	if ff.dhcp && !ff.tap {
+		return cfg, errors.New("--dhcp needs --tap (a TUN device has no DHCP)")
+	}
 	cfg.Forward.NoIPv6 = ff.noIPv6
 	cfg.Forward.NoHostLoopback = ff.noHostLoopback
 	for _, p := range ff.ports {
@@ -166,8 +179,7 @@ func runRun(c *command, args []string) int {
 	userns := fs.Bool("userns", false, "rootless (user namespace) mode, also as root")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stdout, "usage: berth %s\n\n%s\n", c.usage, c.help)
-			return exitOK
+			return runHelp([]string{c.name}) // as every command: usage and help on stdout, exit 0
 		}
 		return usageError(c, "%v", err)
 	}
@@ -206,6 +218,9 @@ func runRun(c *command, args []string) int {
 	}
 	defer ns.Delete()
 	tap := sessionTap(&cfg, ff.control)
+	if tap != nil {
+		tap.Ethernet = cfg.TAP // captures record the TAP device's frames
+	}
 	sess, err := forward.Start(cfg)
 	if err != nil {
 		return fail("run", "%v", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/berthnet/berth"
 	"github.com/berthnet/berth/control"
 	"github.com/berthnet/berth/link"
+	"github.com/berthnet/berth/link/ether"
 	"github.com/berthnet/berth/link/pcap"
 	"github.com/berthnet/berth/link/tun"
 	"github.com/berthnet/berth/metrics"
@@ -29,7 +30,7 @@ import (
 
 // upUsage is the synopsis of berth up (after "berth "); main.go's table lists the
 // command.
-const upUsage = "up --tun NAME --addr PREFIX [--addr PREFIX] [--host-addr PREFIX]... [--serve NAME,...] [--pcap FILE] [--mtu N] [--control PATH|none] [--metrics ADDR]"
+const upUsage = "up --tun NAME|--tap NAME --addr PREFIX [--addr PREFIX] [--host-addr PREFIX]... [--serve NAME,...] [--pcap FILE] [--mtu N] [--control PATH|none] [--metrics ADDR]"
 
 func upHelp() string {
 	var b strings.Builder
@@ -37,13 +38,16 @@ func upHelp() string {
 given addresses until SIGINT or SIGTERM, then closes everything and exits 0.
 
   --tun NAME         the TUN device (a pattern like "berth%d" lets the kernel pick)
+  --tap NAME         a TAP device instead (Ethernet): berth answers ARP and
+                     neighbour discovery for its addresses (link/ether)
   --addr PREFIX      berth's address on the device, with its prefix length
                      (10.7.0.2/24, fd07::2/64); repeat for more; at least one
   --host-addr PREFIX also configure the kernel's side of the device: add this address
                      and set the link up (needs the ip program); repeatable
   --serve NAME,...   classic services to serve on every address, ports from the IANA
                      registry ("all" for every one); repeatable
-  --pcap FILE        record every packet on the device (pcap, LINKTYPE_RAW)
+  --pcap FILE        record every packet on the device (pcap, LINKTYPE_RAW; with
+                     --tap every frame, LINKTYPE_ETHERNET)
   --mtu N            set the device MTU (default: the device's)
   --control PATH     the control socket that berth ss, stats and capture read
                      (default: ` + control.DefaultPath("NAME") + `; none: no socket)
@@ -75,6 +79,7 @@ Example:
 // upConfig is what the flags of `berth up` say.
 type upConfig struct {
 	tun       string
+	tap       bool // tun names a TAP device (--tap)
 	addrs     []netip.Prefix
 	hostAddrs []netip.Prefix
 	serve     []string // service names, checked by services.Resolve, each once
@@ -167,6 +172,7 @@ func parseUp(args []string) (*upConfig, error) {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // runUp prints the error and the usage line
 	fs.StringVar(&cfg.tun, "tun", "", "TUN device name")
+	tapName := fs.String("tap", "", "TAP device name")
 	fs.Var(prefixList{&cfg.addrs}, "addr", "berth's address/prefix (repeatable)")
 	fs.Var(prefixList{&cfg.hostAddrs}, "host-addr", "the kernel side's address/prefix (repeatable)")
 	fs.Var(serveList{&cfg.serve}, "serve", "services to serve (comma-separated, repeatable)")
@@ -180,8 +186,13 @@ func parseUp(args []string) (*upConfig, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if cfg.tun == "" {
-		return nil, errors.New("--tun NAME is required")
+	switch {
+	case cfg.tun != "" && *tapName != "":
+		return nil, errors.New("--tun and --tap exclude each other")
+	case *tapName != "":
+		cfg.tun, cfg.tap = *tapName, true
+	case cfg.tun == "":
+		return nil, errors.New("--tun NAME is required (or --tap NAME)")
 	}
 	// IFNAMSIZ is 16 with the NUL; dev_valid_name rejects '/', ':' and white space.
 	if len(cfg.tun) > 15 || cfg.tun == "." || cfg.tun == ".." || strings.ContainsAny(cfg.tun, "/: \t\n") {
@@ -245,19 +256,27 @@ func runUp(c *command, args []string) int {
 
 // up runs the host until ctx is done and returns the exit status.
 func up(ctx context.Context, cfg *upConfig, log *slog.Logger) int {
-	ep, err := tun.Open(cfg.tun, tun.Options{MTU: cfg.mtu})
+	open, kind := tun.Open, "TUN"
+	if cfg.tap {
+		open, kind = tun.OpenTAP, "TAP"
+	}
+	ep, err := open(cfg.tun, tun.Options{MTU: cfg.mtu})
 	if err != nil {
-		log.Error("cannot open TUN device", "tun", cfg.tun, "err", err)
+		log.Error("cannot open "+kind+" device", "tun", cfg.tun, "err", err)
 		return exitFailure
 	}
-	log.Info("TUN device open", "tun", ep.Name(), "mtu", ep.MTU())
+	log.Info(kind+" device open", "tun", ep.Name(), "mtu", ep.MTU())
 	var lep link.Endpoint = ep
 	var capture *os.File
 	var pw *pcap.Writer
 	if cfg.pcap != "" {
 		capture, err = os.Create(cfg.pcap)
 		if err == nil {
-			pw, err = pcap.NewWriter(capture, 0)
+			if cfg.tap {
+				pw, err = pcap.NewWriter(capture, pcap.DefaultSnapLen+14, pcap.WithLinkType(pcap.LinkTypeEthernet))
+			} else {
+				pw, err = pcap.NewWriter(capture, 0)
+			}
 		}
 		if err != nil {
 			ep.Close()
@@ -287,10 +306,22 @@ func up(ctx context.Context, cfg *upConfig, log *slog.Logger) int {
 // runStack runs a berth stack on ep (the device dev) until ctx is done; it closes ep.
 func runStack(ctx context.Context, cfg *upConfig, dev string, ep link.Endpoint, log *slog.Logger) int {
 	// Captures through the control socket (berth capture) see every packet of the device.
-	tap := &control.Tap{}
+	tap := &control.Tap{Ethernet: cfg.tap}
 	s := berth.New()
 	defer s.Close()
-	if err := s.AddInterface(dev, tap.Wrap(ep)); err != nil {
+	ep = tap.Wrap(ep)
+	if cfg.tap {
+		// The Ethernet layer over the TAP device's frames; captures record the frames.
+		eth, err := ether.New(ep, ether.Config{Addrs: cfg.addrs, Counter: s.Net().Counters().Counter})
+		if err != nil {
+			ep.Close()
+			log.Error("cannot start the Ethernet layer", "tap", dev, "err", err)
+			return exitFailure
+		}
+		log.Info("Ethernet layer up", "tap", dev, "mac", eth.MAC().String())
+		ep = eth
+	}
+	if err := s.AddInterface(dev, ep); err != nil {
 		ep.Close()
 		log.Error("cannot add the interface", "tun", dev, "err", err)
 		return exitFailure

@@ -59,8 +59,8 @@ func testUpUsage(t *testing.T, bin string) {
 		args []string
 		want string
 	}{
-		{nil, "--tun NAME is required"},
-		{[]string{"--addr", "10.7.0.2/24"}, "--tun NAME is required"},
+		{nil, "--tun NAME is required (or --tap NAME)"},
+		{[]string{"--addr", "10.7.0.2/24"}, "--tun NAME is required (or --tap NAME)"},
 		{[]string{"--tun", "bt0"}, "at least one --addr is required"},
 		{[]string{"--tun", "bt0", "--addr", "10.7.0.2"}, `"10.7.0.2" has no prefix length`},
 		{[]string{"--tun", "bt0", "--addr", "ten/24"}, `"ten/24" is not an address with a prefix length`},
@@ -78,10 +78,11 @@ func testUpUsage(t *testing.T, bin string) {
 		{[]string{"--tun", "bt0", "--addr", "10.7.0.2/24", "extra"}, `unexpected argument "extra"`},
 		{[]string{"--tun", "bt0", "--addr", "10.7.0.2/24", "--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"--tun", "bt0", "--addr", "10.7.0.2/24", "--metrics", "9100"}, `--metrics "9100": want HOST:PORT`},
+		{[]string{"--tun", "bt0", "--tap", "bt1", "--addr", "10.7.0.2/24"}, "--tun and --tap exclude each other"},
 	} {
 		code, stdout, stderr := runBin(t, exec.Command(bin, append([]string{"up"}, c.args...)...))
 		if code != 2 || stdout != "" || !strings.HasPrefix(stderr, "berth up: ") || !strings.Contains(stderr, c.want) ||
-			!strings.Contains(stderr, "usage: berth up --tun NAME --addr PREFIX") {
+			!strings.Contains(stderr, "usage: berth up --tun NAME|--tap NAME --addr PREFIX") {
 			t.Errorf("berth up %s: exit %d, stdout %q, stderr %q; want exit 2 and %q with the usage line",
 				strings.Join(c.args, " "), code, stdout, stderr, c.want)
 		}

@@ -59,6 +59,10 @@ type Host struct {
 	waiters int
 	files   map[int]file
 	spin    int // consecutive Gettimeofday calls with nothing else between
+	// woken: a call that had blocked has returned since the last settle. Its caller (a
+	// packetdrill syscall thread) still has to record the result: settle gives it a
+	// moment of real time.
+	woken bool
 }
 
 // file is an entry of the descriptor table.
@@ -159,6 +163,7 @@ func (h *Host) wait(gen uint64) {
 		for h.gen == gen {
 			h.cond.Wait()
 		}
+		h.woken = true
 	}
 	h.mu.Unlock()
 }
@@ -181,7 +186,12 @@ func (h *Host) settle() {
 		time.Sleep(20 * time.Microsecond)
 		h.mu.Lock()
 	}
+	woken := h.woken
+	h.woken = false
 	h.mu.Unlock()
+	if woken {
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // Now is gettimeofday: the virtual time. packetdrill spins on it for the last few

@@ -52,6 +52,7 @@ type sockOpts struct {
 	keepCnt            int
 	rcvtimeo, sndtimeo time.Duration
 	cc                 string
+	fastOpen           int // TCP_FASTOPEN's queue length on a listener
 }
 
 func (s *socket) close(h *Host) syscall.Errno {
@@ -139,6 +140,9 @@ func (h *Host) Listen(fd, backlog int) syscall.Errno {
 	ln, err := p.Listen(local, backlog, bo)
 	if err != nil {
 		return errno(err)
+	}
+	if s.o.fastOpen > 0 {
+		ln.SetFastOpen(s.o.fastOpen)
 	}
 	s.ln = ln
 	return 0

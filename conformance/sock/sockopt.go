@@ -38,6 +38,7 @@ const (
 	tcpInfo      = 11
 	tcpQuickAck  = 12
 	tcpCongest   = 13
+	tcpFastOpen  = 23
 	tcpCCInfo    = 26
 	soMeminfo    = 55
 
@@ -168,6 +169,14 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 			}
 			s.o.keepCnt = v
 			return s.setKeepalive(h)
+		case tcpFastOpen:
+			if v < 0 {
+				return syscall.EINVAL
+			}
+			s.o.fastOpen = v
+			if s.ln != nil {
+				s.ln.SetFastOpen(v)
+			}
 		case tcpQuickAck:
 		default:
 			return syscall.ENOPROTOOPT
@@ -314,6 +323,9 @@ func tcpInfoBytes(c *tcp.Conn) []byte {
 	}
 	if si.SACK {
 		opts |= 2
+	}
+	if si.SynData {
+		opts |= 32 // TCPI_OPT_SYN_DATA
 	}
 	if si.SndWScale >= 0 {
 		opts |= 4

@@ -1,6 +1,7 @@
 package sock
 
 import (
+	"encoding/binary"
 	"os"
 	"strconv"
 	"strings"
@@ -61,6 +62,26 @@ func tcpConfig(get func(string) (string, bool)) tcp.Config {
 		c.MaxTimeWait = n
 	})
 	one("ipv4/tcp_challenge_ack_limit", func(n int) { c.ChallengeACKLimit = max(n, 1) })
+	one("ipv4/tcp_fastopen", func(n int) {
+		if n == 0 {
+			n = -1
+		}
+		c.FastOpen = n
+	})
+	if v, ok := get("ipv4/tcp_fastopen_key"); ok {
+		// "a1a1a1a1-b2b2b2b2-c3c3c3c3-d4d4d4d4[,backup]": four 32-bit words, kept
+		// little-endian as Linux keeps them.
+		primary, _, _ := strings.Cut(v, ",")
+		if words := strings.Split(primary, "-"); len(words) == 4 {
+			for i, w := range words {
+				n, err := strconv.ParseUint(w, 16, 32)
+				if err != nil {
+					break
+				}
+				binary.LittleEndian.PutUint32(c.FastOpenKey[4*i:], uint32(n))
+			}
+		}
+	}
 	if v, ok := get("ipv4/tcp_congestion_control"); ok && (v == "cubic" || v == "reno") {
 		c.CongestionControl = v
 	}

@@ -29,12 +29,13 @@ import (
 	"github.com/berthnet/berth/link"
 )
 
-// Defaults for Config fields left zero.
+// DefaultQueuePackets is the outbound queue's bound when Config.QueuePackets is zero.
+const DefaultQueuePackets = 1024
+
+// The MTUs New accepts: from IPv4's smallest datagram that every host must take without
+// fragments (RFC 791 §3.2) to the largest the total-length field can describe.
 const (
-	DefaultQueuePackets = 1024
-	// MinMTU is IPv4's minimum datagram every host must take (RFC 791 §3.2: 68).
 	MinMTU = 68
-	// MaxMTU is the largest IP packet (the IPv4 total-length field).
 	MaxMTU = 65535
 )
 
@@ -109,11 +110,11 @@ func (e *Endpoint) MTU() int { return e.mtu }
 
 // Attach implements link.Endpoint: the stack's AddInterface calls it. nil detaches.
 func (e *Endpoint) Attach(d link.Dispatcher) {
-	if d == nil {
-		e.disp.Store(nil)
-		return
+	var box *dispatcherBox
+	if d != nil {
+		box = &dispatcherBox{d}
 	}
-	e.disp.Store(&dispatcherBox{d})
+	e.disp.Store(box)
 }
 
 // WritePackets implements link.Endpoint (the stack's side): it copies pkts into the
@@ -261,18 +262,17 @@ func (e *Endpoint) InjectPackets(pkts [][]byte) error {
 // packets are dropped and counted, and later writes and injections fail with
 // net.ErrClosed. Closing twice returns net.ErrClosed.
 func (e *Endpoint) Close() error {
+	defer e.disp.Store(nil)
 	e.mu.Lock()
-	if e.closed {
-		e.mu.Unlock()
-		return net.ErrClosed
+	defer e.mu.Unlock()
+	if !e.closed {
+		e.closed = true
+		e.dropClosed.Add(uint64(e.count))
+		e.ring, e.free, e.count = nil, nil, 0
+		close(e.done)
+		return nil
 	}
-	e.closed = true
-	e.dropClosed.Add(uint64(e.count))
-	e.ring, e.free, e.count = nil, nil, 0
-	close(e.done)
-	e.mu.Unlock()
-	e.disp.Store(nil)
-	return nil
+	return net.ErrClosed
 }
 
 // Stats returns a snapshot of the endpoint's counters.

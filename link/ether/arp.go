@@ -16,20 +16,20 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 	c := &e.ctr
 	a, err := wire.ParseARP(h.Payload())
 	if err != nil {
-		c.arpInErrors.Add(1)
+		c.ArpInErrors.Add(1)
 		return
 	}
 	op, sha, sip, tip := a.Op(), a.SenderMAC(), a.SenderIP(), a.TargetIP()
 	if op == wire.ARPRequest {
-		c.arpInRequests.Add(1)
+		c.ArpInRequests.Add(1)
 	} else {
-		c.arpInReplies.Add(1)
+		c.ArpInReplies.Add(1)
 	}
 	if sha.IsMulticast() || sha.IsZero() || sip.IsMulticast() || sip.IsLoopback() ||
 		sip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || tip.IsMulticast() {
 		// No station has such an address: a link address that is a group (or none), a
 		// protocol address no unicast host uses (RFC 1122 §3.2.1.3).
-		c.arpInErrors.Add(1)
+		c.ArpInErrors.Add(1)
 		return
 	}
 	if sha == e.mac {
@@ -41,7 +41,7 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 		// point of a spoof), and the address is defended with one announcement per
 		// DEFEND_INTERVAL (RFC 5227 §2.4(b)), which puts our MAC back in the other
 		// hosts' caches.
-		c.arpInSpoofed.Add(1)
+		c.ArpInSpoofed.Add(1)
 		e.defend(sip)
 		return
 	}
@@ -49,7 +49,7 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 		// RFC 5227 §2.1.1 probe: the sender checks whether tip is in use. Never learnt
 		// from (the sender does not own an address yet); the owner answers, as Linux does,
 		// with a reply to the prober's MAC.
-		c.arpInProbes.Add(1)
+		c.ArpInProbes.Add(1)
 		if op == wire.ARPRequest && e.owns(tip) {
 			e.sendARP(wire.ARPReply, sha, tip, sha, sip)
 		}
@@ -61,7 +61,7 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 		// Gratuitous ARP (an RFC 5227 announcement, or a host telling of a new MAC): it
 		// refreshes an entry we have, never creates one (Linux's arp_accept=0), so
 		// announcements cannot fill the cache.
-		c.arpInGratuitous.Add(1)
+		c.ArpInGratuitous.Add(1)
 		e.mu.Lock()
 		q = e.learnLocked(sip, sha, learnUpdate)
 		e.mu.Unlock()
@@ -78,7 +78,7 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 		}
 	default:
 		// For another host. RFC 826's merge step still refreshes an entry we have.
-		c.arpInNotForUs.Add(1)
+		c.ArpInNotForUs.Add(1)
 		e.mu.Lock()
 		q = e.learnLocked(sip, sha, learnUpdate)
 		e.mu.Unlock()
@@ -119,11 +119,11 @@ func (e *Endpoint) sendARP(op uint16, dst wire.MAC, sip netip.Addr, tha wire.MAC
 	clear(c.b[n:60])
 	switch {
 	case op == wire.ARPRequest && sip == tip:
-		e.ctr.arpOutGratuitous.Add(1)
+		e.ctr.ArpOutGratuitous.Add(1)
 	case op == wire.ARPRequest:
-		e.ctr.arpOutRequests.Add(1)
+		e.ctr.ArpOutRequests.Add(1)
 	default:
-		e.ctr.arpOutReplies.Add(1)
+		e.ctr.ArpOutReplies.Add(1)
 	}
 	e.sendCtl(c, 60)
 }
@@ -164,13 +164,38 @@ func (e *Endpoint) source4(target netip.Addr) netip.Addr {
 // 5227 §2.3), so hosts that cached another MAC for them learn ours; IPv6 addresses start
 // duplicate address detection (RFC 4862 §5.4).
 func (e *Endpoint) announce(addrs []netip.Addr) {
-	var v6 []netip.Addr
+	var v4, v6 []netip.Addr
 	for _, a := range addrs {
 		if a.Is4() {
-			e.sendARP(wire.ARPRequest, wire.BroadcastMAC, a, wire.MAC{}, a)
+			v4 = append(v4, a)
 		} else {
 			v6 = append(v6, a)
 		}
 	}
+	e.announce4(v4)
+	if len(v4) > 0 {
+		// RFC 5227 §2.3: ANNOUNCE_NUM (2) announcements, ANNOUNCE_INTERVAL (2 s) apart,
+		// in case the first one was lost.
+		e.mu.Lock()
+		if !e.closed.Load() {
+			e.timers = append(e.timers, e.clk.AfterFunc(announceInterval, func() {
+				if !e.closed.Load() {
+					e.announce4(v4)
+				}
+			}))
+		}
+		e.mu.Unlock()
+	}
 	e.startDAD(v6)
+}
+
+// announceInterval is RFC 5227 §1.1's ANNOUNCE_INTERVAL.
+const announceInterval = 2 * time.Second
+
+func (e *Endpoint) announce4(addrs []netip.Addr) {
+	for _, a := range addrs {
+		if e.owns(a) {
+			e.sendARP(wire.ARPRequest, wire.BroadcastMAC, a, wire.MAC{}, a)
+		}
+	}
 }

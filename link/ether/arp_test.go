@@ -14,6 +14,9 @@ import (
 func TestAnnounce(t *testing.T) {
 	h := newHarness(t, ether.Config{}, false)
 	seen := map[netip.Addr]bool{}
+	if len(h.announced) != 4 {
+		t.Fatalf("%d announcements, want 2 at New and 2 ANNOUNCE_INTERVAL later (RFC 5227 §2.3)", len(h.announced))
+	}
 	for _, f := range h.announced {
 		a, err := wire.ParseARP(f[14:])
 		if err != nil {
@@ -22,10 +25,12 @@ func TestAnnounce(t *testing.T) {
 		equalFrame(t, "announcement", f, arpFrame(wire.BroadcastMAC, ourMAC, wire.ARPRequest, ourMAC, a.SenderIP(), wire.MAC{}, a.SenderIP()))
 		seen[a.SenderIP()] = true
 	}
-	if len(h.announced) != 2 || !seen[our4] || !seen[gw4] {
-		t.Fatalf("announced %v in %d frames, want %v and %v", seen, len(h.announced), our4, gw4)
+	if !seen[our4] || !seen[gw4] {
+		t.Fatalf("announced %v, want %v and %v", seen, our4, gw4)
 	}
-	h.wantCounters(map[string]uint64{"ArpOutGratuitous": 2, "ArpOutRequests": 0})
+	h.wantCounters(map[string]uint64{"ArpOutGratuitous": 4, "ArpOutRequests": 0})
+	h.clk.Advance(time.Hour)
+	h.none()
 }
 
 // TestARPReply: a request for our address (and for the gateway address berth plays) is
@@ -116,7 +121,7 @@ func TestARPSpoofGateway(t *testing.T) {
 	if _, ok := h.neighbor(gw4); ok {
 		t.Fatal("the spoof made a cache entry for our own address")
 	}
-	h.wantCounters(map[string]uint64{"ArpInSpoofed": 4, "ArpInGratuitous": 0, "ArpOutGratuitous": 2 + 2})
+	h.wantCounters(map[string]uint64{"ArpInSpoofed": 4, "ArpInGratuitous": 0, "ArpOutGratuitous": 4 + 2})
 }
 
 // TestGratuitousARP: a gratuitous ARP updates the entry of a known neighbour that moved to
@@ -159,9 +164,13 @@ func TestResolveAndNUD(t *testing.T) {
 	h.ep.WritePackets([][]byte{pkt})
 	equalFrame(t, "direct", h.one(), frame(peerMAC, ourMAC, wire.EtherTypeIPv4, pkt))
 
+	h.clk.Advance(ether.DefaultReachableTime/2 - time.Millisecond)
+	if n, _ := h.neighbor(peer4); n.State != "REACHABLE" {
+		t.Fatalf("after half ReachableTime: %s, want REACHABLE (RFC 4861 §6.3.2's least factor)", n.State)
+	}
 	h.clk.Advance(ether.DefaultReachableTime)
 	if n, _ := h.neighbor(peer4); n.State != "STALE" {
-		t.Fatalf("after ReachableTime: %s, want STALE", n.State)
+		t.Fatalf("after 1.5 ReachableTime: %s, want STALE", n.State)
 	}
 	h.ep.WritePackets([][]byte{pkt}) // a STALE entry still sends, and goes to DELAY
 	equalFrame(t, "stale send", h.one(), frame(peerMAC, ourMAC, wire.EtherTypeIPv4, pkt))
@@ -189,7 +198,7 @@ func TestResolveAndNUD(t *testing.T) {
 	h.ep.WritePackets([][]byte{pkt})
 	h.dev.deliver(arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4))
 	h.dev.take()
-	h.clk.Advance(ether.DefaultReachableTime)
+	h.clk.Advance(3 * ether.DefaultReachableTime / 2)
 	h.ep.WritePackets([][]byte{pkt})
 	h.clk.Advance(ether.DefaultDelayFirstProbe)
 	h.dev.take()

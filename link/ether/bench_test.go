@@ -20,41 +20,63 @@ func (d *discardDev) Attach(x link.Dispatcher)                { d.d = x }
 func (d *discardDev) WritePackets(pkts [][]byte) (int, error) { return len(pkts), nil }
 func (d *discardDev) Close() error                            { return nil }
 
+// discardFrameDev is a discardDev that takes header and packet apart (link.FrameWriter).
+type discardFrameDev struct{ discardDev }
+
+func (d *discardFrameDev) WriteFrames(hdrs, pkts [][]byte) (int, error) { return len(pkts), nil }
+
 type discardUp struct{ n int }
 
 func (u *discardUp) DeliverPackets(pkts [][]byte) { u.n += len(pkts) }
 
 const benchBatch = 64
 
+// resolvedEndpoint is an endpoint on a discarding device (a FrameWriter if split) that
+// has resolved peer4, and a batch of benchBatch copies of pkt.
+func resolvedEndpoint(tb testing.TB, pkt []byte, split ...bool) (*discardDev, *ether.Endpoint, [][]byte) {
+	fd := &discardFrameDev{discardDev{mtu: 1500}}
+	dev := &fd.discardDev
+	var ld link.Endpoint = dev
+	if len(split) > 0 && split[0] {
+		ld = fd
+	}
+	ep, err := ether.New(ld, ether.Config{MAC: ourMAC, NoDAD: true, Addrs: []netip.Prefix{netip.PrefixFrom(our4, 24)}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ep.Close() })
+	ep.WritePackets([][]byte{ipv4Packet(our4, peer4, 1)}) // INCOMPLETE
+	dev.d.DeliverPackets([][]byte{arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4)})
+	batch := make([][]byte, benchBatch)
+	for i := range batch {
+		batch[i] = pkt
+	}
+	return dev, ep, batch
+}
+
 // BenchmarkOutput frames batches of 64 IP packets to a resolved neighbour (ns/op is per
-// packet): a neighbour lookup per batch, a header and a copy per packet.
+// packet): a neighbour lookup per batch, a header and a copy per packet — or, to a
+// link.FrameWriter, only the header.
 func BenchmarkOutput(b *testing.B) {
 	for _, size := range []int{64, 1500} {
-		b.Run(itoa(size), func(b *testing.B) {
-			dev := &discardDev{mtu: 1500}
-			ep, err := ether.New(dev, ether.Config{MAC: ourMAC, NoDAD: true, Addrs: []netip.Prefix{netip.PrefixFrom(our4, 24)}})
-			if err != nil {
-				b.Fatal(err)
+		for _, split := range []bool{false, true} {
+			name := itoa(size)
+			if split {
+				name += "/framewriter"
 			}
-			defer ep.Close()
-			dev.d.DeliverPackets([][]byte{arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4)})
-			ep.WritePackets([][]byte{ipv4Packet(our4, peer4, 1)}) // resolve
-			dev.d.DeliverPackets([][]byte{arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4)})
-			pkt := ipv4Packet(our4, peer4, size-28)
-			batch := make([][]byte, benchBatch)
-			for i := range batch {
-				batch[i] = pkt
-			}
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i += benchBatch {
-				n := min(benchBatch, b.N-i)
-				if _, err := ep.WritePackets(batch[:n]); err != nil {
-					b.Fatal(err)
+			b.Run(name, func(b *testing.B) {
+				_, ep, batch := resolvedEndpoint(b, ipv4Packet(our4, peer4, size-28), split)
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i += benchBatch {
+					n := min(benchBatch, b.N-i)
+					if _, err := ep.WritePackets(batch[:n]); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 
@@ -63,19 +85,9 @@ func BenchmarkOutput(b *testing.B) {
 func BenchmarkInput(b *testing.B) {
 	for _, size := range []int{64, 1500} {
 		b.Run(itoa(size), func(b *testing.B) {
-			dev := &discardDev{mtu: 1500}
-			ep, err := ether.New(dev, ether.Config{MAC: ourMAC, NoDAD: true, Addrs: []netip.Prefix{netip.PrefixFrom(our4, 24)}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ep.Close()
+			dev, ep, batch := resolvedEndpoint(b, frame(ourMAC, peerMAC, wire.EtherTypeIPv4, ipv4Packet(peer4, our4, size-28)))
 			up := &discardUp{}
 			ep.Attach(up)
-			f := frame(ourMAC, peerMAC, wire.EtherTypeIPv4, ipv4Packet(peer4, our4, size-28))
-			batch := make([][]byte, benchBatch)
-			for i := range batch {
-				batch[i] = f
-			}
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -104,16 +116,13 @@ func itoa(n int) string {
 
 // TestHotPathsNoAllocs: the write and input paths allocate nothing per packet once warm.
 func TestHotPathsNoAllocs(t *testing.T) {
-	dev := &discardDev{mtu: 1500}
-	ep, err := ether.New(dev, ether.Config{MAC: ourMAC, NoDAD: true, Addrs: []netip.Prefix{netip.PrefixFrom(our4, 24)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ep.Close()
-	ep.WritePackets([][]byte{ipv4Packet(our4, peer4, 1)})
-	dev.d.DeliverPackets([][]byte{arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4)})
+	_, sep, _ := resolvedEndpoint(t, nil, true)
+	dev, ep, _ := resolvedEndpoint(t, nil)
 	ep.Attach(&discardUp{})
 	out := [][]byte{ipv4Packet(our4, peer4, 1000), ipv4Packet(our4, peer4, 100)}
+	if a := testing.AllocsPerRun(1000, func() { sep.WritePackets(out) }); a != 0 {
+		t.Errorf("WritePackets to a FrameWriter: %v allocs", a)
+	}
 	in := [][]byte{frame(ourMAC, peerMAC, wire.EtherTypeIPv4, ipv4Packet(peer4, our4, 1000))}
 	arp := [][]byte{arpFrame(wire.BroadcastMAC, peerMAC, wire.ARPRequest, peerMAC, peer4, wire.MAC{}, our4)}
 	if a := testing.AllocsPerRun(1000, func() { ep.WritePackets(out) }); a != 0 {

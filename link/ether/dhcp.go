@@ -45,7 +45,8 @@ const offerHold = 30 * time.Second
 const declineHold = 10 * time.Minute
 
 type lease struct {
-	client  string // client identifier (option 61) or chaddr
+	client  string   // client identifier (option 61) or chaddr: the key
+	mac     wire.MAC // chaddr
 	addr    netip.Addr
 	expires time.Time
 	bound   bool // ACKed; false: only offered
@@ -59,14 +60,18 @@ type dhcpServer struct {
 	mu       sync.Mutex
 	byClient map[string]*lease
 	byAddr   map[netip.Addr]*lease // a lease with empty client: declined
+	owns     func(netip.Addr) bool // the interface's own addresses, never leased
 }
 
 // Lease is a DHCP lease as Leases reports it.
 type Lease struct {
-	Client  string // client identifier, or the hardware address's bytes
-	Addr    netip.Addr
-	Expires time.Time
-	Bound   bool // acknowledged (false: offered)
+	MAC wire.MAC // the client's hardware address
+	// ClientID is the client identifier (option 61) it sent, if any: leases are kept by
+	// it, else by MAC (RFC 2131 §4.2).
+	ClientID []byte
+	Addr     netip.Addr
+	Expires  time.Time
+	Bound    bool // acknowledged (false: offered)
 }
 
 // Leases returns the DHCP server's leases and offers (nil without a server).
@@ -79,7 +84,11 @@ func (e *Endpoint) Leases() []Lease {
 	defer s.mu.Unlock()
 	var out []Lease
 	for _, l := range s.byClient {
-		out = append(out, Lease{l.client, l.addr, l.expires, l.bound})
+		x := Lease{MAC: l.mac, Addr: l.addr, Expires: l.expires, Bound: l.bound}
+		if l.client != string(l.mac[:]) {
+			x.ClientID = []byte(l.client)
+		}
+		out = append(out, x)
 	}
 	return out
 }
@@ -125,7 +134,7 @@ func (e *Endpoint) initDHCP() error {
 	if c.LeaseTime <= 0 {
 		c.LeaseTime = 24 * time.Hour
 	}
-	s := &dhcpServer{cfg: c, byClient: map[string]*lease{}, byAddr: map[netip.Addr]*lease{}}
+	s := &dhcpServer{cfg: c, byClient: map[string]*lease{}, byAddr: map[netip.Addr]*lease{}, owns: e.owns}
 	m := ^uint32(0) << (32 - c.Subnet.Bits())
 	binary.BigEndian.PutUint32(s.mask[:], m)
 	n := c.Subnet.Addr().As4()
@@ -152,23 +161,23 @@ func (e *Endpoint) dhcpInput(h wire.Ethernet, p []byte) {
 	s, c := e.dhcp, &e.ctr
 	ip, err := wire.ParseIPv4(p)
 	if err != nil || ip.HeaderLen() > len(ip) {
-		c.dhcpInErrors.Add(1)
+		c.DhcpInErrors.Add(1)
 		return
 	}
 	dst := ip.Dst()
 	if dst != netip.AddrFrom4([4]byte{255, 255, 255, 255}) && dst != s.bcast && !e.owns(dst) {
-		c.dhcpInErrors.Add(1) // to another server
+		c.DhcpInErrors.Add(1) // to another server
 		return
 	}
 	u, err := wire.ParseUDP(ip.Payload())
 	if err != nil || !u.VerifyChecksum(ip.Src(), dst) {
-		c.dhcpInErrors.Add(1)
+		c.DhcpInErrors.Add(1)
 		return
 	}
 	m, err := wire.ParseDHCP(u.Payload())
 	if err != nil || m.Op() != wire.BOOTPRequest || m.HType() != 1 || m.HLen() != 6 || !m.GIAddr().IsUnspecified() {
 		// Only Ethernet clients on this link: relayed requests (giaddr) are not served.
-		c.dhcpInErrors.Add(1)
+		c.DhcpInErrors.Add(1)
 		return
 	}
 	client := string(m.CHAddr())
@@ -176,17 +185,18 @@ func (e *Endpoint) dhcpInput(h wire.Ethernet, p []byte) {
 		client = string(id)
 	}
 	now := e.clk.Now()
+	mac := m.ClientMAC()
 	switch m.MessageType() {
 	case wire.DHCPDiscover:
-		c.dhcpInDiscovers.Add(1)
-		if a, ok := s.offer(client, m.OptionAddr(wire.DHCPOptRequestedIP), now); ok {
+		c.DhcpInDiscovers.Add(1)
+		if a, ok := s.offer(client, mac, m.OptionAddr(wire.DHCPOptRequestedIP), now); ok {
 			e.dhcpReply(m, wire.DHCPOffer, a)
-			c.dhcpOutOffers.Add(1)
+			c.DhcpOutOffers.Add(1)
 		} else {
-			c.dhcpPoolExhausted.Add(1)
+			c.DhcpPoolExhausted.Add(1)
 		}
 	case wire.DHCPRequest:
-		c.dhcpInRequests.Add(1)
+		c.DhcpInRequests.Add(1)
 		sid, req := m.OptionAddr(wire.DHCPOptServerID), m.OptionAddr(wire.DHCPOptRequestedIP)
 		if sid.IsValid() && sid != s.cfg.ServerID {
 			// SELECTING, and the client chose another server's offer: ours is free again.
@@ -201,31 +211,31 @@ func (e *Endpoint) dhcpInput(h wire.Ethernet, p []byte) {
 		// remembered address) or RENEWING/REBINDING (ciaddr): RFC 2131 §4.3.2 ACKs an
 		// address that is the client's or free, and NAKs a wrong one, or one of another
 		// network, so the client starts over.
-		if a, ok := s.bind(client, want, now); ok {
+		if a, ok := s.bind(client, mac, want, now); ok {
 			e.dhcpReply(m, wire.DHCPAck, a)
-			c.dhcpOutAcks.Add(1)
+			c.DhcpOutAcks.Add(1)
 		} else {
 			e.dhcpReply(m, wire.DHCPNak, netip.Addr{})
-			c.dhcpOutNaks.Add(1)
+			c.DhcpOutNaks.Add(1)
 		}
 	case wire.DHCPDecline:
-		c.dhcpInDeclines.Add(1)
+		c.DhcpInDeclines.Add(1)
 		s.decline(client, m.OptionAddr(wire.DHCPOptRequestedIP), now)
 	case wire.DHCPRelease:
-		c.dhcpInReleases.Add(1)
+		c.DhcpInReleases.Add(1)
 		s.release(client, m.CIAddr())
 	case wire.DHCPInform:
-		c.dhcpInInforms.Add(1)
+		c.DhcpInInforms.Add(1)
 		e.dhcpReply(m, wire.DHCPAck, netip.Addr{})
-		c.dhcpOutAcks.Add(1)
+		c.DhcpOutAcks.Add(1)
 	default:
-		c.dhcpInErrors.Add(1)
+		c.DhcpInErrors.Add(1)
 	}
 }
 
 // free reports whether a may be given to client now.
 func (s *dhcpServer) free(a netip.Addr, client string, now time.Time) bool {
-	if !a.IsValid() || a.Less(s.cfg.Start) || s.cfg.End.Less(a) || a == s.cfg.ServerID || a == s.cfg.Router {
+	if !a.IsValid() || a.Less(s.cfg.Start) || s.cfg.End.Less(a) || a == s.cfg.ServerID || a == s.cfg.Router || s.owns(a) {
 		return false
 	}
 	l := s.byAddr[a]
@@ -234,7 +244,7 @@ func (s *dhcpServer) free(a netip.Addr, client string, now time.Time) bool {
 
 // offer picks an address for client (RFC 2131 §4.3.1): its current lease, the address it
 // asks for if free, else the first free one; and reserves it for offerHold.
-func (s *dhcpServer) offer(client string, req netip.Addr, now time.Time) (netip.Addr, bool) {
+func (s *dhcpServer) offer(client string, mac wire.MAC, req netip.Addr, now time.Time) (netip.Addr, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l := s.byClient[client]; l != nil {
@@ -256,7 +266,7 @@ func (s *dhcpServer) offer(client string, req netip.Addr, now time.Time) (netip.
 	if !a.IsValid() {
 		return a, false
 	}
-	s.set(&lease{client: client, addr: a, expires: now.Add(offerHold)})
+	s.set(&lease{client: client, mac: mac, addr: a, expires: now.Add(offerHold)})
 	return a, true
 }
 
@@ -276,13 +286,13 @@ func (s *dhcpServer) set(l *lease) {
 
 // bind acknowledges client's request for a (RFC 2131 §4.3.2): it must be the client's
 // offer or lease, or a free address of the pool.
-func (s *dhcpServer) bind(client string, a netip.Addr, now time.Time) (netip.Addr, bool) {
+func (s *dhcpServer) bind(client string, mac wire.MAC, a netip.Addr, now time.Time) (netip.Addr, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.free(a, client, now) {
 		return a, false
 	}
-	s.set(&lease{client: client, addr: a, expires: now.Add(s.cfg.LeaseTime), bound: true})
+	s.set(&lease{client: client, mac: mac, addr: a, expires: now.Add(s.cfg.LeaseTime), bound: true})
 	return a, true
 }
 

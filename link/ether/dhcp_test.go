@@ -10,14 +10,6 @@ import (
 	"github.com/berthnet/berth/wire"
 )
 
-var (
-	bcast4  = netip.MustParseAddr("255.255.255.255")
-	zero4   = netip.IPv4Unspecified()
-	dns4    = netip.MustParseAddr("10.0.2.3")
-	client1 = wire.MAC{0x02, 0xc1, 0, 0, 0, 1}
-	client2 = wire.MAC{0x02, 0xc1, 0, 0, 0, 2}
-)
-
 // dhcpFrame builds a client's DHCP message from src (0.0.0.0 before it has an address)
 // to dst, broadcast on Ethernet, with options (code, value) pairs.
 func dhcpFrame(mac wire.MAC, src, dst netip.Addr, xid uint32, ciaddr netip.Addr, typ uint8, opts ...any) []byte {
@@ -182,7 +174,7 @@ func TestDHCPOneLease(t *testing.T) {
 	if _, _, m := dhcpReply(t, h.one()); m.YIAddr() != only {
 		t.Fatalf("after expiry offered %v", m.YIAddr())
 	}
-	if l := h.ep.Leases(); len(l) != 1 || l[0].Addr != only {
+	if l := h.ep.Leases(); len(l) != 1 || l[0].Addr != only || l[0].MAC != client2 || l[0].ClientID != nil || l[0].Bound {
 		t.Fatalf("leases %+v", l)
 	}
 }
@@ -217,4 +209,16 @@ func TestDHCPBadInput(t *testing.T) {
 	h.wantCounters(map[string]uint64{"DhcpInErrors": uint64(len(bad)), "DhcpOutOffers": 0})
 	h.dev.deliver(good)
 	h.one()
+}
+
+// TestDHCPSkipsOwnAddresses: the pool never hands out the server's, the router's or any
+// address the interface answers for (an Extra address such as the DNS one).
+func TestDHCPSkipsOwnAddresses(t *testing.T) {
+	h := newHarness(t, ether.Config{DHCP: &ether.DHCPConfig{Start: our4, End: netip.MustParseAddr("10.0.2.4")}}, false)
+	h.dev.deliver(dhcpFrame(client1, zero4, bcast4, 1, zero4, wire.DHCPDiscover, wire.DHCPOptRequestedIP, gw4))
+	if _, _, m := dhcpReply(t, h.one()); m.YIAddr() != netip.MustParseAddr("10.0.2.4") {
+		t.Fatalf("offered %v, want 10.0.2.4 (.2 is the server, .3 an Extra address)", m.YIAddr())
+	}
+	h.dev.deliver(dhcpFrame(client2, zero4, bcast4, 2, zero4, wire.DHCPDiscover))
+	h.none()
 }

@@ -13,6 +13,7 @@ package ether
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -53,10 +54,10 @@ type Config struct {
 	// subnet. Zero: such packets are dropped and counted (EtherOutNoRoutes).
 	Gateway4, Gateway6 netip.Addr
 
-	MaxNeighbors    int // cache entries in all, both families
-	MaxIncomplete   int // entries in INCOMPLETE at once: an address scan cannot fill the cache
-	QueueBytes      int // bytes queued for one neighbour while it is resolved
-	ReachableTime   time.Duration
+	MaxNeighbors    int           // cache entries in all, both families
+	MaxIncomplete   int           // entries in INCOMPLETE at once: an address scan cannot fill the cache
+	QueueBytes      int           // bytes queued for one neighbour while it is resolved
+	ReachableTime   time.Duration // BaseReachableTime: entries stay REACHABLE 0.5-1.5 times it
 	RetransTime     time.Duration
 	DelayFirstProbe time.Duration
 	MaxMulticast    int // solicitations of an INCOMPLETE entry before it fails
@@ -88,14 +89,23 @@ type Config struct {
 // device, link.VerifiedDispatcher. It is safe for concurrent use.
 type Endpoint struct {
 	dev link.Endpoint
-	gso link.GSOEndpoint // dev, when it segments
+	gso link.GSOEndpoint    // dev, when it segments
+	fw  link.FrameWriter    // dev, when it gathers header and packet itself
+	gfw link.GSOFrameWriter // likewise for super-segments (only with gso)
 	cfg Config
 	clk clock.Clock
 	mac wire.MAC
 	mtu int
-	ll6 netip.Addr // link-local address derived from mac (RFC 4291 §2.5.1, RFC 4862 §5.3)
-	up  atomic.Pointer[dispatcherBox]
-	ctr counters
+	// reachable is how long a confirmation lasts: ReachableTime times a random factor
+	// from 0.5 to 1.5 (RFC 4861 §6.3.2, Linux's neigh_rand_reach_time), so that hosts
+	// booted together do not probe in step.
+	reachable time.Duration
+	// maxIn is the longest frame taken from the device: MTU+14, or more when the device
+	// coalesces TCP segments and says how long its frames get (link.go).
+	maxIn int
+	ll6   netip.Addr                      // link-local address derived from mac (RFC 4291 §2.5.1, RFC 4862 §5.3)
+	up    atomic.Pointer[link.Dispatcher] // nil: detached
+	ctr   counters
 	// addrs is what the interface answers for and its subnets, replaced whole (copy on
 	// write) by AddAddress and friends so the packet paths read it without a lock.
 	addrs   atomic.Pointer[addrTable]
@@ -106,7 +116,8 @@ type Endpoint struct {
 	nInc  int // entries in INCOMPLETE
 	// defended is when each of our addresses was last defended (RFC 5227 §2.4).
 	defended map[netip.Addr]time.Time
-	dhcp     *dhcpServer // nil: no DHCP server
+	dhcp     *dhcpServer   // nil: no DHCP server
+	timers   []clock.Timer // one-shot timers (announcements) Close stops
 	// addr6 is the state of each IPv6 address answered for: tentative while DAD runs,
 	// duplicate after it failed; absent when usable.
 	addr6  map[netip.Addr]*dadState
@@ -124,8 +135,6 @@ var (
 	_ link.GSOEndpoint        = (*Endpoint)(nil)
 	_ link.VerifiedDispatcher = (*rxSide)(nil)
 )
-
-type dispatcherBox struct{ d link.Dispatcher }
 
 // New returns the Ethernet layer over dev, a frame device, and attaches itself to dev: it
 // answers ARP and ND from then on, before a stack attaches.
@@ -169,6 +178,15 @@ func New(dev link.Endpoint, cfg Config) (*Endpoint, error) {
 	}
 	if g, ok := dev.(link.GSOEndpoint); ok {
 		e.gso = g
+		e.gfw, _ = dev.(link.GSOFrameWriter)
+	}
+	e.fw, _ = dev.(link.FrameWriter)
+	var r [8]byte
+	rand.Read(r[:])
+	e.reachable = cfg.ReachableTime/2 + time.Duration(binary.LittleEndian.Uint64(r[:])%uint64(cfg.ReachableTime))
+	e.maxIn = e.mtu + wire.EthernetHeaderLen
+	if m, ok := dev.(interface{ MaxInboundSize() int }); ok {
+		e.maxIn = max(e.maxIn, m.MaxInboundSize())
 	}
 	e.ll6 = linkLocal(cfg.MAC)
 	t := &addrTable{own: map[netip.Addr]bool{e.ll6: true}}
@@ -216,11 +234,11 @@ func (e *Endpoint) MTU() int { return e.mtu }
 
 // Attach sets where inbound IP packets go; nil detaches (ARP and ND are still answered).
 func (e *Endpoint) Attach(d link.Dispatcher) {
-	if d == nil {
-		e.up.Store(nil)
-		return
+	var p *link.Dispatcher
+	if d != nil {
+		p = &d
 	}
-	e.up.Store(&dispatcherBox{d})
+	e.up.Store(p)
 }
 
 // Close stops the neighbour timers, drops the packets waiting for resolution and closes

@@ -71,6 +71,21 @@ func (g *gsoDev) WriteGSO(pkt []byte, mss int) error {
 	return nil
 }
 
+// gsoFrameDev is a gsoDev that also takes header and packet apart (link.FrameWriter,
+// link.GSOFrameWriter); it records the joined frames.
+type gsoFrameDev struct{ gsoDev }
+
+func (g *gsoFrameDev) WriteFrames(hdrs, pkts [][]byte) (int, error) {
+	for i := range pkts {
+		g.WritePackets([][]byte{append(append([]byte(nil), hdrs[i]...), pkts[i]...)})
+	}
+	return len(pkts), nil
+}
+
+func (g *gsoFrameDev) WriteGSOFrame(hdr, pkt []byte, mss int) error {
+	return g.WriteGSO(append(append([]byte(nil), hdr...), pkt...), mss)
+}
+
 // upRecorder is the stack side: it records the IP packets delivered.
 type upRecorder struct {
 	mu       sync.Mutex
@@ -94,16 +109,24 @@ func (u *upRecorder) DeliverVerified(pkts [][]byte) {
 }
 
 var (
-	ourMAC   = wire.MAC{0x02, 0xbe, 0x00, 0x00, 0x00, 0x01}
-	peerMAC  = wire.MAC{0x02, 0x9e, 0x00, 0x00, 0x00, 0x64}
-	otherMAC = wire.MAC{0x02, 0x0d, 0x00, 0x00, 0x00, 0x99}
-	our4     = netip.MustParseAddr("10.0.2.2")
-	gw4      = netip.MustParseAddr("10.0.2.3") // an Extra address (DNS, gateway)
-	peer4    = netip.MustParseAddr("10.0.2.100")
-	other4   = netip.MustParseAddr("10.0.2.77")
-	our6     = netip.MustParseAddr("fd00::2")
-	peer6    = netip.MustParseAddr("fd00::100")
-	peerLL   = netip.MustParseAddr("fe80::9e:ff:fe00:64")
+	ourMAC     = wire.MAC{0x02, 0xbe, 0x00, 0x00, 0x00, 0x01}
+	peerMAC    = wire.MAC{0x02, 0x9e, 0x00, 0x00, 0x00, 0x64}
+	otherMAC   = wire.MAC{0x02, 0x0d, 0x00, 0x00, 0x00, 0x99}
+	our4       = netip.MustParseAddr("10.0.2.2")
+	gw4        = netip.MustParseAddr("10.0.2.3") // an Extra address (DNS, gateway)
+	peer4      = netip.MustParseAddr("10.0.2.100")
+	other4     = netip.MustParseAddr("10.0.2.77")
+	our6       = netip.MustParseAddr("fd00::2")
+	peer6      = netip.MustParseAddr("fd00::100")
+	peerLL     = netip.MustParseAddr("fe80::9e:ff:fe00:64")
+	ourLL      = netip.MustParseAddr("fe80::be:ff:fe00:1") // modified EUI-64 of ourMAC
+	allNodesIP = netip.MustParseAddr("ff02::1")
+	allNodesM  = wire.MAC{0x33, 0x33, 0, 0, 0, 1}
+	bcast4     = netip.MustParseAddr("255.255.255.255")
+	zero4      = netip.IPv4Unspecified()
+	dns4       = netip.MustParseAddr("10.0.2.3")
+	client1    = wire.MAC{0x02, 0xc1, 0, 0, 0, 1}
+	client2    = wire.MAC{0x02, 0xc1, 0, 0, 0, 2}
 )
 
 type harness struct {
@@ -117,7 +140,8 @@ type harness struct {
 }
 
 // newHarness makes an endpoint with MAC ourMAC, 10.0.2.2/24, fd00::2/64, Extra 10.0.2.3,
-// on a manual clock, with DAD off unless cfg says otherwise through dad.
+// on a manual clock, with DAD off unless dad. Without DAD the clock is moved past the
+// second address announcement; its frames and New's are in h.announced.
 func newHarness(t *testing.T, cfg ether.Config, dad bool) *harness {
 	t.Helper()
 	h := &harness{t: t, dev: &fakeDev{mtu: 1500}, up: &upRecorder{}, clk: clock.NewManual(time.Unix(1e9, 0))}
@@ -136,6 +160,11 @@ func newHarness(t *testing.T, cfg ether.Config, dad bool) *harness {
 	}
 	h.ep = ep
 	h.announced = h.dev.take()
+	if !dad {
+		// Past RFC 5227's second announcement, so tests see only their own frames.
+		h.clk.Advance(2 * time.Second)
+		h.announced = append(h.announced, h.dev.take()...)
+	}
 	ep.Attach(h.up)
 	t.Cleanup(func() { ep.Close() })
 	return h

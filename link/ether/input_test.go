@@ -1,6 +1,7 @@
 package ether_test
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/netip"
@@ -8,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/link/ether"
 	"github.com/berthnet/berth/wire"
 )
@@ -93,30 +95,43 @@ func TestWriteErrors(t *testing.T) {
 // TestGSO: over a segmenting device the endpoint is a GSOEndpoint; a super-segment is
 // framed and handed on with its MSS, or waits for resolution and goes out by WriteGSO.
 func TestGSO(t *testing.T) {
-	dev := &gsoDev{fakeDev{mtu: 1500}}
-	ep, err := ether.New(dev, ether.Config{MAC: ourMAC, Addrs: []netip.Prefix{netip.PrefixFrom(our4, 24)}, NoDAD: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ep.Close()
-	if ep.GSOMaxSize() != 65535 {
-		t.Fatalf("GSOMaxSize %d", ep.GSOMaxSize())
-	}
-	dev.take()
-	big := ipv4Packet(our4, peer4, 30000)
-	if err := ep.WriteGSO(big, 1448); err != nil {
-		t.Fatal(err)
-	}
-	dev.deliver(arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4))
-	if err := ep.WriteGSO(big, 1448); err != nil {
-		t.Fatal(err)
-	}
-	if len(dev.gso) != 2 || dev.gso[0].mss != 1448 || len(dev.gso[1].frame) != 14+len(big) || wire.Ethernet(dev.gso[1].frame).Dst() != peerMAC {
-		t.Fatalf("GSO writes %d", len(dev.gso))
+	for _, split := range []bool{false, true} {
+		g := &gsoFrameDev{gsoDev{fakeDev{mtu: 1500}}}
+		var dev link.Endpoint = &g.gsoDev
+		if split {
+			dev = g // takes header and packet apart
+		}
+		ep, err := ether.New(dev, ether.Config{MAC: ourMAC, Addrs: []netip.Prefix{netip.PrefixFrom(our4, 24)}, NoDAD: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ep.Close()
+		if ep.GSOMaxSize() != 65535 {
+			t.Fatalf("GSOMaxSize %d", ep.GSOMaxSize())
+		}
+		g.take()
+		big := ipv4Packet(our4, peer4, 30000)
+		if err := ep.WriteGSO(big, 1448); err != nil {
+			t.Fatal(err)
+		}
+		g.deliver(arpFrame(ourMAC, peerMAC, wire.ARPReply, peerMAC, peer4, ourMAC, our4))
+		if err := ep.WriteGSO(big, 1448); err != nil {
+			t.Fatal(err)
+		}
+		want := frame(peerMAC, ourMAC, wire.EtherTypeIPv4, big)
+		if len(g.gso) != 2 || g.gso[0].mss != 1448 || !bytes.Equal(g.gso[0].frame, want) || !bytes.Equal(g.gso[1].frame, want) {
+			t.Fatalf("split %v: GSO writes %d", split, len(g.gso))
+		}
+		g.take() // the ARP request
+		small := ipv4Packet(our4, peer4, 100)
+		ep.WritePackets([][]byte{small, small})
+		if out := g.take(); len(out) != 2 || !bytes.Equal(out[1], frame(peerMAC, ourMAC, wire.EtherTypeIPv4, small)) {
+			t.Fatalf("split %v: %d frames", split, len(out))
+		}
 	}
 	plain, _ := ether.New(&fakeDev{mtu: 1500}, ether.Config{NoDAD: true})
 	defer plain.Close()
-	if plain.GSOMaxSize() != 0 || !errors.Is(plain.WriteGSO(big, 1448), syscall.EOPNOTSUPP) {
+	if plain.GSOMaxSize() != 0 || !errors.Is(plain.WriteGSO(ipv4Packet(our4, peer4, 30000), 1448), syscall.EOPNOTSUPP) {
 		t.Fatal("a plain device's endpoint segments")
 	}
 }

@@ -77,7 +77,7 @@ func (e *Endpoint) dadFailed(a netip.Addr) {
 		d.timer.Stop()
 	}
 	e.mu.Unlock()
-	e.ctr.icmp6DADFailures.Add(1)
+	e.ctr.Ip6DADFailures.Add(1)
 	if f := e.cfg.OnDADFailure; f != nil {
 		f(a)
 	}
@@ -102,6 +102,10 @@ func (e *Endpoint) Duplicate(a netip.Addr) bool { _, d := e.addrState(a); return
 
 // stopTimersLocked stops DAD and router advertisement timers (Close).
 func (e *Endpoint) stopTimersLocked() {
+	for _, t := range e.timers {
+		t.Stop()
+	}
+	e.timers = nil
 	for _, d := range e.addr6 {
 		if d.timer != nil {
 			d.timer.Stop()
@@ -119,39 +123,39 @@ func (e *Endpoint) stopTimersLocked() {
 // ndInput handles a Neighbor Discovery message (RFC 4861 §6-8).
 func (e *Endpoint) ndInput(h wire.Ethernet, p []byte) {
 	c := &e.ctr
-	c.icmp6InMsgs.Add(1)
+	c.Icmp6InMsgs.Add(1)
 	ip, err := wire.ParseIPv6(p)
 	if err != nil {
-		c.icmp6InErrors.Add(1)
+		c.Icmp6InErrors.Add(1)
 		return
 	}
 	src, dst := ip.Src(), ip.Dst()
 	m, err := wire.ParseNDP(ip.Payload(), src, dst, ip.HopLimit())
 	if err != nil {
-		c.icmp6InErrors.Add(1)
+		c.Icmp6InErrors.Add(1)
 		return
 	}
 	switch m.Type() {
 	case wire.ICMPv6NeighborSolicitation:
-		c.icmp6InNeighborSolicits.Add(1)
+		c.Icmp6InNeighborSolicits.Add(1)
 		e.nsInput(h, src, m)
 	case wire.ICMPv6NeighborAdvertisement:
-		c.icmp6InNeighborAdvertisements.Add(1)
+		c.Icmp6InNeighborAdvertisements.Add(1)
 		e.naInput(h, m)
 	case wire.ICMPv6RouterSolicitation:
-		c.icmp6InRouterSolicits.Add(1)
+		c.Icmp6InRouterSolicits.Add(1)
 		e.rsInput(h, src, m)
 	case wire.ICMPv6RouterAdvertisement:
 		// berth configures its addresses itself; an RA only tells where a router is,
 		// which refreshes an entry (RFC 4861 §6.3.4) but creates none.
-		c.icmp6InRouterAdvertisements.Add(1)
+		c.Icmp6InRouterAdvertisements.Add(1)
 		if mac, ok := m.LinkAddr(wire.NDPOptSourceLinkAddr); ok && !e.owns(src) {
 			e.learn(src, mac, learnUpdate)
 		}
 	case wire.ICMPv6Redirect:
 		// A host may ignore redirects (RFC 4861 §8.3 leaves it to the host; Linux's
 		// accept_redirects=0 for routers): berth's routes are configured, not learnt.
-		c.icmp6InRedirects.Add(1)
+		c.Icmp6InRedirects.Add(1)
 	}
 }
 
@@ -166,7 +170,7 @@ func (e *Endpoint) learn(a netip.Addr, mac wire.MAC, how learnKind) {
 func (e *Endpoint) nsInput(h wire.Ethernet, src netip.Addr, m wire.NDP) {
 	target := m.Target()
 	if !e.owns(target) {
-		e.ctr.ndInNotForUs.Add(1)
+		e.ctr.NdInNotForUs.Add(1)
 		return
 	}
 	slla, hasSLLA := m.LinkAddr(wire.NDPOptSourceLinkAddr)
@@ -184,7 +188,7 @@ func (e *Endpoint) nsInput(h wire.Ethernet, src netip.Addr, m wire.NDP) {
 		return
 	case e.owns(src):
 		// Claims one of our addresses as its source: a spoof, or a duplicate.
-		e.ctr.ndInSpoofed.Add(1)
+		e.ctr.NdInSpoofed.Add(1)
 		return
 	}
 	if dad {
@@ -209,7 +213,7 @@ func (e *Endpoint) naInput(h wire.Ethernet, m wire.NDP) {
 			e.dadFailed(target) // RFC 4862 §5.4.4
 			return
 		}
-		e.ctr.ndInSpoofed.Add(1)
+		e.ctr.NdInSpoofed.Add(1)
 		e.defend(target)
 		return
 	}
@@ -256,7 +260,7 @@ func (e *Endpoint) sendNDSolicit(src, target netip.Addr, dst wire.MAC) {
 	if !src.IsUnspecified() {
 		n += wire.PutNDPLinkAddr(b[n:], wire.NDPOptSourceLinkAddr, e.mac)
 	}
-	e.ctr.icmp6OutNeighborSolicits.Add(1)
+	e.ctr.Icmp6OutNeighborSolicits.Add(1)
 	e.sendND(c, dst, src, dstIP, n)
 }
 
@@ -270,7 +274,7 @@ func (e *Endpoint) sendNA(dstIP netip.Addr, dst wire.MAC, target netip.Addr, fla
 	b := c.b[wire.EthernetHeaderLen+wire.IPv6HeaderLen:]
 	n := (&wire.NDPFields{Type: wire.ICMPv6NeighborAdvertisement, Flags: flags, Target: target}).Encode(b)
 	n += wire.PutNDPLinkAddr(b[n:], wire.NDPOptTargetLinkAddr, e.mac)
-	e.ctr.icmp6OutNeighborAdvertisements.Add(1)
+	e.ctr.Icmp6OutNeighborAdvertisements.Add(1)
 	// RFC 4861 §7.2.4: the source is the target when it is ours to send from (every
 	// target we answer for is).
 	e.sendND(c, dst, target, dstIP, n)
@@ -289,7 +293,7 @@ func (e *Endpoint) sendND(c *ctlFrame, dst wire.MAC, src, dstIP netip.Addr, n in
 	(&wire.IPv6Fields{PayloadLen: n, NextHeader: wire.ProtoICMPv6, HopLimit: wire.NDPHopLimit, Src: src, Dst: dstIP}).Encode(ipb)
 	wire.SetICMPv6Checksum(ipb[wire.IPv6HeaderLen:wire.IPv6HeaderLen+n], src, dstIP)
 	(&wire.EthernetFields{Dst: dst, Src: e.mac, EtherType: wire.EtherTypeIPv6}).Encode(c.b[:])
-	e.ctr.icmp6OutMsgs.Add(1)
+	e.ctr.Icmp6OutMsgs.Add(1)
 	e.sendCtl(c, wire.EthernetHeaderLen+wire.IPv6HeaderLen+n)
 }
 

@@ -9,12 +9,6 @@ import (
 	"github.com/berthnet/berth/wire"
 )
 
-var (
-	ourLL      = netip.MustParseAddr("fe80::be:ff:fe00:1") // modified EUI-64 of ourMAC
-	allNodesIP = netip.MustParseAddr("ff02::1")
-	allNodesM  = wire.MAC{0x33, 0x33, 0, 0, 0, 1}
-)
-
 func snMAC(a netip.Addr) wire.MAC { return wire.IPv6MulticastMAC(wire.SolicitedNode(a).As16()) }
 
 // TestNSAnswered: a solicitation for our address is answered with a solicited NA carrying
@@ -134,6 +128,25 @@ func TestNDResolve(t *testing.T) {
 		llaOpt(wire.NDPOptTargetLinkAddr, otherMAC)))
 	if n, _ := h.neighbor(peer6); n.State != "STALE" || n.MAC != peerMAC {
 		t.Fatalf("after a non-override NA: %+v", n)
+	}
+	// Unsolicited, without override, the same MAC: no confirmation, still STALE.
+	na := func(flags uint8, mac wire.MAC) []byte {
+		return ndFrame(ourMAC, peerMAC, peer6, ourLL, 255,
+			wire.NDPFields{Type: wire.ICMPv6NeighborAdvertisement, Flags: flags, Target: peer6}, llaOpt(wire.NDPOptTargetLinkAddr, mac))
+	}
+	h.dev.deliver(na(0, peerMAC))
+	if n, _ := h.neighbor(peer6); n.State != "STALE" {
+		t.Fatalf("after an unsolicited NA: %s", n.State)
+	}
+	// Unsolicited with override and a new MAC: updated, STALE; solicited with the same
+	// MAC and no override: REACHABLE.
+	h.dev.deliver(na(wire.NDPFlagOverride, otherMAC))
+	if n, _ := h.neighbor(peer6); n.State != "STALE" || n.MAC != otherMAC {
+		t.Fatalf("after an overriding NA: %+v", n)
+	}
+	h.dev.deliver(na(wire.NDPFlagSolicited, otherMAC))
+	if n, _ := h.neighbor(peer6); n.State != "REACHABLE" {
+		t.Fatalf("after a solicited NA: %s", n.State)
 	}
 	// Multicast destinations need no resolution (RFC 2464 §7).
 	h.ep.WritePackets([][]byte{ipv6Packet(our6, allNodesIP, 8)})

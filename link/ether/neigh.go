@@ -11,7 +11,7 @@ import (
 
 // nudState is a neighbour cache entry's state: RFC 4861 §7.3.2's, which Linux uses for ARP
 // as well (NUD_INCOMPLETE, ...). REACHABLE turns STALE lazily: an entry is REACHABLE while
-// its last confirmation is younger than ReachableTime.
+// its last confirmation is younger than the endpoint's reachable time.
 type nudState uint8
 
 const (
@@ -31,7 +31,7 @@ type neighbor struct {
 	addr      netip.Addr
 	mac       wire.MAC
 	state     nudState
-	confirmed time.Time // last reachability confirmation (REACHABLE until +ReachableTime)
+	confirmed time.Time // last reachability confirmation (REACHABLE until +reachable)
 	probes    int       // solicitations sent in INCOMPLETE or PROBE
 	timer     clock.Timer
 	queue     []queued // packets waiting in INCOMPLETE, oldest first
@@ -80,7 +80,7 @@ func (e *Endpoint) Neighbors() []Neighbor {
 
 // age turns a REACHABLE entry whose confirmation expired STALE (RFC 4861 §7.3.3).
 func (e *Endpoint) age(n *neighbor, now time.Time) {
-	if n.state == nudReachable && now.Sub(n.confirmed) >= e.cfg.ReachableTime {
+	if n.state == nudReachable && now.Sub(n.confirmed) >= e.reachable {
 		n.state = nudStale
 	}
 }
@@ -93,7 +93,7 @@ func (e *Endpoint) lookupLocked(nh netip.Addr, now time.Time) (mac wire.MAC, ok 
 	n = e.neigh[nh]
 	if n == nil {
 		if e.nInc >= e.cfg.MaxIncomplete || !e.makeRoomLocked() {
-			e.ctr.neighTableFulls.Add(1)
+			e.ctr.NeighTableFulls.Add(1)
 			return mac, false, nil, false
 		}
 		n = &neighbor{addr: nh, state: nudIncomplete, probes: 1}
@@ -139,7 +139,7 @@ func (e *Endpoint) removeLocked(n *neighbor) {
 	if n.state == nudIncomplete {
 		e.nInc--
 	}
-	e.ctr.neighUnresolvedDiscards.Add(uint64(len(n.queue)))
+	e.ctr.NeighUnresolvedDiscards.Add(uint64(len(n.queue)))
 	n.queue, n.qbytes = nil, 0
 	delete(e.neigh, n.addr)
 }
@@ -148,14 +148,14 @@ func (e *Endpoint) removeLocked(n *neighbor) {
 // QueueBytes the oldest packets are dropped first, as Linux's __neigh_event_send does.
 func (e *Endpoint) enqueueLocked(n *neighbor, pkt []byte, gso int) {
 	if len(pkt) > e.cfg.QueueBytes {
-		e.ctr.neighUnresolvedDiscards.Add(1)
+		e.ctr.NeighUnresolvedDiscards.Add(1)
 		return
 	}
 	for n.qbytes+len(pkt) > e.cfg.QueueBytes && len(n.queue) > 0 {
 		n.qbytes -= len(n.queue[0].frame) - wire.EthernetHeaderLen
 		n.queue[0] = queued{}
 		n.queue = n.queue[1:]
-		e.ctr.neighUnresolvedDiscards.Add(1)
+		e.ctr.NeighUnresolvedDiscards.Add(1)
 	}
 	f := make([]byte, wire.EthernetHeaderLen+len(pkt))
 	copy(f[wire.EthernetHeaderLen:], pkt)
@@ -171,7 +171,7 @@ const (
 	learnConfirmed  learnKind = iota // a solicited answer: ARP reply to us, NA with S set
 	learnSolicit                     // the sender of a request/NS for us: create or update, STALE
 	learnUpdate                      // anything else (gratuitous ARP, unsolicited NA with O): update an existing entry only
-	learnNoOverride                  // NA without O: confirms only if the MAC agrees
+	learnNoOverride                  // NA without O, not a confirmation: never replaces a known MAC
 )
 
 // learnLocked records that ip is at mac and returns the frames that were waiting for it,
@@ -182,11 +182,11 @@ func (e *Endpoint) learnLocked(ip netip.Addr, mac wire.MAC, how learnKind) []que
 	if n == nil {
 		if how != learnSolicit || !e.onLink(ip) || !e.makeRoomLocked() {
 			if how == learnSolicit && e.onLink(ip) {
-				e.ctr.neighTableFulls.Add(1)
+				e.ctr.NeighTableFulls.Add(1)
 			}
 			return nil
 		}
-		n = &neighbor{addr: ip, mac: mac, state: nudStale, confirmed: now.Add(-e.cfg.ReachableTime)}
+		n = &neighbor{addr: ip, mac: mac, state: nudStale, confirmed: now.Add(-e.reachable)}
 		e.neigh[ip] = n
 		return nil
 	}
@@ -198,15 +198,14 @@ func (e *Endpoint) learnLocked(ip netip.Addr, mac wire.MAC, how learnKind) []que
 		n.stop()
 	case learnNoOverride:
 		// RFC 4861 §7.2.5: without the override flag a different address does not
-		// replace a known one (a REACHABLE entry goes STALE); a matching one confirms.
+		// replace a known one (a REACHABLE entry goes STALE, nothing else changes); the
+		// same address changes nothing either (a confirmation needs the solicited flag,
+		// which the caller maps to learnConfirmed).
 		switch {
 		case wasIncomplete:
 			n.mac, n.state, n.probes = mac, nudStale, 0
 			n.stop()
-		case mac == n.mac:
-			n.state, n.confirmed, n.probes = nudReachable, now, 0
-			n.stop()
-		case n.state == nudReachable:
+		case mac != n.mac && n.state == nudReachable:
 			n.state = nudStale
 		}
 	default:
@@ -237,16 +236,12 @@ func (e *Endpoint) neighTimer(n *neighbor) {
 	}
 	now := e.clk.Now()
 	var dst wire.MAC // zero: multicast solicitation
+	limit := e.cfg.MaxUnicast
 	switch n.state {
 	case nudIncomplete:
-		if n.probes >= e.cfg.MaxMulticast {
-			e.ctr.neighResFailed.Add(1)
-			e.removeLocked(n)
-			e.mu.Unlock()
-			return
-		}
+		limit = e.cfg.MaxMulticast
 	case nudDelay:
-		if now.Sub(n.confirmed) < e.cfg.ReachableTime {
+		if now.Sub(n.confirmed) < e.reachable {
 			n.state = nudReachable
 			n.timer = nil
 			e.mu.Unlock()
@@ -255,15 +250,17 @@ func (e *Endpoint) neighTimer(n *neighbor) {
 		n.state, n.probes = nudProbe, 0
 		dst = n.mac
 	case nudProbe:
-		if n.probes >= e.cfg.MaxUnicast {
-			e.ctr.neighResFailed.Add(1)
-			e.removeLocked(n)
-			e.mu.Unlock()
-			return
-		}
 		dst = n.mac
 	default:
 		n.timer = nil
+		e.mu.Unlock()
+		return
+	}
+	if n.probes >= limit {
+		// MAX_MULTICAST_SOLICIT or MAX_UNICAST_SOLICIT unanswered: the neighbour is
+		// unreachable; what waits for it is dropped.
+		e.ctr.NeighResFailed.Add(1)
+		e.removeLocked(n)
 		e.mu.Unlock()
 		return
 	}

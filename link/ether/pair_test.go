@@ -102,15 +102,21 @@ func neighborState(ep *ether.Endpoint, a netip.Addr) (ether.Neighbor, bool) {
 	return ether.Neighbor{}, false
 }
 
+// wantReachable checks that a's cache has b (at addr) REACHABLE with b's MAC.
+func (p *etherPair) wantReachable(t *testing.T, addr netip.Addr) {
+	t.Helper()
+	n, ok := neighborState(p.ea, addr)
+	if !ok || n.MAC != p.eb.MAC() || n.State != "REACHABLE" {
+		t.Errorf("a's entry for b: %+v %v; want %v REACHABLE", n, ok, p.eb.MAC())
+	}
+}
+
 func TestPingV4(t *testing.T) {
 	p := newEtherPair(t, 1500, ether.Config{}, ether.Config{})
 	ping(t, p.a, addrB4.Addr())
 	// a resolved b by a broadcast request and b's reply: REACHABLE with b's MAC; b learnt
 	// a from the request (STALE, RFC 826 merge) — or REACHABLE if it resolved a itself.
-	n, ok := neighborState(p.ea, addrB4.Addr())
-	if !ok || n.MAC != p.eb.MAC() || n.State != "REACHABLE" {
-		t.Errorf("a's entry for b: %+v %v; want %v REACHABLE", n, ok, p.eb.MAC())
-	}
+	p.wantReachable(t, addrB4.Addr())
 	if n, ok := neighborState(p.eb, addrA4.Addr()); !ok || n.MAC != p.ea.MAC() {
 		t.Errorf("b's entry for a: %+v %v", n, ok)
 	}
@@ -130,10 +136,7 @@ func TestPingV6(t *testing.T) {
 	// The first solicitation reaches b while its address is tentative (DAD, RFC 4862
 	// §5.4.3: ignored); the retransmission a second later is answered.
 	ping(t, p.a, addrB6.Addr())
-	n, ok := neighborState(p.ea, addrB6.Addr())
-	if !ok || n.MAC != p.eb.MAC() || n.State != "REACHABLE" {
-		t.Errorf("a's entry for b: %+v %v; want %v REACHABLE", n, ok, p.eb.MAC())
-	}
+	p.wantReachable(t, addrB6.Addr())
 	st := p.a.Stats()
 	if st["Icmp6OutNeighborSolicits"] < 2 || st["Icmp6InNeighborAdvertisements"] < 1 {
 		t.Errorf("a: Icmp6OutNeighborSolicits %d Icmp6InNeighborAdvertisements %d",

@@ -43,7 +43,6 @@ const (
 	maxInitialRtrAdvertisements = 3
 	maxInitialRtrAdvertInterval = 16 * time.Second
 	minDelayBetweenRAs          = 3 * time.Second
-	maxRADelayTime              = 500 * time.Millisecond
 )
 
 type raState struct {
@@ -207,6 +206,6 @@ func (e *Endpoint) sendRA(dstIP netip.Addr, dst wire.MAC) {
 	if len(r.DNS) > 0 && n+8+16*len(r.DNS) <= len(b) {
 		n += wire.PutNDPRDNSS(b[n:], durationSeconds(r.DNSLifetime), r.DNS)
 	}
-	e.ctr.icmp6OutRouterAdvertisements.Add(1)
+	e.ctr.Icmp6OutRouterAdvertisements.Add(1)
 	e.sendND(c, dst, e.ll6, dstIP, n)
 }

@@ -26,31 +26,26 @@ func (r *rxSide) DeliverVerified(frames [][]byte) { (*Endpoint)(r).input(frames,
 func (e *Endpoint) input(frames [][]byte, verified bool) {
 	bp := e.rx.get()
 	up := bp.p[:0]
-	maxLen := e.mtu + wire.EthernetHeaderLen
-	// A device with offloads (a TAP device with TSO) delivers TCP super-segments longer
-	// than the MTU, and says how long (link/tun's MaxInboundSize).
-	if m, ok := e.dev.(interface{ MaxInboundSize() int }); ok && m.MaxInboundSize() > maxLen {
-		maxLen = m.MaxInboundSize()
-	}
+	maxLen := e.maxIn
 	c := &e.ctr
 	for _, f := range frames {
-		c.etherInFrames.Add(1)
+		c.EtherInFrames.Add(1)
 		if len(f) < wire.EthernetHeaderLen {
-			c.etherInRunts.Add(1)
+			c.EtherInRunts.Add(1)
 			continue
 		}
 		if len(f) > maxLen {
 			// Longer than the MTU allows: a device never delivers one; a peer that sends
 			// one disagrees about the MTU, and the stack would take it for a packet the
 			// link could carry.
-			c.etherInTooBig.Add(1)
+			c.EtherInTooBig.Add(1)
 			continue
 		}
 		h := wire.Ethernet(f)
 		if dst := h.Dst(); dst != e.mac && !dst.IsMulticast() {
 			// Another station's unicast, as a TAP device in promiscuous mode or a bridge
 			// flooding an unknown address delivers it.
-			c.etherInNotForUs.Add(1)
+			c.EtherInNotForUs.Add(1)
 			continue
 		}
 		switch et := h.EtherType(); et {
@@ -73,17 +68,17 @@ func (e *Endpoint) input(frames [][]byte, verified bool) {
 		case wire.EtherTypeVLAN, wire.EtherTypeQinQ:
 			// berth's interfaces are untagged: a tagged frame belongs to a VLAN it is not
 			// on (IEEE 802.1Q §6.9), and is dropped, counted, rather than misread.
-			c.etherInVLAN.Add(1)
+			c.EtherInVLAN.Add(1)
 		default:
-			c.etherInUnknownTypes.Add(1)
+			c.EtherInUnknownTypes.Add(1)
 		}
 	}
 	if len(up) > 0 {
-		if b := e.up.Load(); b != nil {
-			if vd, ok := b.d.(link.VerifiedDispatcher); ok && verified {
+		if d := e.up.Load(); d != nil {
+			if vd, ok := (*d).(link.VerifiedDispatcher); ok && verified {
 				vd.DeliverVerified(up)
 			} else {
-				b.d.DeliverPackets(up)
+				(*d).DeliverPackets(up)
 			}
 		}
 	}

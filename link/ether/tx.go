@@ -16,6 +16,18 @@ type txScratch struct {
 	bufs   [][]byte
 	frames [][]byte
 	idx    []int // idx[k]: the index in pkts of frames[k]
+	// For a link.FrameWriter: the headers (slices of hdrBuf) and the packets behind them.
+	hdrBuf []byte
+	hdrs   [][]byte
+}
+
+// header returns the k-th reusable 14-byte header buffer; n is the most headers this
+// call needs, so the slices handed out earlier stay valid.
+func (s *txScratch) header(k, n int) []byte {
+	if cap(s.hdrBuf) < n*wire.EthernetHeaderLen {
+		s.hdrBuf = make([]byte, n*wire.EthernetHeaderLen)
+	}
+	return s.hdrBuf[k*wire.EthernetHeaderLen : (k+1)*wire.EthernetHeaderLen : (k+1)*wire.EthernetHeaderLen]
 }
 
 // frame returns the k-th reusable buffer with room for an n-byte frame.
@@ -84,7 +96,7 @@ func (e *Endpoint) isBroadcast4(a netip.Addr) bool {
 func (e *Endpoint) resolve(pkt []byte, gso int, now *time.Time, lastNH *netip.Addr, lastMAC *wire.MAC) (wire.MAC, bool) {
 	mac, direct, nh, ok := e.nextHop(pkt)
 	if !ok {
-		e.ctr.etherOutNoRoutes.Add(1)
+		e.ctr.EtherOutNoRoutes.Add(1)
 		return mac, false
 	}
 	if direct {
@@ -105,7 +117,7 @@ func (e *Endpoint) resolve(pkt []byte, gso int, now *time.Time, lastNH *netip.Ad
 	if !ok && n != nil {
 		e.enqueueLocked(n, pkt, gso)
 	} else if !ok {
-		e.ctr.neighUnresolvedDiscards.Add(1)
+		e.ctr.NeighUnresolvedDiscards.Add(1)
 	}
 	e.mu.Unlock()
 	if sol {
@@ -128,7 +140,7 @@ func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
 	}
 	sc := e.tx.get()
 	defer e.tx.put(sc)
-	frames, idx := sc.frames[:0], sc.idx[:0]
+	frames, idx, hdrs := sc.frames[:0], sc.idx[:0], sc.hdrs[:0]
 	var (
 		now     time.Time
 		lastNH  netip.Addr
@@ -144,27 +156,45 @@ func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
 		if !ok {
 			continue
 		}
-		f := sc.frame(len(frames), wire.EthernetHeaderLen+len(p))
-		(&wire.EthernetFields{Dst: mac, Src: e.mac, EtherType: etherTypeOf(p)}).Encode(f)
-		copy(f[wire.EthernetHeaderLen:], p)
-		frames = append(frames, f)
+		hdr := wire.EthernetFields{Dst: mac, Src: e.mac, EtherType: etherTypeOf(p)}
+		if e.fw != nil {
+			// The device gathers header and packet itself: no copy here.
+			h := sc.header(len(hdrs), len(pkts))
+			hdr.Encode(h)
+			hdrs = append(hdrs, h)
+			frames = append(frames, p)
+		} else {
+			f := sc.frame(len(frames), wire.EthernetHeaderLen+len(p))
+			hdr.Encode(f)
+			copy(f[wire.EthernetHeaderLen:], p)
+			frames = append(frames, f)
+		}
 		idx = append(idx, i)
 	}
-	sc.frames, sc.idx = frames, idx
+	sc.frames, sc.idx, sc.hdrs = frames, idx, hdrs
 	var err error
 	n := len(pkts)
 	if tooBig >= 0 {
 		n, err = tooBig, syscall.EMSGSIZE
 	}
 	if len(frames) > 0 {
-		m, werr := e.dev.WritePackets(frames)
-		e.ctr.etherOutFrames.Add(uint64(m))
+		var m int
+		var werr error
+		if e.fw != nil {
+			m, werr = e.fw.WriteFrames(hdrs, frames)
+		} else {
+			m, werr = e.dev.WritePackets(frames)
+		}
+		e.ctr.EtherOutFrames.Add(uint64(m))
 		if werr != nil {
-			e.ctr.etherOutErrors.Add(1)
-			n, err = idx[m], werr
+			e.ctr.EtherOutErrors.Add(1)
+			err = werr
+			if m < len(idx) {
+				n = idx[m]
+			}
 		}
 	}
-	clear(frames)
+	clear(frames) // they may be the caller's packets: not kept
 	return n, err
 }
 
@@ -188,14 +218,22 @@ func (e *Endpoint) WriteGSO(pkt []byte, mss int) error {
 	}
 	sc := e.tx.get()
 	defer e.tx.put(sc)
-	f := sc.frame(0, wire.EthernetHeaderLen+len(pkt))
-	(&wire.EthernetFields{Dst: mac, Src: e.mac, EtherType: etherTypeOf(pkt)}).Encode(f)
-	copy(f[wire.EthernetHeaderLen:], pkt)
-	err := e.gso.WriteGSO(f, mss)
-	if err != nil {
-		e.ctr.etherOutErrors.Add(1)
+	hdr := wire.EthernetFields{Dst: mac, Src: e.mac, EtherType: etherTypeOf(pkt)}
+	var err error
+	if e.gfw != nil {
+		h := sc.header(0, 1)
+		hdr.Encode(h)
+		err = e.gfw.WriteGSOFrame(h, pkt, mss)
 	} else {
-		e.ctr.etherOutFrames.Add(1)
+		f := sc.frame(0, wire.EthernetHeaderLen+len(pkt))
+		hdr.Encode(f)
+		copy(f[wire.EthernetHeaderLen:], pkt)
+		err = e.gso.WriteGSO(f, mss)
+	}
+	if err != nil {
+		e.ctr.EtherOutErrors.Add(1)
+	} else {
+		e.ctr.EtherOutFrames.Add(1)
 	}
 	return err
 }
@@ -209,7 +247,7 @@ func (e *Endpoint) sendQueued(q []queued) {
 	flush := func() {
 		if len(batch) > 0 {
 			m, _ := e.dev.WritePackets(batch)
-			e.ctr.etherOutFrames.Add(uint64(m))
+			e.ctr.EtherOutFrames.Add(uint64(m))
 			batch = batch[:0]
 		}
 	}
@@ -217,7 +255,7 @@ func (e *Endpoint) sendQueued(q []queued) {
 		if p.gso > 0 && e.gso != nil {
 			flush()
 			if e.gso.WriteGSO(p.frame, p.gso) == nil {
-				e.ctr.etherOutFrames.Add(1)
+				e.ctr.EtherOutFrames.Add(1)
 			}
 			continue
 		}
@@ -236,7 +274,7 @@ type ctlFrame struct {
 func (e *Endpoint) sendCtl(c *ctlFrame, n int) {
 	c.v[0] = c.b[:n]
 	if m, _ := e.dev.WritePackets(c.v[:]); m == 1 {
-		e.ctr.etherOutFrames.Add(1)
+		e.ctr.EtherOutFrames.Add(1)
 	}
 	c.v[0] = nil
 	e.ctl.put(c)

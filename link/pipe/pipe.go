@@ -43,8 +43,8 @@ type Config struct {
 // Stats counts what one endpoint sent and received. Tx counts packets queued towards the
 // peer; Rx counts packets handed to this endpoint's Dispatcher.
 type Stats struct {
-	TxPackets, TxBytes uint64
-	RxPackets, RxBytes uint64
+	TxPackets, TxBytes uint64 // packets and bytes queued towards the peer
+	RxPackets, RxBytes uint64 // packets and bytes handed to this end's Dispatcher
 	// Drops by reason, counted on the sending endpoint.
 	DropQueueFull   uint64 // the direction's queue was full (packets or bytes)
 	DropTooBig      uint64 // longer than the MTU: WritePackets returned EMSGSIZE
@@ -63,7 +63,10 @@ type Endpoint struct {
 	stats  counters
 }
 
-var _ link.Endpoint = (*Endpoint)(nil)
+var (
+	_ link.Endpoint    = (*Endpoint)(nil)
+	_ link.FrameWriter = (*Endpoint)(nil)
+)
 
 // dispatcherBox lets a Dispatcher interface value live in an atomic.Pointer.
 type dispatcherBox struct{ d link.Dispatcher }
@@ -152,7 +155,16 @@ func (e *Endpoint) dispatcher() link.Dispatcher {
 // it. Packets taken but dropped (queue full, peer not attached) are counted in Stats, as a
 // real link loses packets silently. After Close it returns net.ErrClosed.
 func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
-	return e.out.write(pkts)
+	return e.out.write(nil, pkts)
+}
+
+// WriteFrames implements link.FrameWriter: it is WritePackets of packets each made of
+// hdrs[i] and pkts[i], joined in the one copy into the queue.
+func (e *Endpoint) WriteFrames(hdrs, pkts [][]byte) (int, error) {
+	if len(hdrs) != len(pkts) {
+		return 0, syscall.EINVAL
+	}
+	return e.out.write(hdrs, pkts)
 }
 
 // Close closes both ends of the pipe: the delivery goroutines end (Close waits for them,
@@ -250,7 +262,8 @@ func (d *direction) putBuf(b []byte) {
 	d.free[c] = append(d.free[c], b[:0])
 }
 
-func (d *direction) write(pkts [][]byte) (int, error) {
+// write queues pkts, each behind hdrs[i] when hdrs is not nil (WriteFrames).
+func (d *direction) write(hdrs, pkts [][]byte) (int, error) {
 	st := &d.from.stats
 	notAttached := d.to.dispatcher() == nil
 	d.mu.Lock()
@@ -260,7 +273,12 @@ func (d *direction) write(pkts [][]byte) (int, error) {
 	}
 	queued := 0
 	for i, p := range pkts {
-		if len(p) > d.from.maxLen {
+		var h []byte
+		if hdrs != nil {
+			h = hdrs[i]
+		}
+		n := len(h) + len(p)
+		if n > d.from.maxLen {
 			d.mu.Unlock()
 			st.dropTooBig.Add(1)
 			d.signal(queued)
@@ -269,17 +287,17 @@ func (d *direction) write(pkts [][]byte) (int, error) {
 		switch {
 		case notAttached:
 			st.dropNotAttached.Add(1)
-		case d.count == len(d.ring) || d.bytes+len(p) > d.maxBytes:
+		case d.count == len(d.ring) || d.bytes+n > d.maxBytes:
 			st.dropQueueFull.Add(1)
 		default:
-			b := d.getBuf(len(p))
-			copy(b, p)
+			b := d.getBuf(n)
+			copy(b[copy(b, h):], p)
 			d.ring[(d.head+d.count)%len(d.ring)] = b
 			d.count++
-			d.bytes += len(p)
+			d.bytes += n
 			queued++
 			st.txPackets.Add(1)
-			st.txBytes.Add(uint64(len(p)))
+			st.txBytes.Add(uint64(n))
 		}
 	}
 	d.mu.Unlock()

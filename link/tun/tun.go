@@ -74,7 +74,7 @@ type Options struct {
 
 // Offloads says which offloads the kernel accepted (TUNSETOFFLOAD).
 type Offloads struct {
-	Csum, TSO4, TSO6 bool
+	Csum, TSO4, TSO6 bool // checksum offload, TCP segmentation offload for IPv4 and IPv6
 	// USO: the kernel may send UDP super-segments (TUN_F_USO4|TUN_F_USO6, Linux 6.2),
 	// which the endpoint cuts into datagrams before delivery. Asked for on TAP devices.
 	USO bool
@@ -82,7 +82,7 @@ type Offloads struct {
 
 // Stats counts the endpoint's traffic.
 type Stats struct {
-	RxPackets, RxBytes uint64
+	RxPackets, RxBytes uint64 // packets and bytes read from the device
 	RxGSO              uint64 // super-segments delivered whole
 	RxCsumCompleted    uint64 // partial checksums finished before delivery
 	RxDropped          uint64 // malformed virtio-net header, or no Dispatcher attached

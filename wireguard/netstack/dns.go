@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
@@ -67,24 +68,28 @@ func (n *Net) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
 	if len(n.dnsServers) == 0 {
 		return nil, &net.DNSError{Err: "no DNS servers configured", Name: host}
 	}
+	// RFC 8305 §3: ask for AAAA and A at once (when the stack has both families).
+	want4, want6 := n.has4 || !n.has6, n.has6
 	var v4, v6 []netip.Addr
-	var lastErr error
-	found := false
-	if n.has4 || !n.has6 {
-		v4, lastErr = n.query(ctx, name, dnsmessage.TypeA)
-		found = found || lastErr == nil
+	err4, err6 := errNoAnswer, errNoAnswer
+	var wg sync.WaitGroup
+	if want4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v4, err4 = n.query(ctx, name, dnsmessage.TypeA)
+		}()
 	}
-	if n.has6 {
-		var err error
-		v6, err = n.query(ctx, name, dnsmessage.TypeAAAA)
-		if err == nil {
-			found = true
-		} else if lastErr == nil || !found {
-			lastErr = err
+	if want6 {
+		v6, err6 = n.query(ctx, name, dnsmessage.TypeAAAA)
+	}
+	wg.Wait()
+	if (!want4 || err4 != nil) && (!want6 || err6 != nil) {
+		err := err4
+		if !want4 || (want6 && errors.Is(err6, errNXDomain)) {
+			err = err6
 		}
-	}
-	if !found {
-		return nil, dnsError(lastErr, host)
+		return nil, dnsError(err, host)
 	}
 	first, second := v4, v6
 	if n.has6 {
@@ -127,13 +132,13 @@ func absName(s string) string {
 	return s + "."
 }
 
+// The ways a query fails; dnsError turns them into *net.DNSError values. The texts are
+// those of Go's resolver where it has one.
 var (
-	errNXDomain   = errors.New("no such host")
-	errServFail   = errors.New("server misbehaving")
-	errBadReply   = errors.New("malformed DNS reply")
-	errNoAnswer   = errors.New("no answer from DNS server")
-	errTruncated  = errors.New("truncated reply")
-	errMismatched = errors.New("reply does not match the query")
+	errNXDomain = errors.New("no such host")
+	errServFail = errors.New("server misbehaving")
+	errBadReply = errors.New("malformed DNS reply")
+	errNoAnswer = errors.New("no answer from DNS server")
 )
 
 func dnsError(err error, host string) error {
@@ -219,17 +224,27 @@ func buildQuery(id uint16, q dnsmessage.Question) ([]byte, error) {
 	return b.Finish()
 }
 
-func (n *Net) exchangeUDP(ctx context.Context, srv netip.AddrPort, id uint16, q dnsmessage.Question, msg []byte) ([]netip.Addr, error) {
-	c, err := n.s.DialContext(ctx, udpNet(srv.Addr()), srv.String())
+// dialDNS connects to srv for one exchange, bounded by ctx: its deadline becomes the
+// connection's, and cancelling ctx makes blocked reads and writes fail at once. done
+// closes the connection.
+func (n *Net) dialDNS(ctx context.Context, network string, srv netip.AddrPort) (c net.Conn, done func(), err error) {
+	c, err = n.s.DialContext(ctx, network, srv.String())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	return c, func() { stop(); c.Close() }, nil
+}
+
+func (n *Net) exchangeUDP(ctx context.Context, srv netip.AddrPort, id uint16, q dnsmessage.Question, msg []byte) ([]netip.Addr, error) {
+	c, done, err := n.dialDNS(ctx, udpNet(srv.Addr()), srv)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	if _, err := c.Write(msg); err != nil {
 		return nil, err
 	}
@@ -250,16 +265,11 @@ func (n *Net) exchangeUDP(ctx context.Context, srv netip.AddrPort, id uint16, q 
 }
 
 func (n *Net) exchangeTCP(ctx context.Context, srv netip.AddrPort, id uint16, q dnsmessage.Question, msg []byte) ([]netip.Addr, error) {
-	c, err := n.s.DialContext(ctx, tcpNet(srv.Addr()), srv.String())
+	c, done, err := n.dialDNS(ctx, tcpNet(srv.Addr()), srv)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer done()
 	// RFC 1035 §4.2.2: over TCP each message is preceded by its 2-byte length.
 	framed := make([]byte, 2+len(msg))
 	binary.BigEndian.PutUint16(framed, uint16(len(msg)))
@@ -281,6 +291,10 @@ func (n *Net) exchangeTCP(ctx context.Context, srv netip.AddrPort, id uint16, q 
 	}
 	return addrs, err
 }
+
+// Replies that exchangeUDP does not take: one for another query (or forged), and one that
+// must be asked again over TCP.
+var errMismatched, errTruncated = errors.New("reply does not match the query"), errors.New("truncated reply")
 
 // parseReply checks that msg answers query id for q and returns the addresses it gives
 // for q's name, following CNAME records within the answer section (RFC 1034 §3.6.2).
@@ -313,49 +327,30 @@ func parseReply(msg []byte, id uint16, q dnsmessage.Question) ([]netip.Addr, err
 	want := q.Name.String()
 	var addrs []netip.Addr
 	for hops := 0; ; {
-		rh, err := p.AnswerHeader()
+		r, err := p.Answer()
 		if err == dnsmessage.ErrSectionDone {
 			break
 		}
 		if err != nil {
 			return nil, errBadReply
 		}
-		if rh.Class != dnsmessage.ClassINET || !strings.EqualFold(rh.Name.String(), want) {
-			if err := p.SkipAnswer(); err != nil {
-				return nil, errBadReply
-			}
+		if r.Header.Class != dnsmessage.ClassINET || !strings.EqualFold(r.Header.Name.String(), want) {
 			continue
 		}
-		switch rh.Type {
-		case dnsmessage.TypeA:
-			r, err := p.AResource()
-			if err != nil {
-				return nil, errBadReply
-			}
+		switch body := r.Body.(type) {
+		case *dnsmessage.AResource:
 			if q.Type == dnsmessage.TypeA {
-				addrs = append(addrs, netip.AddrFrom4(r.A))
+				addrs = append(addrs, netip.AddrFrom4(body.A))
 			}
-		case dnsmessage.TypeAAAA:
-			r, err := p.AAAAResource()
-			if err != nil {
-				return nil, errBadReply
-			}
+		case *dnsmessage.AAAAResource:
 			if q.Type == dnsmessage.TypeAAAA {
-				addrs = append(addrs, netip.AddrFrom16(r.AAAA))
+				addrs = append(addrs, netip.AddrFrom16(body.AAAA))
 			}
-		case dnsmessage.TypeCNAME:
-			r, err := p.CNAMEResource()
-			if err != nil {
-				return nil, errBadReply
-			}
+		case *dnsmessage.CNAMEResource:
 			if hops++; hops > 8 {
 				return nil, errBadReply // a CNAME loop
 			}
-			want = r.CNAME.String()
-		default:
-			if err := p.SkipAnswer(); err != nil {
-				return nil, errBadReply
-			}
+			want = body.CNAME.String()
 		}
 	}
 	return addrs, nil

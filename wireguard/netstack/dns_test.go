@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,7 +30,7 @@ func testAnswer(q dnsmessage.Question, id uint16, overTCP bool) []byte {
 	var recs []rec
 	switch name {
 	case "server.test.":
-		recs = []rec{{name: name, a: addrB}}
+		recs = []rec{{name: name, a: addrB}, {name: name, a: addr6B}}
 	case "alias.test.":
 		recs = []rec{{name: name, cname: "server.test."}, {name: "server.test.", a: addrB}}
 	case "big.test.":
@@ -52,6 +53,8 @@ func testAnswer(q dnsmessage.Question, id uint16, overTCP bool) []byte {
 			b.CNAMEResource(rh, dnsmessage.CNAMEResource{CNAME: dnsmessage.MustNewName(r.cname)})
 		case q.Type == dnsmessage.TypeA && r.a.Is4():
 			b.AResource(rh, dnsmessage.AResource{A: r.a.As4()})
+		case q.Type == dnsmessage.TypeAAAA && r.a.Is6():
+			b.AAAAResource(rh, dnsmessage.AAAAResource{AAAA: r.a.As16()})
 		}
 	}
 	msg, _ := b.Finish()
@@ -160,7 +163,8 @@ func TestDNSThroughTunnel(t *testing.T) {
 	serveHTTP(t, b, body)
 	checkBody(t, fetch(t, a, "http://server.test/"), body)
 	checkBody(t, fetch(t, a, "http://alias.test:80/"), body)
-	// big.test's first address has nobody behind it; the dial moves on to the second.
+	// big.test's first address has nobody behind it; Happy Eyeballs starts the second
+	// 250 ms later, and it wins.
 	dctx, dcancel := context.WithTimeout(ctx, 3*time.Second)
 	defer dcancel()
 	c, err := a.dial(dctx, "tcp", "big.test:80")
@@ -172,10 +176,77 @@ func TestDNSThroughTunnel(t *testing.T) {
 	}
 	c.Close()
 
+	// Nobody listens on port 81: the second address refuses, the first never answers;
+	// the dial fails with the refusal once the first attempt gives up too.
+	dctx2, dcancel2 := context.WithTimeout(ctx, time.Second)
+	defer dcancel2()
+	if _, err := a.dial(dctx2, "tcp", "big.test:81"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial big.test:81 = %v, want ECONNREFUSED", err)
+	}
+
+	// A ping socket by name, as wireguard-go's ping example dials one.
+	pc, err := a.dial(ctx, "ping4", "server.test")
+	if err != nil {
+		t.Fatalf("dial ping4 server.test: %v", err)
+	}
+	pingOnce(t, pc, []byte("by name"))
+	pc.Close()
+	if _, err := a.dial(ctx, "ping6", "server.test"); err == nil {
+		t.Error("dial ping6 to a name with only an A record succeeded")
+	}
+
 	_, err = a.dial(ctx, "tcp", "missing.test:80")
 	var oe *net.OpError
 	if !errors.As(err, &oe) || !errors.As(err, &de) || !de.IsNotFound {
 		t.Errorf("dial missing.test:80 = %v, want a *net.OpError wrapping a not-found *net.DNSError", err)
+	}
+}
+
+// TestDNSDualStack: a tunnel with both families asks for AAAA and A, lists the IPv6
+// address first (RFC 6724's default policy, RFC 8305 §4), and a dial by name connects
+// over IPv6.
+func TestDNSDualStack(t *testing.T) {
+	a, b := tunnelWith(t, berthSide, berthSide, []netip.Addr{addrA, addr6A}, []netip.Addr{addrB, addr6B}, []netip.Addr{addrB})
+	serveDNS(t, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got, err := a.berth.LookupContextHost(ctx, "server.test")
+	if want := []string{addr6B.String(), addrB.String()}; err != nil || !slices.Equal(got, want) {
+		t.Fatalf("LookupHost(server.test) = %v, %v; want %v", got, err, want)
+	}
+	// Only an A record: the IPv4 address alone.
+	if got, err := a.berth.LookupContextHost(ctx, "alias.test"); err != nil || !slices.Equal(got, []string{addrB.String()}) {
+		t.Errorf("LookupHost(alias.test) = %v, %v", got, err)
+	}
+	ln, err := b.berth.ListenTCPAddrPort(netip.AddrPortFrom(netip.Addr{}, 8080)) // both families
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	c, err := a.dial(ctx, "tcp", "server.test:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.RemoteAddr().String(); got != netip.AddrPortFrom(addr6B, 8080).String() {
+		t.Errorf("dial server.test:8080 reached %s, want the IPv6 address", got)
+	}
+	c4, err := a.dial(ctx, "tcp4", "server.test:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c4.Close()
+	if got := c4.RemoteAddr().String(); got != netip.AddrPortFrom(addrB, 8080).String() {
+		t.Errorf("dial tcp4 server.test:8080 reached %s", got)
 	}
 }
 

@@ -5,13 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/berthnet/berth/services"
 	"golang.org/x/crypto/curve25519"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -26,11 +29,12 @@ import (
 // side is one end of a tunnel: its address inside the tunnel and its socket API, whichever
 // stack (berth, or wireguard-go's gVisor netstack) is behind it.
 type side struct {
-	addr   netip.Addr
-	dial   func(ctx context.Context, network, address string) (net.Conn, error)
-	listen func(port uint16) (net.Listener, error)
-	berth  *Net            // nil for gVisor
-	gvisor *wgnetstack.Net // nil for berth
+	addr         netip.Addr
+	dial         func(ctx context.Context, network, address string) (net.Conn, error)
+	listen       func(port uint16) (net.Listener, error)
+	listenPacket func(port uint16) (net.PacketConn, error)
+	berth        *Net            // nil for gVisor
+	gvisor       *wgnetstack.Net // nil for berth
 }
 
 type kind int
@@ -69,33 +73,55 @@ func newKey(t testing.TB) keyPair {
 	return k
 }
 
-func makeSide(t testing.TB, k kind, addr netip.Addr, dns []netip.Addr) (tun.Device, side) {
+func makeSide(t testing.TB, k kind, addrs, dns []netip.Addr) (tun.Device, side) {
 	t.Helper()
+	addr := addrs[0]
 	sd := side{addr: addr}
-	switch k {
-	case berthSide:
-		dev, tnet, err := CreateNetTUN([]netip.Addr{addr}, dns, tunnelMTU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sd.berth = tnet
-		sd.dial = tnet.DialContext
-		sd.listen = func(port uint16) (net.Listener, error) {
-			return tnet.ListenTCPAddrPort(netip.AddrPortFrom(addr, port))
-		}
-		return dev, sd
-	default:
-		dev, tnet, err := wgnetstack.CreateNetTUN([]netip.Addr{addr}, dns, tunnelMTU)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sd.gvisor = tnet
-		sd.dial = tnet.DialContext
-		sd.listen = func(port uint16) (net.Listener, error) {
-			return tnet.ListenTCPAddrPort(netip.AddrPortFrom(addr, port))
-		}
-		return dev, sd
+	var dev tun.Device
+	var err error
+	// The two packages have the same entry point and method names; only the concrete
+	// types of the connections they return differ.
+	if k == berthSide {
+		dev, sd.berth, err = CreateNetTUN(addrs, dns, tunnelMTU)
+	} else {
+		dev, sd.gvisor, err = wgnetstack.CreateNetTUN(addrs, dns, tunnelMTU)
 	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(addr, port) }
+	if n := sd.berth; n != nil {
+		sd.dial = n.DialContext
+		sd.listen = func(p uint16) (net.Listener, error) { return n.ListenTCPAddrPort(at(p)) }
+		sd.listenPacket = func(p uint16) (net.PacketConn, error) { return n.ListenUDPAddrPort(at(p)) }
+	} else {
+		n := sd.gvisor
+		sd.dial = n.DialContext
+		sd.listen = func(p uint16) (net.Listener, error) { return n.ListenTCPAddrPort(at(p)) }
+		sd.listenPacket = func(p uint16) (net.PacketConn, error) { return n.ListenUDPAddrPort(at(p)) }
+	}
+	return dev, sd
+}
+
+// serve runs berth's classic services (package services: echo, discard, ...) on the
+// side's address, on their registered ports, until the test ends.
+func (sd side) serve(t testing.TB, names ...string) {
+	t.Helper()
+	port := func(address string) uint16 {
+		_, p, _ := net.SplitHostPort(address)
+		n, _ := strconv.Atoi(p)
+		return uint16(n)
+	}
+	srv, err := services.Start(context.Background(), services.Config{
+		Services:     names,
+		Listen:       func(_, address string) (net.Listener, error) { return sd.listen(port(address)) },
+		ListenPacket: func(_, address string) (net.PacketConn, error) { return sd.listenPacket(port(address)) },
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
 }
 
 var (
@@ -108,9 +134,15 @@ var (
 // the goroutines they started have ended.
 func tunnel(t testing.TB, ka, kb kind, dnsA []netip.Addr) (a, b side) {
 	t.Helper()
+	return tunnelWith(t, ka, kb, []netip.Addr{addrA}, []netip.Addr{addrB}, dnsA)
+}
+
+// tunnelWith is tunnel with the two ends' addresses (a side's first address is its addr).
+func tunnelWith(t testing.TB, ka, kb kind, ipsA, ipsB []netip.Addr, dnsA []netip.Addr) (a, b side) {
+	t.Helper()
 	base := runtime.NumGoroutine()
-	tunA, a := makeSide(t, ka, addrA, dnsA)
-	tunB, b := makeSide(t, kb, addrB, nil)
+	tunA, a := makeSide(t, ka, ipsA, dnsA)
+	tunB, b := makeSide(t, kb, ipsB, nil)
 	keyA, keyB := newKey(t), newKey(t)
 	logger := device.NewLogger(device.LogLevelError, "")
 	devA := device.NewDevice(tunA, conn.NewDefaultBind(), logger)
@@ -133,15 +165,17 @@ func tunnel(t testing.TB, ka, kb kind, dnsA []netip.Addr) (a, b side) {
 	}
 	set(devA, keyA)
 	set(devB, keyB)
-	peer := func(d *device.Device, k keyPair, port int, allowed netip.Addr) {
-		cfg := fmt.Sprintf("public_key=%s\nendpoint=127.0.0.1:%d\nallowed_ip=%s/32\n",
-			hex.EncodeToString(k.pub[:]), port, allowed)
+	peer := func(d *device.Device, k keyPair, port int, allowed []netip.Addr) {
+		cfg := fmt.Sprintf("public_key=%s\nendpoint=127.0.0.1:%d\n", hex.EncodeToString(k.pub[:]), port)
+		for _, a := range allowed {
+			cfg += fmt.Sprintf("allowed_ip=%s\n", netip.PrefixFrom(a, a.BitLen()))
+		}
 		if err := d.IpcSet(cfg); err != nil {
 			t.Fatal(err)
 		}
 	}
-	peer(devA, keyB, listenPort(t, devB), addrB)
-	peer(devB, keyA, listenPort(t, devA), addrA)
+	peer(devA, keyB, listenPort(t, devB), ipsB)
+	peer(devB, keyA, listenPort(t, devA), ipsA)
 	return a, b
 }
 

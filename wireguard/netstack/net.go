@@ -19,7 +19,6 @@ package netstack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -218,75 +217,4 @@ func (n *Net) ListenUDP(laddr *net.UDPAddr) (*berth.UDPConn, error) {
 // berth.Stack.Ping); ctx bounds the wait.
 func (n *Net) Ping(ctx context.Context, addr netip.Addr, seq int, payload []byte) (time.Duration, error) {
 	return n.s.Ping(ctx, addr, seq, payload)
-}
-
-// Dial is DialContext with a background context.
-func (n *Net) Dial(network, address string) (net.Conn, error) {
-	return n.DialContext(context.Background(), network, address)
-}
-
-// DialContext connects to address on network ("tcp", "tcp4", "tcp6", "udp", "udp4",
-// "udp6") through the tunnel, as net.Dialer.DialContext does. A host name is resolved by
-// LookupContextHost, and the addresses are tried in turn, the remaining time of ctx
-// shared among them.
-func (n *Net) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	host, port, err := net.SplitHostPort(address)
-	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
-	}
-	if _, err := netip.ParseAddr(host); err == nil || host == "" {
-		return n.s.DialContext(ctx, network, address)
-	}
-	addrs, err := n.lookup(ctx, host)
-	if err != nil {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
-	}
-	addrs = filterFamily(network, addrs)
-	if len(addrs) == 0 {
-		return nil, &net.OpError{Op: "dial", Net: network, Err: &net.DNSError{Err: errNoSuitable.Error(), Name: host, IsNotFound: true}}
-	}
-	var first error
-	for i, a := range addrs {
-		dctx := ctx
-		cancel := context.CancelFunc(func() {})
-		if dl, ok := ctx.Deadline(); ok {
-			// As Go's dialer does (net/dial.go partialDeadline): each remaining address
-			// gets an equal share of the time left.
-			left := time.Until(dl)
-			dctx, cancel = context.WithTimeout(ctx, left/time.Duration(len(addrs)-i))
-		}
-		c, err := n.s.DialContext(dctx, network, net.JoinHostPort(a.String(), port))
-		cancel()
-		if err == nil {
-			return c, nil
-		}
-		if first == nil {
-			first = err
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, first
-}
-
-var errNoSuitable = errors.New("no suitable address found")
-
-// filterFamily keeps the addresses network can reach ("tcp4": IPv4 only).
-func filterFamily(network string, addrs []netip.Addr) []netip.Addr {
-	var keep []netip.Addr
-	for _, a := range addrs {
-		switch network[len(network)-1] {
-		case '4':
-			if !a.Is4() {
-				continue
-			}
-		case '6':
-			if !a.Is6() {
-				continue
-			}
-		}
-		keep = append(keep, a)
-	}
-	return keep
 }

@@ -38,6 +38,7 @@ type tunDevice struct {
 	mu     sync.Mutex
 	cond   sync.Cond // signalled when packets are queued, a parked read is filled, or on close
 	closed bool
+	down   atomic.Bool // closed, for Write, which does not take mu
 	// A Read that found the queue empty parks its buffers here so that WritePackets fills
 	// them directly; only one reader parks at a time (wireguard-go runs one).
 	parked bool
@@ -80,11 +81,11 @@ func newDevice(mtu int) *tunDevice {
 // --- the stack's side (see endpoint) ---
 
 func (d *tunDevice) attach(disp link.Dispatcher) {
-	if disp == nil {
-		d.disp.Store(nil)
-		return
+	var box *dispatcherBox // nil detaches: Write then drops and counts
+	if disp != nil {
+		box = &dispatcherBox{disp}
 	}
-	d.disp.Store(&dispatcherBox{disp})
+	d.disp.Store(box)
 }
 
 // writePackets takes the stack's outbound packets for wireguard-go to encrypt.
@@ -200,10 +201,9 @@ func (d *tunDevice) drainLocked(bufs [][]byte, sizes []int, offset int) int {
 // Write implements tun.Device: it delivers decrypted packets at bufs[i][offset:] to the
 // stack in one batch, without copying them.
 func (d *tunDevice) Write(bufs [][]byte, offset int) (int, error) {
-	d.mu.Lock()
-	closed := d.closed
-	d.mu.Unlock()
-	if closed {
+	// An atomic flag, not d.mu: the inbound path should not contend with the stack's
+	// writers for the queue's lock.
+	if d.down.Load() {
 		return 0, os.ErrClosed
 	}
 	box := d.disp.Load()
@@ -256,6 +256,7 @@ func (d *tunDevice) shutdown() {
 	d.closeOnce.Do(func() {
 		d.mu.Lock()
 		d.closed = true
+		d.down.Store(true)
 		for d.qlen > 0 {
 			d.queue[d.head] = nil
 			d.head = (d.head + 1) % queueLimit
