@@ -357,7 +357,12 @@ func runSlirp4netns(args []string) int {
 		defer func() { ln.Close(); <-done }()
 	}
 	if o.sandbox || o.seccomp {
-		if err := dropPrivileges(); err != nil {
+		// Podman passes both whenever --help names them: a build that cannot change
+		// every thread's privileges (AllThreadsSyscall refuses when cgo is linked in)
+		// says so and serves on, as a slirp4netns without the sandbox would.
+		if err := dropPrivileges(); errors.Is(err, syscall.ENOTSUP) {
+			fmt.Fprintf(stderr, "slirp4netns: --enable-sandbox: privileges kept (this berth build links cgo)\n")
+		} else if err != nil {
 			return slirpFail("--enable-sandbox: %v", err)
 		}
 	}
