@@ -1,4 +1,4 @@
-// Package ether is the Ethernet layer between a frame device (link.go: a link.Endpoint
+// Package ether is the Ethernet layer between a frame device (package link: a link.Endpoint
 // whose packets are Ethernet II frames, such as a TAP device, a QEMU socket or
 // pipe.NewEthernet) and a stack that speaks IP: its Endpoint is a link.Endpoint of IP
 // packets. It adds and strips Ethernet headers, resolves next hops with ARP (RFC 826,
@@ -103,7 +103,7 @@ type Endpoint struct {
 	// booted together do not probe in step.
 	reachable time.Duration
 	// maxIn is the longest frame taken from the device: MTU+14, or more when the device
-	// coalesces TCP segments and says how long its frames get (link.go).
+	// coalesces TCP segments and says how long its frames get (package link).
 	maxIn int
 	ll6   netip.Addr                      // link-local address derived from mac (RFC 4291 §2.5.1, RFC 4862 §5.3)
 	up    atomic.Pointer[link.Dispatcher] // nil: detached
