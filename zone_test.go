@@ -193,3 +193,26 @@ func TestZoneSelectsInterface(t *testing.T) {
 		}
 	}
 }
+
+// A host with the same link-local prefix on two links answers a ping on the link it came
+// from: the reply leaves through the interface holding the address that was pinged.
+func TestLinkLocalEchoReplyLink(t *testing.T) {
+	n := vnet.New()
+	defer n.Close()
+	ll := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
+	// a —eth0— b —eth1— c: b's route for fe80::/64 is eth0's, found first.
+	if err := n.Link("b", "a", vnet.LinkConfig{A: ll("fe80::2/64"), B: ll("fe80::1/64")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Link("b", "c", vnet.LinkConfig{A: ll("fe80::3/64"), B: ll("fe80::1/64")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := n.Host("c").Ping(ctx, netip.MustParseAddr("fe80::3"), 1, []byte("c")); err != nil {
+		t.Errorf("c pings b's fe80::3 on their link: %v", err)
+	}
+	if _, err := n.Host("a").Ping(ctx, netip.MustParseAddr("fe80::2"), 1, []byte("a")); err != nil {
+		t.Errorf("a pings b's fe80::2: %v", err)
+	}
+}
