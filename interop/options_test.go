@@ -218,20 +218,29 @@ func negotiate(t *testing.T, bAddr, kAddr netip.Addr) *negotiation {
 	syns := tsharkSYNs(t, ng.pcap)
 	kcLocal := addrPort(kc.LocalAddr())
 	bcLocal := addrPort(bc.LocalAddr())
-	var found int
+	// A SYN or SYN-ACK retransmitted on a loaded machine is seen twice: the roles count,
+	// and a retransmission must carry the same options as the first.
+	roles := map[string]synOptions{}
 	for _, s := range syns {
+		var role string
 		switch {
 		case !s.ack && s.src == kcLocal:
-			ng.toBerth.kernSyn, found = s, found+1
+			role, ng.toBerth.kernSyn = "kernel SYN", s
 		case s.ack && s.dst == kcLocal:
-			ng.toBerth.bSyn, found = s, found+1
+			role, ng.toBerth.bSyn = "berth SYN-ACK", s
 		case !s.ack && s.src == bcLocal:
-			ng.fromBerth.bSyn, found = s, found+1
+			role, ng.fromBerth.bSyn = "berth SYN", s
 		case s.ack && s.dst == bcLocal:
-			ng.fromBerth.kernSyn, found = s, found+1
+			role, ng.fromBerth.kernSyn = "kernel SYN-ACK", s
+		default:
+			continue
 		}
+		if first, ok := roles[role]; ok && first != s {
+			t.Errorf("the %s was retransmitted with other options: %v, then %v", role, first, s)
+		}
+		roles[role] = s
 	}
-	if found != 4 {
+	if found := len(roles); found != 4 {
 		t.Fatalf("berth's pcap: want the 4 SYN and SYN-ACK segments of %v and %v, found %d among %v", kcLocal, bcLocal, found, syns)
 	}
 	ng.berthSegs, ng.berthNoTS = tsharkBerthTS(t, ng.pcap, bAddr)
