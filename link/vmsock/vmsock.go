@@ -141,25 +141,15 @@ func newEndpoint(opts Options, dgram bool) (*Endpoint, error) {
 // NewStream serves one connected stream socket (a *net.UnixConn, or any net.Conn with a
 // descriptor: QEMU's stream backend also speaks TCP) with the 4-byte length framing. The
 // Endpoint owns c and closes it on Close; when the peer hangs up the Endpoint stays, and
-// drops what is written (Done reports the end of the connection).
+// drops what is written (Connected reports the end of the connection).
 func NewStream(c net.Conn, opts Options) (*Endpoint, error) {
 	e, err := newEndpoint(opts, false)
 	if err != nil {
 		return nil, err
 	}
-	k, err := e.newConn(c)
-	if err != nil {
+	if err := e.serveOne(c); err != nil {
 		return nil, err
 	}
-	e.conns.Add(1)
-	e.mu.Lock()
-	e.cur = k
-	e.mu.Unlock()
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		e.serve(k)
-	}()
 	return e, nil
 }
 
@@ -190,9 +180,18 @@ func NewDgram(c *net.UnixConn, peer *net.UnixAddr, opts Options) (*Endpoint, err
 		e.peer.Store(&unix.SockaddrUnix{Name: peer.Name})
 		e.fixedPeer = true
 	}
+	if err := e.serveOne(c); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// serveOne serves c, the endpoint's only connection (NewStream, NewDgram), on a
+// goroutine of its own.
+func (e *Endpoint) serveOne(c net.Conn) error {
 	k, err := e.newConn(c)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	e.conns.Add(1)
 	e.mu.Lock()
@@ -203,7 +202,7 @@ func NewDgram(c *net.UnixConn, peer *net.UnixAddr, opts Options) (*Endpoint, err
 		defer e.wg.Done()
 		e.serve(k)
 	}()
-	return e, nil
+	return nil
 }
 
 // MTU is the largest IP packet; frames are up to MTU()+14 bytes.
@@ -211,11 +210,11 @@ func (e *Endpoint) MTU() int { return e.mtu }
 
 // Attach sets where inbound frames go; nil detaches (frames are then dropped).
 func (e *Endpoint) Attach(d link.Dispatcher) {
-	if d == nil {
-		e.disp.Store(nil)
-		return
+	var b *dispatcherBox // nil detaches
+	if d != nil {
+		b = &dispatcherBox{d}
 	}
-	e.disp.Store(&dispatcherBox{d})
+	e.disp.Store(b)
 }
 
 // Err reports why the last connection ended, if not by Close or the peer's hang-up
