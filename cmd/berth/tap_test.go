@@ -167,9 +167,9 @@ func TestAttachTAP(t *testing.T) {
 	}
 	defer os.RemoveAll(sockDir)
 	sock := filepath.Join(sockDir, "c.sock")
-	d := startDaemon(t, bin, func(string) bool {
-		return exec.Command("ip", "-n", name, "link", "show", "berth0", "up").Run() == nil
-	}, "attach", "--tap", "--netns", name, "--control", sock)
+	// "serving" comes once the session has configured the namespace (forward.Start).
+	d := startDaemon(t, bin, func(s string) bool { return strings.Contains(s, "serving") },
+		"attach", "--tap", "--netns", name, "--control", sock)
 	errb := d.errb
 	out, err := exec.Command("ip", "netns", "exec", name, "sh", "-c", transferScript(p4, p6, up, "berth0")).CombinedOutput()
 	if err != nil {

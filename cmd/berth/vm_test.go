@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,29 +63,20 @@ func newGuest(t *testing.T, dev link.Endpoint) *guest {
 	return g
 }
 
-// syncBuffer is a bytes.Buffer that a process's output goroutine writes while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// logFile is a file a process writes its stderr to; the test reads it at any time
+// (with os/exec writing straight to the file, no goroutine copies it under the test).
+type logFile string
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// String returns what the process has written so far.
+func (f logFile) String() string {
+	b, _ := os.ReadFile(string(f))
+	return string(b)
 }
 
 // daemon is a berth command that runs until signalled (attach, up, vm).
 type daemon struct {
 	cmd   *exec.Cmd
-	errb  *syncBuffer // its stderr
+	errb  logFile // its stderr
 	done  chan error
 	ended bool // stop saw it end
 }
@@ -96,8 +85,13 @@ type daemon struct {
 // the cleanup stops it with SIGTERM, then SIGKILL.
 func startDaemon(t *testing.T, bin string, ready func(stderr string) bool, args ...string) *daemon {
 	t.Helper()
-	d := &daemon{cmd: exec.Command(bin, args...), errb: &syncBuffer{}, done: make(chan error, 1)}
-	d.cmd.Stderr = d.errb
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close() // the child has its own descriptor
+	d := &daemon{cmd: exec.Command(bin, args...), errb: logFile(f.Name()), done: make(chan error, 1)}
+	d.cmd.Stderr = f
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +129,7 @@ func (d *daemon) stop() error {
 
 // startVM runs berth vm with args and waits for its socket; the cleanup checks that it
 // ends cleanly on SIGTERM.
-func startVM(t *testing.T, bin, sock string, args ...string) *syncBuffer {
+func startVM(t *testing.T, bin, sock string, args ...string) logFile {
 	t.Helper()
 	d := startDaemon(t, bin, func(s string) bool { return strings.Contains(s, "serving") },
 		append([]string{"vm", "--socket", sock, "--control", "none"}, args...)...)

@@ -65,6 +65,15 @@ func setupTAPNS(t testing.TB, opts Options) (*Endpoint, string, string) {
 	return e, ns, dev
 }
 
+// newNS makes the network namespace prefix-PID, deleted at cleanup.
+func newNS(t testing.TB, prefix string) string {
+	t.Helper()
+	ns := fmt.Sprintf("%s-%d", prefix, os.Getpid())
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	return ns
+}
+
 // ethFrame puts an Ethernet II header in front of payload.
 func ethFrame(dst, src net.HardwareAddr, etherType uint16, payload []byte) []byte {
 	f := make([]byte, ethHdrLen+len(payload))
@@ -179,9 +188,7 @@ func TestTAPPing(t *testing.T) {
 // virtio-net header and offloads; a TUN device of that name is refused.
 func TestTAPOpenExisting(t *testing.T) {
 	testenv.NeedRoot(t)
-	ns := fmt.Sprintf("tap-exist-%d", os.Getpid())
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ns := newNS(t, "tap-exist")
 	run(t, "ip", "-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
 	run(t, "ip", "-n", ns, "tuntap", "add", "dev", "tun0", "mode", "tun")
 	run(t, "ip", "-n", ns, "link", "set", "tap0", "mtu", "9000")
@@ -396,9 +403,7 @@ func TestTAPUSO(t *testing.T) {
 // net.ErrClosed, and the non-persistent device disappears from the namespace.
 func TestTAPCloseInNetNS(t *testing.T) {
 	testenv.NeedRoot(t)
-	ns := fmt.Sprintf("tap-close-%d", os.Getpid())
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ns := newNS(t, "tap-close")
 	before := runtime.NumGoroutine()
 	e, err := OpenTAP("tapc0", Options{VnetHdr: true, NetNS: "/run/netns/" + ns})
 	if err != nil {
