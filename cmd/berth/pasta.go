@@ -374,10 +374,18 @@ func runPasta(args []string) int {
 // forkPasta starts the serving process in the background (its own session, stdio on
 // /dev/null: rootlesskit waits for pasta's output to end) and waits for it to be ready.
 func forkPasta() int {
-	self, err := os.Executable()
-	if err != nil {
-		fmt.Fprintf(stderr, "pasta: %v\n", err)
-		return exitFailure
+	// The name it was started by (a symlink named pasta, most often), so that the
+	// background process is "pasta" in ps and pgrep, as pasta's own is.
+	self := os.Args[0]
+	if !strings.Contains(self, "/") {
+		self, _ = exec.LookPath(self)
+	}
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			fmt.Fprintf(stderr, "pasta: %v\n", err)
+			return exitFailure
+		}
 	}
 	r, w, err := os.Pipe()
 	if err != nil {

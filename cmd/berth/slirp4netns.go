@@ -357,7 +357,12 @@ func runSlirp4netns(args []string) int {
 		defer func() { ln.Close(); <-done }()
 	}
 	if o.sandbox || o.seccomp {
-		if err := dropPrivileges(); err != nil {
+		// Podman passes both whenever --help names them: a build that cannot change
+		// every thread's privileges (AllThreadsSyscall refuses when cgo is linked in)
+		// says so and serves on, as a slirp4netns without the sandbox would.
+		if err := dropPrivileges(); errors.Is(err, syscall.ENOTSUP) {
+			fmt.Fprintf(stderr, "slirp4netns: --enable-sandbox: privileges kept (this berth build links cgo)\n")
+		} else if err != nil {
 			return slirpFail("--enable-sandbox: %v", err)
 		}
 	}
@@ -411,10 +416,10 @@ func watchExitFD(fd int, stop <-chan struct{}) <-chan struct{} {
 }
 
 // dropInTAP: TAPNAME is created as a TAP device (when it does not exist yet), as
-// slirp4netns does. Until berth's Ethernet layer serves TAP devices it is created as a
-// TUN device of that name, which a namespace configures the same way (addresses,
-// routes); a TAP device that exists (rootlesskit's) is refused.
-const dropInTAP = false
+// slirp4netns and pasta do; berth's side of it is link/ether (ARP, NDP, router
+// advertisements, DHCP), as berth run --tap. A TUN device of that name that exists is
+// served as TUN.
+const dropInTAP = true
 
 // dropInConfig is the forwarding that slirp4netns's and pasta's options ask for.
 type dropInConfig struct {
@@ -429,14 +434,15 @@ type dropInConfig struct {
 // startDropIn serves the device f (a TUN or TAP descriptor from openNSDevice) with a
 // forwarder configured by dc.
 func startDropIn(f *os.File, isTAP bool, dc dropInConfig) (*forward.Session, error) {
+	fromFile := tun.FromFile
 	if isTAP {
-		return nil, errors.New("the device is a TAP device: berth serves TUN devices only in this build (remove it, or let berth create a TUN device of that name)")
+		fromFile = tun.TAPFromFile
 	}
-	ep, err := tun.FromFile(f, tun.Options{MTU: dc.mtu, VnetHdr: true})
+	ep, err := fromFile(f, tun.Options{MTU: dc.mtu, VnetHdr: true})
 	if err != nil {
 		return nil, err
 	}
-	cfg := forward.SessionConfig{MTU: dc.mtu, Device: ep, Ports: dc.ports}
+	cfg := forward.SessionConfig{MTU: dc.mtu, Device: ep, TAP: isTAP, Ports: dc.ports}
 	fc := &cfg.Forward
 	fc.NSAddr4, fc.Gateway4, fc.DNS4 = dc.ns4, dc.gw4, dc.dns4
 	fc.NSAddr6, fc.Gateway6, fc.DNS6 = dc.ns6, dc.gw6, dc.dns6
