@@ -127,16 +127,7 @@ func TestVMQEMU(t *testing.T) {
 		w.add("lib/"+m+".ko", 0o100644, b, 0, 0)
 		fmt.Fprintf(&insmods, "insmod /lib/%s.ko\n", m)
 	}
-	w.add("udhcpc.script", 0o100755, []byte(`#!/bin/sh
-case "$1" in
-bound|renew)
-	ip addr add "$ip/$subnet" dev "$interface"
-	[ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
-	for r in $router; do ip route add default via "$r" dev "$interface"; done
-	echo "RESULT lease ip=$ip subnet=$subnet router=$router dns=$dns mtu=$mtu"
-	;;
-esac
-`), 0, 0)
+	w.add("udhcpc.script", 0o100755, []byte(udhcpcScript), 0, 0)
 	w.add("init", 0o100755, []byte(fmt.Sprintf(`#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,14 +10,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/berthnet/berth/forward"
 	"github.com/berthnet/berth/internal/testenv"
@@ -32,24 +32,30 @@ const tapBulk = 64 << 20
 // the body, in hex, and its length) on addr of the host's loopback; it returns the port.
 func sumServer(t *testing.T, addr string) int {
 	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /sum", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, _ := io.Copy(h, r.Body)
+		fmt.Fprintf(w, "%x %d\n", h.Sum(nil), n)
+	})
+	mux.HandleFunc("GET /{n}", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.PathValue("n"), 10, 64)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		io.Copy(w, services.NewPatternReader(n))
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	srv.Listener.Close()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
-			h := sha256.New()
-			n, _ := io.Copy(h, r.Body)
-			fmt.Fprintf(w, "%x %d\n", h.Sum(nil), n)
-			return
-		}
-		var n int64
-		fmt.Sscanf(r.URL.Path, "/%d", &n)
-		w.Header().Set("Content-Length", fmt.Sprint(n))
-		io.Copy(w, services.NewPatternReader(n))
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
@@ -161,23 +167,10 @@ func TestAttachTAP(t *testing.T) {
 	}
 	defer os.RemoveAll(sockDir)
 	sock := filepath.Join(sockDir, "c.sock")
-	cmd := exec.Command(bin, "attach", "--tap", "--netns", name, "--control", sock)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if exec.Command("ip", "-n", name, "link", "show", "berth0", "up").Run() == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("berth0 did not come up; berth: %s", errb.String())
-		}
-	}
+	// "serving" comes once the session has configured the namespace (forward.Start).
+	d := startDaemon(t, bin, func(s string) bool { return strings.Contains(s, "serving") },
+		"attach", "--tap", "--netns", name, "--control", sock)
+	errb := d.errb
 	out, err := exec.Command("ip", "netns", "exec", name, "sh", "-c", transferScript(p4, p6, up, "berth0")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("transfers in the attached namespace: %v\n%s\nberth: %s", err, out, errb.String())
@@ -192,14 +185,8 @@ func TestAttachTAP(t *testing.T) {
 			t.Errorf("berth stats: %s not counted\n%s", name, stats)
 		}
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("berth attach --tap: %v; %s", err, errb.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("berth attach --tap did not end after SIGTERM")
+	if err := d.stop(); err != nil {
+		t.Errorf("berth attach --tap on SIGTERM: %v; %s", err, errb.String())
 	}
 }
 
@@ -210,25 +197,17 @@ func TestUpTAP(t *testing.T) {
 	bin := buildBerth(t)
 	dev := fmt.Sprintf("tapup%d", os.Getpid()%10000)
 	pcapFile := filepath.Join(t.TempDir(), "up.pcap")
-	cmd := exec.Command(bin, "up", "--tap", dev, "--addr", "10.79.0.2/24", "--host-addr", "10.79.0.1/24",
+	t.Cleanup(func() { exec.Command("ip", "link", "del", dev).Run() })
+	d := startDaemon(t, bin, func(s string) bool { return strings.Contains(s, "msg=up") },
+		"up", "--tap", dev, "--addr", "10.79.0.2/24", "--host-addr", "10.79.0.1/24",
 		"--pcap", pcapFile, "--control", "none", "--serve", "echo")
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); exec.Command("ip", "link", "del", dev).Run() })
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errb.String(), "msg=up"); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("berth up --tap did not come up: %s", errb.String())
-		}
-	}
 	out, err := exec.Command("ping", "-c", "2", "-i", "0.2", "-W", "3", "-I", dev, "10.79.0.2").CombinedOutput()
 	if err != nil {
-		t.Fatalf("ping over the TAP device: %v\n%s\n%s", err, out, errb.String())
+		t.Fatalf("ping over the TAP device: %v\n%s\n%s", err, out, d.errb.String())
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
+	if err := d.stop(); err != nil { // the capture is complete once berth up has ended
+		t.Fatalf("berth up --tap on SIGTERM: %v; %s", err, d.errb.String())
+	}
 	recs := strings.Join(tsharkFields(t, pcapFile, "eth.type", "arp.opcode", "icmp.type"), "\n")
 	// An ARP request from the kernel and berth's reply; echo requests and replies.
 	for _, want := range []string{"0x0806|1|", "0x0806|2|", "0x0800||8", "0x0800||0"} {
@@ -238,25 +217,33 @@ func TestUpTAP(t *testing.T) {
 	}
 }
 
-// tsharkFields returns tshark's field lines for the records of file.
+// tsharkFields returns tshark's lines for the records of file, one field after another,
+// separated by "|".
 func tsharkFields(t *testing.T, file string, fields ...string) []string {
 	t.Helper()
-	args := []string{"-r", file, "-T", "fields", "-E", "separator=|"}
-	for _, f := range fields {
-		args = append(args, "-e", f)
-	}
-	out, err := exec.Command("tshark", args...).CombinedOutput()
+	args := []string{"-r", file, "-T", "fields", "-E", "separator=|", "-e", strings.Join(fields, " -e ")}
+	out, err := exec.Command("tshark", strings.Fields(strings.Join(args, " "))...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("tshark: %v\n%s", err, out)
 	}
-	var lines []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if strings.Contains(l, "|") {
-			lines = append(lines, l)
-		}
-	}
-	return lines
+	// tshark may print warnings when running as root: records are the lines with fields.
+	return slices.DeleteFunc(strings.Split(strings.TrimSpace(string(out)), "\n"),
+		func(l string) bool { return !strings.Contains(l, "|") })
 }
+
+// udhcpcScript is the script busybox's udhcpc runs with the lease in its environment
+// (as busybox's examples/udhcp/simple.script): it configures the interface and prints
+// the lease on a line of its own.
+const udhcpcScript = `#!/bin/sh
+case "$1" in
+bound|renew)
+	ip addr add "$ip/$subnet" dev "$interface"
+	[ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
+	for r in $router; do ip route add default via "$r" dev "$interface"; done
+	echo "RESULT lease ip=$ip subnet=$subnet router=$router dns=$dns mtu=$mtu"
+	;;
+esac
+`
 
 // TestRunTAPDHCP: `berth run --tap --dhcp` leaves berth0 unconfigured; busybox's udhcpc in
 // the namespace gets its lease from berth's DHCP server (the namespace's address, the
@@ -268,18 +255,7 @@ func TestRunTAPDHCP(t *testing.T) {
 	p4, p6 := sumServer(t, "127.0.0.1:0"), sumServer(t, "[::1]:0")
 	dir := t.TempDir()
 	script := filepath.Join(dir, "udhcpc.script")
-	// udhcpc runs the script with the lease in the environment (busybox's
-	// examples/udhcp/simple.script does the same).
-	if err := os.WriteFile(script, []byte(`#!/bin/sh
-case "$1" in
-bound|renew)
-	ip addr add "$ip/$subnet" dev "$interface"
-	[ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
-	for r in $router; do ip route add default via "$r" dev "$interface"; done
-	echo "lease ip=$ip subnet=$subnet router=$router dns=$dns mtu=$mtu lease=$lease"
-	;;
-esac
-`), 0o755); err != nil {
+	if err := os.WriteFile(script, []byte(udhcpcScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	sh := fmt.Sprintf(`set -e

@@ -3,10 +3,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -63,35 +63,82 @@ func newGuest(t *testing.T, dev link.Endpoint) *guest {
 	return g
 }
 
-// startVM runs berth vm with args and waits for its socket.
-func startVM(t *testing.T, bin, sock string, args ...string) *bytes.Buffer {
+// logFile is a file a process writes its stderr to; the test reads it at any time
+// (with os/exec writing straight to the file, no goroutine copies it under the test).
+type logFile string
+
+// String returns what the process has written so far.
+func (f logFile) String() string {
+	b, _ := os.ReadFile(string(f))
+	return string(b)
+}
+
+// daemon is a berth command that runs until signalled (attach, up, vm).
+type daemon struct {
+	cmd   *exec.Cmd
+	errb  logFile // its stderr
+	done  chan error
+	ended bool // stop saw it end
+}
+
+// startDaemon starts bin with args and waits (10 s at most) until ready reports it up;
+// the cleanup stops it with SIGTERM, then SIGKILL.
+func startDaemon(t *testing.T, bin string, ready func(stderr string) bool, args ...string) *daemon {
 	t.Helper()
-	cmd := exec.Command(bin, append([]string{"vm", "--socket", sock, "--control", "none"}, args...)...)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
+	f, err := os.CreateTemp(t.TempDir(), "stderr")
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	defer f.Close() // the child has its own descriptor
+	d := &daemon{cmd: exec.Command(bin, args...), errb: logFile(f.Name()), done: make(chan error, 1)}
+	d.cmd.Stderr = f
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("berth vm: %v\n%s", err, errb.String())
-			}
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			t.Errorf("berth vm did not end on SIGTERM")
+		if d.stop() == errNotStopped {
+			d.cmd.Process.Kill()
 		}
 	})
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errb.String(), "serving"); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); !ready(d.errb.String()); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("berth vm did not start: %s", errb.String())
+			t.Fatalf("berth %s did not come up: %s", args[0], d.errb.String())
 		}
 	}
-	return &errb
+	return d
+}
+
+var errNotStopped = errors.New("did not end within 10 s of SIGTERM")
+
+// stop sends SIGTERM and returns how the process ended (nil: exit 0); once it has ended,
+// later calls return nil.
+func (d *daemon) stop() error {
+	if d.ended {
+		return nil
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		d.ended = true
+		return err
+	case <-time.After(10 * time.Second):
+		return errNotStopped
+	}
+}
+
+// startVM runs berth vm with args and waits for its socket; the cleanup checks that it
+// ends cleanly on SIGTERM.
+func startVM(t *testing.T, bin, sock string, args ...string) logFile {
+	t.Helper()
+	d := startDaemon(t, bin, func(s string) bool { return strings.Contains(s, "serving") },
+		append([]string{"vm", "--socket", sock, "--control", "none"}, args...)...)
+	t.Cleanup(func() {
+		if err := d.stop(); err != nil {
+			t.Errorf("berth vm: %v\n%s", err, d.errb.String())
+		}
+	})
+	return d.errb
 }
 
 // TestVM: berth vm serves a "VM" (a berth stack on link/ether, connected to the stream

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/wire"
 )
 
@@ -219,4 +220,68 @@ func (e *Endpoint) splitUDP(b, scratch []byte, segs [][]byte) [][]byte {
 		e.rxBytes.Add(uint64(len(d)))
 	}
 	return segs
+}
+
+var (
+	_ link.FrameWriter    = (*Endpoint)(nil)
+	_ link.GSOFrameWriter = (*Endpoint)(nil)
+)
+
+// WriteFrames implements link.FrameWriter on a TAP device: frame i is hdrs[i] (its
+// Ethernet header) and pkts[i] behind it, gathered by writev(2), so link/ether never
+// copies a packet behind a header. Limits, drops and errors are WritePackets'. On a TUN
+// device it fails with EOPNOTSUPP.
+func (e *Endpoint) WriteFrames(hdrs, pkts [][]byte) (int, error) {
+	if e.l2 == 0 {
+		return 0, fmt.Errorf("tun: WriteFrames on the TUN device %s: %w", e.name, unix.EOPNOTSUPP)
+	}
+	var vh [vnetHdrLen]byte // GSO_NONE, no flags: the frame is complete as it is
+	for i, p := range pkts {
+		h := hdrs[i]
+		n := len(h) + len(p)
+		if n > e.mtu+e.l2 {
+			return i, unix.EMSGSIZE
+		}
+		var err error
+		if e.vnet {
+			err = e.writev([][]byte{vh[:], h, p}, n)
+		} else {
+			err = e.writev([][]byte{h, p}, n)
+		}
+		if err != nil {
+			return i, err
+		}
+	}
+	return len(pkts), nil
+}
+
+// WriteGSOFrame implements link.GSOFrameWriter on a TAP device: WriteGSO of the frame
+// whose Ethernet header is hdr and whose IP packet is pkt, without joining them.
+func (e *Endpoint) WriteGSOFrame(hdr, pkt []byte, mss int) error {
+	if e.l2 == 0 {
+		return fmt.Errorf("tun: WriteGSOFrame on the TUN device %s: %w", e.name, unix.EOPNOTSUPP)
+	}
+	return e.writeGSO(hdr, pkt, mss)
+}
+
+// etherTypeOf is the EtherType of an Ethernet header (0 if h is shorter than one).
+func etherTypeOf(h []byte) uint16 {
+	if len(h) < ethHdrLen {
+		return 0
+	}
+	return binary.BigEndian.Uint16(h[12:])
+}
+
+// ipEtherType is the EtherType that carries the IP packet p: IPv4's or IPv6's by its
+// version, 0 for anything else.
+func ipEtherType(p []byte) uint16 {
+	if len(p) > 0 {
+		switch p[0] >> 4 {
+		case 4:
+			return 0x0800
+		case 6:
+			return 0x86dd
+		}
+	}
+	return 0
 }

@@ -401,13 +401,24 @@ func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
 // TCP checksum field is overwritten with the pseudo-header sum that
 // VIRTIO_NET_HDR_F_NEEDS_CSUM asks for; the kernel finishes every segment's checksum.
 func (e *Endpoint) WriteGSO(pkt []byte, mss int) error {
+	if len(pkt) < e.l2 {
+		return syscall.EINVAL
+	}
+	return e.writeGSO(pkt[:e.l2], pkt[e.l2:], mss)
+}
+
+// writeGSO writes the super-segment whose link-layer header is hdr (empty on TUN) and
+// whose IP packet is ipp, gathered by writev without joining them.
+func (e *Endpoint) writeGSO(hdr, ipp []byte, mss int) error {
 	if !e.vnet {
 		return fmt.Errorf("tun: WriteGSO on %s without the vnet header: %w", e.name, syscall.EOPNOTSUPP)
 	}
-	if len(pkt) > maxPacket+e.l2 || mss <= 0 {
+	if len(ipp) > maxPacket || mss <= 0 {
 		return syscall.EMSGSIZE
 	}
-	ipp := e.ipOf(pkt)
+	if e.l2 != 0 && (len(hdr) != e.l2 || etherTypeOf(hdr) != ipEtherType(ipp)) {
+		return fmt.Errorf("tun: WriteGSO: not an Ethernet frame of an IP packet: %w", syscall.EINVAL)
+	}
 	var ipLen, tcpOff int
 	var src, dst []byte
 	var gsoType uint8
@@ -425,34 +436,34 @@ func (e *Endpoint) WriteGSO(pkt []byte, mss int) error {
 	default:
 		return fmt.Errorf("tun: WriteGSO: not a TCP packet (IPv6 extension headers unsupported): %w", syscall.EINVAL)
 	}
+	tcpOff = ipLen
+	if len(ipp) < tcpOff+wire.TCPMinHeaderLen {
+		return syscall.EINVAL
+	}
+	thl := int(ipp[tcpOff+12]>>4) * 4
+	if thl < wire.TCPMinHeaderLen || tcpOff+thl > len(ipp) {
+		return syscall.EINVAL
+	}
+	payload := len(ipp) - tcpOff - thl
 	// Offsets in the virtio-net header count from the start of what follows it: the
 	// Ethernet header on a TAP device.
-	tcpOff = e.l2 + ipLen
-	if len(pkt) < tcpOff+wire.TCPMinHeaderLen {
-		return syscall.EINVAL
-	}
-	thl := int(pkt[tcpOff+12]>>4) * 4
-	if thl < wire.TCPMinHeaderLen || tcpOff+thl > len(pkt) {
-		return syscall.EINVAL
-	}
-	payload := len(pkt) - tcpOff - thl
-	hdr := [vnetHdrLen]byte{}
+	vh := [vnetHdrLen]byte{}
 	if payload > mss {
-		hdr[1] = gsoType
-		binary.LittleEndian.PutUint16(hdr[2:], uint16(tcpOff+thl)) // hdr_len
-		binary.LittleEndian.PutUint16(hdr[4:], uint16(mss))        // gso_size
+		vh[1] = gsoType
+		binary.LittleEndian.PutUint16(vh[2:], uint16(len(hdr)+tcpOff+thl)) // hdr_len
+		binary.LittleEndian.PutUint16(vh[4:], uint16(mss))                 // gso_size
 	}
-	hdr[0] = unix.VIRTIO_NET_HDR_F_NEEDS_CSUM
-	binary.LittleEndian.PutUint16(hdr[6:], uint16(tcpOff)) // csum_start
-	binary.LittleEndian.PutUint16(hdr[8:], 16)             // csum_offset: TCP checksum field
+	vh[0] = unix.VIRTIO_NET_HDR_F_NEEDS_CSUM
+	binary.LittleEndian.PutUint16(vh[6:], uint16(len(hdr)+tcpOff)) // csum_start
+	binary.LittleEndian.PutUint16(vh[8:], 16)                      // csum_offset: TCP checksum field
 	// The partial checksum is the pseudo-header sum, not complemented (virtio spec
 	// §5.1.6.2), over this packet's TCP length; the kernel adjusts it per segment.
 	sa, _ := netip.AddrFromSlice(src)
 	da, _ := netip.AddrFromSlice(dst)
 	var csum [2]byte
-	binary.BigEndian.PutUint16(csum[:], wire.PseudoHeaderChecksum(wire.ProtoTCP, sa, da, len(pkt)-tcpOff))
+	binary.BigEndian.PutUint16(csum[:], wire.PseudoHeaderChecksum(wire.ProtoTCP, sa, da, len(ipp)-tcpOff))
 	// The checksum goes in through its own iovec: the caller's packet is never modified.
-	if err := e.writev([][]byte{hdr[:], pkt[:tcpOff+16], csum[:], pkt[tcpOff+18:]}, len(pkt)); err != nil {
+	if err := e.writev([][]byte{vh[:], hdr, ipp[:tcpOff+16], csum[:], ipp[tcpOff+18:]}, len(hdr)+len(ipp)); err != nil {
 		return err
 	}
 	e.txGSO.Add(1)
@@ -467,11 +478,12 @@ func (e *Endpoint) write(hdr, p []byte) error {
 	return e.writev([][]byte{p}, len(p))
 }
 
-// writev writes one packet gathered from iov (at most 4 pieces; n bytes of IP packet).
+// writev writes one packet gathered from iov (at most 5 pieces; n bytes of IP packet or
+// frame).
 // It calls writev(2) directly on the descriptor, with the iovecs on the stack, so a write
 // allocates nothing; wmu keeps Close from closing the descriptor during the call.
 func (e *Endpoint) writev(iov [][]byte, n int) error {
-	var vec [4]unix.Iovec
+	var vec [5]unix.Iovec
 	for i, b := range iov {
 		vec[i].Base = unsafe.SliceData(b)
 		vec[i].SetLen(len(b))

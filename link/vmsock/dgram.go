@@ -13,7 +13,7 @@ import (
 
 // sendDgram sends one frame as one datagram to the peer without blocking; false: there
 // is no peer yet, or its queue is full (a datagram link loses frames, as a wire does).
-func (k *conn) sendDgram(f []byte) bool {
+func (k *conn) sendDgram(h, f []byte) bool {
 	to := k.e.peer.Load()
 	if to == nil {
 		return false
@@ -22,6 +22,14 @@ func (k *conn) sendDgram(f []byte) bool {
 	defer k.mu.Unlock()
 	if k.dead {
 		return false
+	}
+	if len(h) > 0 {
+		// One datagram is one frame: join header and packet (WriteFrames).
+		if k.join == nil {
+			k.join = make([]byte, 0, k.e.maxFrame)
+		}
+		k.join = append(append(k.join[:0], h...), f...)
+		f = k.join
 	}
 	for {
 		err := unix.Sendto(k.fd, f, unix.MSG_DONTWAIT, to)

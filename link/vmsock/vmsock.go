@@ -89,12 +89,12 @@ func (o Options) norm() (Options, error) {
 
 // Stats counts an Endpoint's traffic.
 type Stats struct {
-	RxFrames, RxBytes uint64
+	RxFrames, RxBytes uint64 // frames handed to the Dispatcher, and their bytes
 	RxDropped         uint64 // no Dispatcher attached, or a runt or over-long frame
 	RxRunt            uint64 // shorter than an Ethernet header (also in RxDropped)
 	RxTooLong         uint64 // datagram over MTU+18 (also in RxDropped)
 	RxBadLength       uint64 // stream: a length field over the largest frame; the connection was closed
-	TxFrames, TxBytes uint64
+	TxFrames, TxBytes uint64 // frames written or queued for the peer, and their bytes
 	TxDropped         uint64 // the outbound buffer was full, or no peer connected
 	Conns             uint64 // stream connections served (Listen) or 1
 }
@@ -141,25 +141,15 @@ func newEndpoint(opts Options, dgram bool) (*Endpoint, error) {
 // NewStream serves one connected stream socket (a *net.UnixConn, or any net.Conn with a
 // descriptor: QEMU's stream backend also speaks TCP) with the 4-byte length framing. The
 // Endpoint owns c and closes it on Close; when the peer hangs up the Endpoint stays, and
-// drops what is written (Done reports the end of the connection).
+// drops what is written (Connected reports the end of the connection).
 func NewStream(c net.Conn, opts Options) (*Endpoint, error) {
 	e, err := newEndpoint(opts, false)
 	if err != nil {
 		return nil, err
 	}
-	k, err := e.newConn(c)
-	if err != nil {
+	if err := e.serveOne(c); err != nil {
 		return nil, err
 	}
-	e.conns.Add(1)
-	e.mu.Lock()
-	e.cur = k
-	e.mu.Unlock()
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		e.serve(k)
-	}()
 	return e, nil
 }
 
@@ -190,9 +180,18 @@ func NewDgram(c *net.UnixConn, peer *net.UnixAddr, opts Options) (*Endpoint, err
 		e.peer.Store(&unix.SockaddrUnix{Name: peer.Name})
 		e.fixedPeer = true
 	}
+	if err := e.serveOne(c); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// serveOne serves c, the endpoint's only connection (NewStream, NewDgram), on a
+// goroutine of its own.
+func (e *Endpoint) serveOne(c net.Conn) error {
 	k, err := e.newConn(c)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	e.conns.Add(1)
 	e.mu.Lock()
@@ -203,7 +202,7 @@ func NewDgram(c *net.UnixConn, peer *net.UnixAddr, opts Options) (*Endpoint, err
 		defer e.wg.Done()
 		e.serve(k)
 	}()
-	return e, nil
+	return nil
 }
 
 // MTU is the largest IP packet; frames are up to MTU()+14 bytes.
@@ -211,11 +210,11 @@ func (e *Endpoint) MTU() int { return e.mtu }
 
 // Attach sets where inbound frames go; nil detaches (frames are then dropped).
 func (e *Endpoint) Attach(d link.Dispatcher) {
-	if d == nil {
-		e.disp.Store(nil)
-		return
+	var b *dispatcherBox // nil detaches
+	if d != nil {
+		b = &dispatcherBox{d}
 	}
-	e.disp.Store(&dispatcherBox{d})
+	e.disp.Store(b)
 }
 
 // Err reports why the last connection ended, if not by Close or the peer's hang-up
@@ -270,28 +269,44 @@ func (e *Endpoint) Close() error {
 // WritePackets sends a batch of frames. Frames longer than MTU+14 (+4 for a VLAN tag)
 // stop the batch with EMSGSIZE, shorter than 14 with EINVAL; frames that do not fit the
 // outbound buffer, or find no peer, are dropped and counted. After Close, net.ErrClosed.
-func (e *Endpoint) WritePackets(frames [][]byte) (int, error) {
+func (e *Endpoint) WritePackets(frames [][]byte) (int, error) { return e.writeFrames(nil, frames) }
+
+// WriteFrames implements link.FrameWriter: frame i is hdrs[i] (its Ethernet header) and
+// pkts[i] behind it, written with one writev(2) on the stream socket (on a datagram
+// socket they are joined in a buffer of the endpoint's), so link/ether does not copy the
+// packet behind its header. Limits, drops and errors are WritePackets'.
+func (e *Endpoint) WriteFrames(hdrs, pkts [][]byte) (int, error) { return e.writeFrames(hdrs, pkts) }
+
+var _ link.FrameWriter = (*Endpoint)(nil)
+
+// writeFrames writes frames hdrs[i]+pkts[i] (hdrs nil: the frames are pkts).
+func (e *Endpoint) writeFrames(hdrs, pkts [][]byte) (int, error) {
 	e.mu.Lock()
 	k, closed := e.cur, e.closed
 	e.mu.Unlock()
 	if closed {
 		return 0, net.ErrClosed
 	}
-	for i, f := range frames {
-		if len(f) > e.maxFrame {
+	for i, f := range pkts {
+		var h []byte
+		if hdrs != nil {
+			h = hdrs[i]
+		}
+		n := len(h) + len(f)
+		if n > e.maxFrame {
 			return i, syscall.EMSGSIZE
 		}
-		if len(f) < EthHdrLen {
+		if n < EthHdrLen {
 			return i, syscall.EINVAL
 		}
-		if k == nil || !k.send(f) {
+		if k == nil || !k.send(h, f) {
 			e.txDropped.Add(1)
 			continue
 		}
 		e.txFrames.Add(1)
-		e.txBytes.Add(uint64(len(f)))
+		e.txBytes.Add(uint64(n))
 	}
-	return len(frames), nil
+	return len(pkts), nil
 }
 
 func (e *Endpoint) acceptLoop() {
@@ -346,6 +361,7 @@ type conn struct {
 	mu     sync.Mutex
 	dead   bool   // shut down: no more writes to fd
 	pend   []byte // stream: outbound bytes not yet written, pend[head:]
+	join   []byte // dgram: a frame written as header and packet, joined (under mu)
 	head   int
 	wake   chan struct{}
 	ended  chan struct{}
@@ -415,44 +431,41 @@ func (e *Endpoint) serve(k *conn) {
 	wg.Wait()
 }
 
-// send queues or writes one frame; false: dropped.
-func (k *conn) send(f []byte) bool {
+// send queues or writes one frame, h followed by f (h may be empty); false: dropped.
+func (k *conn) send(h, f []byte) bool {
 	if k.e.dgram {
-		return k.sendDgram(f)
+		return k.sendDgram(h, f)
 	}
-	var hdr [lenPrefix]byte
-	binary.BigEndian.PutUint32(hdr[:], uint32(len(f)))
+	var prefix [lenPrefix]byte
+	binary.BigEndian.PutUint32(prefix[:], uint32(len(h)+len(f)))
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.dead {
 		return false
 	}
+	pieces := [3][]byte{prefix[:], h, f}
 	if len(k.pend) == k.head {
 		// Nothing waits: write at once, without the writer goroutine. A partial write
 		// leaves the rest of this frame to the writer (the stream must never carry half
 		// a frame followed by another).
-		n, err := writev(k.fd, hdr[:], f)
-		total := lenPrefix + len(f)
+		n, err := writev(k.fd, pieces[:])
+		total := lenPrefix + len(h) + len(f)
 		switch {
 		case err == nil && n == total:
 			return true
 		case err != nil && err != unix.EAGAIN:
 			return false // the reader sees the error and ends the connection
 		}
-		if n < 0 {
-			n = 0
-		}
 		k.pend, k.head = k.pend[:0], 0
-		if n < lenPrefix {
-			k.pend = append(k.pend, hdr[n:]...)
-			k.pend = append(k.pend, f...)
-		} else {
-			k.pend = append(k.pend, f[n-lenPrefix:]...)
+		for _, p := range pieces {
+			skip := min(n, len(p))
+			n -= skip
+			k.pend = append(k.pend, p[skip:]...)
 		}
 		k.kick()
 		return true
 	}
-	need := lenPrefix + len(f)
+	need := lenPrefix + len(h) + len(f)
 	if len(k.pend)-k.head+need > cap(k.pend) {
 		return false // the peer is not reading: drop rather than grow
 	}
@@ -461,8 +474,9 @@ func (k *conn) send(f []byte) bool {
 		n := copy(k.pend[:cap(k.pend)], k.pend[k.head:])
 		k.pend, k.head = k.pend[:n], 0
 	}
-	k.pend = append(k.pend, hdr[:]...)
-	k.pend = append(k.pend, f...)
+	for _, p := range pieces {
+		k.pend = append(k.pend, p...)
+	}
 	return true
 }
 
@@ -514,16 +528,17 @@ func (k *conn) writer() {
 	}
 }
 
-// writev writes hdr and f in one system call without blocking (the descriptor is
-// non-blocking); it returns the bytes written. It calls writev(2) directly with the
-// iovecs on the stack: unix.Writev allocates them.
-func writev(fd int, hdr, f []byte) (int, error) {
-	var vec [2]unix.Iovec
-	vec[0].Base, vec[1].Base = unsafe.SliceData(hdr), unsafe.SliceData(f)
-	vec[0].SetLen(len(hdr))
-	vec[1].SetLen(len(f))
+// writev writes the pieces (at most 3) in one system call without blocking (the
+// descriptor is non-blocking); it returns the bytes written. It calls writev(2) directly
+// with the iovecs on the stack: unix.Writev allocates them.
+func writev(fd int, pieces [][]byte) (int, error) {
+	var vec [3]unix.Iovec
+	for i, p := range pieces {
+		vec[i].Base = unsafe.SliceData(p)
+		vec[i].SetLen(len(p))
+	}
 	for {
-		n, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&vec[0])), 2)
+		n, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&vec[0])), uintptr(len(pieces)))
 		switch errno {
 		case 0:
 			return int(n), nil

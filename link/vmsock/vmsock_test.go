@@ -245,7 +245,14 @@ func TestStreamSlowReader(t *testing.T) {
 	go func() {
 		defer close(done)
 		for i := range total {
-			e.WritePackets([][]byte{frame(uint32(i), 100+i%1400)})
+			f := frame(uint32(i), 100+i%1400)
+			if i%2 == 1 {
+				// Odd frames as header and packet (link.FrameWriter): a partial write
+				// may end in either piece.
+				e.WriteFrames([][]byte{f[:EthHdrLen]}, [][]byte{f[EthHdrLen:]})
+				continue
+			}
+			e.WritePackets([][]byte{f})
 		}
 	}()
 	select {
@@ -368,7 +375,8 @@ func TestDgram(t *testing.T) {
 	if !bytes.Equal(got[0], frame(1, 60)) || !bytes.Equal(got[1], frame(2, mtu+EthHdrLen)) {
 		t.Fatal("b received changed frames")
 	}
-	b.WritePackets([][]byte{frame(3, 1000)}) // to a, learned
+	f3 := frame(3, 1000)
+	b.WriteFrames([][]byte{f3[:EthHdrLen]}, [][]byte{f3[EthHdrLen:]}) // to a, learned; joined into one datagram
 	if got := ra.wait(t, 1); !bytes.Equal(got[0], frame(3, 1000)) {
 		t.Fatal("a received a changed frame")
 	}
