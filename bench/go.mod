@@ -6,6 +6,8 @@ replace github.com/berthnet/berth => ../
 
 require gvisor.dev/gvisor v0.0.0-20260905035102-160fafc42237
 
+require golang.org/x/net v0.62.0 // indirect
+
 require (
 	github.com/berthnet/berth v0.0.0-00010101000000-000000000000
 	github.com/google/btree v1.1.2 // indirect
