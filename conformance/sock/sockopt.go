@@ -29,6 +29,9 @@ const (
 	soAcceptCon = 30
 	soProtocol  = 38
 	soDomain    = 39
+	soZerocopy  = 60
+
+	ipFreebind = 15
 
 	tcpNodelay   = 1
 	tcpMaxseg    = 2
@@ -149,6 +152,10 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 			s.o.keepalive = v != 0
 			return s.setKeepalive(h)
 		case soRcvLowat:
+		case soZerocopy:
+			// Accepted, and MSG_ZEROCOPY sends copy as any other: berth has no page
+			// pinning, and the error-queue completions are not emulated (the zerocopy
+			// scripts stay out of scope).
 		default:
 			return syscall.ENOPROTOOPT
 		}
@@ -213,6 +220,12 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 		default:
 			return syscall.ENOPROTOOPT
 		}
+	case solIP:
+		if name != ipFreebind {
+			return syscall.ENOPROTOOPT
+		}
+		// IP_FREEBIND: binding to an address that is not (yet) local. Accepted; berth's
+		// bind checks the address at listen/connect time as it is.
 	case solIPv6:
 		if name != ipv6V6Only {
 			return syscall.ENOPROTOOPT
