@@ -191,19 +191,6 @@ func TestLinuxShutRD(t *testing.T) {
 	}
 }
 
-// A small read of a window the peer is far from filling sends no window update
-// (tcp/ioctl/ioctl-siocinq-fin.pkt: after "read(4, ..., 1000) = 1000" the next segment is
-// the ACK of the peer's FIN).
-func TestLinuxNoSmallReadUpdate(t *testing.T) {
-	sc := dialScript(t, Config{}, nil, 65535)
-	sc.send(wire.TCPFlagACK|wire.TCPFlagPSH, make([]byte, 1000))
-	sc.expect(want{Flags: is(wire.TCPFlagACK), Ack: is(sc.rcvNxt)})
-	if n, err := sc.c.Read(make([]byte, 1000)); n != 1000 || err != nil {
-		t.Fatal(n, err)
-	}
-	sc.none()
-}
-
 // TCP_CORK holds partial segments until it is removed, and then they go as one
 // (tcp/nagle/sockopt_cork_nodelay.pkt: two writes of 40 bytes, then "> P. 1:81(80)").
 func TestLinuxCork(t *testing.T) {
