@@ -42,6 +42,7 @@ const (
 	tcpSynCnt    = 7
 	tcpInfo      = 11
 	tcpQuickAck  = 12
+	tcpUserTmo   = 18
 	tcpCongest   = 13
 	tcpFastOpen  = 23
 	tcpCCInfo    = 26
@@ -191,6 +192,12 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 		case tcpCork:
 			s.o.cork = v != 0
 			return s.setConn(func(c *tcp.Conn) error { return c.SetCork(v != 0) })
+		case tcpUserTmo:
+			if v < 0 {
+				return syscall.EINVAL
+			}
+			s.o.userTimeout = time.Duration(v) * time.Millisecond
+			return s.setConn(func(c *tcp.Conn) error { return c.SetUserTimeout(s.o.userTimeout) })
 		case tcpInq:
 			s.o.inq = v != 0
 		case tcpMaxseg:
@@ -315,6 +322,8 @@ func (h *Host) GetSockopt(fd, level, name int, buf []byte) (int, syscall.Errno) 
 			return putInt(buf, b2i(o.nodelay)), 0
 		case tcpInq:
 			return putInt(buf, b2i(o.inq)), 0
+		case tcpUserTmo:
+			return putInt(buf, int(o.userTimeout/time.Millisecond)), 0
 		case tcpCork:
 			return putInt(buf, b2i(o.cork)), 0
 		case tcpKeepIdle:
