@@ -93,6 +93,10 @@ type Conn struct {
 	foEntry        foEntry
 	synRetries     int // SetSynRetries (TCP_SYNCNT); 0: Config's
 	maxSeg         int // SetMaxSeg (TCP_MAXSEG); 0: none
+	// SetUserTimeout (TCP_USER_TIMEOUT; 0: none), and when the data now unacknowledged
+	// began to time out.
+	userTimeout time.Duration
+	utStart     time.Time
 
 	rd, wd    deadline
 	nodelay   bool

@@ -285,8 +285,11 @@ func (c *Conn) inputSynchronized(s *segment) {
 	// Segment text (RFC 9293 §3.10.7.4, seventh) and FIN (eighth).
 	if c.state.receiving() {
 		if c.userClosed && len(s.payload) > 0 && seqGT(s.seq+uint32(len(s.payload)), c.rcvNxt) {
-			// New data for a socket nobody can read any more: reset, as Linux does.
-			c.abort()
+			// New data for a socket nobody can read any more: the connection ends, and the
+			// segment is answered as if it found none (RFC 9293 §3.10.7.1's RST, seq from
+			// its ACK), as Linux's tcp_rcv_state_process then tcp_v4_send_reset.
+			c.p.resetClosed(s)
+			c.finish(nil)
 			return
 		}
 		c.receive(s)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,19 +192,6 @@ func TestLinuxShutRD(t *testing.T) {
 	}
 }
 
-// A small read of a window the peer is far from filling sends no window update
-// (tcp/ioctl/ioctl-siocinq-fin.pkt: after "read(4, ..., 1000) = 1000" the next segment is
-// the ACK of the peer's FIN).
-func TestLinuxNoSmallReadUpdate(t *testing.T) {
-	sc := dialScript(t, Config{}, nil, 65535)
-	sc.send(wire.TCPFlagACK|wire.TCPFlagPSH, make([]byte, 1000))
-	sc.expect(want{Flags: is(wire.TCPFlagACK), Ack: is(sc.rcvNxt)})
-	if n, err := sc.c.Read(make([]byte, 1000)); n != 1000 || err != nil {
-		t.Fatal(n, err)
-	}
-	sc.none()
-}
-
 // TCP_CORK holds partial segments until it is removed, and then they go as one
 // (tcp/nagle/sockopt_cork_nodelay.pkt: two writes of 40 bytes, then "> P. 1:81(80)").
 func TestLinuxCork(t *testing.T) {
@@ -219,4 +207,44 @@ func TestLinuxCork(t *testing.T) {
 	sc.none()
 	sc.c.WriteMore(make([]byte, 40), false)
 	sc.expect(want{Flags: is(wire.TCPFlagACK), PSH: is(true), Seq: is(sc.iss + 81), Len: is(80)})
+}
+
+// When the probe timeout would come after the RTO, the tail loss probe goes at the RTO's
+// time instead of not at all, as Linux's (tcp/user_timeout/user_timeout.pkt: a lone FIN
+// goes again at +RTO, the probe, then +RTO, then +2·RTO).
+func TestLinuxTLPAtRTO(t *testing.T) {
+	ep := dialExt(t, Config{})
+	ep.c.Write([]byte("x"))
+	first := ep.next()
+	rto := ep.c.Info().RTO
+	ep.clk.Advance(rto - time.Microsecond)
+	ep.none()
+	ep.clk.Advance(time.Microsecond)
+	ep.expect(want{Seq: is(first.Seq()), Payload: is("x")})
+	if n := ep.p.Stats.TLPs.Load(); n != 1 {
+		t.Fatalf("TLPs %d, want the retransmission to be a probe", n)
+	}
+	// The RTO is re-armed from the probe, not backed off.
+	ep.clk.Advance(rto)
+	ep.expect(want{Seq: is(first.Seq()), Payload: is("x")})
+}
+
+// TCP_USER_TIMEOUT ends a connection whose data stays unacknowledged that long, before the
+// retransmission count would (RFC 5482; tcp/user_timeout/user_timeout.pkt).
+func TestLinuxUserTimeout(t *testing.T) {
+	sc := dialScript(t, Config{}, nil, 65535)
+	sc.c.SetUserTimeout(time.Second)
+	sc.c.Write([]byte("data"))
+	sc.expect(want{Payload: is("data")})
+	for range 2 { // two timeouts (about 200 and 400 ms) within the user timeout
+		sc.clk.Advance(sc.c.Info().RTO)
+		sc.expect(want{Payload: is("data")})
+	}
+	if st := sc.c.State(); st != StateEstablished {
+		t.Fatalf("state %v before the user timeout", st)
+	}
+	sc.clk.Advance(sc.c.Info().RTO) // the third timeout, 1.4 s after the first send
+	if _, err := sc.c.ReadNonblock(make([]byte, 1), false); err != syscall.ETIMEDOUT {
+		t.Fatalf("read after the user timeout: %v, want ETIMEDOUT", err)
+	}
 }

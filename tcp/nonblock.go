@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 )
 
 // This file is the socket-style surface of a connection that adapters of the BSD socket
@@ -188,4 +189,13 @@ func (l *Listener) SetMaxSeg(n int) error {
 	l.maxSeg = n
 	l.mu.Unlock()
 	return nil
+}
+
+// SetUserTimeout sets TCP_USER_TIMEOUT (RFC 5482): data left unacknowledged for d ends the
+// connection with ETIMEDOUT, before the retransmission count would. 0 removes it.
+func (c *Conn) SetUserTimeout(d time.Duration) error {
+	if d < 0 {
+		return syscall.EINVAL
+	}
+	return c.setOpt(func() { c.userTimeout = d })
 }

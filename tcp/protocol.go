@@ -109,7 +109,7 @@ type Config struct {
 	// many half-open connections all listeners hold together).
 	SynCookies    SynCookieMode
 	MaxSynBacklog int
-	// FastOpen is tcp_fastopen: the FastOpen* bits (fastopen.go). Zero means Linux's
+	// FastOpen is tcp_fastopen: the FastOpen* bits (FastOpenClient, ...). Zero means Linux's
 	// default, client only (FastOpenClient); negative turns Fast Open off.
 	FastOpen int
 	// FastOpenKey is tcp_fastopen_key, the secret of the server's cookies; zero means a
@@ -197,7 +197,7 @@ type Stats struct {
 	// table overflow").
 	SynFinDrops, TimeWaitOverflows *atomic.Uint64
 	// FastOpenPassive: SYNs whose Fast Open was taken (a child made, its data accepted);
-	// FastOpenPassiveFail: Fast Open SYNs with a wrong cookie (fastopen.go).
+	// FastOpenPassiveFail: Fast Open SYNs with a wrong cookie.
 	FastOpenPassive, FastOpenPassiveFail *atomic.Uint64
 
 	ListenStats // SYN queue and SYN cookie counters

@@ -335,10 +335,11 @@ func (c *Conn) pto() (time.Duration, bool) {
 	if int(c.sndMax-c.sndUna) <= c.mss {
 		pto += 200 * time.Millisecond
 	}
-	if pto >= c.rto {
-		return 0, false
-	}
-	return pto, true
+	// RFC 8985 §7.2: the PTO is at most the time left until the RTO. Linux then probes at
+	// the RTO's time (tcp_schedule_loss_probe's min with rto_delta) rather than not at all,
+	// and the RTO is re-armed from the probe: a lone FIN (tcp/user_timeout/user_timeout.pkt)
+	// goes again at +RTO (the probe), +RTO, +2·RTO.
+	return min(pto, c.rto), true
 }
 
 // onReorder: the reordering window of a record passed.

@@ -165,7 +165,12 @@ func (c *Conn) onRetransmit() {
 		c.updateTimer()
 		return
 	}
-	if c.retries >= c.p.cfg.Retries {
+	if c.retries == 0 {
+		c.utStart = c.now().Add(-c.rto) // the head went out an RTO ago
+	}
+	// TCP_USER_TIMEOUT (RFC 5482 §3): data unacknowledged for that long ends the
+	// connection, however many retransmissions that was.
+	if c.retries >= c.p.cfg.Retries || (c.userTimeout > 0 && c.now().Sub(c.utStart) >= c.userTimeout) {
 		err := syscall.ETIMEDOUT
 		if c.softErr != 0 {
 			err = c.softErr

@@ -24,27 +24,34 @@ const (
 
 // events returns the poll bits of fd now, as Linux's tcp_poll computes them.
 func (h *Host) events(fd int) uint32 {
+	ev, _ := h.eventsQ(fd)
+	return ev
+}
+
+// eventsQ is events with the bytes ready to read (for edge-triggered epoll: new data is a
+// wakeup even when EPOLLIN was already set).
+func (h *Host) eventsQ(fd int) (uint32, int) {
 	s, e := h.sock(fd)
 	if e != 0 {
-		return PollNval
+		return PollNval, 0
 	}
 	s.mu.Lock()
 	c, ln, opened := s.conn, s.ln, s.opened
 	s.mu.Unlock()
 	if ln != nil {
 		if n, _ := ln.QueueLen(); n > 0 {
-			return PollIn | PollRdNorm
+			return PollIn | PollRdNorm, 0
 		}
-		return 0
+		return 0, 0
 	}
 	if !opened {
 		s.mu.Lock()
 		deferred := s.deferTo.IsValid()
 		s.mu.Unlock()
 		if deferred {
-			return PollOut | PollWrNorm // TCP_FASTOPEN_CONNECT: the SYN waits for a write
+			return PollOut | PollWrNorm, 0 // TCP_FASTOPEN_CONNECT: the SYN waits for a write
 		}
-		return PollOut | PollWrNorm | PollHup // TCP_CLOSE: no data, writable, hung up
+		return PollOut | PollWrNorm | PollHup, 0 // TCP_CLOSE: no data, writable, hung up
 	}
 	r := c.Readiness()
 	var ev uint32
@@ -63,7 +70,7 @@ func (h *Host) events(fd int) uint32 {
 	if r.Err {
 		ev |= PollErr
 	}
-	return ev
+	return ev, r.RecvQueued
 }
 
 // PollFd is one entry of poll(2)'s array.
@@ -109,8 +116,8 @@ type epoll struct {
 type epollItem struct {
 	events uint32
 	data   uint64
-	last   uint32 // the bits reported last (edge-triggered)
-	seen   uint64 // generation of the last report (edge-triggered)
+	last   uint32 // the bits seen last (edge-triggered)
+	lastQ  int    // the bytes ready to read seen last (edge-triggered)
 	off    bool   // EPOLLONESHOT fired
 }
 
@@ -168,7 +175,7 @@ type EpollEvent struct {
 }
 
 // EpollWait is epoll_wait(2); timeout < 0 waits for ever. Edge-triggered items report
-// again only when their bits grew or the stack changed since their last report.
+// after a wakeup, as Linux's: a bit that was not set before, or new data to read.
 func (h *Host) EpollWait(epfd int, max int, timeout time.Duration) ([]EpollEvent, syscall.Errno) {
 	h.enter()
 	defer h.leave()
@@ -204,15 +211,18 @@ func (h *Host) EpollWait(epfd int, max int, timeout time.Duration) ([]EpollEvent
 			if it == nil || it.off {
 				continue
 			}
-			ev := h.events(fd) & (it.events | PollErr | PollHup)
+			all, q := h.eventsQ(fd)
+			ev := all & (it.events | PollErr | PollHup)
+			if it.events&epollET != 0 {
+				woke := ev&^it.last != 0 || q > it.lastQ
+				it.last, it.lastQ = ev, q
+				if !woke {
+					continue
+				}
+			}
 			if ev == 0 {
-				it.last = 0
 				continue
 			}
-			if it.events&epollET != 0 && ev&^it.last == 0 && it.seen == gen {
-				continue
-			}
-			it.last, it.seen = ev, gen
 			if it.events&epollOneshot != 0 {
 				it.off = true
 			}

@@ -61,7 +61,8 @@ type sockOpts struct {
 	foConnect          bool
 	inq                bool // TCP_INQ
 	cork               bool // TCP_CORK
-	maxSeg             int  // TCP_MAXSEG
+	userTimeout        time.Duration
+	maxSeg             int // TCP_MAXSEG
 	synCnt             int
 }
 
@@ -219,6 +220,9 @@ func (s *socket) apply() {
 	}
 	if s.o.maxSeg > 0 {
 		c.SetMaxSeg(s.o.maxSeg)
+	}
+	if s.o.userTimeout > 0 {
+		c.SetUserTimeout(s.o.userTimeout)
 	}
 }
 

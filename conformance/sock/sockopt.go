@@ -29,6 +29,9 @@ const (
 	soAcceptCon = 30
 	soProtocol  = 38
 	soDomain    = 39
+	soZerocopy  = 60
+
+	ipFreebind = 15
 
 	tcpNodelay   = 1
 	tcpMaxseg    = 2
@@ -39,6 +42,7 @@ const (
 	tcpSynCnt    = 7
 	tcpInfo      = 11
 	tcpQuickAck  = 12
+	tcpUserTmo   = 18
 	tcpCongest   = 13
 	tcpFastOpen  = 23
 	tcpCCInfo    = 26
@@ -149,6 +153,10 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 			s.o.keepalive = v != 0
 			return s.setKeepalive(h)
 		case soRcvLowat:
+		case soZerocopy:
+			// Accepted, and MSG_ZEROCOPY sends copy as any other: berth has no page
+			// pinning, and the error-queue completions are not emulated (the zerocopy
+			// scripts stay out of scope).
 		default:
 			return syscall.ENOPROTOOPT
 		}
@@ -184,6 +192,12 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 		case tcpCork:
 			s.o.cork = v != 0
 			return s.setConn(func(c *tcp.Conn) error { return c.SetCork(v != 0) })
+		case tcpUserTmo:
+			if v < 0 {
+				return syscall.EINVAL
+			}
+			s.o.userTimeout = time.Duration(v) * time.Millisecond
+			return s.setConn(func(c *tcp.Conn) error { return c.SetUserTimeout(s.o.userTimeout) })
 		case tcpInq:
 			s.o.inq = v != 0
 		case tcpMaxseg:
@@ -213,6 +227,12 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 		default:
 			return syscall.ENOPROTOOPT
 		}
+	case solIP:
+		if name != ipFreebind {
+			return syscall.ENOPROTOOPT
+		}
+		// IP_FREEBIND: binding to an address that is not (yet) local. Accepted; berth's
+		// bind checks the address at listen/connect time as it is.
 	case solIPv6:
 		if name != ipv6V6Only {
 			return syscall.ENOPROTOOPT
@@ -302,6 +322,8 @@ func (h *Host) GetSockopt(fd, level, name int, buf []byte) (int, syscall.Errno) 
 			return putInt(buf, b2i(o.nodelay)), 0
 		case tcpInq:
 			return putInt(buf, b2i(o.inq)), 0
+		case tcpUserTmo:
+			return putInt(buf, int(o.userTimeout/time.Millisecond)), 0
 		case tcpCork:
 			return putInt(buf, b2i(o.cork)), 0
 		case tcpKeepIdle:
