@@ -84,7 +84,8 @@ Also accepted and without effect in berth: -D/--dns, -S/--search, --dns-host,
 --outbound-if4 NAME, --outbound-if6 NAME, --runas USER, -l/--log-file PATH,
 --log-size SIZE, -p/--pcap FILE, --stats DELAY, --splice-only.
 The DNS forwarder asks the first nameserver of /etc/resolv.conf, or the
-environment's BERTH_DNS_UPSTREAM (ADDR[:PORT]).
+environment's BERTH_DNS_UPSTREAM (ADDR[:PORT]). berth's Go code runs on one
+thread (as berth run's --threads 1) unless the environment sets GOMAXPROCS.
 `
 
 // pastaOpts are pasta's options as berth uses them.
@@ -421,6 +422,7 @@ func forkPasta() int {
 // servePasta serves the namespace until it goes away or berth is signalled; status,
 // when not nil, is the pipe to the parent of a fork: "ready\n" or the error goes there.
 func servePasta(o *pastaOpts, status *os.File) int {
+	dropInThreads()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)

@@ -200,7 +200,7 @@ func TestSlirp4netns(t *testing.T) {
 	exitR, exitW, _ := os.Pipe()
 	defer readyR.Close()
 	defer exitW.Close()
-	cmd := exec.Command("ip", "netns", "exec", hostNS, link, "-c", "-6", "--mtu=65520", "-r", "3", "-e", "4",
+	cmd := exec.Command("ip", "netns", "exec", hostNS, link, "-c", "-6", "--mtu=65520", "-r", "3", "-e", "4", "--enable-sandbox", "--enable-seccomp",
 		"--api-socket", sock, "--netns-type=path", "/run/netns/"+guestNS, "tap0")
 	cmd.Env = append(os.Environ(), "BERTH_DNS_UPSTREAM="+dns)
 	cmd.ExtraFiles = []*os.File{readyW, exitR}
