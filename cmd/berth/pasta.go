@@ -471,7 +471,7 @@ func servePasta(o *pastaOpts, status *os.File) int {
 	sess, err := startDropIn(f, isTAP, dropInConfig{
 		mtu: o.mtu, ipv6: !o.v4only, noHostLoopback: n.noHostLoopback,
 		ns4: n.addr4.Addr(), gw4: n.gw4, dns4: n.dns4, ns6: n.addr6.Addr(), gw6: n.gw6, dns6: n.dns6,
-		ports: append(tcp, udp...),
+		ports: slices.Concat(tcp, udp),
 	})
 	f.Close()
 	if err != nil {
@@ -483,7 +483,7 @@ func servePasta(o *pastaOpts, status *os.File) int {
 		if err != nil {
 			return failed("control socket %s: %v", o.confPath, err)
 		}
-		ctl := &pastaControl{ports: sess.Forwarder, net: n, ipv4Only: o.v4only, have: append(tcp, udp...)}
+		ctl := &pastaControl{ports: sess.Forwarder, net: n, ipv4Only: o.v4only, have: slices.Concat(tcp, udp)}
 		done := make(chan struct{})
 		go func() { ctl.serve(ln); close(done) }()
 		defer func() { ln.Close(); <-done }()
