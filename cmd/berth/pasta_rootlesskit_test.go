@@ -106,14 +106,25 @@ func TestRootlesskit(t *testing.T) {
 		{"slirp4netns", "slirp4netns", true},
 		{"pasta", "pesto", false},
 		{"pasta", "pesto", true},
+		// implicit: pasta -t auto -u auto forwards what the child listens on, to the
+		// same port on the host.
+		{"pasta", "implicit", false},
 	}
 	for i, c := range cases {
 		name := c.net
 		if c.noLoopback {
 			name += "-disable-host-loopback"
 		}
+		implicit := c.portDriver == "implicit"
+		if implicit {
+			name += "-implicit"
+		}
 		t.Run(name, func(t *testing.T) {
 			pAll, pLo, pUDP := 18400+10*i, 18401+10*i, 18402+10*i
+			tcpPort, udpPort := 80, 53
+			if implicit {
+				tcpPort, udpPort = pAll, pUDP // the host's ports are the child's
+			}
 			state := filepath.Join(e.tmp, "state-"+name)
 			ready, finish := filepath.Join(e.tmp, "ready-"+name), filepath.Join(e.tmp, "finish-"+name)
 			loopCheck := fmt.Sprintf(`curl -sS -m 5 http://10.0.2.2:%d/hello > %s/loop-%s 2>&1`, p4, e.tmp, name)
@@ -122,14 +133,16 @@ func TestRootlesskit(t *testing.T) {
 				"getent ahostsv4 service.example > " + e.tmp + "/dns-" + name + " 2>&1",
 				"ip -br addr > " + e.tmp + "/addr-" + name,
 				// Their output is not rootlesskit's: cmd.Wait would wait for them.
-				`socat UDP4-RECVFROM:53,fork SYSTEM:'echo peer=$SOCAT_PEERADDR' </dev/null >/dev/null 2>&1 & s1=$!`,
-				`socat TCP4-LISTEN:80,fork,reuseaddr SYSTEM:'echo peer=$SOCAT_PEERADDR' </dev/null >/dev/null 2>&1 & s2=$!`,
+				fmt.Sprintf(`socat UDP4-RECVFROM:%d,fork SYSTEM:'echo peer=$SOCAT_PEERADDR' </dev/null >/dev/null 2>&1 & s1=$!`, udpPort),
+				fmt.Sprintf(`socat TCP4-LISTEN:%d,fork,reuseaddr SYSTEM:'echo peer=$SOCAT_PEERADDR' </dev/null >/dev/null 2>&1 & s2=$!`, tcpPort),
 				"sleep 0.5; touch " + ready,
 				"i=0; while [ ! -e " + finish + " ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done",
 				"kill $s1 $s2",
 			}, "\n")
-			args := []string{"--net=" + c.net, "--port-driver=" + c.portDriver, "--ipv6", "--copy-up=/etc", "--state-dir=" + state,
-				fmt.Sprintf("-p=0.0.0.0:%d:80/tcp", pAll), fmt.Sprintf("-p=127.0.0.1:%d:80/tcp", pLo), fmt.Sprintf("-p=127.0.0.1:%d:53/udp", pUDP)}
+			args := []string{"--net=" + c.net, "--port-driver=" + c.portDriver, "--ipv6", "--copy-up=/etc", "--state-dir=" + state}
+			if !implicit {
+				args = append(args, fmt.Sprintf("-p=0.0.0.0:%d:80/tcp", pAll), fmt.Sprintf("-p=127.0.0.1:%d:80/tcp", pLo), fmt.Sprintf("-p=127.0.0.1:%d:53/udp", pUDP))
+			}
 			if c.net == "slirp4netns" {
 				args = append(args, "--slirp4netns-binary="+filepath.Join(dir, "slirp4netns"))
 			} else {
@@ -191,11 +204,15 @@ func TestRootlesskit(t *testing.T) {
 			if got := read("addr"); !strings.Contains(got, "10.0.2.100/24") {
 				t.Errorf("the child's addresses: %q", got)
 			}
-			for _, p := range []struct{ proto, addr, bind, want string }{
+			checks := []struct{ proto, addr, bind, want string }{
 				{"TCP4", fmt.Sprintf("192.0.2.7:%d", pAll), "192.0.2.7", "peer=192.0.2.7"},
 				{"TCP4", fmt.Sprintf("127.0.0.1:%d", pLo), "", "peer=10.0.2.2"},
 				{"UDP4", fmt.Sprintf("127.0.0.1:%d", pUDP), "", "peer=10.0.2.2"},
-			} {
+			}
+			if implicit {
+				checks = append(checks[:1], checks[2:]...)
+			}
+			for _, p := range checks {
 				if got := dialPeer(t, host, p.proto, p.addr, p.bind); got != p.want {
 					t.Errorf("published %s %s: %q, want %q; rootlesskit: %s", p.proto, p.addr, got, p.want, out.String())
 				}

@@ -1,0 +1,130 @@
+package main
+
+// pasta's "auto" port forwarding (-t auto, -u auto: rootlesskit's implicit port driver):
+// every second berth reads the namespace's listening sockets from /proc/PID/net/tcp,
+// tcp6, udp and udp6 (proc(5)) and forwards the host's port of the same number to each
+// one in the spec's set, removing the forward once the socket is gone.
+
+import (
+	"bufio"
+	"encoding/hex"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/berthnet/berth/forward"
+	"github.com/berthnet/berth/forward/portspec"
+)
+
+// procListeners reads one /proc/net/{tcp,tcp6,udp,udp6} table: the ports with a socket
+// in state want (0A: TCP LISTEN; 07: an unconnected UDP socket) on a wildcard or
+// non-loopback address. Sockets bound to the namespace's loopback only are left out: a
+// forward reaches the namespace's own address.
+func procListeners(r io.Reader, want string, into map[uint16]bool) {
+	sc := bufio.NewScanner(r)
+	sc.Scan() // the header
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || f[3] != want {
+			continue
+		}
+		addrHex, portHex, ok := strings.Cut(f[1], ":")
+		if !ok {
+			continue
+		}
+		port, err := strconv.ParseUint(portHex, 16, 16)
+		if err != nil || port == 0 {
+			continue
+		}
+		b, err := hex.DecodeString(addrHex)
+		if err != nil || (len(b) != 4 && len(b) != 16) {
+			continue
+		}
+		// The kernel prints each 32-bit word in host byte order (little-endian here).
+		for i := 0; i+4 <= len(b); i += 4 {
+			b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
+		}
+		a, _ := netip.AddrFromSlice(b)
+		if a.Unmap().IsLoopback() {
+			continue
+		}
+		into[uint16(port)] = true
+	}
+}
+
+// autoForward keeps the forwards of the auto specs up to date with the namespace of
+// pid until stop closes.
+type autoForward struct {
+	ports    portTable
+	pid      int
+	specs    map[string][]portspec.Spec // by protocol
+	ipv4Only bool
+	have     map[forward.PortMapping]bool
+}
+
+func (a *autoForward) scan() {
+	want := map[forward.PortMapping]bool{}
+	for proto, specs := range a.specs {
+		bound := map[uint16]bool{}
+		state := map[string]string{"tcp": "0A", "udp": "07"}[proto]
+		for _, table := range []string{proto, proto + "6"} {
+			if f, err := os.Open("/proc/" + strconv.Itoa(a.pid) + "/net/" + table); err == nil {
+				procListeners(f, state, bound)
+				f.Close()
+			}
+		}
+		for _, sp := range specs {
+			excluded := func(p uint16) bool {
+				for _, r := range sp.Exclude {
+					if r.Contains(p) {
+						return true
+					}
+				}
+				return false
+			}
+			for p := range bound {
+				in := sp.All && !portspec.Ephemeral.Contains(p)
+				for _, r := range sp.Include {
+					in = in || (r.Listen.Contains(p) && r.Listen == r.Target)
+				}
+				if !in || excluded(p) {
+					continue
+				}
+				m := forward.PortMapping{Proto: proto, HostAddr: sp.Addr, HostPort: p, NSPort: p}
+				if !m.HostAddr.IsValid() && a.ipv4Only {
+					m.HostAddr = netip.IPv4Unspecified()
+				}
+				want[m] = true
+			}
+		}
+	}
+	for m := range a.have {
+		if !want[m] {
+			a.ports.RemovePort(m)
+			delete(a.have, m)
+		}
+	}
+	for m := range want {
+		// A host port that is taken (by another program) is tried again next time.
+		if !a.have[m] && a.ports.AddPort(m) == nil {
+			a.have[m] = true
+		}
+	}
+}
+
+// run scans every interval until stop closes.
+func (a *autoForward) run(interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		a.scan()
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
