@@ -45,7 +45,8 @@ through berth. pasta's own mode of running a COMMAND in new namespaces is berth 
       SPEC: none | [ADDR[%IFACE]/]PORTS, PORTS a comma-separated list of
       FIRST[-LAST][:TOFIRST[-TOLAST]] and ~FIRST[-LAST] (excluded); auto (the
       default) forwards the ports the namespace listens on, checked every second
-      (with a PID; not with --netns); all is accepted and forwards nothing
+      (in /proc/PID/net of PID, or of a process in --netns's namespace that berth
+      may look at); all is accepted and forwards nothing
   -T, --tcp-ns SPEC      accepted; berth forwards nothing from the namespace's
   -U, --udp-ns SPEC      loopback to the host's (only none and auto are taken)
   --config-net           configure the namespace's interface (addresses, routes,
@@ -454,10 +455,6 @@ func servePasta(o *pastaOpts, status *os.File) int {
 		var rest []string
 		for _, s := range specs {
 			if sp, err := portspec.Parse(s); err == nil && sp.Auto {
-				if o.target == "" {
-					notes = append(notes, fmt.Sprintf("%s ports %q: auto needs the namespace's PID (not --netns): nothing forwarded", proto, s))
-					continue
-				}
 				auto.specs[proto] = append(auto.specs[proto], sp)
 				continue
 			}
@@ -516,7 +513,7 @@ func servePasta(o *pastaOpts, status *os.File) int {
 	}
 	stopAuto := make(chan struct{})
 	if len(auto.specs) > 0 {
-		auto.ports, auto.pid = sess.Forwarder, pid
+		auto.ports, auto.pid, auto.netns = sess.Forwarder, pid, netnsPath
 		autoDone := make(chan struct{})
 		go func() { auto.run(time.Second, stopAuto); close(autoDone) }()
 		defer func() { close(stopAuto); <-autoDone }()

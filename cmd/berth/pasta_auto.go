@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berthnet/berth/forward"
 	"github.com/berthnet/berth/forward/portspec"
 )
@@ -55,23 +57,61 @@ func procListeners(r io.Reader, want string, into map[uint16]bool) {
 	}
 }
 
+// netnsPID finds a process in the network namespace at path (a namespace file such as
+// /run/netns/NAME), whose /proc/PID/net then shows that namespace's sockets: the one
+// whose ns/net link names the file's inode (namespaces(7)). prev is tried first.
+func netnsPID(path string, prev int) int {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	want := "net:[" + strconv.FormatUint(st.Ino, 10) + "]"
+	if prev > 0 {
+		if l, err := os.Readlink("/proc/" + strconv.Itoa(prev) + "/ns/net"); err == nil && l == want {
+			return prev
+		}
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && l == want {
+			return pid
+		}
+	}
+	return 0
+}
+
 // autoForward keeps the forwards of the auto specs up to date with the namespace of
-// pid until stop closes.
+// pid (or, with pid 0, of a process found in the namespace file netns) until stop
+// closes.
 type autoForward struct {
 	ports    portTable
 	pid      int
+	netns    string
+	found    int                        // netns's process last scan
 	specs    map[string][]portspec.Spec // by protocol
 	ipv4Only bool
 	have     map[forward.PortMapping]bool
 }
 
 func (a *autoForward) scan() {
+	pid := a.pid
+	if pid == 0 {
+		a.found = netnsPID(a.netns, a.found)
+		pid = a.found
+	}
 	want := map[forward.PortMapping]bool{}
 	for proto, specs := range a.specs {
 		bound := map[uint16]bool{}
 		state := map[string]string{"tcp": "0A", "udp": "07"}[proto]
 		for _, table := range []string{proto, proto + "6"} {
-			if f, err := os.Open("/proc/" + strconv.Itoa(a.pid) + "/net/" + table); err == nil {
+			if pid == 0 {
+				break // no process in the namespace (yet): nothing listens
+			}
+			if f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/net/" + table); err == nil {
 				procListeners(f, state, bound)
 				f.Close()
 			}

@@ -107,7 +107,7 @@ func TestPasta(t *testing.T) {
 	pidFile, sock := filepath.Join(dir, "pasta.pid"), filepath.Join(dir, "pasta.sock")
 
 	start := time.Now()
-	cmd := exec.Command("ip", "netns", "exec", hostNS, filepath.Join(dir, "pasta"), "--config-net", "-t", "18500:8080", "-u", "18501:5353",
+	cmd := exec.Command("ip", "netns", "exec", hostNS, filepath.Join(dir, "pasta"), "--config-net", "-t", "18500:8080", "-t", "auto", "-u", "18501:5353",
 		"-T", "none", "-U", "none", "--dns-forward", "10.0.2.3", "--pid", pidFile, "-c", sock, "--ns-ifname", "eth0", "--netns", "/run/netns/"+guestNS)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -147,6 +147,9 @@ func TestPasta(t *testing.T) {
 		{"TCP4", "192.0.2.7:18500", "192.0.2.7", "peer=192.0.2.7"},
 		{"TCP4", "127.0.0.1:18500", "", "peer=10.0.2.2"},
 		{"UDP4", "192.0.2.7:18501", "192.0.2.7", "peer=192.0.2.7"},
+		// -t auto: the namespace listens on 8080, so the host's 8080 goes there (found
+		// through a process in the --netns namespace: socat).
+		{"TCP4", "192.0.2.7:8080", "192.0.2.7", "peer=192.0.2.7"},
 	} {
 		if got := dialPeer(t, host, c.proto, c.addr, c.bind); got != c.want {
 			t.Errorf("-t/-u %s %s: %q, want %q", c.proto, c.addr, got, c.want)
