@@ -77,31 +77,11 @@ func TestPastaOpts(t *testing.T) {
 func TestPasta(t *testing.T) {
 	testenv.NeedRoot(t)
 	needCommands(t, "ip", "curl", "socat", "nsenter")
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "berth")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	for _, name := range []string{"pasta", "pesto"} {
-		if err := os.Symlink(bin, filepath.Join(dir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hostNS := fmt.Sprintf("drop-pah-%d", os.Getpid())
+	dir, bin := buildDropIn(t, "pasta", "pesto")
+	th := newTestHost(t, fmt.Sprintf("drop-pah-%d", os.Getpid()))
+	hostNS, p4 := th.ns, th.p4
 	guestNS := fmt.Sprintf("drop-pag-%d", os.Getpid())
-	for _, ns := range []string{hostNS, guestNS} {
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			t.Fatalf("ip netns add: %v: %s", err, out)
-		}
-		t.Cleanup(func() { exec.Command("ip", "netns", "delete", ns).Run() })
-	}
-	for _, c := range [][]string{{"link", "set", "lo", "up"}, {"addr", "add", "192.0.2.7/32", "dev", "lo"}} {
-		if out, err := exec.Command("ip", append([]string{"-n", hostNS}, c...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", c, err, out)
-		}
-	}
-	var p4 int
-	inNetNS(t, "/run/netns/"+hostNS, func() { p4 = hostHTTP(t, "127.0.0.1:0") })
+	addNetns(t, guestNS)
 	host := []string{"ip", "netns", "exec", hostNS}
 	guest := []string{"ip", "netns", "exec", guestNS}
 	pidFile, sock := filepath.Join(dir, "pasta.pid"), filepath.Join(dir, "pasta.sock")
