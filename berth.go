@@ -36,7 +36,7 @@ import (
 type Config struct {
 	Stack stack.Options // clock, seed, forwarding, TTL, ICMP and fragment limits
 	UDP   udp.Config    // UDP port manager settings and receive buffer
-	TCP   tcp.Config    // TCP settings: port manager, buffers, timers (tcp.go)
+	TCP   tcp.Config    // TCP settings: port manager, buffers, timers, congestion control
 	// Unprivileged makes binds below the port manager's UnprivilegedPortStart (1024 by
 	// default) fail with EACCES, as for a process without CAP_NET_BIND_SERVICE. By default
 	// the program owns its stack the way root owns the kernel's, and may bind any port.

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -49,6 +50,9 @@ func TestEveryExportedNameDocumented(t *testing.T) {
 // internalNotes are words that belongs in a commit or an issue, not in API docs.
 var internalNotes = []string{"TODO", "FIXME", "XXX", "HACK", "WIP"}
 
+// sourceFile matches a Go file name in a doc comment.
+var sourceFile = regexp.MustCompile(`\b[a-z0-9_]+\.go\b`)
+
 func checkPackageDocs(t *testing.T, dir string) []string {
 	fset := token.NewFileSet()
 	entries, err := os.ReadDir(dir)
@@ -85,6 +89,12 @@ func checkPackageDocs(t *testing.T, dir string) []string {
 			for _, n := range internalNotes {
 				if strings.Contains(text, n) {
 					out = append(out, fset.Position(pos).String()+": "+what+"'s doc holds an internal note ("+n+")")
+				}
+			}
+			// Source files are the code's business; a package comment may still map them.
+			if pos.IsValid() {
+				if f := sourceFile.FindString(text); f != "" {
+					out = append(out, fset.Position(pos).String()+": "+what+"'s doc names a source file ("+f+")")
 				}
 			}
 		}

@@ -14,7 +14,8 @@ import (
 // the DNS servers, which are queried over the stack's own UDP and TCP. A stack without
 // servers resolves only its static entries, "localhost" and literal addresses.
 type NameConfig struct {
-	// Servers are the DNS servers' addresses (port 53 as a rule), tried in turn.
+	// Servers are the DNS servers' addresses, tried in turn; port 0 means 53, DNS's port
+	// (RFC 1035 §4.2).
 	Servers []netip.AddrPort
 	// Hosts maps host names to addresses, like /etc/hosts: a name found here is never
 	// looked up in DNS. Names match case-insensitively, with or without a trailing dot.
@@ -55,7 +56,13 @@ type names struct {
 }
 
 func newNames(c NameConfig) *names {
-	n := &names{servers: append([]netip.AddrPort(nil), c.Servers...), hosts: map[string][]netip.Addr{}}
+	n := &names{hosts: map[string][]netip.Addr{}}
+	for _, a := range c.Servers {
+		if a.Port() == 0 {
+			a = netip.AddrPortFrom(a.Addr(), 53)
+		}
+		n.servers = append(n.servers, netip.AddrPortFrom(a.Addr().Unmap(), a.Port()))
+	}
 	for name, addrs := range c.Hosts {
 		k := hostKey(name)
 		for _, a := range addrs {
@@ -67,11 +74,12 @@ func newNames(c NameConfig) *names {
 
 // Resolver returns a resolver whose DNS queries go to the stack's servers (WithDNS) over
 // the stack's own UDP, and TCP for truncated answers: it is Go's own resolver
-// (PreferGo) with a Dial on this stack. It does not consult the stack's static entries
-// (WithHosts), which LookupNetIP and DialContext do; and being Go's resolver it follows
-// the host's resolv.conf options (search domains, ndots, timeout, attempts) and reads the
-// host's /etc/hosts first. Every Dial of it goes to the next server in turn, so its
-// retries rotate through the servers. Without servers, lookups fail.
+// (PreferGo) with a Dial on this stack. Queries for the stack's static entries
+// (WithHosts) are answered without leaving the process, so the resolver, LookupNetIP
+// and DialContext agree. Being Go's resolver it follows the host's resolv.conf options
+// (search domains, ndots, timeout, attempts) and reads the host's /etc/hosts before
+// asking. Every connection it dials goes to the next server in turn, so its retries
+// rotate through the servers. Without servers, only static entries resolve.
 func (s *Stack) Resolver() *net.Resolver {
 	n := s.names
 	n.once.Do(func() {
@@ -84,8 +92,17 @@ func (s *Stack) Resolver() *net.Resolver {
 var errNoServers = errors.New("no DNS servers configured (berth.WithDNS)")
 
 // dialDNS is the Dial of Stack.Resolver: the server address Go chose from the host's
-// resolv.conf is replaced by the stack's own servers.
+// resolv.conf is replaced by the stack's own servers, and datagram queries first meet
+// the static entries (hostsConn).
 func (s *Stack) dialDNS(ctx context.Context, network, _ string) (net.Conn, error) {
+	if network[:3] == "udp" {
+		return &hostsConn{s: s, ctx: ctx, network: network}, nil
+	}
+	return s.dialServer(ctx, network)
+}
+
+// dialServer connects to the next DNS server in turn.
+func (s *Stack) dialServer(ctx context.Context, network string) (net.Conn, error) {
 	srv := s.names.servers
 	if len(srv) == 0 {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: errNoServers}

@@ -71,7 +71,8 @@ func serveDNS(pc net.PacketConn, zone map[string][]netip.Addr, queries chan<- st
 // dnsPair is a vnet.Pair whose stacks use a DNS server on a (10.0.0.1:53) serving zone.
 func dnsPair(t *testing.T, zone map[string][]netip.Addr, opts ...berth.Option) (a, b *berth.Stack, queries chan string) {
 	t.Helper()
-	opts = append([]berth.Option{berth.WithDNS(netip.MustParseAddrPort("10.0.0.1:53"))}, opts...)
+	// Port 0 stands for 53.
+	opts = append([]berth.Option{berth.WithDNS(netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), 0))}, opts...)
 	a, b = pair(t, vnet.WithStackOptions(opts...))
 	pc, err := a.ListenPacket(context.Background(), "udp", "10.0.0.1:53")
 	if err != nil {
@@ -366,5 +367,29 @@ func FuzzDialAddress(f *testing.F) {
 func closeEach(l net.Listener) {
 	for c, err := l.Accept(); err == nil; c, err = l.Accept() {
 		c.Close()
+	}
+}
+
+// Stack.Resolver answers the static entries itself, with or without DNS servers, and
+// still asks the servers for other names.
+func TestResolverSeesStaticEntries(t *testing.T) {
+	hosts := berth.WithHosts(map[string][]netip.Addr{"static.test": {netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")}})
+	_, b, _ := dnsPair(t, map[string][]netip.Addr{"dns.test.": {netip.MustParseAddr("10.0.0.5")}}, hosts)
+	ctx := context.Background()
+	for _, s := range []*berth.Stack{b, berth.New(hosts)} {
+		r := s.Resolver()
+		got, err := r.LookupNetIP(ctx, "ip", "static.test")
+		if err != nil || len(got) != 2 {
+			t.Errorf("Resolver().LookupNetIP(static.test) = %v, %v; want both static addresses", got, err)
+		}
+		if got, err := r.LookupNetIP(ctx, "ip6", "STATIC.test."); err != nil || len(got) != 1 || got[0] != netip.MustParseAddr("2001:db8::7") {
+			t.Errorf("Resolver().LookupNetIP(ip6, STATIC.test.) = %v, %v", got, err)
+		}
+		if s != b {
+			s.Close()
+		}
+	}
+	if got, err := b.Resolver().LookupHost(ctx, "dns.test"); err != nil || len(got) != 1 || got[0] != "10.0.0.5" {
+		t.Errorf("Resolver().LookupHost(dns.test) = %v, %v; want the server's answer", got, err)
 	}
 }

@@ -529,3 +529,44 @@ func TestDialerKeepAliveLikeKernel(t *testing.T) {
 		}
 	}
 }
+
+// The netip.AddrPort forms (the names wireguard-go's netstack.Net uses).
+func TestAddrPortForms(t *testing.T) {
+	a, b := pair(t)
+	l, err := a.ListenTCPAddrPort(netip.AddrPortFrom(netip.Addr{}, 9400)) // both families
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got := l.Addr().String(); got != "[::]:9400" {
+		t.Errorf("ListenTCPAddrPort(:9400).Addr() = %s", got)
+	}
+	go closeEach(l)
+	for _, to := range []string{"10.0.0.1:9400", "[fd00::1]:9400"} {
+		c, err := b.DialTCPAddrPort(netip.MustParseAddrPort(to))
+		if err != nil {
+			t.Fatalf("DialTCPAddrPort(%s): %v", to, err)
+		}
+		if c.RemoteAddr().String() != to {
+			t.Errorf("RemoteAddr %s, want %s", c.RemoteAddr(), to)
+		}
+		c.Close()
+	}
+	srv, err := a.ListenUDPAddrPort(netip.MustParseAddrPort("10.0.0.1:9401"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	c, err := b.DialUDPAddrPort(netip.MustParseAddrPort("10.0.0.2:9402"), netip.MustParseAddrPort("10.0.0.1:9401"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("x"))
+	buf := make([]byte, 10)
+	srv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, from, err := srv.ReadFromUDPAddrPort(buf)
+	if err != nil || from != netip.MustParseAddrPort("10.0.0.2:9402") {
+		t.Errorf("datagram from %v, %v; want the bound 10.0.0.2:9402", from, err)
+	}
+}

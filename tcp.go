@@ -174,8 +174,14 @@ func (d *Dialer) dialTCPAddr(ctx context.Context, network string, src net.Addr, 
 	if err := ctx.Err(); err != nil {
 		return nil, d.tcpFail(network, src, raddr, err)
 	}
-	if err := s.checkRouteZone(ra, zone); err != nil {
-		return nil, d.tcpFail(network, src, raddr, err)
+	if zone != "" {
+		zsrc, err := s.zoneSource(ra, zone)
+		if err != nil {
+			return nil, d.tcpFail(network, src, raddr, err)
+		}
+		if !local.Addr().IsValid() || local.Addr().IsUnspecified() {
+			local = netip.AddrPortFrom(zsrc, local.Port())
+		}
 	}
 	remote := netip.AddrPortFrom(ra, rport)
 	o, err := d.control(network, remote)

@@ -293,8 +293,11 @@ func (d *Dialer) dialUDPAddr(ctx context.Context, network string, laddr *net.UDP
 	if err := ctx.Err(); err != nil {
 		return fail(raddr, "", err)
 	}
-	if err := s.checkRouteZone(ra, zone); err != nil {
-		return fail(raddr, "connect", err)
+	var zsrc netip.Addr
+	if zone != "" {
+		if zsrc, err = s.zoneSource(ra, zone); err != nil {
+			return fail(raddr, "connect", err)
+		}
 	}
 	o, err := d.control(network, netip.AddrPortFrom(ra, rport))
 	if err != nil {
@@ -305,11 +308,18 @@ func (d *Dialer) dialUDPAddr(ctx context.Context, network string, laddr *net.UDP
 		return fail(raddr, "", err)
 	}
 	ep.SetReceiveBuffer(o.ReceiveBuffer)
+	var la netip.AddrPort
 	if laddr != nil {
-		la, _ := netip.AddrFromSlice(laddr.IP)
+		a, _ := netip.AddrFromSlice(laddr.IP)
+		la = netip.AddrPortFrom(a.Unmap(), uint16(laddr.Port))
+	}
+	if zsrc.IsValid() && (!la.Addr().IsValid() || la.Addr().IsUnspecified()) {
+		la = netip.AddrPortFrom(zsrc, la.Port()) // the zone's interface sends
+	}
+	if la.Addr().IsValid() || la.Port() != 0 {
 		bo := s.bindOptions()
 		bo.ReuseAddr, bo.ReusePort = o.ReuseAddr, o.ReusePort
-		if err := ep.Bind(netip.AddrPortFrom(la.Unmap(), uint16(laddr.Port)), bo); err != nil {
+		if err := ep.Bind(la, bo); err != nil {
 			ep.Close()
 			return fail(raddr, "bind", err)
 		}

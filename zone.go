@@ -9,10 +9,11 @@ import (
 // IPv6 zones. "[fe80::2%eth0]:80" names a link-local address on interface eth0 (RFC 4007
 // §11): the zone is the interface's name. The socket layer below works on unzoned
 // addresses, so the root package checks the zone against the stack's interfaces, takes it
-// off before binding or connecting, and puts it back on the link-local addresses it
-// returns (LocalAddr, RemoteAddr, Addr, ReadFrom) and in error texts, as Linux reports a
-// scope ID there. Zones on other addresses carry no meaning and are dropped, as Linux
-// ignores sin6_scope_id for them.
+// off before binding or connecting — a zoned dial binds the interface's own link-local
+// address, which steers its packets through that interface — and puts it back on the
+// link-local addresses it returns (LocalAddr, RemoteAddr, Addr, ReadFrom) and in error
+// texts, as Linux reports a scope ID there. Zones on other addresses carry no meaning and
+// are dropped, as Linux ignores sin6_scope_id for them.
 
 // zoneOf returns a's zone if it matters (a link-local IPv6 address) and a without it.
 func zoneOf(a netip.Addr) (netip.Addr, string) {
@@ -45,25 +46,24 @@ func (s *Stack) checkZone(a netip.Addr, zone string, local bool) error {
 	return nil
 }
 
-// checkRouteZone makes sure a dial to the link-local address ra with zone leaves through
-// that interface: the stack's table routes by destination alone, so a zone naming
-// another interface than the route's cannot be honoured and the dial fails with
-// ENETUNREACH (as Linux does when the named interface has no route to ra).
-func (s *Stack) checkRouteZone(ra netip.Addr, zone string) error {
-	if zone == "" {
-		return nil
+// zoneSource returns the source address of a dial to the link-local address ra with
+// zone: the interface's own address on ra's link. Bound to it, the socket's packets
+// leave through that interface whatever the route table says (the stack routes a
+// link-local destination by its source), so the zone selects the interface even when
+// several interfaces share the fe80::/64 link-local prefix. A zone naming no interface
+// fails with EINVAL; an interface with no address on ra's link with ENETUNREACH, as
+// Linux's connect answers both.
+func (s *Stack) zoneSource(ra netip.Addr, zone string) (netip.Addr, error) {
+	ifc, ok := s.net.Interface(zone)
+	if !ok {
+		return netip.Addr{}, syscall.EINVAL
 	}
-	if err := s.checkZone(ra, zone, false); err != nil {
-		return err
+	for _, p := range ifc.Addresses() {
+		if p.Contains(ra) && p.Addr().IsLinkLocalUnicast() {
+			return p.Addr(), nil
+		}
 	}
-	src, _, err := s.net.Route(ra)
-	if err != nil {
-		return err
-	}
-	if s.interfaceOf(src) != zone {
-		return syscall.ENETUNREACH
-	}
-	return nil
+	return netip.Addr{}, syscall.ENETUNREACH
 }
 
 // interfaceOf returns the name of the interface that has the address a, or "".

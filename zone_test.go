@@ -2,10 +2,14 @@ package berth_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/berthnet/berth/vnet"
 )
 
 // zonePair is a vnet.Pair with link-local addresses fe80::1 (a) and fe80::2 (b) on eth0.
@@ -118,5 +122,97 @@ func TestZoneErrorsLikeKernel(t *testing.T) {
 				t.Errorf("%s: kernel %v, berth %v", o.name, ke, be)
 			}
 		}
+	}
+}
+
+// The same link-local address on two links: the zone picks which one a dial reaches, for
+// TCP and UDP, and replies to an accepted connection go back the way it came.
+func TestZoneSelectsInterface(t *testing.T) {
+	n := vnet.New()
+	defer n.Close()
+	ll := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
+	// a —eth0— b —eth1— c, with a and c both fe80::1.
+	if err := n.Link("b", "a", vnet.LinkConfig{A: ll("fe80::2/64"), B: ll("fe80::1/64")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Link("b", "c", vnet.LinkConfig{A: ll("fe80::3/64"), B: ll("fe80::1/64")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, name := range []string{"a", "c"} {
+		h := n.Host(name)
+		l, err := h.Listen(ctx, "tcp6", ":80")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		go func() {
+			for c, err := l.Accept(); err == nil; c, err = l.Accept() {
+				c.Write([]byte("I am " + name))
+				c.Close()
+			}
+		}()
+		pc, err := h.ListenPacket(ctx, "udp6", ":53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		go func() {
+			buf := make([]byte, 100)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo([]byte(name), from)
+			}
+		}()
+	}
+	b := n.Host("b")
+	for zone, want := range map[string]string{"eth0": "a", "eth1": "c"} {
+		c, err := b.DialContext(ctx, "tcp6", "[fe80::1%"+zone+"]:80")
+		if err != nil {
+			t.Fatalf("%s: %v", zone, err)
+		}
+		got, _ := io.ReadAll(c)
+		c.Close()
+		if string(got) != "I am "+want {
+			t.Errorf("TCP via %s reached %q, want %s", zone, got, want)
+		}
+		u, err := b.DialContext(ctx, "udp6", "[fe80::1%"+zone+"]:53")
+		if err != nil {
+			t.Fatalf("%s: %v", zone, err)
+		}
+		u.Write([]byte("who?"))
+		u.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 10)
+		k, err := u.Read(buf)
+		u.Close()
+		if err != nil || string(buf[:k]) != want {
+			t.Errorf("UDP via %s: %q, %v; want %s", zone, buf[:k], err, want)
+		}
+	}
+}
+
+// A host with the same link-local prefix on two links answers a ping on the link it came
+// from: the reply leaves through the interface holding the address that was pinged.
+func TestLinkLocalEchoReplyLink(t *testing.T) {
+	n := vnet.New()
+	defer n.Close()
+	ll := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
+	// a —eth0— b —eth1— c: b's route for fe80::/64 is eth0's, found first.
+	if err := n.Link("b", "a", vnet.LinkConfig{A: ll("fe80::2/64"), B: ll("fe80::1/64")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Link("b", "c", vnet.LinkConfig{A: ll("fe80::3/64"), B: ll("fe80::1/64")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := n.Host("c").Ping(ctx, netip.MustParseAddr("fe80::3"), 1, []byte("c")); err != nil {
+		t.Errorf("c pings b's fe80::3 on their link: %v", err)
+	}
+	if _, err := n.Host("a").Ping(ctx, netip.MustParseAddr("fe80::2"), 1, []byte("a")); err != nil {
+		t.Errorf("a pings b's fe80::2: %v", err)
 	}
 }

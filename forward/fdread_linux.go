@@ -22,6 +22,7 @@ type fdReader struct {
 	err    error
 	peek   [1]byte
 	inq    int32
+	total  int64                           // bytes read: past bulkBytes, Len stops asking the kernel
 	count  interface{ Add(uint64) uint64 } // bytes read, if not nil
 	readFn func(fd uintptr) bool           // made once: a closure per call would allocate
 	waitFn func(fd uintptr) bool
@@ -57,6 +58,10 @@ func (r *fdReader) read(fd uintptr) bool {
 			r.n, r.err = 0, err
 		case n == 0 && r.stream && len(r.p) > 0:
 			r.n, r.err = 0, io.EOF
+		case r.stream && n < len(r.p):
+			// Short: the socket had no more (or hardly any) just now. Saying so saves
+			// the read that would find it empty; wait's peek tells for sure.
+			r.n, r.err = n, errWouldBlock
 		default:
 			r.n, r.err = n, nil
 		}
@@ -94,11 +99,18 @@ func (r *fdReader) Read(p []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if r.count != nil && r.n > 0 {
-		r.count.Add(uint64(r.n))
+	if r.n > 0 {
+		r.total += int64(r.n)
+		if r.count != nil {
+			r.count.Add(uint64(r.n))
+		}
 	}
 	return r.n, r.err
 }
+
+// bulkBytes: a flow that has carried this much is a bulk transfer, whose send buffer
+// grows to its limit anyway.
+const bulkBytes = 1 << 20
 
 func (r *fdReader) ioctlInq(fd uintptr) {
 	r.inq = 0
@@ -108,6 +120,9 @@ func (r *fdReader) ioctlInq(fd uintptr) {
 // Len is how many bytes the socket has to read now (SIOCINQ): tcp.Conn.ReadFrom sizes
 // its send buffer by it.
 func (r *fdReader) Len() int {
+	if r.total >= bulkBytes {
+		return bulkBytes
+	}
 	if r.rc.Control(r.lenFn) != nil {
 		return 0
 	}

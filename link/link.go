@@ -82,6 +82,8 @@ type FrameWriter interface {
 // GSOFrameWriter is the WriteGSO of a FrameWriter: the frame of a TCP super-segment as
 // its Ethernet header hdr and the IP packet pkt, otherwise as GSOEndpoint.WriteGSO.
 type GSOFrameWriter interface {
+	// WriteGSOFrame writes the frame hdr+pkt as WriteGSO writes a joined frame; it
+	// retains neither slice.
 	WriteGSOFrame(hdr, pkt []byte, mss int) error
 }
 

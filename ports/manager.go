@@ -90,9 +90,9 @@ func (b *bitmap) set(p Port, v bool) {
 func (b *bitmap) get(p Port) bool { return b[p>>6]&(1<<(p&63)) != 0 }
 
 // Manager owns every port binding of one transport protocol on one stack: the bind table
-// keyed by (local address, port) (bind.go), the table of connected 4-tuples (conns.go),
-// ephemeral port selection (ephemeral.go, with the destination index in dest.go), and the
-// demultiplexing lookup (demux.go). It is safe for concurrent use: one RWMutex guards it
+// keyed by (local address, port), the table of connected 4-tuples, ephemeral port
+// selection (with an index of the ports in use toward each destination), and the
+// demultiplexing lookup. It is safe for concurrent use: one RWMutex guards it
 // all, and the calls that change nothing (Lookup, LookupAll, Config, Len, the Binding
 // getters) take it for reading.
 type Manager struct {

@@ -286,7 +286,7 @@ func (s *Stack) sendEcho(to, from netip.Addr, typ uint8, id, seq uint16, data []
 	if len(data) > lim {
 		return
 	}
-	ifc, rsrc, err := s.resolve(to)
+	ifc, rsrc, err := s.resolveFrom(from, to) // a link-local asker: back through its link
 	if err != nil {
 		return
 	}
@@ -376,7 +376,7 @@ func (s *Stack) sendICMPError(in *Interface, v6 bool, origSrc, origDst netip.Add
 	if !in.loopback && !s.rl.allow(origSrc, s.clk.Now(), c) {
 		return
 	}
-	ifc, rsrc, err := s.resolve(origSrc)
+	ifc, rsrc, err := s.resolveFrom(origDst, origSrc)
 	if err != nil {
 		return
 	}

@@ -56,7 +56,7 @@ func (s *Stack) Output(src, dst netip.Addr, proto uint8, pkt []byte) error {
 		return syscall.ENETDOWN
 	}
 	src, dst = src.Unmap(), dst.Unmap()
-	ifc, rsrc, err := s.resolve(dst)
+	ifc, rsrc, err := s.resolveFrom(src, dst)
 	if err != nil {
 		if dst.Is4() {
 			s.ip4.OutNoRoutes.Add(1)
@@ -108,7 +108,7 @@ func (s *Stack) OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error {
 		return syscall.ENETDOWN
 	}
 	src, dst = src.Unmap(), dst.Unmap()
-	ifc, rsrc, err := s.resolve(dst)
+	ifc, rsrc, err := s.resolveFrom(src, dst)
 	if err != nil {
 		return err
 	}

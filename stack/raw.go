@@ -149,7 +149,7 @@ func (e *ICMPEndpoint) WriteTo(msg []byte, dst netip.Addr) (int, error) {
 	if len(msg) > 0xffff-wire.IPv6HeaderLen {
 		return 0, syscall.EMSGSIZE
 	}
-	ifc, src, err := e.s.resolve(dst)
+	ifc, src, err := e.s.resolveFrom(e.local, dst)
 	if err != nil {
 		return 0, err
 	}

@@ -460,6 +460,25 @@ func (s *Stack) resolve(dst netip.Addr) (ifc *Interface, src netip.Addr, err err
 	return r.ifc, src, nil
 }
 
+// resolveFrom is resolve for a packet whose source is chosen: a link-local destination
+// leaves through the interface holding the link-local source. A link-local address is
+// unique only on its link, so its zone — the interface — is part of it (RFC 4007 §6);
+// a socket bound to an interface's link-local address (a zoned bind or dial) stands for
+// that zone, and the same fe80:: address may sit on two links.
+func (s *Stack) resolveFrom(src, dst netip.Addr) (*Interface, netip.Addr, error) {
+	if src.IsValid() && dst.Is6() && dst.IsLinkLocalUnicast() && src.IsLinkLocalUnicast() {
+		t := s.tab.Load()
+		if ifc, ok := t.local[src]; ok && !ifc.loopback && !t.isLocal(dst) {
+			for _, p := range t.addrs[ifc] {
+				if p.Contains(dst) {
+					return ifc, src, nil
+				}
+			}
+		}
+	}
+	return s.resolve(dst)
+}
+
 // Route picks the source address towards dst and reports the path MTU (Network contract).
 func (s *Stack) Route(dst netip.Addr) (src netip.Addr, mtu int, err error) {
 	dst = dst.Unmap()

@@ -10,7 +10,7 @@ import (
 // CongestionControl is the congestion-window policy of one connection: how the window
 // grows and how much a loss or a timeout reduces it. Loss detection and recovery (RFC 5681
 // fast retransmit, RFC 6582 NewReno partial ACKs, RFC 6675 SACK recovery with RFC 6937
-// PRR, RFC 6298 timeouts) are the connection's (recovery.go): it tells the policy what
+// PRR, RFC 6298 timeouts) are the connection's: it tells the policy what
 // happened and sets cwnd itself during fast recovery. CUBIC (RFC 9438, with HyStart++
 // slow start, RFC 9406) is the default; NewReno is selectable per connection
 // (Config.CongestionControl, Conn.SetCongestionControl). All byte counts are in bytes;

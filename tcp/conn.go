@@ -25,14 +25,14 @@ type KeepAliveConfig struct {
 }
 
 // Conn is one TCP connection endpoint. Its methods are safe for concurrent use.
-//
-// The connection is split by job, as gVisor splits its endpoint: the sender (send
-// sequence space, segmentation, congestion control, loss recovery; sender.go, sack.go,
-// recovery.go), the receiver (receive sequence space, reassembly, window, ACK policy;
-// receiver.go) and the timers with the RTO (timers.go) are plain types embedded here, so
-// one lock, c.mu, guards them all; conn.go keeps the lifecycle and the user API, input.go
-// the segment arrival state machine.
 type Conn struct {
+	// The connection is split by job, as gVisor splits its endpoint: the sender (send
+	// sequence space, segmentation, congestion control, loss recovery; sender.go,
+	// sack.go, recovery.go), the receiver (receive sequence space, reassembly, window,
+	// ACK policy; receiver.go) and the timers with the RTO (timers.go) are plain types
+	// embedded here, so one lock, c.mu, guards them all; conn.go keeps the lifecycle and
+	// the user API, input.go the segment arrival state machine.
+
 	p    *Protocol
 	mu   sync.Mutex
 	cond sync.Cond
@@ -86,6 +86,13 @@ type Conn struct {
 	tfoChild, synData bool
 	foReply           uint8
 	foCookie          [8]byte
+	// Fast Open client (fastopen_client.go): the SYN carries the option (foSend), with
+	// the cookie foEntry if foHave, in the option kind foKind.
+	foSend, foHave bool
+	foKind         uint8
+	foEntry        foEntry
+	synRetries     int // SetSynRetries (TCP_SYNCNT); 0: Config's
+	maxSeg         int // SetMaxSeg (TCP_MAXSEG); 0: none
 
 	rd, wd    deadline
 	nodelay   bool
@@ -115,6 +122,9 @@ func (c *Conn) setRoute(mtu int) {
 		ipHdr = 40
 	}
 	c.advMSS = max(mtu-ipHdr-wire.TCPMinHeaderLen, 64)
+	if c.maxSeg > 0 {
+		c.advMSS = min(c.advMSS, c.maxSeg) // TCP_MAXSEG (nonblock.go)
+	}
 	c.mss = c.advMSS
 	// RFC 7323 §5.4: a per-connection random offset for TSval, derived like the ISN.
 	c.tsOffset = c.p.isn(c.remote, c.local)
@@ -333,6 +343,11 @@ func (p *Protocol) passiveOpen(l *Listener, local, remote netip.AddrPort, mtu in
 	if err != nil {
 		return nil, err
 	}
+	if l != nil {
+		l.mu.Lock() // after c.mu, as Listener.ready
+		c.maxSeg = l.maxSeg
+		l.mu.Unlock()
+	}
 	c.setRoute(mtu)
 	c.initRecv(irs)
 	c.negotiate(opts)
@@ -367,10 +382,16 @@ func (c *Conn) sendSYN() {
 		}
 		o.SACKPermitted = !c.p.cfg.NoSACK
 	}
+	n := 0
+	if c.state == StateSynSent {
+		if n = c.synFastOpen(&o); n > 0 {
+			c.sndNxt, c.sndMax = c.iss+1+uint32(n), c.iss+1+uint32(n)
+		}
+	}
 	if c.retries == 0 && !c.rttOn {
 		c.rttOn, c.rttSeq, c.rttStart = true, c.iss, c.now()
 	}
-	c.emit(c.iss, flags, 0, &o)
+	c.emit(c.iss, flags, n, &o)
 }
 
 // tsOptLen is the space the timestamps option takes in every segment (RFC 7323 §3.2,
@@ -695,12 +716,16 @@ func (c *Conn) writable() (wait bool, err error) {
 }
 
 // Write queues b for sending, blocking while the send buffer is full.
-func (c *Conn) Write(b []byte) (int, error) {
+func (c *Conn) Write(b []byte) (int, error) { return c.write(b, false) }
+
+// write is Write, with MSG_MORE's cork for this write when more (cork.go).
+func (c *Conn) write(b []byte, more bool) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nowOK = false
+	c.more = more
 	n := 0
 	waited := false
 	for {
@@ -834,8 +859,9 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
-// CloseRead ends reading (shutdown(SHUT_RD)): Read returns io.EOF; data that arrives later
-// is acknowledged and dropped.
+// CloseRead ends reading (shutdown(SHUT_RD)) as Linux does: Read returns what is queued,
+// then io.EOF instead of waiting; data that arrives later is still acknowledged and
+// queued, and no window update is sent for the shutdown.
 func (c *Conn) CloseRead() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -847,8 +873,6 @@ func (c *Conn) CloseRead() error {
 		return syscall.ENOTCONN
 	}
 	c.rdShut = true
-	c.rcvBuf.consume(c.rcvBuf.n)
-	c.windowUpdate()
 	c.cond.Broadcast()
 	return nil
 }
@@ -977,7 +1001,10 @@ func (c *Conn) SetNoDelay(on bool) error {
 	return c.setOpt(func() {
 		c.nodelay = on
 		if on {
+			// As Linux, TCP_NODELAY pushes what is queued once, through a cork too.
+			c.pushOnce = true
 			c.output()
+			c.pushOnce = false
 		}
 	})
 }

@@ -31,8 +31,8 @@ const (
 // Cubic is RFC 9438 CUBIC congestion control with RFC 9406 HyStart++ for the initial slow
 // start. Windows are kept in bytes; the cubic function works in segments and seconds, as
 // the RFC writes it. Loss recovery itself (retransmissions, the window inflation of RFC
-// 5681 §3.2 during fast recovery and RFC 6582's partial ACKs) is the connection's
-// (recovery.go); CUBIC decides the reduction (β = 0.7) and the growth.
+// 5681 §3.2 during fast recovery and RFC 6582's partial ACKs) is the connection's;
+// CUBIC decides the reduction (β = 0.7) and the growth.
 type Cubic struct {
 	clk      clock.Clock
 	mss      int

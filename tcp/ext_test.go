@@ -170,8 +170,8 @@ func TestScriptRTTFromTimestamps(t *testing.T) {
 	first := ep.next()
 	// Lost: the retransmission timer resends it, and Karn's rule leaves the RTT timer
 	// without a sample; the echoed timestamp still gives one (RFC 7323 §4).
-	ep.clk.Advance(200 * time.Millisecond)
-	r := ep.expect(want{Seq: is(first.Seq())}) // the retransmission
+	ep.clk.Advance(200*time.Millisecond + time.Microsecond) // the RTO: SRTT (1 µs) + 200 ms
+	r := ep.expect(want{Seq: is(first.Seq())})              // the retransmission
 	before := ep.c.Info().RTT
 	ep.clk.Advance(80 * time.Millisecond)
 	ep.tsecr = opts(t, r).TSVal

@@ -101,9 +101,15 @@ func (c *Conn) inputSynSent(s *segment) {
 		c.rttOn = false
 		c.rttSample(c.now().Sub(c.rttStart))
 	}
+	pending := c.synAckFastOpen(s)
 	c.establish()
 	c.disarm()
-	c.sendAck()
+	if pending {
+		c.output() // the data of a Fast Open SYN the server did not take, with our ACK
+	}
+	if !pending || c.ackPending > 0 || c.lastAckSent != c.rcvNxt {
+		c.sendAck()
+	}
 	c.cond.Broadcast()
 }
 

@@ -30,6 +30,7 @@ type Listener struct {
 	// sent a SYN cookie: cookie ACKs are checked only soon after (SynCookiesOnOverflow).
 	lastOverflow atomic.Uint32
 	foQlen       int // TCP_FASTOPEN's queue length; 0: Fast Open off (fastopen.go)
+	maxSeg       int // TCP_MAXSEG for the connections accepted (SetMaxSeg)
 }
 
 // defaultMaxSynBacklog is tcp_max_syn_backlog's default here: half-open connections per
@@ -83,7 +84,7 @@ func (p *Protocol) SynQueueLen() (n, peak int) {
 // somaxconn). The backlog bounds both the SYN queue (half-open connections, which also
 // count against the stack's Config.MaxSynBacklog) and the accept queue; a SYN that finds
 // the SYN queue full is answered with a SYN cookie unless Config.SynCookies is
-// SynCookiesNever (syncookie.go). Errors: EADDRINUSE, EADDRNOTAVAIL (not a local address), EACCES.
+// SynCookiesNever. Errors: EADDRINUSE, EADDRNOTAVAIL (not a local address), EACCES.
 func (p *Protocol) Listen(local netip.AddrPort, backlog int, opts ports.BindOptions) (*Listener, error) {
 	if p.isClosed() {
 		return nil, syscall.ENETDOWN

@@ -89,12 +89,15 @@ func (c *Conn) ReadNonblock(b []byte, peek bool) (int, error) {
 
 // WriteNonblock is Write for a non-blocking socket: it queues what fits in the send buffer
 // now and returns syscall.EAGAIN if nothing does (or the handshake is still under way).
-func (c *Conn) WriteNonblock(b []byte) (int, error) {
+func (c *Conn) WriteNonblock(b []byte) (int, error) { return c.writeNonblock(b, false) }
+
+func (c *Conn) writeNonblock(b []byte, more bool) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nowOK = false
+	c.more = more
 	if wait, err := c.writable(); err != nil {
 		if c.state == StateClosed && !c.active && err == syscall.EPIPE {
 			return 0, syscall.ENOTCONN
@@ -163,4 +166,26 @@ func (c *Conn) TakeError() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.takeErr()
+}
+
+// SetMaxSeg sets TCP_MAXSEG before the connection opens: the MSS we announce, and the
+// largest segment we send, are at most n (88 to 32767 bytes, as Linux takes; 0 removes
+// the limit). Once the connection is open it has no effect, as on Linux.
+func (c *Conn) SetMaxSeg(n int) error {
+	if n != 0 && (n < 88 || n > 32767) {
+		return syscall.EINVAL
+	}
+	return c.setOpt(func() { c.maxSeg = n })
+}
+
+// SetMaxSeg is TCP_MAXSEG on a listener: the connections it accepts announce and send at
+// most n bytes per segment.
+func (l *Listener) SetMaxSeg(n int) error {
+	if n != 0 && (n < 88 || n > 32767) {
+		return syscall.EINVAL
+	}
+	l.mu.Lock()
+	l.maxSeg = n
+	l.mu.Unlock()
+	return nil
 }

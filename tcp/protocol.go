@@ -105,7 +105,8 @@ type Config struct {
 	// some 47 MiB and allows 16384 active closes per TimeWait (273 per second at 60 s)
 	// before TIME-WAIT is skipped. Negative holds none: every connection skips TIME-WAIT.
 	MaxTimeWait int
-	// SynCookies and MaxSynBacklog: SYN flood defences (see syncookie.go, listener.go).
+	// SynCookies and MaxSynBacklog: SYN flood defences (when SYN cookies are sent; how
+	// many half-open connections all listeners hold together).
 	SynCookies    SynCookieMode
 	MaxSynBacklog int
 	// FastOpen is tcp_fastopen: the FastOpen* bits (fastopen.go). Zero means Linux's
@@ -190,8 +191,8 @@ type Stats struct {
 	// retransmission timeouts (RFC 6298).
 	PAWSDrops, OFODrops, DSACKsRcvd, TLPs, PMTUUpdates *atomic.Uint64
 	SACKRecoveries, RACKLost, Timeouts                 *atomic.Uint64
-	// SynFinDrops: segments with both SYN and FIN, dropped unanswered (protocol.go's
-	// parse). TimeWaitOverflows: connections closed at once instead of entering
+	// SynFinDrops: segments with both SYN and FIN, dropped unanswered.
+	// TimeWaitOverflows: connections closed at once instead of entering
 	// TIME-WAIT because Config.MaxTimeWait were already held (Linux's "time wait bucket
 	// table overflow").
 	SynFinDrops, TimeWaitOverflows *atomic.Uint64
@@ -199,7 +200,7 @@ type Stats struct {
 	// FastOpenPassiveFail: Fast Open SYNs with a wrong cookie (fastopen.go).
 	FastOpenPassive, FastOpenPassiveFail *atomic.Uint64
 
-	ListenStats // listener.go: SYN queue and SYN cookie counters
+	ListenStats // SYN queue and SYN cookie counters
 }
 
 // newStats registers every counter with reg, in the kernel's order: the "Tcp:" line of
@@ -258,9 +259,10 @@ type Protocol struct {
 	mgr    *ports.Manager
 	secret [16]byte
 
-	mu     sync.Mutex
-	socks  map[any]struct{} // every live *Conn and *Listener, for Sockets and leak checks
-	closed bool
+	mu      sync.Mutex
+	socks   map[any]struct{} // every live *Conn and *Listener, for Sockets and leak checks
+	closed  bool
+	foCache map[netip.Addr]foEntry // Fast Open cookies by server (fastopen_client.go)
 
 	bufs  sync.Pool // *[]byte scratch for building segments, room for the largest
 	small sync.Pool // *[]byte scratch for segments up to smallScratch bytes

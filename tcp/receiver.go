@@ -128,8 +128,9 @@ func (c *Conn) rcvAutotune(n int) {
 	}
 }
 
-// windowUpdate sends an ACK when reading opened the window a lot: from (almost) zero to
-// at least an MSS, or to twice what was offered (as Linux's tcp_cleanup_rbuf).
+// windowUpdate sends an ACK when reading opened the window a lot: at least an MSS more,
+// doubling a window that had shrunk to half of the last one advertised (as Linux's
+// tcp_cleanup_rbuf).
 func (c *Conn) windowUpdate() {
 	if !c.state.receiving() {
 		return
@@ -137,7 +138,11 @@ func (c *Conn) windowUpdate() {
 	cur := int(c.rcvWnd())
 	free := c.rcvBufMax - c.rcvBuf.n
 	step := min(c.rcvBufMax/2, c.mss)
-	if free-cur >= step && (cur < step || free >= 2*cur) {
+	// As Linux's tcp_cleanup_rbuf: only when the window left is at most half of the one
+	// last advertised, and the update at least doubles it. A read that frees a little of
+	// a window the peer is far from filling sends nothing; the next ACK carries it.
+	last := int(c.rcvAdv - c.lastAckSent)
+	if free-cur >= step && free >= 2*cur && 2*cur <= last {
 		c.sendAck()
 	}
 }
@@ -258,9 +263,6 @@ func (c *Conn) receive(s *segment) {
 			c.addOOO(seq, seq+uint32(len(data)))
 			c.syncOOO()
 			c.ackNow = true // RFC 5681 §4.2: out of order, a duplicate ACK at once
-		}
-		if c.rdShut {
-			c.rcvBuf.consume(c.rcvBuf.n)
 		}
 		c.cond.Broadcast()
 	}

@@ -254,12 +254,13 @@ func TestScriptChallengeACKRateLimit(t *testing.T) {
 
 func TestScriptRetransmissionBackoff(t *testing.T) {
 	sc := dialScript(t, Config{Retries: 4}, nil, 65535)
-	// The handshake took no time on the manual clock: RTO = max(srtt+4*rttvar, 200ms).
+	// The handshake took no time on the manual clock (an RTT sample of 1 µs):
+	// RTO = SRTT + max(4·RTTVAR, 200 ms), as Linux.
 	if _, err := sc.c.Write([]byte("data")); err != nil {
 		t.Fatal(err)
 	}
 	first := sc.expect(want{Seq: is(sc.sndNxt), Payload: is("data")})
-	rto := 200 * time.Millisecond
+	rto := 200*time.Millisecond + time.Microsecond
 	for i := 0; i < 4; i++ {
 		sc.clk.Advance(rto - time.Millisecond)
 		sc.none()
@@ -306,7 +307,7 @@ func TestScriptZeroWindowProbe(t *testing.T) {
 		t.Fatalf("timer %q, want persist", si.Timer)
 	}
 	// Probes carry one byte of new data and back off: 200 ms, 400 ms, 800 ms.
-	interval := 200 * time.Millisecond
+	interval := 200*time.Millisecond + time.Microsecond // the RTO: SRTT (1 µs) + 200 ms
 	for i := 0; i < 3; i++ {
 		sc.clk.Advance(interval - time.Millisecond)
 		sc.none()
@@ -699,8 +700,8 @@ func TestScriptSenderSWS(t *testing.T) {
 		t.Fatalf("timer %q, want the override (persist) timer", si.Timer)
 	}
 	// The override timer sends what fits; then the retransmission timer runs, not probes.
-	sc.clk.Advance(200 * time.Millisecond)
-	sc.expect(want{Seq: is(sc.sndNxt), Len: is(200)}) // what fits, on the override
+	sc.clk.Advance(200*time.Millisecond + time.Microsecond) // the RTO: SRTT (1 µs) + 200 ms
+	sc.expect(want{Seq: is(sc.sndNxt), Len: is(200)})       // what fits, on the override
 	if si := sc.c.Info(); si.Timer != "on" {
 		t.Fatalf("timer %q after the override, want the retransmission timer", si.Timer)
 	}

@@ -29,7 +29,11 @@ type sender struct {
 	gsoMax                      int    // largest super-segment the route takes (transport.GSONetwork); 0: none
 	segPay                      int    // payload per segment of the super-segment being built
 	burstEnd                    bool   // the segment being built ends output's burst (PSH)
-	advMSS                      int    // the MSS we announce: route MTU minus headers
+	// cork.go: TCP_CORK, the last write's MSG_MORE, a one-time push through either
+	// (TCP_NODELAY set while corked).
+	cork, more, pushOnce bool
+	probePush            bool // onPersist's send: PSH as Linux's tcp_write_wakeup
+	advMSS               int  // the MSS we announce: route MTU minus headers
 	// Path MTU discovery (conn.go's icmpError): the MSS as negotiated, and when an ICMP
 	// error last lowered mss below it (zero: not lowered).
 	mssNeg int
@@ -162,7 +166,7 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 	// PSH (RFC 9293 §3.9.1 SEND): on the segment that empties the send queue, and, as
 	// Linux marks it, on the last segment of each burst of new data (its TSO burst: the
 	// skb split off the write queue keeps PSH on its tail, tso_fragment).
-	if n > 0 && (off+n == c.sndBuf.n || (c.burstEnd && seq == c.sndMax)) {
+	if n > 0 && ((c.probePush && off+n == c.sndBuf.n) || (!c.more && (off+n == c.sndBuf.n || (c.burstEnd && seq == c.sndMax)))) {
 		flags |= wire.TCPFlagPSH
 	}
 	used := n
@@ -246,6 +250,12 @@ func (c *Conn) output() {
 			}
 			if n < c.mss && n == pending && !c.nodelay && inFlight > 0 {
 				break // Nagle (RFC 9293 §3.7.4)
+			}
+			if (c.cork || c.more) && !c.pushOnce && !c.finQueued && n == pending {
+				if n < c.mss {
+					break // TCP_CORK / MSG_MORE (cork.go): only full segments until uncorked
+				}
+				n -= n % c.mss // a super-segment's partial tail waits too
 			}
 		}
 		// The burst ends here unless the windows leave room for another full segment of

@@ -145,6 +145,9 @@ func (c *Conn) onRetransmit() {
 		if !c.active {
 			limit = c.p.cfg.SynAckRetries
 		}
+		if c.synRetries > 0 {
+			limit = c.synRetries
+		}
 		if c.retries >= limit {
 			c.fail(syscall.ETIMEDOUT)
 			return
@@ -204,7 +207,11 @@ func (c *Conn) onPersist() {
 	inFlight := int(c.sndNxt - c.sndUna)
 	usable := min(int(c.sndWnd), c.cc.Window()) - inFlight
 	if usable > 0 {
+		// What the window takes, marked PSH as Linux's tcp_write_wakeup marks it (corked
+		// or MSG_MORE data included).
+		c.probePush = true
 		c.sndNxt += uint32(c.sendData(c.sndNxt, min(usable, c.mss)))
+		c.probePush = false
 	} else {
 		used := c.sendData(c.sndUna, 1)
 		if seqLT(c.sndNxt, c.sndUna+uint32(used)) {
@@ -289,5 +296,11 @@ func (c *Conn) computedRTO() time.Duration {
 	if c.srtt == 0 {
 		return c.p.cfg.InitialRTO
 	}
-	return min(max(c.srtt+max(time.Millisecond, 4*c.rttvar), c.p.cfg.MinRTO), c.p.cfg.MaxRTO)
+	// RFC 6298 §2.3 says RTO = SRTT + max(G, 4·RTTVAR), then at least 1 s (§2.4; MinRTO
+	// here). Linux floors the variance term instead, RTO = SRTT + max(4·RTTVAR, rto_min)
+	// (tcp_set_rto: rttvar_us is kept at least tcp_rto_min), which is never below the RFC's
+	// with the same floor and keeps an RTO margin over SRTT on long paths: berth does as
+	// Linux, so that its timers fire when the kernel's do (tcp/user_timeout/*.pkt,
+	// tcp/sack/*.pkt time retransmissions to it).
+	return min(c.srtt+max(4*c.rttvar, c.p.cfg.MinRTO), c.p.cfg.MaxRTO)
 }

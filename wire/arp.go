@@ -45,18 +45,27 @@ func ParseARP(b []byte) (ARP, error) {
 	return ARP(b[:ARPLen]), nil
 }
 
-func (a ARP) Op() uint16           { return binary.BigEndian.Uint16(a[6:]) }
-func (a ARP) SenderMAC() MAC       { return MAC(a[8:14]) }
+// Op is the operation: ARPRequest or ARPReply.
+func (a ARP) Op() uint16 { return binary.BigEndian.Uint16(a[6:]) }
+
+// SenderMAC is the sender's hardware address (ar$sha).
+func (a ARP) SenderMAC() MAC { return MAC(a[8:14]) }
+
+// SenderIP is the sender's protocol address (ar$spa); 0.0.0.0 in an RFC 5227 probe.
 func (a ARP) SenderIP() netip.Addr { return netip.AddrFrom4([4]byte(a[14:18])) }
-func (a ARP) TargetMAC() MAC       { return MAC(a[18:24]) }
+
+// TargetMAC is the target's hardware address (ar$tha); zero or ignored in a request.
+func (a ARP) TargetMAC() MAC { return MAC(a[18:24]) }
+
+// TargetIP is the target's protocol address (ar$tpa): whose MAC a request asks for.
 func (a ARP) TargetIP() netip.Addr { return netip.AddrFrom4([4]byte(a[24:28])) }
 
 // ARPFields describes an ARP packet for IPv4 over Ethernet, for Encode. A request's
 // TargetMAC is zero; an RFC 5227 probe has a zero SenderIP; an announcement (gratuitous
 // ARP) has SenderIP == TargetIP.
 type ARPFields struct {
-	Op                   uint16
-	SenderMAC, TargetMAC MAC
+	Op                   uint16     // ARPRequest or ARPReply
+	SenderMAC, TargetMAC MAC        // ar$sha and ar$tha
 	SenderIP, TargetIP   netip.Addr // IPv4; the zero Addr is written as 0.0.0.0
 }
 

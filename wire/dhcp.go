@@ -114,17 +114,40 @@ func dhcpOption(o []byte, code uint8) (data []byte, found, bad bool) {
 	return nil, false, false
 }
 
-func (m DHCP) Op() uint8            { return m[0] }
-func (m DHCP) HType() uint8         { return m[1] }
-func (m DHCP) HLen() uint8          { return m[2] }
-func (m DHCP) XID() uint32          { return binary.BigEndian.Uint32(m[4:]) }
-func (m DHCP) Secs() uint16         { return binary.BigEndian.Uint16(m[8:]) }
-func (m DHCP) Flags() uint16        { return binary.BigEndian.Uint16(m[10:]) }
-func (m DHCP) CIAddr() netip.Addr   { return netip.AddrFrom4([4]byte(m[12:16])) }
-func (m DHCP) YIAddr() netip.Addr   { return netip.AddrFrom4([4]byte(m[16:20])) }
-func (m DHCP) SIAddr() netip.Addr   { return netip.AddrFrom4([4]byte(m[20:24])) }
-func (m DHCP) GIAddr() netip.Addr   { return netip.AddrFrom4([4]byte(m[24:28])) }
-func (m DHCP) CHAddr() []byte       { return m[28 : 28+int(m[2])] }
+// Op is BOOTPRequest or BOOTPReply (RFC 2131 §2, field op).
+func (m DHCP) Op() uint8 { return m[0] }
+
+// HType is the hardware address type (1: Ethernet).
+func (m DHCP) HType() uint8 { return m[1] }
+
+// HLen is the hardware address length (6 for Ethernet), at most 16.
+func (m DHCP) HLen() uint8 { return m[2] }
+
+// XID is the transaction ID the client chose.
+func (m DHCP) XID() uint32 { return binary.BigEndian.Uint32(m[4:]) }
+
+// Secs is the seconds since the client began.
+func (m DHCP) Secs() uint16 { return binary.BigEndian.Uint16(m[8:]) }
+
+// Flags holds DHCPFlagBroadcast.
+func (m DHCP) Flags() uint16 { return binary.BigEndian.Uint16(m[10:]) }
+
+// CIAddr is the client's address when it has one (BOUND, RENEWING, REBINDING, INFORM).
+func (m DHCP) CIAddr() netip.Addr { return netip.AddrFrom4([4]byte(m[12:16])) }
+
+// YIAddr is "your" address: the one a server offers or assigns.
+func (m DHCP) YIAddr() netip.Addr { return netip.AddrFrom4([4]byte(m[16:20])) }
+
+// SIAddr is the next server's address (BOOTP's boot server).
+func (m DHCP) SIAddr() netip.Addr { return netip.AddrFrom4([4]byte(m[20:24])) }
+
+// GIAddr is the relay agent's address; 0.0.0.0 when the client is on the server's link.
+func (m DHCP) GIAddr() netip.Addr { return netip.AddrFrom4([4]byte(m[24:28])) }
+
+// CHAddr is the client's hardware address, HLen bytes.
+func (m DHCP) CHAddr() []byte { return m[28 : 28+int(m[2])] }
+
+// ClientMAC is the first 6 bytes of chaddr: the client's MAC on Ethernet.
 func (m DHCP) ClientMAC() (mac MAC) { copy(mac[:], m[28:34]); return mac }
 
 // Option returns the data of the first option code, and whether it is present.
@@ -155,11 +178,11 @@ func (m DHCP) OptionAddr(code uint8) netip.Addr {
 
 // DHCPFields describes a DHCP message's fixed part, for Encode.
 type DHCPFields struct {
-	Op                             uint8
-	XID                            uint32
-	Flags                          uint16
-	CIAddr, YIAddr, SIAddr, GIAddr netip.Addr
-	CHAddr                         MAC // htype 1 (Ethernet), hlen 6
+	Op                             uint8      // BOOTPRequest or BOOTPReply
+	XID                            uint32     // transaction ID
+	Flags                          uint16     // DHCPFlagBroadcast
+	CIAddr, YIAddr, SIAddr, GIAddr netip.Addr // client, your, server, relay addresses
+	CHAddr                         MAC        // htype 1 (Ethernet), hlen 6
 }
 
 // Encode writes the fixed part and the magic cookie into b[:240], with sname and file

@@ -68,15 +68,22 @@ func ParseEthernet(b []byte) (Ethernet, error) {
 	return Ethernet(b), nil
 }
 
-func (f Ethernet) Dst() MAC          { return MAC(f[0:6]) }
-func (f Ethernet) Src() MAC          { return MAC(f[6:12]) }
+// Dst is the destination MAC.
+func (f Ethernet) Dst() MAC { return MAC(f[0:6]) }
+
+// Src is the source MAC.
+func (f Ethernet) Src() MAC { return MAC(f[6:12]) }
+
+// EtherType is the payload's protocol (EtherTypeIPv4, ...).
 func (f Ethernet) EtherType() uint16 { return binary.BigEndian.Uint16(f[12:]) }
-func (f Ethernet) Payload() []byte   { return f[EthernetHeaderLen:] }
+
+// Payload is everything after the header, padding included.
+func (f Ethernet) Payload() []byte { return f[EthernetHeaderLen:] }
 
 // EthernetFields describes an Ethernet II header, for Encode.
 type EthernetFields struct {
-	Dst, Src  MAC
-	EtherType uint16
+	Dst, Src  MAC    // destination and source addresses
+	EtherType uint16 // EtherTypeIPv4, EtherTypeIPv6, EtherTypeARP
 }
 
 // Encode writes the 14-byte header into b[:14].

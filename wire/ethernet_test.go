@@ -234,3 +234,23 @@ func BenchmarkParseNDP(b *testing.B) {
 		sink += int(mac[5])
 	}
 }
+
+func FuzzDHCPv6(f *testing.F) {
+	b := make([]byte, 64)
+	n := wire.PutDHCPv6Header(b, wire.DHCPv6InformationRequest, 0x123456)
+	n += wire.PutDHCPv6Option(b[n:], wire.DHCPv6OptClientID, []byte{0, 3, 0, 1, 2, 0, 0, 0, 0, 1})
+	n += wire.PutDHCPv6Option(b[n:], wire.DHCPv6OptORO, []byte{0, 23})
+	f.Add(b[:n])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := wire.ParseDHCPv6(b)
+		if rejected(t, err) {
+			return
+		}
+		_, _ = m.MsgType(), m.XID()
+		for _, code := range []uint16{0, 1, 2, 3, 6, 23, 24, 0xffff} {
+			if v, ok := m.Option(code); ok && len(v) > len(m)-8 {
+				t.Fatalf("option %d of %d bytes in a %d-byte message", code, len(v), len(m))
+			}
+		}
+	})
+}

@@ -257,8 +257,8 @@ func UnrecognizedIPv6Option(hdr []byte) (action uint8, at int) {
 
 // ICMPv6CodeIncompleteChain is the Parameter Problem code for a first fragment that does
 // not hold the whole header chain through the upper-layer header (RFC 7112 §5, RFC 8200
-// §4.5); the pointer is zero. (Kept with the extension-header code that needs it; the
-// other codes are in icmpv6.go.)
+// §4.5); the pointer is zero. The other Parameter Problem codes are with the ICMPv6
+// constants.
 const ICMPv6CodeIncompleteChain uint8 = 3
 
 // UpperHeaderMin is how many bytes of an upper-layer header of type proto a first fragment

@@ -184,3 +184,29 @@ func TestGopacketDHCP(t *testing.T) {
 		t.Fatalf("wire dhcp %v", err)
 	}
 }
+
+func TestGopacketDHCPv6(t *testing.T) {
+	b := make([]byte, 64)
+	n := wire.PutDHCPv6Header(b, wire.DHCPv6Reply, 0xabcdef)
+	n += wire.PutDHCPv6Option(b[n:], wire.DHCPv6OptServerID, []byte{0, 3, 0, 1, 2, 0, 0, 0, 0, 1})
+	n += wire.PutDHCPv6Option(b[n:], wire.DHCPv6OptDNSServers, netip.MustParseAddr("fd00::3").AsSlice())
+	p := gopacket.NewPacket(b[:n], layers.LayerTypeDHCPv6, gopacket.Default)
+	d, _ := p.Layer(layers.LayerTypeDHCPv6).(*layers.DHCPv6)
+	if d == nil {
+		t.Fatalf("gopacket: %v", p.ErrorLayer())
+	}
+	if d.MsgType != layers.DHCPv6MsgTypeReply || !bytes.Equal(d.TransactionID, []byte{0xab, 0xcd, 0xef}) || len(d.Options) != 2 ||
+		d.Options[0].Code != layers.DHCPv6OptServerID || d.Options[1].Code != layers.DHCPv6OptDNSServers ||
+		!bytes.Equal(d.Options[1].Data, netip.MustParseAddr("fd00::3").AsSlice()) {
+		t.Fatalf("dhcpv6 %+v", d)
+	}
+	g := serialize(t, &layers.DHCPv6{MsgType: layers.DHCPv6MsgTypeInformationRequest, TransactionID: []byte{1, 2, 3},
+		Options: layers.DHCPv6Options{layers.NewDHCPv6Option(layers.DHCPv6OptClientID, []byte{0, 3, 0, 1, 2, 0, 0, 0, 0, 1})}})
+	m, err := wire.ParseDHCPv6(g)
+	if err != nil || m.MsgType() != wire.DHCPv6InformationRequest || m.XID() != 0x010203 {
+		t.Fatalf("wire dhcpv6 %v", err)
+	}
+	if v, ok := m.Option(wire.DHCPv6OptClientID); !ok || len(v) != 10 {
+		t.Fatalf("client id %x %v", v, ok)
+	}
+}

@@ -129,6 +129,7 @@ func ParseNDP(b []byte, src, dst netip.Addr, hopLimit uint8) (NDP, error) {
 	return m, nil
 }
 
+// Type is the ICMPv6 type: ICMPv6RouterSolicitation .. ICMPv6Redirect.
 func (m NDP) Type() uint8 { return m[0] }
 
 // Flags is the byte after the checksum: the R, S and O flags of an NA, the M and O flags
@@ -149,12 +150,23 @@ func (m NDP) Target() netip.Addr {
 	return netip.AddrFrom16([16]byte(m[8:24]))
 }
 
-// RA fields (RFC 4861 §4.2); meaningful only for a router advertisement.
-func (m NDP) CurHopLimit() uint8      { return m[4] }
-func (m NDP) RAFlags() uint8          { return m[5] }
-func (m NDP) RouterLifetime() uint16  { return binary.BigEndian.Uint16(m[6:]) }
-func (m NDP) ReachableTime() uint32   { return binary.BigEndian.Uint32(m[8:]) }
-func (m NDP) RetransTimer() uint32    { return binary.BigEndian.Uint32(m[12:]) }
+// CurHopLimit is an RA's hop limit for hosts to use (0: unspecified; RFC 4861 §4.2).
+// It and the RA accessors below mean something only for a router advertisement.
+func (m NDP) CurHopLimit() uint8 { return m[4] }
+
+// RAFlags is an RA's M and O flags (NDPFlagManaged, NDPFlagOther).
+func (m NDP) RAFlags() uint8 { return m[5] }
+
+// RouterLifetime is an RA's default-router lifetime in seconds (0: not a default router).
+func (m NDP) RouterLifetime() uint16 { return binary.BigEndian.Uint16(m[6:]) }
+
+// ReachableTime is an RA's reachable time in milliseconds (0: unspecified).
+func (m NDP) ReachableTime() uint32 { return binary.BigEndian.Uint32(m[8:]) }
+
+// RetransTimer is an RA's retransmission timer in milliseconds (0: unspecified).
+func (m NDP) RetransTimer() uint32 { return binary.BigEndian.Uint32(m[12:]) }
+
+// OptionBytes is the options after the message's fixed part, walked with Next.
 func (m NDP) OptionBytes() NDPOptions { return NDPOptions(m[ndpFixed(m[0]):]) }
 
 // Option returns the first option of type typ (type, length and body), or nil.
@@ -207,7 +219,7 @@ func SolicitedNode(a netip.Addr) netip.Addr {
 // NDPFields describes the fixed part of an ND message, for Encode. Which fields are
 // written depends on Type.
 type NDPFields struct {
-	Type   uint8
+	Type   uint8      // ICMPv6RouterSolicitation .. ICMPv6Redirect
 	Flags  uint8      // NA: NDPFlagRouter|Solicited|Override; RA: NDPFlagManaged|Other
 	Target netip.Addr // NS, NA
 	// RA (RFC 4861 §4.2).
@@ -250,10 +262,10 @@ func PutNDPLinkAddr(b []byte, typ uint8, mac MAC) int {
 
 // NDPPrefix is a prefix information option (RFC 4861 §4.6.2).
 type NDPPrefix struct {
-	Prefix    netip.Prefix
-	Flags     uint8  // NDPPrefixOnLink, NDPPrefixAutonomy
-	Valid     uint32 // seconds; 0xffffffff: infinity
-	Preferred uint32 // seconds, at most Valid
+	Prefix    netip.Prefix // the prefix and its length (/64 for SLAAC on Ethernet)
+	Flags     uint8        // NDPPrefixOnLink, NDPPrefixAutonomy
+	Valid     uint32       // seconds; 0xffffffff: infinity
+	Preferred uint32       // seconds, at most Valid
 }
 
 // PutNDPPrefix writes p into b and returns 32.

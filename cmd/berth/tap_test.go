@@ -29,7 +29,7 @@ import (
 const tapBulk = 64 << 20
 
 // sumServer serves GET /N (N bytes of services' pattern) and POST /sum (the SHA-256 of
-// the body, in hex) on addr of the host's loopback; it returns the port.
+// the body, in hex, and its length) on addr of the host's loopback; it returns the port.
 func sumServer(t *testing.T, addr string) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", addr)
@@ -39,8 +39,8 @@ func sumServer(t *testing.T, addr string) int {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			h := sha256.New()
-			io.Copy(h, r.Body)
-			fmt.Fprintf(w, "%x\n", h.Sum(nil))
+			n, _ := io.Copy(h, r.Body)
+			fmt.Fprintf(w, "%x %d\n", h.Sum(nil), n)
 			return
 		}
 		var n int64
@@ -304,4 +304,22 @@ curl -sS --max-time 20 -o /dev/null -w "v6 %%{http_code}\n" 'http://[fd00::2]:%d
 			t.Errorf("no %q in the namespace's output:\n%s", want, out)
 		}
 	}
+}
+
+// TestRunUsernsTAP: the rootless mode with --tap (--userns as root): the child opens a
+// TAP device in the user and network namespace, berth adopts it (tun.TAPFromFile), and
+// the TestRunTAP traffic passes.
+func TestRunUsernsTAP(t *testing.T) {
+	needTAPTools(t)
+	e := newRootlessEnv(t)
+	p4, p6 := sumServer(t, "127.0.0.1:0"), sumServer(t, "[::1]:0")
+	up, upSum := uploadFile(t)
+	os.Chmod(filepath.Dir(up), 0o755)
+	cmd := exec.Command(e.bin, "run", "--userns", "--tap", "--control", "none", "--", "sh", "-c", transferScript(p4, p6, up, "berth0"))
+	cmd.Env = e.env
+	code, out, errs := runBin(t, cmd)
+	if code != 0 {
+		t.Fatalf("berth run --userns --tap: exit %d\n%s\n%s", code, out, errs)
+	}
+	checkTransfers(t, out, upSum)
 }

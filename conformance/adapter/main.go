@@ -180,6 +180,31 @@ func pdSendIov(fd C.int, p unsafe.Pointer, cnt C.size_t, flags C.int) C.long {
 	return res(host.Write(int(fd), b, int(flags)))
 }
 
+//export pdSendTo
+func pdSendTo(fd C.int, p unsafe.Pointer, n C.size_t, flags C.int, addr unsafe.Pointer, alen C.socklen_t) C.long {
+	var to netip.AddrPort
+	if addr != nil && alen >= 2 && binary.NativeEndian.Uint16(unsafe.Slice((*byte)(addr), 2)) == syscall.AF_UNSPEC {
+		return res(0, syscall.EOPNOTSUPP)
+	}
+	if addr != nil && alen > 0 {
+		a, e := sockaddr(addr, alen)
+		if e != 0 {
+			return res(0, e)
+		}
+		to = a
+	}
+	return res(host.SendTo(int(fd), bytes(p, n), int(flags), to))
+}
+
+//export pdSendIovTo
+func pdSendIovTo(fd C.int, p unsafe.Pointer, cnt C.size_t, flags C.int, addr unsafe.Pointer, alen C.socklen_t) C.long {
+	var b []byte
+	for _, v := range iovecs(p, cnt) {
+		b = append(b, bytes(v.iov_base, v.iov_len)...)
+	}
+	return pdSendTo(fd, unsafe.Pointer(unsafe.SliceData(b)), C.size_t(len(b)), flags, addr, alen)
+}
+
 //export pdRecvIov
 func pdRecvIov(fd C.int, p unsafe.Pointer, cnt C.size_t, flags C.int) C.long {
 	vs := iovecs(p, cnt)
@@ -198,6 +223,15 @@ func pdRecvIov(fd C.int, p unsafe.Pointer, cnt C.size_t, flags C.int) C.long {
 		rest = rest[k:]
 	}
 	return res(n, 0)
+}
+
+//export pdInq
+func pdInq(fd C.int) C.long {
+	n, ok := host.Inq(int(fd))
+	if !ok {
+		return -1
+	}
+	return C.long(n)
 }
 
 //export pdFcntl

@@ -15,6 +15,10 @@
 #include <stdint.h>
 #include <string.h>
 #include "packetdrill.h"
+
+#ifndef TCP_CM_INQ
+#define TCP_CM_INQ 36
+#endif
 #include "_cgo_export.h"
 
 static long ret(long r) {
@@ -41,18 +45,29 @@ static ssize_t w_recvfrom(void *u, int fd, void *b, size_t n, int f, struct sock
 static ssize_t w_readv(void *u, int fd, const struct iovec *iov, int cnt) { return ret(pdRecvIov(fd, (void *)iov, cnt, 0)); }
 static ssize_t w_recvmsg(void *u, int fd, struct msghdr *m, int f) {
 	long r = pdRecvIov(fd, m->msg_iov, m->msg_iovlen, f);
-	m->msg_controllen = 0;
+	long inq = r >= 0 ? pdInq(fd) : -1;
 	m->msg_flags = 0;
+	if (inq >= 0 && m->msg_control && m->msg_controllen >= CMSG_SPACE(sizeof(int))) {
+		// TCP_INQ: what is left to read, as a control message (Linux's tcp_recvmsg).
+		struct cmsghdr *c = CMSG_FIRSTHDR(m);
+		c->cmsg_level = SOL_TCP;
+		c->cmsg_type = TCP_CM_INQ;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		*(int *)CMSG_DATA(c) = (int)inq;
+		m->msg_controllen = CMSG_SPACE(sizeof(int));
+	} else {
+		m->msg_controllen = 0;
+	}
 	return ret(r);
 }
 static ssize_t w_write(void *u, int fd, const void *b, size_t n) { return ret(pdSend(fd, (void *)b, n, 0)); }
 static ssize_t w_send(void *u, int fd, const void *b, size_t n, int f) { return ret(pdSend(fd, (void *)b, n, f)); }
 static ssize_t w_sendto(void *u, int fd, const void *b, size_t n, int f, const struct sockaddr *a, socklen_t l) {
-	return ret(pdSend(fd, (void *)b, n, f));
+	return ret(pdSendTo(fd, (void *)b, n, f, (void *)a, l));
 }
 static ssize_t w_writev(void *u, int fd, const struct iovec *iov, int cnt) { return ret(pdSendIov(fd, (void *)iov, cnt, 0)); }
 static ssize_t w_sendmsg(void *u, int fd, const struct msghdr *m, int f) {
-	return ret(pdSendIov(fd, m->msg_iov, m->msg_iovlen, f));
+	return ret(pdSendIovTo(fd, m->msg_iov, m->msg_iovlen, f, m->msg_name, m->msg_namelen));
 }
 static int w_fcntl(void *u, int fd, int cmd, ...) {
 	va_list ap;

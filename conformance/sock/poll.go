@@ -38,6 +38,12 @@ func (h *Host) events(fd int) uint32 {
 		return 0
 	}
 	if !opened {
+		s.mu.Lock()
+		deferred := s.deferTo.IsValid()
+		s.mu.Unlock()
+		if deferred {
+			return PollOut | PollWrNorm // TCP_FASTOPEN_CONNECT: the SYN waits for a write
+		}
 		return PollOut | PollWrNorm | PollHup // TCP_CLOSE: no data, writable, hung up
 	}
 	r := c.Readiness()

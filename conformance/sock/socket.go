@@ -3,6 +3,7 @@ package sock
 import (
 	"context"
 	"net/netip"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -21,6 +22,7 @@ const (
 	msgDontwait = 0x40
 	msgWaitall  = 0x100
 	msgMore     = 0x8000
+	msgFastOpen = 0x20000000
 
 	siocInq  = 0x541b // SIOCINQ, FIONREAD
 	siocOutq = 0x5411 // SIOCOUTQ, TIOCOUTQ
@@ -38,7 +40,10 @@ type socket struct {
 	bound    bool
 	bind     ports.BindOptions
 	opened   bool // connect was called or the socket was accepted
-	o        sockOpts
+	// deferTo: connect with TCP_FASTOPEN_CONNECT and a cookie cached returned at once;
+	// the SYN goes out with the first write, to this address.
+	deferTo netip.AddrPort
+	o       sockOpts
 }
 
 // sockOpts are the options a socket keeps for itself (reported by getsockopt, inherited by
@@ -53,6 +58,11 @@ type sockOpts struct {
 	rcvtimeo, sndtimeo time.Duration
 	cc                 string
 	fastOpen           int // TCP_FASTOPEN's queue length on a listener
+	foConnect          bool
+	inq                bool // TCP_INQ
+	cork               bool // TCP_CORK
+	maxSeg             int  // TCP_MAXSEG
+	synCnt             int
 }
 
 func (s *socket) close(h *Host) syscall.Errno {
@@ -144,6 +154,9 @@ func (h *Host) Listen(fd, backlog int) syscall.Errno {
 	if s.o.fastOpen > 0 {
 		ln.SetFastOpen(s.o.fastOpen)
 	}
+	if s.o.maxSeg > 0 {
+		ln.SetMaxSeg(s.o.maxSeg)
+	}
 	s.ln = ln
 	return 0
 }
@@ -204,6 +217,9 @@ func (s *socket) apply() {
 	if s.o.cc != "" {
 		c.SetCongestionControl(s.o.cc)
 	}
+	if s.o.maxSeg > 0 {
+		c.SetMaxSeg(s.o.maxSeg)
+	}
 }
 
 // deadline returns when a blocking call with timeout d (SO_RCVTIMEO, SO_SNDTIMEO; 0 is
@@ -238,14 +254,32 @@ func (h *Host) Connect(fd int, remote netip.AddrPort) syscall.Errno {
 		local = netip.AddrPort{}
 	}
 	first := !s.opened
+	if first && s.deferTo.IsValid() {
+		s.mu.Unlock()
+		return syscall.EISCONN
+	}
+	if first && s.o.foConnect && h.tcp.HasFastOpenCookie(remote.Addr()) {
+		// Linux's TCP_FASTOPEN_CONNECT: with a cookie, connect succeeds at once and the
+		// SYN carries the first write.
+		s.deferTo = remote
+		s.mu.Unlock()
+		return 0
+	}
 	if first {
 		s.apply()
 	}
 	s.opened = true
 	o := s.o
+	foConnect := s.o.foConnect
 	s.mu.Unlock()
 	if first {
-		if err := c.Connect(context.Background(), local, remote, tcp.DialOptions{Bind: bo}, false); err != nil {
+		var err error
+		if foConnect {
+			_, err = c.ConnectData(context.Background(), local, remote, tcp.DialOptions{Bind: bo}, nil, false)
+		} else {
+			err = c.Connect(context.Background(), local, remote, tcp.DialOptions{Bind: bo}, false)
+		}
+		if err != nil {
 			return errno(err)
 		}
 		if nonblock {
@@ -289,7 +323,11 @@ func (h *Host) Read(fd int, b []byte, flags int) (int, syscall.Errno) {
 	}
 	s.mu.Lock()
 	c, nonblock, opened, o := s.conn, s.nonblock || flags&msgDontwait != 0, s.opened, s.o
+	deferred := s.deferTo.IsValid()
 	s.mu.Unlock()
+	if deferred {
+		return -1, syscall.EAGAIN // TCP_FASTOPEN_CONNECT: "connected", nothing to read yet
+	}
 	if !opened || c == nil {
 		return -1, syscall.ENOTCONN
 	}
@@ -320,9 +358,113 @@ func (h *Host) Read(fd int, b []byte, flags int) (int, syscall.Errno) {
 	}
 }
 
+// SendTo is sendto(2): Write, but with MSG_FASTOPEN (or after a TCP_FASTOPEN_CONNECT
+// connect) on a socket not yet opened it opens it with the data in the SYN.
+func (h *Host) SendTo(fd int, b []byte, flags int, to netip.AddrPort) (int, syscall.Errno) {
+	s, e := h.sock(fd)
+	if e != 0 {
+		return -1, e
+	}
+	s.mu.Lock()
+	opened, deferTo := s.opened, s.deferTo
+	s.mu.Unlock()
+	switch {
+	case !opened && deferTo.IsValid():
+		return h.fastOpen(s, deferTo, b, flags)
+	case opened && flags&msgFastOpen != 0 && s.conn.Readiness().Opening:
+		return -1, syscall.EALREADY // a second Fast Open sendto while the first connects
+	case !opened && flags&msgFastOpen != 0:
+		if !h.fastOpenClient() {
+			return -1, syscall.EOPNOTSUPP
+		}
+		if !to.IsValid() {
+			return -1, syscall.EDESTADDRREQ
+		}
+		if a := to.Addr(); a.Unmap().IsUnspecified() || (!a.Is4() && !a.Is6()) {
+			return -1, syscall.EOPNOTSUPP
+		}
+		return h.fastOpen(s, to, b, flags)
+	}
+	return h.Write(fd, b, flags&^msgFastOpen)
+}
+
+// fastOpenClient reports whether tcp_fastopen enables the client now: scripts turn it off
+// and on as they go.
+func (h *Host) fastOpenClient() bool {
+	v, ok := h.cfg.Sysctl("ipv4/tcp_fastopen")
+	if !ok {
+		return true
+	}
+	n, err := strconv.Atoi(v)
+	return err != nil || n&tcp.FastOpenClient != 0
+}
+
+// fastOpen opens s with Fast Open, data b in the SYN as far as a cookie allows.
+func (h *Host) fastOpen(s *socket, to netip.AddrPort, b []byte, flags int) (int, syscall.Errno) {
+	h.enter()
+	defer h.leave()
+	s.mu.Lock()
+	c, nonblock, local, bo := s.conn, s.nonblock || flags&msgDontwait != 0, s.local, s.bind
+	if !s.bound {
+		local = netip.AddrPort{}
+	}
+	s.apply()
+	s.opened, s.deferTo = true, netip.AddrPort{}
+	o := s.o
+	s.mu.Unlock()
+	n, err := c.ConnectData(context.Background(), local, to, tcp.DialOptions{Bind: bo}, b, false)
+	if err != nil {
+		return -1, errno(err)
+	}
+	if nonblock {
+		if n == 0 && len(b) > 0 || n == 0 && len(b) == 0 {
+			return -1, syscall.EINPROGRESS
+		}
+		return n, 0
+	}
+	deadline := h.deadline(o.sndtimeo)
+	for {
+		gen := h.generation()
+		r := c.Readiness()
+		if r.Err {
+			return -1, errno(c.TakeError())
+		}
+		if r.Opened || !r.Opening {
+			break
+		}
+		if h.expired(deadline) {
+			return -1, syscall.EAGAIN
+		}
+		h.wait(gen)
+	}
+	for n < len(b) {
+		gen := h.generation()
+		k, err := c.WriteNonblock(b[n:])
+		n += k
+		if err != nil && err != syscall.EAGAIN {
+			if n > 0 {
+				return n, 0
+			}
+			return -1, errno(err)
+		}
+		if k == 0 {
+			h.wait(gen)
+		}
+	}
+	return n, 0
+}
+
 // Write is send(2) with flags (write(2) has none). A blocking write returns once every
 // byte is queued, as Linux's does.
 func (h *Host) Write(fd int, b []byte, flags int) (int, syscall.Errno) {
+	if s, e := h.sock(fd); e == 0 {
+		s.mu.Lock()
+		deferTo, opened := s.deferTo, s.opened
+		s.mu.Unlock()
+		if !opened && deferTo.IsValid() {
+			return h.fastOpen(s, deferTo, b, flags)
+		}
+	}
 	h.enter()
 	defer h.leave()
 	s, e := h.sock(fd)
@@ -339,7 +481,7 @@ func (h *Host) Write(fd int, b []byte, flags int) (int, syscall.Errno) {
 	total := 0
 	for {
 		gen := h.generation()
-		n, err := c.WriteNonblock(b[total:])
+		n, err := c.WriteNonblockMore(b[total:], flags&msgMore != 0)
 		total += n
 		if err == nil && total == len(b) {
 			return total, 0
@@ -360,6 +502,26 @@ func (h *Host) Write(fd int, b []byte, flags int) (int, syscall.Errno) {
 			h.wait(gen)
 		}
 	}
+}
+
+// Inq reports, for a socket with TCP_INQ on, what is left to read after a recvmsg (1 at
+// EOF with nothing left, as Linux's tcp_inq_hint).
+func (h *Host) Inq(fd int) (int, bool) {
+	s, e := h.sock(fd)
+	if e != 0 {
+		return 0, false
+	}
+	s.mu.Lock()
+	c, on := s.conn, s.o.inq
+	s.mu.Unlock()
+	if !on || c == nil {
+		return 0, false
+	}
+	r := c.Readiness()
+	if r.RecvQueued == 0 && r.RdHup {
+		return 1, true
+	}
+	return r.RecvQueued, true
 }
 
 // Shutdown is shutdown(2).

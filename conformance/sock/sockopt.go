@@ -32,14 +32,18 @@ const (
 
 	tcpNodelay   = 1
 	tcpMaxseg    = 2
+	tcpCork      = 3
 	tcpKeepIdle  = 4
 	tcpKeepIntvl = 5
 	tcpKeepCnt   = 6
+	tcpSynCnt    = 7
 	tcpInfo      = 11
 	tcpQuickAck  = 12
 	tcpCongest   = 13
 	tcpFastOpen  = 23
 	tcpCCInfo    = 26
+	tcpFOConnect = 30
+	tcpInq       = 36
 	soMeminfo    = 55
 
 	ipv6V6Only = 26
@@ -177,6 +181,34 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 			if s.ln != nil {
 				s.ln.SetFastOpen(v)
 			}
+		case tcpCork:
+			s.o.cork = v != 0
+			return s.setConn(func(c *tcp.Conn) error { return c.SetCork(v != 0) })
+		case tcpInq:
+			s.o.inq = v != 0
+		case tcpMaxseg:
+			if v < 88 || v > 32767 {
+				return syscall.EINVAL
+			}
+			s.o.maxSeg = v
+			if s.ln != nil {
+				return errno(s.ln.SetMaxSeg(v))
+			}
+			return s.setConn(func(c *tcp.Conn) error { return c.SetMaxSeg(v) })
+		case tcpSynCnt:
+			if v < 1 || v > 127 {
+				return syscall.EINVAL
+			}
+			s.o.synCnt = v
+			return s.setConn(func(c *tcp.Conn) error { return c.SetSynRetries(v) })
+		case tcpFOConnect:
+			if s.opened || s.ln != nil {
+				return syscall.EISCONN
+			}
+			if !h.fastOpenClient() {
+				return syscall.EOPNOTSUPP
+			}
+			s.o.foConnect = v != 0
 		case tcpQuickAck:
 		default:
 			return syscall.ENOPROTOOPT
@@ -268,6 +300,10 @@ func (h *Host) GetSockopt(fd, level, name int, buf []byte) (int, syscall.Errno) 
 		switch name {
 		case tcpNodelay:
 			return putInt(buf, b2i(o.nodelay)), 0
+		case tcpInq:
+			return putInt(buf, b2i(o.inq)), 0
+		case tcpCork:
+			return putInt(buf, b2i(o.cork)), 0
 		case tcpKeepIdle:
 			return putInt(buf, int(o.keepIdle/time.Second)), 0
 		case tcpKeepIntvl:
@@ -276,6 +312,9 @@ func (h *Host) GetSockopt(fd, level, name int, buf []byte) (int, syscall.Errno) 
 			return putInt(buf, o.keepCnt), 0
 		case tcpMaxseg:
 			if c == nil || !opened {
+				if o.maxSeg > 0 {
+					return putInt(buf, o.maxSeg), 0
+				}
 				return putInt(buf, 536), 0
 			}
 			return putInt(buf, c.Info().MSS), 0

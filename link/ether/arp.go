@@ -33,7 +33,7 @@ func (e *Endpoint) arpInput(h wire.Ethernet) {
 		return
 	}
 	if sha == e.mac {
-		return // our own frame looped back (a bridge, a hub)
+		return // ours, relayed by a proxy: nothing to learn
 	}
 	if e.owns(sip) {
 		// Someone else claims one of our addresses — the interface's, or the gateway's

@@ -12,7 +12,7 @@ import (
 type counters struct {
 	// Ethernet input and output.
 	EtherInFrames, EtherInRunts, EtherInTooBig, EtherInVLAN, EtherInUnknownTypes,
-	EtherInNotForUs, EtherOutFrames, EtherOutNoRoutes, EtherOutErrors *atomic.Uint64
+	EtherInNotForUs, EtherInLooped, EtherOutFrames, EtherOutNoRoutes, EtherOutErrors *atomic.Uint64
 	// ARP.
 	ArpInRequests, ArpInReplies, ArpInProbes, ArpInGratuitous, ArpInErrors, ArpInNotForUs,
 	ArpInSpoofed, ArpOutRequests, ArpOutReplies, ArpOutGratuitous *atomic.Uint64
@@ -26,6 +26,8 @@ type counters struct {
 	// DHCPv4 server.
 	DhcpInDiscovers, DhcpInRequests, DhcpInReleases, DhcpInDeclines, DhcpInInforms,
 	DhcpInErrors, DhcpOutOffers, DhcpOutAcks, DhcpOutNaks, DhcpPoolExhausted *atomic.Uint64
+	// Stateless DHCPv6 server.
+	Dhcp6InInformationRequests, Dhcp6InUnanswered, Dhcp6InErrors, Dhcp6OutReplies *atomic.Uint64
 
 	all map[string]*atomic.Uint64 // every field by name, for Endpoint.Counters
 }

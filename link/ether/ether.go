@@ -1,4 +1,4 @@
-// Package ether is the Ethernet layer between a frame device (link.go: a link.Endpoint
+// Package ether is the Ethernet layer between a frame device (package link: a link.Endpoint
 // whose packets are Ethernet II frames, such as a TAP device, a QEMU socket or
 // pipe.NewEthernet) and a stack that speaks IP: its Endpoint is a link.Endpoint of IP
 // packets. It adds and strips Ethernet headers, resolves next hops with ARP (RFC 826,
@@ -76,6 +76,8 @@ type Config struct {
 	Router *Router
 	// DHCP, if set, runs a DHCPv4 server on the interface (RFC 2131).
 	DHCP *DHCPConfig
+	// DHCPv6, if set, runs a stateless DHCPv6 server (DNS servers, search domains).
+	DHCPv6 *DHCPv6Config
 
 	// Clock drives the neighbour timers; nil: clock.Real.
 	Clock clock.Clock
@@ -101,7 +103,7 @@ type Endpoint struct {
 	// booted together do not probe in step.
 	reachable time.Duration
 	// maxIn is the longest frame taken from the device: MTU+14, or more when the device
-	// coalesces TCP segments and says how long its frames get (link.go).
+	// coalesces TCP segments and says how long its frames get (package link).
 	maxIn int
 	ll6   netip.Addr                      // link-local address derived from mac (RFC 4291 §2.5.1, RFC 4862 §5.3)
 	up    atomic.Pointer[link.Dispatcher] // nil: detached
@@ -117,6 +119,7 @@ type Endpoint struct {
 	// defended is when each of our addresses was last defended (RFC 5227 §2.4).
 	defended map[netip.Addr]time.Time
 	dhcp     *dhcpServer   // nil: no DHCP server
+	dhcp6    *dhcpv6Server // nil: no DHCPv6 server
 	timers   []clock.Timer // one-shot timers (announcements) Close stops
 	// addr6 is the state of each IPv6 address answered for: tentative while DAD runs,
 	// duplicate after it failed; absent when usable.
@@ -199,6 +202,9 @@ func New(dev link.Endpoint, cfg Config) (*Endpoint, error) {
 	e.addrs.Store(t)
 	e.ctr.register(cfg.Counter)
 	e.tx.max = 4
+	if err := e.initDHCPv6(); err != nil { // before initRouter: it may set the O flag
+		return nil, err
+	}
 	e.initRouter()
 	if err := e.initDHCP(); err != nil {
 		return nil, err

@@ -24,13 +24,15 @@ func FuzzEtherInput(f *testing.F) {
 	f.Add(dhcpFrame(client1, zero4, bcast4, 1, zero4, wire.DHCPDiscover))
 	f.Add(dhcpFrame(client1, zero4, bcast4, 3, zero4, wire.DHCPRequest, wire.DHCPOptServerID, our4, wire.DHCPOptRequestedIP, netip.MustParseAddr("10.0.2.15")))
 	f.Add(frame(ourMAC, peerMAC, wire.EtherTypeIPv4, ipv4Packet(peer4, our4, 10)))
+	f.Add(dhcpv6Frame(wire.DHCPv6InformationRequest, 1, wire.DHCPv6OptClientID, []byte{0, 3, 0, 1, 2, 0, 0, 0, 0, 1}))
 
 	dev := &fakeDev{mtu: 1500}
 	clk := clock.NewManual(time.Unix(1e9, 0))
 	ep, err := ether.New(dev, ether.Config{MAC: ourMAC, Clock: clk, MaxNeighbors: 8, MaxIncomplete: 4,
 		Addrs: []netip.Prefix{netip.PrefixFrom(our4, 24), netip.PrefixFrom(our6, 64)}, Extra: []netip.Addr{gw4},
 		Router: &ether.Router{MTU: 1500, DNS: []netip.Addr{our6}},
-		DHCP:   &ether.DHCPConfig{Start: netip.MustParseAddr("10.0.2.15"), End: netip.MustParseAddr("10.0.2.30")}})
+		DHCP:   &ether.DHCPConfig{Start: netip.MustParseAddr("10.0.2.15"), End: netip.MustParseAddr("10.0.2.30")},
+		DHCPv6: &ether.DHCPv6Config{DNS: []netip.Addr{our6}, Domains: []string{"berth.test"}}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -56,7 +58,7 @@ func FuzzEtherInput(f *testing.F) {
 	})
 }
 
-// fixChecksums makes the ICMPv6 and UDP checksums of a fuzzed frame right.
+// fixChecksums makes the IPv4 header, ICMPv6 and UDP checksums of a fuzzed frame right.
 func fixChecksums(b []byte) {
 	if len(b) < 14 {
 		return
@@ -69,6 +71,12 @@ func fixChecksums(b []byte) {
 			end := min(len(p), 40+ip.PayloadLen())
 			if end-40 >= 4 {
 				wire.SetICMPv6Checksum(p[40:end], ip.Src(), ip.Dst())
+			}
+		}
+		if len(p) >= 48 && p[6] == wire.ProtoUDP {
+			ip := wire.IPv6(p)
+			if end := 40 + ip.PayloadLen(); end >= 48 && end <= len(p) {
+				wire.SetUDPChecksum(p[40:end], ip.Src(), ip.Dst())
 			}
 		}
 	case wire.EtherTypeIPv4:

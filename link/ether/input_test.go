@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/link/ether"
@@ -191,4 +192,50 @@ func TestCacheFloods(t *testing.T) {
 		t.Fatalf("heap grew %d bytes", grow)
 	}
 	t.Logf("NeighTableFulls %d NeighUnresolvedDiscards %d", c["NeighTableFulls"], c["NeighUnresolvedDiscards"])
+}
+
+// TestMixedBatch: one write to several destinations frames each packet for its own next
+// hop, however they alternate; an unresolved one in between waits without disturbing
+// the others.
+func TestMixedBatch(t *testing.T) {
+	h := newHarness(t, ether.Config{}, false)
+	h.dev.deliver(arpFrame(wire.BroadcastMAC, peerMAC, wire.ARPRequest, peerMAC, peer4, wire.MAC{}, our4))
+	h.dev.deliver(arpFrame(wire.BroadcastMAC, otherMAC, wire.ARPRequest, otherMAC, other4, wire.MAC{}, our4))
+	h.dev.take()
+	unknown := netip.MustParseAddr("10.0.2.55")
+	pkts := [][]byte{ipv4Packet(our4, peer4, 1), ipv4Packet(our4, other4, 2), ipv4Packet(our4, unknown, 3),
+		ipv4Packet(our4, peer4, 4), ipv4Packet(our4, bcast4, 5), ipv4Packet(our4, other4, 6), ipv6Packet(our6, allNodesIP, 7)}
+	if n, err := h.ep.WritePackets(pkts); n != len(pkts) || err != nil {
+		t.Fatalf("WritePackets = %d, %v", n, err)
+	}
+	// The ARP request for .55 goes out while the batch is being framed, before it.
+	want := []wire.MAC{wire.BroadcastMAC, peerMAC, otherMAC, peerMAC, wire.BroadcastMAC, otherMAC, allNodesM}
+	out := h.dev.take()
+	if len(out) != len(want) {
+		t.Fatalf("%d frames, want %d", len(out), len(want))
+	}
+	for i, f := range out {
+		if wire.Ethernet(f).Dst() != want[i] {
+			t.Errorf("frame %d to %v, want %v", i, wire.Ethernet(f).Dst(), want[i])
+		}
+	}
+}
+
+// TestLoopedFrames: frames with our own source MAC (our DAD probe or announcement echoed
+// by a bridge, or a station sending as us) are dropped before they are read: the echoed
+// DAD probe does not make our address a duplicate.
+func TestLoopedFrames(t *testing.T) {
+	h := newHarness(t, ether.Config{}, true)
+	var probe []byte
+	for _, f := range h.announced {
+		if wire.Ethernet(f).EtherType() == wire.EtherTypeIPv6 {
+			probe = f
+		}
+	}
+	h.dev.deliver(append(h.announced, probe)...)
+	h.clk.Advance(time.Second)
+	if h.ep.Duplicate(our6) || h.ep.Duplicate(ourLL) || h.ep.Tentative(our6) {
+		t.Fatal("our own echoed DAD probe made an address a duplicate")
+	}
+	h.wantCounters(map[string]uint64{"EtherInLooped": uint64(len(h.announced) + 1), "ArpInSpoofed": 0, "Ip6DADFailures": 0})
 }

@@ -270,3 +270,27 @@ func raOpts(dns netip.Addr) []byte {
 	n += wire.PutNDPRDNSS(b[n:], 1800, []netip.Addr{dns})
 	return b[:n]
 }
+
+// TestRouterWaitsForDAD: a router advertises only from a usable link-local address:
+// nothing while it is tentative, the first RA when DAD ends.
+func TestRouterWaitsForDAD(t *testing.T) {
+	h := newHarness(t, ether.Config{Router: &ether.Router{}}, true)
+	for _, f := range h.announced {
+		if ip := wire.IPv6(f[14:]); wire.Ethernet(f).EtherType() == wire.EtherTypeIPv6 && ip.Payload()[0] == wire.ICMPv6RouterAdvertisement {
+			t.Fatal("an RA before DAD ended")
+		}
+	}
+	rs := ndFrame(wire.MAC{0x33, 0x33, 0, 0, 0, 2}, peerMAC, peerLL, netip.MustParseAddr("ff02::2"), 255,
+		wire.NDPFields{Type: wire.ICMPv6RouterSolicitation}, llaOpt(wire.NDPOptSourceLinkAddr, peerMAC))
+	h.dev.deliver(rs)
+	h.none()
+	h.clk.Advance(time.Second) // DAD ends
+	out := h.dev.take()
+	if len(out) != 1 || wire.IPv6(out[0][14:]).Payload()[0] != wire.ICMPv6RouterAdvertisement || wire.IPv6(out[0][14:]).Src() != ourLL {
+		t.Fatalf("%d frames when DAD ended, want the first RA", len(out))
+	}
+	h.dev.deliver(rs)
+	if len(h.dev.take()) != 1 {
+		t.Fatal("a solicitation after DAD not answered")
+	}
+}

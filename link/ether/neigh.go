@@ -10,13 +10,13 @@ import (
 )
 
 // nudState is a neighbour cache entry's state: RFC 4861 §7.3.2's, which Linux uses for ARP
-// as well (NUD_INCOMPLETE, ...). REACHABLE turns STALE lazily: an entry is REACHABLE while
-// its last confirmation is younger than the endpoint's reachable time.
+// as well (NUD_INCOMPLETE, ...). Every timed transition is the entry's timer, as in Linux,
+// so that a send reads no clock.
 type nudState uint8
 
 const (
 	nudIncomplete nudState = iota // solicited, no answer yet; packets wait in queue
-	nudReachable                  // confirmed within ReachableTime
+	nudReachable                  // confirmed within the reachable time (its timer makes it STALE)
 	nudStale                      // not confirmed lately; the next send starts DELAY
 	nudDelay                      // used while STALE: wait for upper-layer confirmation
 	nudProbe                      // unicast solicitations until confirmed or failed
@@ -34,6 +34,7 @@ type neighbor struct {
 	confirmed time.Time // last reachability confirmation (REACHABLE until +reachable)
 	probes    int       // solicitations sent in INCOMPLETE or PROBE
 	timer     clock.Timer
+	gen       uint64   // counts arm calls: a callback of a replaced timer does nothing
 	queue     []queued // packets waiting in INCOMPLETE, oldest first
 	qbytes    int
 }
@@ -52,44 +53,38 @@ func (n *neighbor) stop() {
 	}
 }
 
-// arm (re)starts n's timer. The callback re-checks that n is still the cache's entry.
+// arm (re)starts n's timer. The callback re-checks that n is still the cache's entry and
+// the timer still its current one (Stop cannot recall a callback already started).
 func (e *Endpoint) arm(n *neighbor, d time.Duration) {
 	n.stop()
-	n.timer = e.clk.AfterFunc(d, func() { e.neighTimer(n) })
+	n.gen++
+	gen := n.gen
+	n.timer = e.clk.AfterFunc(d, func() { e.neighTimer(n, gen) })
 }
 
 // Neighbor is a neighbour cache entry as Neighbors reports it (like `ip neigh`).
 type Neighbor struct {
-	Addr  netip.Addr
-	MAC   wire.MAC // zero while INCOMPLETE
-	State string   // INCOMPLETE, REACHABLE, STALE, DELAY or PROBE
+	Addr  netip.Addr // the neighbour's IPv4 or IPv6 address
+	MAC   wire.MAC   // zero while INCOMPLETE
+	State string     // INCOMPLETE, REACHABLE, STALE, DELAY or PROBE
 }
 
 // Neighbors returns the neighbour cache.
 func (e *Endpoint) Neighbors() []Neighbor {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := e.clk.Now()
 	out := make([]Neighbor, 0, len(e.neigh))
 	for _, n := range e.neigh {
-		e.age(n, now)
 		out = append(out, Neighbor{n.addr, n.mac, n.state.String()})
 	}
 	return out
-}
-
-// age turns a REACHABLE entry whose confirmation expired STALE (RFC 4861 §7.3.3).
-func (e *Endpoint) age(n *neighbor, now time.Time) {
-	if n.state == nudReachable && now.Sub(n.confirmed) >= e.reachable {
-		n.state = nudStale
-	}
 }
 
 // lookupLocked finds the link address for next hop nh, moving the entry through the
 // state machine as a send does (RFC 4861 §7.3.3: a STALE entry in use goes to DELAY). It
 // returns ok with the MAC, or the entry the packet must wait on (nil: it is dropped,
 // counted). sol reports that a first solicitation must go out (after unlocking).
-func (e *Endpoint) lookupLocked(nh netip.Addr, now time.Time) (mac wire.MAC, ok bool, n *neighbor, sol bool) {
+func (e *Endpoint) lookupLocked(nh netip.Addr) (mac wire.MAC, ok bool, n *neighbor, sol bool) {
 	n = e.neigh[nh]
 	if n == nil {
 		if e.nInc >= e.cfg.MaxIncomplete || !e.makeRoomLocked() {
@@ -102,7 +97,6 @@ func (e *Endpoint) lookupLocked(nh netip.Addr, now time.Time) (mac wire.MAC, ok 
 		e.arm(n, e.cfg.RetransTime)
 		return mac, false, n, true
 	}
-	e.age(n, now)
 	switch n.state {
 	case nudIncomplete:
 		return mac, false, n, false
@@ -119,10 +113,8 @@ func (e *Endpoint) makeRoomLocked() bool {
 	if len(e.neigh) < e.cfg.MaxNeighbors {
 		return true
 	}
-	now := e.clk.Now()
 	var victim *neighbor
 	for _, n := range e.neigh {
-		e.age(n, now)
 		if n.state == nudStale && (victim == nil || n.confirmed.Before(victim.confirmed)) {
 			victim = n
 		}
@@ -190,12 +182,12 @@ func (e *Endpoint) learnLocked(ip netip.Addr, mac wire.MAC, how learnKind) []que
 		e.neigh[ip] = n
 		return nil
 	}
-	e.age(n, now)
 	wasIncomplete := n.state == nudIncomplete
 	switch how {
 	case learnConfirmed:
+		// RFC 4861 §7.3.3: REACHABLE for the reachable time, then STALE (the timer).
 		n.mac, n.state, n.confirmed, n.probes = mac, nudReachable, now, 0
-		n.stop()
+		e.arm(n, e.reachable)
 	case learnNoOverride:
 		// RFC 4861 §7.2.5: without the override flag a different address does not
 		// replace a known one (a REACHABLE entry goes STALE, nothing else changes); the
@@ -207,6 +199,7 @@ func (e *Endpoint) learnLocked(ip netip.Addr, mac wire.MAC, how learnKind) []que
 			n.stop()
 		case mac != n.mac && n.state == nudReachable:
 			n.state = nudStale
+			n.stop()
 		}
 	default:
 		if wasIncomplete || mac != n.mac {
@@ -228,25 +221,23 @@ func (e *Endpoint) learnLocked(ip netip.Addr, mac wire.MAC, how learnKind) []que
 
 // neighTimer is an entry's timer: retransmit a solicitation, move DELAY to PROBE, or give
 // up (RFC 4861 §7.3.3, Linux's neigh_timer_handler).
-func (e *Endpoint) neighTimer(n *neighbor) {
+func (e *Endpoint) neighTimer(n *neighbor, gen uint64) {
 	e.mu.Lock()
-	if e.closed.Load() || e.neigh[n.addr] != n {
+	if e.closed.Load() || e.neigh[n.addr] != n || n.gen != gen || n.timer == nil {
 		e.mu.Unlock()
 		return
 	}
-	now := e.clk.Now()
 	var dst wire.MAC // zero: multicast solicitation
 	limit := e.cfg.MaxUnicast
 	switch n.state {
 	case nudIncomplete:
 		limit = e.cfg.MaxMulticast
+	case nudReachable:
+		n.state, n.timer = nudStale, nil
+		e.mu.Unlock()
+		return
 	case nudDelay:
-		if now.Sub(n.confirmed) < e.reachable {
-			n.state = nudReachable
-			n.timer = nil
-			e.mu.Unlock()
-			return
-		}
+		// Not confirmed meanwhile (a confirmation would have made it REACHABLE).
 		n.state, n.probes = nudProbe, 0
 		dst = n.mac
 	case nudProbe:

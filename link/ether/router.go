@@ -139,6 +139,11 @@ func (e *Endpoint) rsInput(h wire.Ethernet, src netip.Addr, m wire.NDP) {
 	if e.ra == nil {
 		return
 	}
+	if tentative, dup := e.addrState(e.ll6); tentative || dup {
+		// RFC 4862 §5.4: no advertisement from a tentative address; the first one goes
+		// out when DAD ends (routerUp), and none if it failed.
+		return
+	}
 	if !src.IsUnspecified() {
 		mac, ok := m.LinkAddr(wire.NDPOptSourceLinkAddr)
 		if !ok {

@@ -48,6 +48,13 @@ func (e *Endpoint) input(frames [][]byte, verified bool) {
 			c.EtherInNotForUs.Add(1)
 			continue
 		}
+		if h.Src() == e.mac {
+			// Our own frame come back (a hub, a bridge's hairpin) or another station
+			// sending as us: either would be misread — our DAD probe as another node's
+			// (RFC 4862 §5.4.3), our announcement as a conflict.
+			c.EtherInLooped.Add(1)
+			continue
+		}
 		switch et := h.EtherType(); et {
 		case wire.EtherTypeIPv4:
 			p := trim4(h.Payload())
@@ -60,6 +67,10 @@ func (e *Endpoint) input(frames [][]byte, verified bool) {
 			p := trim6(h.Payload())
 			if isND(p) {
 				e.ndInput(h, p)
+				continue
+			}
+			if e.dhcp6 != nil && isDHCPv6ToServer(p) {
+				e.dhcpv6Input(h, p)
 				continue
 			}
 			up = append(up, p)

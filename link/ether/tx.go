@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
-	"time"
 
 	"github.com/berthnet/berth/wire"
 )
@@ -91,42 +90,57 @@ func (e *Endpoint) isBroadcast4(a netip.Addr) bool {
 	return false
 }
 
+// lastHop remembers, within one write call, the destination of the last packet framed
+// and its MAC, so a batch to one host costs one next-hop decision and one lookup.
+type lastHop struct {
+	dst [16]byte // the IPv4 or IPv6 destination bytes; len 4 or 16 in n
+	n   int
+	mac wire.MAC
+}
+
 // resolve returns the destination MAC for pkt, or queues a copy of it on its next hop's
 // INCOMPLETE entry (ok false, and a solicitation goes out), or drops it (counted).
-func (e *Endpoint) resolve(pkt []byte, gso int, now *time.Time, lastNH *netip.Addr, lastMAC *wire.MAC) (wire.MAC, bool) {
+func (e *Endpoint) resolve(pkt []byte, gso int, last *lastHop) (wire.MAC, bool) {
+	var d []byte
+	switch {
+	case len(pkt) >= wire.IPv4MinHeaderLen && pkt[0]>>4 == 4:
+		d = pkt[16:20]
+	case len(pkt) >= wire.IPv6HeaderLen && pkt[0]>>4 == 6:
+		d = pkt[24:40]
+	}
+	if last.n != 0 && len(d) == last.n && string(d) == string(last.dst[:last.n]) {
+		return last.mac, true
+	}
 	mac, direct, nh, ok := e.nextHop(pkt)
 	if !ok {
 		e.ctr.EtherOutNoRoutes.Add(1)
 		return mac, false
 	}
-	if direct {
-		return mac, true
-	}
-	if nh == *lastNH {
-		return *lastMAC, true
-	}
-	if now.IsZero() {
-		*now = e.clk.Now()
-	}
-	e.mu.Lock()
-	if e.closed.Load() {
+	if !direct {
+		e.mu.Lock()
+		if e.closed.Load() {
+			e.mu.Unlock()
+			return mac, false
+		}
+		var n *neighbor
+		var sol bool
+		mac, ok, n, sol = e.lookupLocked(nh)
+		if !ok && n != nil {
+			e.enqueueLocked(n, pkt, gso)
+		} else if !ok {
+			e.ctr.NeighUnresolvedDiscards.Add(1)
+		}
 		e.mu.Unlock()
-		return mac, false
+		if sol {
+			e.solicit(nh, wire.MAC{})
+		}
+		if !ok {
+			return mac, false
+		}
 	}
-	mac, ok, n, sol := e.lookupLocked(nh, *now)
-	if !ok && n != nil {
-		e.enqueueLocked(n, pkt, gso)
-	} else if !ok {
-		e.ctr.NeighUnresolvedDiscards.Add(1)
-	}
-	e.mu.Unlock()
-	if sol {
-		e.solicit(nh, wire.MAC{})
-	}
-	if ok {
-		*lastNH, *lastMAC = nh, mac
-	}
-	return mac, ok
+	last.n = copy(last.dst[:], d)
+	last.mac = mac
+	return mac, true
 }
 
 // WritePackets frames pkts (IP packets up to MTU bytes) and writes them to the device.
@@ -142,17 +156,15 @@ func (e *Endpoint) WritePackets(pkts [][]byte) (int, error) {
 	defer e.tx.put(sc)
 	frames, idx, hdrs := sc.frames[:0], sc.idx[:0], sc.hdrs[:0]
 	var (
-		now     time.Time
-		lastNH  netip.Addr
-		lastMAC wire.MAC
-		tooBig  = -1
+		last   lastHop
+		tooBig = -1
 	)
 	for i, p := range pkts {
 		if len(p) > e.mtu {
 			tooBig = i
 			break
 		}
-		mac, ok := e.resolve(p, 0, &now, &lastNH, &lastMAC)
+		mac, ok := e.resolve(p, 0, &last)
 		if !ok {
 			continue
 		}
@@ -207,12 +219,8 @@ func (e *Endpoint) WriteGSO(pkt []byte, mss int) error {
 	if e.gso == nil {
 		return syscall.EOPNOTSUPP
 	}
-	var (
-		now     time.Time
-		lastNH  netip.Addr
-		lastMAC wire.MAC
-	)
-	mac, ok := e.resolve(pkt, mss, &now, &lastNH, &lastMAC)
+	var last lastHop
+	mac, ok := e.resolve(pkt, mss, &last)
 	if !ok {
 		return nil
 	}

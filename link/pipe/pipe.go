@@ -34,7 +34,7 @@ type Config struct {
 	QueueBytes   int // per direction: bytes waiting for delivery
 	Batch        int // most packets handed to a Dispatcher in one call
 	// HeaderLen is a link-layer header each packet carries on top of its MTU-sized
-	// payload: 14 (wire.EthernetHeaderLen) makes the pipe a frame device (link.go) whose
+	// payload: 14 (wire.EthernetHeaderLen) makes the pipe a frame device (package link) whose
 	// WritePackets takes frames up to MTU+14 bytes while MTU() still reports the IP MTU.
 	// Zero for a pipe of bare IP packets.
 	HeaderLen int
@@ -88,7 +88,7 @@ type shared struct {
 func New(mtu int) (a, b *Endpoint) { return NewConfig(Config{MTU: mtu}) }
 
 // NewEthernet returns the two ends of a pipe carrying Ethernet II frames (a frame device,
-// link.go) of IP payloads up to mtu bytes: frames up to mtu+14 bytes, with default queue
+// package link) of IP payloads up to mtu bytes: frames up to mtu+14 bytes, with default queue
 // sizes.
 func NewEthernet(mtu int) (a, b *Endpoint) {
 	return NewConfig(Config{MTU: mtu, HeaderLen: ethernetHeaderLen})

@@ -5,11 +5,13 @@ package tun
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -359,5 +361,38 @@ func TestTAPUSO(t *testing.T) {
 	}
 	if s := e.Stats(); s.RxGSO != 2 {
 		t.Fatalf("stats %+v: want the two writes as super-segments", s)
+	}
+}
+
+// TestTAPCloseInNetNS: a TAP device opened inside a namespace (Options.NetNS) closes as a
+// TUN device does: the reader wakes, the goroutine count returns to where it was (the
+// goroutine that entered the namespace is gone too), later writes fail with
+// net.ErrClosed, and the non-persistent device disappears from the namespace.
+func TestTAPCloseInNetNS(t *testing.T) {
+	testenv.NeedRoot(t)
+	ns := fmt.Sprintf("tap-close-%d", os.Getpid())
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	before := runtime.NumGoroutine()
+	e, err := OpenTAP("tapc0", Options{VnetHdr: true, NetNS: "/run/netns/" + ns})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, "ip", "-n", ns, "link", "show", "tapc0")
+	time.Sleep(20 * time.Millisecond) // let the reader block
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.WritePackets([][]byte{make([]byte, 60)}); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after Close: %v", err)
+	}
+	for i := 0; runtime.NumGoroutine() > before; i++ {
+		if i == 100 {
+			t.Fatalf("goroutines %d -> %d", before, runtime.NumGoroutine())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if exec.Command("ip", "-n", ns, "link", "show", "tapc0").Run() == nil {
+		t.Fatal("tapc0 still exists after Close")
 	}
 }

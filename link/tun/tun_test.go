@@ -517,6 +517,26 @@ func BenchmarkWrite(b *testing.B) {
 			b.ReportMetric(float64(e.Stats().TxDropped), "drops")
 		})
 	}
+	// The same datagram in an Ethernet frame to a TAP device's kernel side (kernelMAC).
+	b.Run("tap-vnethdr", func(b *testing.B) {
+		e, ns, dev := setupTAPNS(b, Options{VnetHdr: true})
+		run(b, "ip", "-n", ns, "neigh", "add", berthAddr.String(), "lladdr", berthMAC.String(), "dev", dev, "nud", "permanent")
+		p := make([]byte, 1400)
+		u := wire.UDPFields{SrcPort: 1, DstPort: 9, Length: len(p) - 20}
+		u.Encode(p[20:])
+		wire.SetUDPChecksum(p[20:], berthAddr, kernelAddr)
+		f := wire.IPv4Fields{TotalLen: len(p), TTL: 64, Protocol: wire.ProtoUDP, Src: berthAddr, Dst: kernelAddr}
+		f.Encode(p)
+		batch := [][]byte{ethFrame(kernelMAC, berthMAC, 0x0800, p)}
+		b.SetBytes(int64(len(batch[0])))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := e.WritePackets(batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(e.Stats().TxDropped), "drops")
+	})
 }
 
 // TestAttachExisting: Open on an existing persistent TUN device attaches to it (here with

@@ -178,7 +178,7 @@ func TestDNSThroughTunnel(t *testing.T) {
 
 	// Nobody listens on port 81: the second address refuses, the first never answers;
 	// the dial fails with the refusal once the first attempt gives up too.
-	dctx2, dcancel2 := context.WithTimeout(ctx, time.Second)
+	dctx2, dcancel2 := context.WithTimeout(ctx, 2*time.Second)
 	defer dcancel2()
 	if _, err := a.dial(dctx2, "tcp", "big.test:81"); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("dial big.test:81 = %v, want ECONNREFUSED", err)
@@ -218,35 +218,19 @@ func TestDNSDualStack(t *testing.T) {
 	if got, err := a.berth.LookupContextHost(ctx, "alias.test"); err != nil || !slices.Equal(got, []string{addrB.String()}) {
 		t.Errorf("LookupHost(alias.test) = %v, %v", got, err)
 	}
-	ln, err := b.berth.ListenTCPAddrPort(netip.AddrPortFrom(netip.Addr{}, 8080)) // both families
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
+	b.serve(t, "discard") // 9/tcp on both families
+	for _, c := range []struct {
+		network string
+		want    netip.Addr
+	}{{"tcp", addr6B}, {"tcp4", addrB}, {"tcp6", addr6B}} {
+		conn, err := a.dial(ctx, c.network, "server.test:9")
+		if err != nil {
+			t.Fatalf("dial %s server.test:9: %v", c.network, err)
 		}
-	}()
-	c, err := a.dial(ctx, "tcp", "server.test:8080")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if got := c.RemoteAddr().String(); got != netip.AddrPortFrom(addr6B, 8080).String() {
-		t.Errorf("dial server.test:8080 reached %s, want the IPv6 address", got)
-	}
-	c4, err := a.dial(ctx, "tcp4", "server.test:8080")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c4.Close()
-	if got := c4.RemoteAddr().String(); got != netip.AddrPortFrom(addrB, 8080).String() {
-		t.Errorf("dial tcp4 server.test:8080 reached %s", got)
+		if got, want := conn.RemoteAddr().String(), netip.AddrPortFrom(c.want, 9).String(); got != want {
+			t.Errorf("dial %s server.test:9 reached %s, want %s", c.network, got, want)
+		}
+		conn.Close()
 	}
 }
 

@@ -89,7 +89,11 @@ func makeSide(t testing.TB, k kind, addrs, dns []netip.Addr) (tun.Device, side) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A side with one address listens on it; one with several, on all of them.
 	at := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(addr, port) }
+	if len(addrs) > 1 {
+		at = func(port uint16) netip.AddrPort { return netip.AddrPortFrom(netip.Addr{}, port) }
+	}
 	if n := sd.berth; n != nil {
 		sd.dial = n.DialContext
 		sd.listen = func(p uint16) (net.Listener, error) { return n.ListenTCPAddrPort(at(p)) }

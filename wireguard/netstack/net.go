@@ -69,6 +69,11 @@ func CreateNetTUNWith(localAddresses, dnsServers []netip.Addr, mtu int, opts ...
 	n := &Net{s: s, dnsServers: append([]netip.Addr(nil), dnsServers...)}
 	for _, a := range localAddresses {
 		a = a.Unmap()
+		if a.Is6() && mtu < 1280 {
+			// RFC 8200 §5: every IPv6 link carries 1280-byte packets.
+			dev.Close()
+			return nil, nil, fmt.Errorf("netstack: MTU %d is below IPv6's minimum of 1280 (address %v)", mtu, a)
+		}
 		if err := s.AddAddress(ifname, netip.PrefixFrom(a, a.BitLen())); err != nil {
 			dev.Close()
 			return nil, nil, fmt.Errorf("netstack: address %v: %w", a, err)

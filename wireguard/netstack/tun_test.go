@@ -186,6 +186,9 @@ func TestCreateNetTUNErrors(t *testing.T) {
 			t.Errorf("MTU %d accepted", mtu)
 		}
 	}
+	if _, _, err := CreateNetTUN([]netip.Addr{netip.MustParseAddr("fd00::1")}, nil, 1279); err == nil {
+		t.Error("an IPv6 address on a 1279-byte link was accepted")
+	}
 	// The same address twice is refused by the stack, and nothing is left running.
 	base := runtime.NumGoroutine()
 	if _, _, err := CreateNetTUN([]netip.Addr{addrA, addrA}, nil, 1420); err == nil {
@@ -204,4 +207,34 @@ func TestCreateNetTUNErrors(t *testing.T) {
 	if got := tnet.Stack().Net().Routes(); len(got) == 0 {
 		t.Error("no routes")
 	}
+}
+
+// Closing the device (wireguard-go's Device.Close does) closes the stack behind it:
+// sockets report net.ErrClosed, and new ones cannot be made.
+func TestCloseClosesStack(t *testing.T) {
+	base := runtime.NumGoroutine()
+	dev, tnet, err := CreateNetTUN([]netip.Addr{addrA}, nil, 1420)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tnet.ListenTCPAddrPort(netip.AddrPortFrom(addrA, 80))
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan error)
+	go func() {
+		_, err := ln.Accept()
+		accepted <- err
+	}()
+	dev.Close()
+	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := tnet.ListenUDPAddrPort(netip.AddrPortFrom(addrA, 53)); err == nil {
+		t.Error("ListenUDP on a closed stack succeeded")
+	}
+	if !tnet.Stack().Net().Closed() {
+		t.Error("the stack is not closed")
+	}
+	checkGoroutines(t, base)
 }

@@ -1,0 +1,148 @@
+package tcp
+
+import (
+	"context"
+	"net/netip"
+	"syscall"
+
+	"github.com/berthnet/berth/wire"
+)
+
+// TCP Fast Open, client side (RFC 7413 §4.1): cookies the stack's servers handed out are
+// cached per server address; a connection opened with data sends the first of it in its
+// SYN with the cookie, or, without one, asks for a cookie in a bare SYN.
+
+// foEntry is a cached cookie.
+type foEntry struct {
+	cookie [16]byte
+	n      uint8
+	kind   uint8 // the option kind the server answered with (34 or the experimental one)
+	mss    int   // the server's MSS option, 0 if unknown
+}
+
+// fastOpenCached returns the cookie cached for server a.
+func (p *Protocol) fastOpenCached(a netip.Addr) (foEntry, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.foCache[a]
+	return e, ok
+}
+
+// ConnectData opens c, made by Socket, as Connect does, with Fast Open (RFC 7413) when
+// Config.FastOpen enables the client: with a cookie cached for remote (or the no-cookie
+// bit set), up to a segment of data goes in the SYN and n reports how much of data was
+// queued, the rest being the caller's to write once the connection is established; without
+// one the SYN asks for a cookie and n is 0 (sendto(MSG_FASTOPEN) then returns
+// EINPROGRESS). With wait it returns once the connection is established or failed.
+func (c *Conn) ConnectData(ctx context.Context, local, remote netip.AddrPort, opts DialOptions, data []byte, wait bool) (n int, err error) {
+	p := c.p
+	f := p.cfg.FastOpen
+	c.mu.Lock()
+	if f&FastOpenClient != 0 {
+		c.foSend = true
+		e, ok := p.fastOpenCached(remote.Addr().Unmap())
+		if ok || f&FastOpenClientNoCookie != 0 {
+			c.foEntry = e
+			c.foHave = ok || f&FastOpenClientNoCookie != 0
+			if ok {
+				c.foKind = e.kind
+			}
+		}
+		if c.foHave && len(data) > 0 && !c.userClosed {
+			// The SYN carries as much as fits a segment of the path's MTU (and of the
+			// server's MSS, when known) with a full option space, as Linux's
+			// tcp_send_syn_data: that much is queued, the rest is the caller's.
+			room := 0
+			if _, mtu, err := p.net.Route(remote.Addr().Unmap()); err == nil {
+				hdr := 40
+				if remote.Addr().Unmap().Is4() {
+					hdr = 20
+				}
+				mss := mtu - hdr - wire.TCPMinHeaderLen
+				if e.mss > 0 {
+					mss = min(mss, e.mss)
+				}
+				room = max(mss-(wire.TCPMaxHeaderLen-wire.TCPMinHeaderLen), 0)
+			}
+			n = min(len(data), c.sndBufMax, room)
+			c.sndBuf.reserve(n, c.sndBufMax, 0)
+			c.sndBuf.writeAt(data[:n], 0)
+			c.sndBuf.n = n
+		}
+	}
+	c.mu.Unlock()
+	if err := c.Connect(ctx, local, remote, opts, wait); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// synFastOpen adds the Fast Open option to our SYN and returns the data it carries.
+// c.mu is held.
+func (c *Conn) synFastOpen(o *wire.TCPOptions) int {
+	if !c.foSend || c.retries > 0 {
+		return 0 // RFC 7413 §4.1.3: a retransmitted SYN carries neither data nor option
+	}
+	o.FastOpen = wire.TCPOptFastOpen
+	if c.foKind != 0 {
+		o.FastOpen = c.foKind
+	}
+	if !c.foHave {
+		return 0 // a cookie request: the option alone
+	}
+	o.FastOpenLen = c.foEntry.n
+	copy(o.FastOpenCookie[:], c.foEntry.cookie[:c.foEntry.n])
+	if c.foEntry.n == 0 {
+		o.FastOpen = 0 // no cookie, sent without (FastOpenClientNoCookie)
+	}
+	n := c.sndBuf.n // ConnectData queued what fits
+	c.synData = n > 0
+	return n
+}
+
+// synAckFastOpen takes a SYN-ACK's Fast Open answer: it caches the cookie, and makes the
+// SYN's data that the server did not acknowledge go again (RFC 7413 §4.1.2). It returns
+// whether data waits to be sent. c.mu is held; sndUna is the SYN-ACK's ack.
+func (c *Conn) synAckFastOpen(s *segment) bool {
+	if !c.foSend {
+		return false
+	}
+	p := c.p
+	if s.opts.FastOpen != 0 && s.opts.FastOpenLen > 0 {
+		p.mu.Lock()
+		if p.foCache == nil {
+			p.foCache = make(map[netip.Addr]foEntry)
+		}
+		e := foEntry{cookie: s.opts.FastOpenCookie, n: s.opts.FastOpenLen, kind: s.opts.FastOpen}
+		if s.opts.HasMSS {
+			e.mss = int(s.opts.MSS)
+		}
+		p.foCache[c.remote.Addr()] = e
+		p.mu.Unlock()
+	}
+	if acked := int(c.sndUna - c.iss - 1); acked > 0 {
+		c.sndBuf.consume(min(acked, c.sndBuf.n))
+	} else {
+		c.synData = false
+	}
+	if seqLT(c.sndUna, c.sndNxt) {
+		c.sndNxt = c.sndUna // what the SYN carried and was not acknowledged goes again
+	}
+	return c.sndBuf.n > 0
+}
+
+// HasFastOpenCookie reports whether a Fast Open cookie is cached for server (Linux's
+// TCP_FASTOPEN_CONNECT defers the SYN to the first write then).
+func (p *Protocol) HasFastOpenCookie(server netip.Addr) bool {
+	_, ok := p.fastOpenCached(server.Unmap())
+	return ok
+}
+
+// SetSynRetries sets how often the SYN is retransmitted before the connection fails
+// (TCP_SYNCNT, 1 to 127); 0 returns to Config.SynRetries.
+func (c *Conn) SetSynRetries(n int) error {
+	if n < 0 || n > 127 {
+		return syscall.EINVAL
+	}
+	return c.setOpt(func() { c.synRetries = n })
+}
