@@ -43,8 +43,10 @@ through berth. pasta's own mode of running a COMMAND in new namespaces is berth 
   -t, --tcp-ports SPEC   forward host TCP ports into the namespace (repeatable)
   -u, --udp-ports SPEC   forward host UDP ports into the namespace (repeatable)
       SPEC: none | [ADDR[%IFACE]/]PORTS, PORTS a comma-separated list of
-      FIRST[-LAST][:TOFIRST[-TOLAST]] and ~FIRST[-LAST] (excluded); all and
-      auto are accepted and forward nothing in berth (name the ports)
+      FIRST[-LAST][:TOFIRST[-TOLAST]] and ~FIRST[-LAST] (excluded); auto (the
+      default) forwards the ports the namespace listens on, checked every second
+      (in /proc/PID/net of PID, or of a process in --netns's namespace that berth
+      may look at); all is accepted and forwards nothing
   -T, --tcp-ns SPEC      accepted; berth forwards nothing from the namespace's
   -U, --udp-ns SPEC      loopback to the host's (only none and auto are taken)
   --config-net           configure the namespace's interface (addresses, routes,
@@ -84,7 +86,8 @@ Also accepted and without effect in berth: -D/--dns, -S/--search, --dns-host,
 --outbound-if4 NAME, --outbound-if6 NAME, --runas USER, -l/--log-file PATH,
 --log-size SIZE, -p/--pcap FILE, --stats DELAY, --splice-only.
 The DNS forwarder asks the first nameserver of /etc/resolv.conf, or the
-environment's BERTH_DNS_UPSTREAM (ADDR[:PORT]).
+environment's BERTH_DNS_UPSTREAM (ADDR[:PORT]). berth's Go code runs on one
+thread (as berth run's --threads 1) unless the environment sets GOMAXPROCS.
 `
 
 // pastaOpts are pasta's options as berth uses them.
@@ -322,7 +325,7 @@ func pastaForwards(specs []string, proto string, n pastaNet, ipv4Only bool) ([]f
 		case sp.Iface != "":
 			return nil, nil, fmt.Errorf("-%s %s: berth does not bind forwards to an interface", map[string]string{"tcp": "t", "udp": "u"}[proto], s)
 		case sp.Auto || (sp.All && len(sp.Include) == 0):
-			notes = append(notes, fmt.Sprintf("%s ports %q: berth forwards only ports named (not all, nor auto)", proto, s))
+			notes = append(notes, fmt.Sprintf("%s ports %q: berth forwards the ports named, or auto's with a PID, not all", proto, s))
 			continue
 		}
 		for _, f := range sp.Forwards(portspec.Ephemeral) {
@@ -421,6 +424,7 @@ func forkPasta() int {
 // servePasta serves the namespace until it goes away or berth is signalled; status,
 // when not nil, is the pipe to the parent of a fork: "ready\n" or the error goes there.
 func servePasta(o *pastaOpts, status *os.File) int {
+	dropInThreads()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -438,14 +442,35 @@ func servePasta(o *pastaOpts, status *os.File) int {
 	if err != nil {
 		return failed("%v", err)
 	}
-	tcp, notes, err := pastaForwards(o.tcp, "tcp", n, o.v4only)
+	// pasta's default for -t and -u is auto.
+	if len(o.tcp) == 0 {
+		o.tcp = []string{"auto"}
+	}
+	if len(o.udp) == 0 {
+		o.udp = []string{"auto"}
+	}
+	auto := &autoForward{pid: 0, specs: map[string][]portspec.Spec{}, ipv4Only: o.v4only, have: map[forward.PortMapping]bool{}}
+	var notes []string
+	split := func(specs []string, proto string) []string {
+		var rest []string
+		for _, s := range specs {
+			if sp, err := portspec.Parse(s); err == nil && sp.Auto {
+				auto.specs[proto] = append(auto.specs[proto], sp)
+				continue
+			}
+			rest = append(rest, s)
+		}
+		return rest
+	}
+	tcp, notes1, err := pastaForwards(split(o.tcp, "tcp"), "tcp", n, o.v4only)
 	if err != nil {
 		return failed("%v", err)
 	}
-	udp, notes2, err := pastaForwards(o.udp, "udp", n, o.v4only)
+	udp, notes2, err := pastaForwards(split(o.udp, "udp"), "udp", n, o.v4only)
 	if err != nil {
 		return failed("%v", err)
 	}
+	notes = append(notes, notes1...)
 	if o.v6only {
 		return failed("--ipv6-only: berth's forwarder needs IPv4 in the namespace")
 	}
@@ -469,7 +494,7 @@ func servePasta(o *pastaOpts, status *os.File) int {
 	sess, err := startDropIn(f, isTAP, dropInConfig{
 		mtu: o.mtu, ipv6: !o.v4only, noHostLoopback: n.noHostLoopback,
 		ns4: n.addr4.Addr(), gw4: n.gw4, dns4: n.dns4, ns6: n.addr6.Addr(), gw6: n.gw6, dns6: n.dns6,
-		ports: append(tcp, udp...),
+		ports: slices.Concat(tcp, udp),
 	})
 	f.Close()
 	if err != nil {
@@ -481,10 +506,17 @@ func servePasta(o *pastaOpts, status *os.File) int {
 		if err != nil {
 			return failed("control socket %s: %v", o.confPath, err)
 		}
-		ctl := &pastaControl{ports: sess.Forwarder, net: n, ipv4Only: o.v4only, have: append(tcp, udp...)}
+		ctl := &pastaControl{ports: sess.Forwarder, net: n, ipv4Only: o.v4only, have: slices.Concat(tcp, udp)}
 		done := make(chan struct{})
 		go func() { ctl.serve(ln); close(done) }()
 		defer func() { ln.Close(); <-done }()
+	}
+	stopAuto := make(chan struct{})
+	if len(auto.specs) > 0 {
+		auto.ports, auto.pid, auto.netns = sess.Forwarder, pid, netnsPath
+		autoDone := make(chan struct{})
+		go func() { auto.run(time.Second, stopAuto); close(autoDone) }()
+		defer func() { close(stopAuto); <-autoDone }()
 	}
 	if o.pidFile != "" {
 		if err := os.WriteFile(o.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {

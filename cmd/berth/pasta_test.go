@@ -77,37 +77,17 @@ func TestPastaOpts(t *testing.T) {
 func TestPasta(t *testing.T) {
 	testenv.NeedRoot(t)
 	needCommands(t, "ip", "curl", "socat", "nsenter")
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "berth")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	for _, name := range []string{"pasta", "pesto"} {
-		if err := os.Symlink(bin, filepath.Join(dir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hostNS := fmt.Sprintf("drop-pah-%d", os.Getpid())
+	dir, bin := buildDropIn(t, "pasta", "pesto")
+	th := newTestHost(t, fmt.Sprintf("drop-pah-%d", os.Getpid()))
+	hostNS, p4 := th.ns, th.p4
 	guestNS := fmt.Sprintf("drop-pag-%d", os.Getpid())
-	for _, ns := range []string{hostNS, guestNS} {
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			t.Fatalf("ip netns add: %v: %s", err, out)
-		}
-		t.Cleanup(func() { exec.Command("ip", "netns", "delete", ns).Run() })
-	}
-	for _, c := range [][]string{{"link", "set", "lo", "up"}, {"addr", "add", "192.0.2.7/32", "dev", "lo"}} {
-		if out, err := exec.Command("ip", append([]string{"-n", hostNS}, c...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", c, err, out)
-		}
-	}
-	var p4 int
-	inNetNS(t, "/run/netns/"+hostNS, func() { p4 = hostHTTP(t, "127.0.0.1:0") })
+	addNetns(t, guestNS)
 	host := []string{"ip", "netns", "exec", hostNS}
 	guest := []string{"ip", "netns", "exec", guestNS}
 	pidFile, sock := filepath.Join(dir, "pasta.pid"), filepath.Join(dir, "pasta.sock")
 
 	start := time.Now()
-	cmd := exec.Command("ip", "netns", "exec", hostNS, filepath.Join(dir, "pasta"), "--config-net", "-t", "18500:8080", "-u", "18501:5353",
+	cmd := exec.Command("ip", "netns", "exec", hostNS, filepath.Join(dir, "pasta"), "--config-net", "-t", "18500:8080", "-t", "auto", "-u", "18501:5353",
 		"-T", "none", "-U", "none", "--dns-forward", "10.0.2.3", "--pid", pidFile, "-c", sock, "--ns-ifname", "eth0", "--netns", "/run/netns/"+guestNS)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -147,6 +127,9 @@ func TestPasta(t *testing.T) {
 		{"TCP4", "192.0.2.7:18500", "192.0.2.7", "peer=192.0.2.7"},
 		{"TCP4", "127.0.0.1:18500", "", "peer=10.0.2.2"},
 		{"UDP4", "192.0.2.7:18501", "192.0.2.7", "peer=192.0.2.7"},
+		// -t auto: the namespace listens on 8080, so the host's 8080 goes there (found
+		// through a process in the --netns namespace: socat).
+		{"TCP4", "192.0.2.7:8080", "192.0.2.7", "peer=192.0.2.7"},
 	} {
 		if got := dialPeer(t, host, c.proto, c.addr, c.bind); got != c.want {
 			t.Errorf("-t/-u %s %s: %q, want %q", c.proto, c.addr, got, c.want)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -63,7 +64,8 @@ User-mode networking for unprivileged network namespaces (berth).
 Defaults: 10.0.2.0/24, gateway and host 10.0.2.2, DNS 10.0.2.3, guest 10.0.2.100;
 with -6 fd00::/64, fd00::2, fd00::3, guest fd00::100; TAPNAME tap0.
 The DNS forwarder asks the first nameserver of /etc/resolv.conf, or the
-environment's BERTH_DNS_UPSTREAM (ADDR[:PORT]).
+environment's BERTH_DNS_UPSTREAM (ADDR[:PORT]). berth's Go code runs on one
+thread (as berth run's --threads 1) unless the environment sets GOMAXPROCS.
 Port forwards through the API keep the client's address as the source the
 namespace sees, and may be IPv6 (host_addr "::" or an IPv6 address).
 `
@@ -280,6 +282,16 @@ func dropPrivileges() error {
 	return nil
 }
 
+// dropInThreads runs berth's Go code on one thread, as berth run does by default
+// (fwdFlags.applyThreads: the forwarder's work is mostly system calls, and a second
+// thread spun on the CPU the namespace's programs need), unless GOMAXPROCS is set; the
+// engines pass no berth flags, so the environment is the only knob.
+func dropInThreads() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
+}
+
 // runSlirp4netns is berth invoked as slirp4netns; args follow the program name.
 func runSlirp4netns(args []string) int {
 	o, err := parseSlirpOpts(args)
@@ -296,6 +308,7 @@ func runSlirp4netns(args []string) int {
 		fmt.Fprint(stdout, slirp4netnsVersion)
 		return exitOK
 	}
+	dropInThreads()
 	sn, err := o.network()
 	if err != nil {
 		fmt.Fprintf(stderr, "slirp4netns: %v\n", err)

@@ -54,3 +54,42 @@ func TestGNUParse(t *testing.T) {
 		}
 	}
 }
+
+// TestSlirp4netnsHelp: callers detect slirp4netns's features by searching --help for
+// option names (rootlesskit: --netns-type, --enable-ipv6, --cidr, --disable-host-loopback,
+// --api-socket, --enable-sandbox, --enable-seccomp; Podman: --disable-dns,
+// --outbound-addr, --macaddress, ...): every option berth takes is named there, and
+// each one named parses.
+func TestSlirp4netnsHelp(t *testing.T) {
+	for _, opt := range []string{"--configure", "--exit-fd", "--ready-fd", "--mtu", "--enable-ipv6", "--api-socket", "--cidr",
+		"--disable-host-loopback", "--netns-type", "--userns-path", "--enable-sandbox", "--enable-seccomp", "--outbound-addr",
+		"--outbound-addr6", "--disable-dns", "--macaddress", "--target-type", "--help", "--version"} {
+		if !strings.Contains(slirp4netnsHelp, opt) {
+			t.Errorf("--help does not name %s", opt)
+		}
+	}
+	for _, line := range strings.Split(slirp4netnsHelp, "\n") {
+		// An option's line: its names first, then what it does.
+		for _, w := range strings.Fields(strings.ReplaceAll(line, ",", " ")) {
+			if !strings.HasPrefix(w, "-") {
+				break
+			}
+			if !strings.HasPrefix(w, "--") {
+				continue
+			}
+			name, _, _ := strings.Cut(w, "=")
+			args := []string{name}
+			if strings.Contains(w, "=") {
+				args = []string{name + "=" + map[string]string{"--exit-fd": "4", "--ready-fd": "3", "--mtu": "1500", "--api-socket": "/x",
+					"--cidr": "10.0.3.0/24", "--netns-type": "pid", "--userns-path": "/x", "--outbound-addr": "", "--outbound-addr6": "",
+					"--macaddress": "02:00:00:00:00:01", "--target-type": "netns"}[name]}
+			}
+			if name == "--macaddress" {
+				args = append(args, "-c")
+			}
+			if _, err := parseSlirpOpts(append(args, "42")); err != nil {
+				t.Errorf("%s, named in --help: %v", strings.Join(args, " "), err)
+			}
+		}
+	}
+}

@@ -147,6 +147,95 @@ func needCommands(t *testing.T, progs ...string) {
 	}
 }
 
+// buildDropIn builds berth into a directory of the test's and links names (slirp4netns,
+// pasta, pesto) to it there; it returns the directory and the binary.
+func buildDropIn(t *testing.T, names ...string) (dir, bin string) {
+	t.Helper()
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "berth")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, n := range names {
+		if err := os.Symlink(bin, filepath.Join(dir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, bin
+}
+
+// addNetns makes the network namespace name (ip netns add), deleted when the test ends.
+func addNetns(t *testing.T, name string) {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
+}
+
+// startCmd starts cmd with its stdout and stderr in out; done gets Wait's result.
+func startCmd(t *testing.T, cmd *exec.Cmd) (out *bytes.Buffer, done chan error) {
+	t.Helper()
+	out = &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	return out, done
+}
+
+// waitFile waits up to limit for the file path, which a process in a namespace makes
+// once it is ready; an error means it did not appear, or the command whose Wait
+// reports on done ended first (its result is put back on done).
+func waitFile(path string, limit time.Duration, done chan error) error {
+	for deadline := time.Now().Add(limit); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case err := <-done:
+			done <- err
+			return fmt.Errorf("it ended first (%v)", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not appear in %v", path, limit)
+		}
+	}
+}
+
+// testHost is the host side of a drop-in test: a namespace of the test's whose loopback
+// holds 192.0.2.7 (and 2001:db8::7), with an HTTP server on its 127.0.0.1 (p4) and
+// [::1] (p6) and a DNS server answering 192.0.2.7 (dns, for BERTH_DNS_UPSTREAM).
+type testHost struct {
+	ns     string
+	p4, p6 int
+	dns    string
+}
+
+func newTestHost(t *testing.T, name string) testHost {
+	t.Helper()
+	h := testHost{ns: name}
+	addNetns(t, name)
+	for _, c := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"addr", "add", "192.0.2.7/32", "dev", "lo"},
+		{"-6", "addr", "add", "2001:db8::7/128", "dev", "lo", "nodad"},
+	} {
+		if out, err := exec.Command("ip", append([]string{"-n", name}, c...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", c, err, out)
+		}
+	}
+	inNetNS(t, "/run/netns/"+name, func() {
+		h.p4 = hostHTTP(t, "127.0.0.1:0")
+		h.p6 = hostHTTP(t, "[::1]:0")
+		h.dns = hostDNS(t)
+	})
+	return h
+}
+
 // TestSlirp4netns runs berth under the name slirp4netns as root, with its host side in a
 // namespace of the test's (a "host" with the addresses 192.0.2.7 and 2001:db8::7) and
 // the caller's namespace given by path, as Podman does: -c configures tap0, -r says
@@ -156,70 +245,37 @@ func needCommands(t *testing.T, progs ...string) {
 func TestSlirp4netns(t *testing.T) {
 	testenv.NeedRoot(t)
 	needCommands(t, "ip", "curl", "socat", "getent", "nsenter")
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "berth")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildDropIn(t, "slirp4netns")
 	link := filepath.Join(dir, "slirp4netns")
-	if err := os.Symlink(bin, link); err != nil {
-		t.Fatal(err)
-	}
-	hostNS := fmt.Sprintf("drop-s4h-%d", os.Getpid())
+	th := newTestHost(t, fmt.Sprintf("drop-s4h-%d", os.Getpid()))
+	hostNS, p4, p6, dns := th.ns, th.p4, th.p6, th.dns
 	guestNS := fmt.Sprintf("drop-s4g-%d", os.Getpid())
-	for _, ns := range []string{hostNS, guestNS} {
-		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-			t.Fatalf("ip netns add: %v: %s", err, out)
-		}
-		t.Cleanup(func() { exec.Command("ip", "netns", "delete", ns).Run() })
-	}
+	addNetns(t, guestNS)
 	os.MkdirAll("/etc/netns/"+guestNS, 0o755)
 	t.Cleanup(func() { os.RemoveAll("/etc/netns/" + guestNS) })
 	if err := os.WriteFile("/etc/netns/"+guestNS+"/resolv.conf", []byte("nameserver 10.0.2.3\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range [][]string{
-		{"link", "set", "lo", "up"},
-		{"addr", "add", "192.0.2.7/32", "dev", "lo"},
-		{"-6", "addr", "add", "2001:db8::7/128", "dev", "lo", "nodad"},
-	} {
-		if out, err := exec.Command("ip", append([]string{"-n", hostNS}, c...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", c, err, out)
-		}
-	}
-	var p4, p6 int
-	var dns string
-	inNetNS(t, "/run/netns/"+hostNS, func() {
-		p4 = hostHTTP(t, "127.0.0.1:0")
-		p6 = hostHTTP(t, "[::1]:0")
-		dns = hostDNS(t)
-	})
 
 	sock := filepath.Join(dir, "api.sock")
 	readyR, readyW, _ := os.Pipe()
 	exitR, exitW, _ := os.Pipe()
 	defer readyR.Close()
 	defer exitW.Close()
-	cmd := exec.Command("ip", "netns", "exec", hostNS, link, "-c", "-6", "--mtu=65520", "-r", "3", "-e", "4",
+	cmd := exec.Command("ip", "netns", "exec", hostNS, link, "-c", "-6", "--mtu=65520", "-r", "3", "-e", "4", "--enable-sandbox", "--enable-seccomp",
 		"--api-socket", sock, "--netns-type=path", "/run/netns/"+guestNS, "tap0")
 	cmd.Env = append(os.Environ(), "BERTH_DNS_UPSTREAM="+dns)
 	cmd.ExtraFiles = []*os.File{readyW, exitR}
-	var errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &errb, &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	errb, done := startCmd(t, cmd)
 	readyW.Close()
 	exitR.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	defer func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
 			<-done
 		}
 	}()
-	waitReady(t, readyR, &errb)
+	waitReady(t, readyR, errb)
 
 	guest := []string{"ip", "netns", "exec", guestNS}
 	host := []string{"ip", "netns", "exec", hostNS}
@@ -353,21 +409,15 @@ func TestSlirp4netnsRootless(t *testing.T) {
 	defer readyR.Close()
 	cmd := e.command(0, "slirp4netns", "-c", "-6", "-m", "65520", "-r", "3", "-a", sock, strconv.Itoa(pid), "tap0")
 	cmd.ExtraFiles = []*os.File{readyW}
-	var errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &errb, &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	errb, done := startCmd(t, cmd)
 	readyW.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	defer func() {
 		if cmd.ProcessState == nil {
 			cmd.Process.Kill()
 			<-done
 		}
 	}()
-	waitReady(t, readyR, &errb)
+	waitReady(t, readyR, errb)
 
 	guest := []string{"nsenter", "-t", strconv.Itoa(pid), "-n"}
 	out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n", "curl", "-sS", fmt.Sprintf("http://10.0.2.2:%d/hello", p4)).CombinedOutput()

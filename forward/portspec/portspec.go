@@ -26,7 +26,9 @@ import (
 )
 
 // Range is an inclusive range of port numbers, First ≤ Last.
-type Range struct{ First, Last uint16 }
+type Range struct {
+	First, Last uint16 // the first and the last port of the range
+}
 
 // Len is how many ports the range holds.
 func (r Range) Len() int { return int(r.Last) - int(r.First) + 1 }
@@ -34,6 +36,7 @@ func (r Range) Len() int { return int(r.Last) - int(r.First) + 1 }
 // Contains reports whether p is in the range.
 func (r Range) Contains(p uint16) bool { return p >= r.First && p <= r.Last }
 
+// String formats r as Parse reads it: FIRST, or FIRST-LAST.
 func (r Range) String() string {
 	if r.First == r.Last {
 		return strconv.Itoa(int(r.First))
@@ -44,8 +47,8 @@ func (r Range) String() string {
 // Rule is one included range: host ports Listen go to the namespace's ports Target
 // (the same length: port Listen.First+i goes to Target.First+i).
 type Rule struct {
-	Listen Range
-	Target Range
+	Listen Range // the host's ports
+	Target Range // the namespace's ports, as many as Listen
 	// ToAddr is the target address in the namespace; zero means the namespace's own
 	// address (of the client's family).
 	ToAddr netip.Addr
@@ -280,7 +283,7 @@ func (s Spec) String() string {
 
 // Forward is one host port forwarded to one namespace port.
 type Forward struct {
-	Listen, Target uint16
+	Listen, Target uint16     // the host's port and the namespace's
 	ToAddr         netip.Addr // zero: the namespace's address
 }
 

@@ -23,6 +23,7 @@ cp "$berth" "$work/b/berth"; for n in slirp4netns pasta pesto; do ln -s berth "$
 cp "$passt"/pasta* "$passt"/pesto "$work/cur/"
 veth=dbv$$
 cleanup() {
+	set +e
 	[ -n "${srv:-}" ] && kill "$srv" 2>/dev/null
 	[ -n "${srv2:-}" ] && kill "$srv2" 2>/dev/null
 	ip netns delete "$veth" 2>/dev/null

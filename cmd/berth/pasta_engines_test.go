@@ -3,8 +3,8 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,25 +75,8 @@ func TestRootlesskit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hostNS := fmt.Sprintf("drop-rkh-%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", hostNS).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "delete", hostNS).Run() })
-	for _, c := range [][]string{
-		{"link", "set", "lo", "up"},
-		{"addr", "add", "192.0.2.7/32", "dev", "lo"},
-	} {
-		if out, err := exec.Command("ip", append([]string{"-n", hostNS}, c...)...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", c, err, out)
-		}
-	}
-	var p4 int
-	var dns string
-	inNetNS(t, "/run/netns/"+hostNS, func() {
-		p4 = hostHTTP(t, "127.0.0.1:0")
-		dns = hostDNS(t)
-	})
+	th := newTestHost(t, fmt.Sprintf("drop-rkh-%d", os.Getpid()))
+	hostNS, p4, dns := th.ns, th.p4, th.dns
 	host := []string{"ip", "netns", "exec", hostNS}
 
 	cases := []struct {
@@ -106,14 +89,25 @@ func TestRootlesskit(t *testing.T) {
 		{"slirp4netns", "slirp4netns", true},
 		{"pasta", "pesto", false},
 		{"pasta", "pesto", true},
+		// implicit: pasta -t auto -u auto forwards what the child listens on, to the
+		// same port on the host.
+		{"pasta", "implicit", false},
 	}
 	for i, c := range cases {
 		name := c.net
 		if c.noLoopback {
 			name += "-disable-host-loopback"
 		}
+		implicit := c.portDriver == "implicit"
+		if implicit {
+			name += "-implicit"
+		}
 		t.Run(name, func(t *testing.T) {
 			pAll, pLo, pUDP := 18400+10*i, 18401+10*i, 18402+10*i
+			tcpPort, udpPort := 80, 53
+			if implicit {
+				tcpPort, udpPort = pAll, pUDP // the host's ports are the child's
+			}
 			state := filepath.Join(e.tmp, "state-"+name)
 			ready, finish := filepath.Join(e.tmp, "ready-"+name), filepath.Join(e.tmp, "finish-"+name)
 			loopCheck := fmt.Sprintf(`curl -sS -m 5 http://10.0.2.2:%d/hello > %s/loop-%s 2>&1`, p4, e.tmp, name)
@@ -122,14 +116,16 @@ func TestRootlesskit(t *testing.T) {
 				"getent ahostsv4 service.example > " + e.tmp + "/dns-" + name + " 2>&1",
 				"ip -br addr > " + e.tmp + "/addr-" + name,
 				// Their output is not rootlesskit's: cmd.Wait would wait for them.
-				`socat UDP4-RECVFROM:53,fork SYSTEM:'echo peer=$SOCAT_PEERADDR' </dev/null >/dev/null 2>&1 & s1=$!`,
-				`socat TCP4-LISTEN:80,fork,reuseaddr SYSTEM:'echo peer=$SOCAT_PEERADDR' </dev/null >/dev/null 2>&1 & s2=$!`,
+				fmt.Sprintf(`socat UDP4-RECVFROM:%d,fork SYSTEM:'echo peer=$SOCAT_PEERADDR' </dev/null >/dev/null 2>&1 & s1=$!`, udpPort),
+				fmt.Sprintf(`socat TCP4-LISTEN:%d,fork,reuseaddr SYSTEM:'echo peer=$SOCAT_PEERADDR' </dev/null >/dev/null 2>&1 & s2=$!`, tcpPort),
 				"sleep 0.5; touch " + ready,
 				"i=0; while [ ! -e " + finish + " ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done",
 				"kill $s1 $s2",
 			}, "\n")
-			args := []string{"--net=" + c.net, "--port-driver=" + c.portDriver, "--ipv6", "--copy-up=/etc", "--state-dir=" + state,
-				fmt.Sprintf("-p=0.0.0.0:%d:80/tcp", pAll), fmt.Sprintf("-p=127.0.0.1:%d:80/tcp", pLo), fmt.Sprintf("-p=127.0.0.1:%d:53/udp", pUDP)}
+			args := []string{"--net=" + c.net, "--port-driver=" + c.portDriver, "--ipv6", "--copy-up=/etc", "--state-dir=" + state}
+			if !implicit {
+				args = append(args, fmt.Sprintf("-p=0.0.0.0:%d:80/tcp", pAll), fmt.Sprintf("-p=127.0.0.1:%d:80/tcp", pLo), fmt.Sprintf("-p=127.0.0.1:%d:53/udp", pUDP))
+			}
 			if c.net == "slirp4netns" {
 				args = append(args, "--slirp4netns-binary="+filepath.Join(dir, "slirp4netns"))
 			} else {
@@ -147,13 +143,7 @@ func TestRootlesskit(t *testing.T) {
 			full := append(append([]string{}, host...), append([]string{"unshare", "--mount", "--propagation", "private", "sh", "-c", wrap, "sh", rk}, args...)...)
 			cmd := exec.Command(full[0], full[1:]...)
 			cmd.Env = e.env
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
+			out, done := startCmd(t, cmd)
 			defer func() {
 				os.WriteFile(finish, nil, 0o644)
 				select {
@@ -164,19 +154,8 @@ func TestRootlesskit(t *testing.T) {
 					t.Errorf("rootlesskit did not exit after its child")
 				}
 			}()
-			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-				if _, err := os.Stat(ready); err == nil {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the child did not get ready; rootlesskit: %s", out.String())
-				}
-				select {
-				case err := <-done:
-					done <- err
-					t.Fatalf("rootlesskit exited: %v: %s", err, out.String())
-				default:
-				}
+			if err := waitFile(ready, 30*time.Second, done); err != nil {
+				t.Fatalf("the child did not get ready: %v; rootlesskit: %s", err, out.String())
 			}
 			read := func(what string) string {
 				b, _ := os.ReadFile(filepath.Join(e.tmp, what+"-"+name))
@@ -191,11 +170,15 @@ func TestRootlesskit(t *testing.T) {
 			if got := read("addr"); !strings.Contains(got, "10.0.2.100/24") {
 				t.Errorf("the child's addresses: %q", got)
 			}
-			for _, p := range []struct{ proto, addr, bind, want string }{
+			checks := []struct{ proto, addr, bind, want string }{
 				{"TCP4", fmt.Sprintf("192.0.2.7:%d", pAll), "192.0.2.7", "peer=192.0.2.7"},
 				{"TCP4", fmt.Sprintf("127.0.0.1:%d", pLo), "", "peer=10.0.2.2"},
 				{"UDP4", fmt.Sprintf("127.0.0.1:%d", pUDP), "", "peer=10.0.2.2"},
-			} {
+			}
+			if implicit {
+				checks = append(checks[:1], checks[2:]...)
+			}
+			for _, p := range checks {
 				if got := dialPeer(t, host, p.proto, p.addr, p.bind); got != p.want {
 					t.Errorf("published %s %s: %q, want %q; rootlesskit: %s", p.proto, p.addr, got, p.want, out.String())
 				}
@@ -222,5 +205,104 @@ func TestRootlesskit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPodmanSlirp4netns runs Debian's Podman (as root, storage in the test's directory)
+// with `--network slirp4netns` and berth as its network_cmd_path, on a busybox image
+// the test imports (no registry): the container reaches the host's loopback and DNS,
+// gets its addresses (IPv4 configured by slirp4netns -c, IPv6 by berth's router
+// advertisements), and ports published with port_handler=slirp4netns reach it with the
+// client's address. The host side is a namespace of the test's; nothing of berth is left
+// once the container is gone.
+func TestPodmanSlirp4netns(t *testing.T) {
+	testenv.NeedRoot(t)
+	needCommands(t, "podman", "runc", "busybox", "ip", "curl", "nsenter", "tar")
+	dir, bin := buildDropIn(t, "slirp4netns")
+	link := filepath.Join(dir, "slirp4netns")
+	// The image: busybox and its applets, an httpd whose CGI says who called.
+	root := filepath.Join(dir, "rootfs")
+	for _, d := range []string{"bin", "etc", "tmp", "www/cgi-bin", "x"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	bb, _ := exec.LookPath("busybox")
+	if b, err := os.ReadFile(bb); err != nil || os.WriteFile(filepath.Join(root, "bin/busybox"), b, 0o755) != nil {
+		t.Fatalf("busybox: %v", err)
+	}
+	for _, a := range []string{"sh", "wget", "nslookup", "httpd", "ip", "cat", "sleep", "echo", "test", "kill"} {
+		os.Symlink("busybox", filepath.Join(root, "bin", a))
+	}
+	os.WriteFile(filepath.Join(root, "www/cgi-bin/peer"), []byte("#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"peer=$REMOTE_ADDR\"\n"), 0o755)
+	tarball := filepath.Join(dir, "rootfs.tar")
+	if out, err := exec.Command("tar", "-C", root, "-cf", tarball, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	th := newTestHost(t, fmt.Sprintf("drop-pmh-%d", os.Getpid()))
+	hostNS, p4, dns := th.ns, th.p4, th.dns
+	// runc, cgroupfs and explicit limits: crun and the default limits need more than a
+	// CI sandbox may give (cgroups v2 only, CAP_SYS_RESOURCE).
+	podman := func(args ...string) *exec.Cmd {
+		// nsenter, not ip netns exec: that remounts /sys, and runc wants its cgroups.
+		base := []string{"--net=/run/netns/" + hostNS, "podman", "--root", filepath.Join(dir, "root"), "--runroot", filepath.Join(dir, "run"),
+			"--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc",
+			"--network-cmd-path", link}
+		cmd := exec.Command("nsenter", append(base, args...)...)
+		cmd.Env = append(os.Environ(), "BERTH_DNS_UPSTREAM="+dns)
+		return cmd
+	}
+	if out, err := podman("import", tarball, "localhost/berth-busybox:test").CombinedOutput(); err != nil {
+		t.Fatalf("podman import: %v: %s", err, out)
+	}
+	shared := filepath.Join(dir, "x") // the container's /x: it says ready, the test says finish
+	if err := os.Mkdir(shared, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf(`wget -q -O - http://10.0.2.2:%d/hello; echo; nslookup service.example 10.0.2.3; ip addr show dev tap0
+httpd -p 80 -h /www; echo ready > /x/ready; while ! test -e /x/finish; do sleep 0.1; done`, p4)
+	cmd := podman("run", "--rm", "--ulimit", "nofile=10000:10000", "--ulimit", "nproc=4096:4096",
+		"--network", "slirp4netns:port_handler=slirp4netns,allow_host_loopback=true,enable_ipv6=true",
+		"-p", "127.0.0.1:18710:80", "-p", "192.0.2.7:18711:80", "-v", shared+":/x",
+		"localhost/berth-busybox:test", "sh", "-c", script)
+	out, done := startCmd(t, cmd)
+	finish := func() {
+		os.WriteFile(filepath.Join(shared, "finish"), nil, 0o644)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			t.Errorf("podman run did not end")
+		}
+	}
+	if err := waitFile(filepath.Join(shared, "ready"), 60*time.Second, done); err != nil {
+		finish()
+		t.Fatalf("the container did not get ready: %v: %s", err, out.String())
+	}
+	curl := func(args ...string) string {
+		full := append([]string{"netns", "exec", hostNS, "curl", "-sS", "-m", "10"}, args...)
+		o, _ := exec.Command("ip", full...).CombinedOutput()
+		got := strings.TrimSpace(string(o))
+		// busybox httpd serves on an IPv6 socket: IPv4 clients come v4-mapped.
+		if a, err := netip.ParseAddr(strings.Trim(strings.TrimPrefix(got, "peer="), "[]")); err == nil {
+			return "peer=" + a.Unmap().String()
+		}
+		return got
+	}
+	if got := curl("http://127.0.0.1:18710/cgi-bin/peer"); got != "peer=10.0.2.2" {
+		t.Errorf("-p 127.0.0.1:18710:80 from the host's loopback: %q", got)
+	}
+	if got := curl("--interface", "192.0.2.7", "http://192.0.2.7:18711/cgi-bin/peer"); got != "peer=192.0.2.7" {
+		t.Errorf("-p 192.0.2.7:18711:80 from 192.0.2.7: %q", got)
+	}
+	finish()
+	for _, want := range []string{"hello 127.0.0.1:", "192.0.2.7", "10.0.2.100/24", "fd00::"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in the container's output:\n%s", want, out.String())
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(berthProcs(bin)) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("berth processes left after the container: %v", berthProcs(bin))
+		}
 	}
 }

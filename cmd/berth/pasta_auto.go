@@ -1,0 +1,170 @@
+package main
+
+// pasta's "auto" port forwarding (-t auto, -u auto: rootlesskit's implicit port driver):
+// every second berth reads the namespace's listening sockets from /proc/PID/net/tcp,
+// tcp6, udp and udp6 (proc(5)) and forwards the host's port of the same number to each
+// one in the spec's set, removing the forward once the socket is gone.
+
+import (
+	"bufio"
+	"encoding/hex"
+	"io"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berthnet/berth/forward"
+	"github.com/berthnet/berth/forward/portspec"
+)
+
+// procListeners reads one /proc/net/{tcp,tcp6,udp,udp6} table: the ports with a socket
+// in state want (0A: TCP LISTEN; 07: an unconnected UDP socket) on a wildcard or
+// non-loopback address. Sockets bound to the namespace's loopback only are left out: a
+// forward reaches the namespace's own address.
+func procListeners(r io.Reader, want string, into map[uint16]bool) {
+	sc := bufio.NewScanner(r)
+	sc.Scan() // the header
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || f[3] != want {
+			continue
+		}
+		addrHex, portHex, ok := strings.Cut(f[1], ":")
+		if !ok {
+			continue
+		}
+		port, err := strconv.ParseUint(portHex, 16, 16)
+		if err != nil || port == 0 {
+			continue
+		}
+		b, err := hex.DecodeString(addrHex)
+		if err != nil || (len(b) != 4 && len(b) != 16) {
+			continue
+		}
+		// The kernel prints each 32-bit word in host byte order (little-endian here).
+		for i := 0; i+4 <= len(b); i += 4 {
+			b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
+		}
+		a, _ := netip.AddrFromSlice(b)
+		if a.Unmap().IsLoopback() {
+			continue
+		}
+		into[uint16(port)] = true
+	}
+}
+
+// netnsPID finds a process in the network namespace at path (a namespace file such as
+// /run/netns/NAME), whose /proc/PID/net then shows that namespace's sockets: the one
+// whose ns/net link names the file's inode (namespaces(7)). prev is tried first.
+func netnsPID(path string, prev int) int {
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	want := "net:[" + strconv.FormatUint(st.Ino, 10) + "]"
+	if prev > 0 {
+		if l, err := os.Readlink("/proc/" + strconv.Itoa(prev) + "/ns/net"); err == nil && l == want {
+			return prev
+		}
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && l == want {
+			return pid
+		}
+	}
+	return 0
+}
+
+// autoForward keeps the forwards of the auto specs up to date with the namespace of
+// pid (or, with pid 0, of a process found in the namespace file netns) until stop
+// closes.
+type autoForward struct {
+	ports    portTable
+	pid      int
+	netns    string
+	found    int                        // netns's process last scan
+	specs    map[string][]portspec.Spec // by protocol
+	ipv4Only bool
+	have     map[forward.PortMapping]bool
+}
+
+func (a *autoForward) scan() {
+	pid := a.pid
+	if pid == 0 {
+		a.found = netnsPID(a.netns, a.found)
+		pid = a.found
+	}
+	want := map[forward.PortMapping]bool{}
+	for proto, specs := range a.specs {
+		bound := map[uint16]bool{}
+		state := map[string]string{"tcp": "0A", "udp": "07"}[proto]
+		for _, table := range []string{proto, proto + "6"} {
+			if pid == 0 {
+				break // no process in the namespace (yet): nothing listens
+			}
+			if f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/net/" + table); err == nil {
+				procListeners(f, state, bound)
+				f.Close()
+			}
+		}
+		for _, sp := range specs {
+			excluded := func(p uint16) bool {
+				for _, r := range sp.Exclude {
+					if r.Contains(p) {
+						return true
+					}
+				}
+				return false
+			}
+			for p := range bound {
+				in := sp.All && !portspec.Ephemeral.Contains(p)
+				for _, r := range sp.Include {
+					in = in || (r.Listen.Contains(p) && r.Listen == r.Target)
+				}
+				if !in || excluded(p) {
+					continue
+				}
+				m := forward.PortMapping{Proto: proto, HostAddr: sp.Addr, HostPort: p, NSPort: p}
+				if !m.HostAddr.IsValid() && a.ipv4Only {
+					m.HostAddr = netip.IPv4Unspecified()
+				}
+				want[m] = true
+			}
+		}
+	}
+	for m := range a.have {
+		if !want[m] {
+			a.ports.RemovePort(m)
+			delete(a.have, m)
+		}
+	}
+	for m := range want {
+		// A host port that is taken (by another program) is tried again next time.
+		if !a.have[m] && a.ports.AddPort(m) == nil {
+			a.have[m] = true
+		}
+	}
+}
+
+// run scans every interval until stop closes.
+func (a *autoForward) run(interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		a.scan()
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
