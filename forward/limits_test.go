@@ -85,14 +85,25 @@ func nsConnectMany(t *testing.T, ns *netns.NS, dst netip.AddrPort, n int) []net.
 	return conns
 }
 
-// pace holds a flood's i-th packet back until the forwarder has taken all but 256 of
+// pacer holds a flood's i-th packet back until the forwarder has taken all but 256 of
 // those before it (done counts them): the namespace's device queue (500 packets) would
-// otherwise drop most of a flood sent faster than the forwarder takes it.
-func pace(i int, done func() uint64) {
-	if i%64 != 63 {
+// otherwise drop most of a flood sent faster than the forwarder takes it. A forwarder
+// that stops taking them (a full table that refuses new flows) ends the pacing.
+type pacer struct {
+	done    func() uint64
+	stalled bool
+}
+
+func (p *pacer) pace(i int) {
+	if i%64 != 63 || p.stalled {
 		return
 	}
-	for deadline := time.Now().Add(5 * time.Second); done()+256 < uint64(i) && time.Now().Before(deadline); {
+	deadline := time.Now().Add(2 * time.Second)
+	for p.done()+256 < uint64(i) {
+		if time.Now().After(deadline) {
+			p.stalled = true
+			return
+		}
 		time.Sleep(time.Millisecond)
 	}
 }
@@ -283,9 +294,11 @@ func TestHalfOpenFlood(t *testing.T) {
 		resp.Body.Close()
 		// A connection through the forwarder takes a few milliseconds; retransmitting
 		// a dropped SYN would take a second.
-		if d := time.Since(start); d > 900*time.Millisecond {
+		d := time.Since(start)
+		if d > 900*time.Millisecond {
 			t.Errorf("request %d during the flood took %v", i, d)
 		}
+		t.Logf("request %d during the flood: %v", i, d)
 	}
 	t.Logf("during the flood: %+v", s.Forwarder.Stats())
 	for _, c := range flood {
@@ -331,13 +344,15 @@ func TestUDPAndPingFlood(t *testing.T) {
 			return err
 		}
 		defer p.Close()
+		pp := &pacer{done: func() uint64 { st := s.Forwarder.Stats(); return st.PingsForwarded + st.PingsFailed }}
 		for i := range pingFloodN {
 			m := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: i + 1, Seq: 1, Data: make([]byte, 56)}}
 			b, _ := m.Marshal(nil)
 			p.WriteTo(b, &net.IPAddr{IP: net.IPv4(10, 0, 2, 2)})
-			pace(i, func() uint64 { st := s.Forwarder.Stats(); return st.PingsForwarded + st.PingsFailed })
+			pp.pace(i)
 		}
 		msg := make([]byte, 512)
+		up := &pacer{done: func() uint64 { return s.Forwarder.Stats().UDPOutbound }}
 		for i := range udpFloodN {
 			// Distinct host ports, all closed but the echo's: each datagram a new flow.
 			port := 20000 + i%40000
@@ -345,7 +360,7 @@ func TestUDPAndPingFlood(t *testing.T) {
 				continue
 			}
 			u.WriteTo(msg, &net.UDPAddr{IP: net.IPv4(10, 0, 2, 2), Port: port})
-			pace(i, func() uint64 { return s.Forwarder.Stats().UDPOutbound })
+			up.pace(i)
 		}
 		return nil
 	})

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -113,6 +114,20 @@ func ipCmd(args ...string) error {
 	return nil
 }
 
+// waitLocalRoute waits (at most a second) for the namespace's local route to its IPv6
+// address a: the kernel inserts it from a work queue after "ip addr add" has returned
+// (the address's DAD work, even for nodad), and until then packets to a are taken for
+// packets to forward and dropped (Ip6InAddrErrors) although a is already usable as a
+// source. On a loaded machine the first answers of a session were lost that way.
+func waitLocalRoute(a netip.Addr) {
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		out, err := exec.Command("ip", "-6", "route", "show", "table", "local", a.String()).Output()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			return
+		}
+	}
+}
+
 // Start creates the TUN device in the namespace, configures it, and starts forwarding.
 func Start(cfg SessionConfig) (*Session, error) {
 	if cfg.MTU <= 0 {
@@ -137,12 +152,8 @@ func Start(cfg SessionConfig) (*Session, error) {
 			return err
 		}
 		if !fc.NoIPv6 {
-			// No duplicate address detection on a link with no one else on it. With it,
-			// the kernel restarted detection when it found the link ready (after the
-			// link was up, nodad addresses included), and for that moment the
-			// namespace dropped packets to its own address as not its own
-			// (Ip6InAddrErrors): the first answers of a session, in about a third of
-			// the sessions whose traffic began at once.
+			// No duplicate address detection on a link with no one else on it: nothing
+			// to detect, and the kernel would restart it once it found the link ready.
 			for _, k := range []string{"accept_dad", "dad_transmits"} {
 				os.WriteFile("/proc/sys/net/ipv6/conf/"+DeviceName+"/"+k, []byte("0"), 0)
 			}
@@ -163,6 +174,9 @@ func Start(cfg SessionConfig) (*Session, error) {
 			if err := ipCmd(c...); err != nil {
 				return err
 			}
+		}
+		if !fc.NoIPv6 {
+			waitLocalRoute(fc.NSAddr6)
 		}
 		return nil
 	})
