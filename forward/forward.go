@@ -185,8 +185,8 @@ type Stats struct {
 
 // Counter is one named figure of Counters.
 type Counter struct {
-	Name  string
-	Value uint64
+	Name  string // "Forward" and the Stats field's name, as berth stats shows it
+	Value uint64 // the field's value when Counters was called
 }
 
 // Counters returns Stats as named counters, each prefixed "Forward" (berth stats lists
