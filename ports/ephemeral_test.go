@@ -155,17 +155,6 @@ func TestConnectExhaustion(t *testing.T) {
 	}
 }
 
-func TestSipHash(t *testing.T) {
-	// Reference vector from the SipHash paper, appendix A: key 00..0f, message 00..0e.
-	var msg [15]byte
-	for i := range msg {
-		msg[i] = byte(i)
-	}
-	if got := sipHash24(0x0706050403020100, 0x0f0e0d0c0b0a0908, msg[:]); got != 0xa129ca6149be45e5 {
-		t.Fatalf("SipHash-2-4 = %#x", got)
-	}
-}
-
 // occupy binds the first frac of a range's ports (spread out at random by bind(0)).
 func occupy(b *testing.B, m *Manager, frac float64) {
 	r := m.Config().LocalPortRange

@@ -2,9 +2,9 @@ package tcp
 
 import (
 	"encoding/binary"
-	"math/bits"
 	"net/netip"
 
+	"github.com/berthnet/berth/internal/siphash"
 	"github.com/berthnet/berth/wire"
 )
 
@@ -57,7 +57,7 @@ func (p *Protocol) fastOpenCookie(src, dst netip.Addr) (c [8]byte) {
 		n += copy(in[n:], d16[:])
 	}
 	k := p.cfg.FastOpenKey
-	binary.LittleEndian.PutUint64(c[:], sipHash24(binary.LittleEndian.Uint64(k[0:]), binary.LittleEndian.Uint64(k[8:]), in[:n]))
+	binary.LittleEndian.PutUint64(c[:], siphash.Sum64(binary.LittleEndian.Uint64(k[0:]), binary.LittleEndian.Uint64(k[8:]), in[:n]))
 	return c
 }
 
@@ -101,52 +101,6 @@ func (l *Listener) fastOpenSYN(c *Conn, s *segment) bool {
 	c.sndUna = c.iss + 1
 	p.Stats.FastOpenPassive.Add(1)
 	return true
-}
-
-// sipHash24 is SipHash-2-4 (Aumasson and Bernstein, 2012) of b under the key (k0, k1).
-func sipHash24(k0, k1 uint64, b []byte) uint64 {
-	v0 := k0 ^ 0x736f6d6570736575
-	v1 := k1 ^ 0x646f72616e646f6d
-	v2 := k0 ^ 0x6c7967656e657261
-	v3 := k1 ^ 0x7465646279746573
-	round := func() {
-		v0 += v1
-		v1 = bits.RotateLeft64(v1, 13)
-		v1 ^= v0
-		v0 = bits.RotateLeft64(v0, 32)
-		v2 += v3
-		v3 = bits.RotateLeft64(v3, 16)
-		v3 ^= v2
-		v0 += v3
-		v3 = bits.RotateLeft64(v3, 21)
-		v3 ^= v0
-		v2 += v1
-		v1 = bits.RotateLeft64(v1, 17)
-		v1 ^= v2
-		v2 = bits.RotateLeft64(v2, 32)
-	}
-	n := len(b)
-	for ; len(b) >= 8; b = b[8:] {
-		m := binary.LittleEndian.Uint64(b)
-		v3 ^= m
-		round()
-		round()
-		v0 ^= m
-	}
-	var last [8]byte
-	copy(last[:], b)
-	last[7] = byte(n)
-	m := binary.LittleEndian.Uint64(last[:])
-	v3 ^= m
-	round()
-	round()
-	v0 ^= m
-	v2 ^= 0xff
-	round()
-	round()
-	round()
-	round()
-	return v0 ^ v1 ^ v2 ^ v3
 }
 
 // fastOpenOption adds the option the SYN-ACK carries, if any. c.mu is held.
