@@ -317,31 +317,19 @@ func (h *Host) Connect(fd int, remote netip.AddrPort) syscall.Errno {
 	}
 }
 
-// Read is recv(2) with flags (read(2) has none).
-func (h *Host) Read(fd int, b []byte, flags int) (int, syscall.Errno) {
-	h.enter()
-	defer h.leave()
-	s, e := h.sock(fd)
-	if e != 0 {
-		return -1, e
-	}
-	s.mu.Lock()
-	c, nonblock, opened, o := s.conn, s.nonblock || flags&msgDontwait != 0, s.opened, s.o
-	deferred := s.deferTo.IsValid()
-	s.mu.Unlock()
-	if deferred {
-		return -1, syscall.EAGAIN // TCP_FASTOPEN_CONNECT: "connected", nothing to read yet
-	}
-	if !opened || c == nil {
-		return -1, syscall.ENOTCONN
-	}
-	deadline := h.deadline(o.rcvtimeo)
+// transfer runs a blocking read or write as Linux's loop does: step moves what it can at
+// total bytes done and says whether the call is complete. An error other than EAGAIN ends
+// the call (with the bytes moved, if any, as Linux returns a short count before the
+// error); a non-blocking socket or an expired SO_RCVTIMEO/SO_SNDTIMEO returns what was
+// moved, or EAGAIN; otherwise the call waits for the harness's next step when nothing
+// moved.
+func (h *Host) transfer(nonblock bool, deadline time.Time, step func(total int) (n int, done bool, err error)) (int, syscall.Errno) {
 	total := 0
 	for {
 		gen := h.generation()
-		n, err := c.ReadNonblock(b[total:], flags&msgPeek != 0)
+		n, done, err := step(total)
 		total += n
-		if err == nil && (n == 0 || flags&msgWaitall == 0 || total == len(b) || flags&msgPeek != 0) {
+		if done {
 			return total, 0
 		}
 		if err != nil && err != syscall.EAGAIN {
@@ -360,6 +348,30 @@ func (h *Host) Read(fd int, b []byte, flags int) (int, syscall.Errno) {
 			h.wait(gen)
 		}
 	}
+}
+
+// Read is recv(2) with flags (read(2) has none).
+func (h *Host) Read(fd int, b []byte, flags int) (int, syscall.Errno) {
+	h.enter()
+	defer h.leave()
+	s, e := h.sock(fd)
+	if e != 0 {
+		return -1, e
+	}
+	s.mu.Lock()
+	c, nonblock, opened, o := s.conn, s.nonblock || flags&msgDontwait != 0, s.opened, s.o
+	deferred := s.deferTo.IsValid()
+	s.mu.Unlock()
+	if deferred {
+		return -1, syscall.EAGAIN // TCP_FASTOPEN_CONNECT: "connected", nothing to read yet
+	}
+	if !opened || c == nil {
+		return -1, syscall.ENOTCONN
+	}
+	return h.transfer(nonblock, h.deadline(o.rcvtimeo), func(total int) (int, bool, error) {
+		n, err := c.ReadNonblock(b[total:], flags&msgPeek != 0)
+		return n, err == nil && (n == 0 || flags&msgWaitall == 0 || total+n == len(b) || flags&msgPeek != 0), err
+	})
 }
 
 // SendTo is sendto(2): Write, but with MSG_FASTOPEN (or after a TCP_FASTOPEN_CONNECT
@@ -481,31 +493,10 @@ func (h *Host) Write(fd int, b []byte, flags int) (int, syscall.Errno) {
 	if !opened || c == nil {
 		return -1, syscall.EPIPE
 	}
-	deadline := h.deadline(o.sndtimeo)
-	total := 0
-	for {
-		gen := h.generation()
+	return h.transfer(nonblock, h.deadline(o.sndtimeo), func(total int) (int, bool, error) {
 		n, err := c.WriteNonblockMore(b[total:], flags&msgMore != 0)
-		total += n
-		if err == nil && total == len(b) {
-			return total, 0
-		}
-		if err != nil && err != syscall.EAGAIN {
-			if total > 0 {
-				return total, 0
-			}
-			return -1, errno(err)
-		}
-		if nonblock || h.expired(deadline) {
-			if total > 0 {
-				return total, 0
-			}
-			return -1, syscall.EAGAIN
-		}
-		if n == 0 {
-			h.wait(gen)
-		}
-	}
+		return n, err == nil && total+n == len(b), err
+	})
 }
 
 // Inq reports, for a socket with TCP_INQ on, what is left to read after a recvmsg (1 at
