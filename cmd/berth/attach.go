@@ -15,7 +15,7 @@ import (
 
 // attachUsage is the synopsis of berth attach (after "berth "); main.go's table lists the
 // command.
-const attachUsage = "attach --netns PATH|NAME|PID [-p MAPPING]... [--tap [--dhcp]] [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N]"
+const attachUsage = "attach --netns PATH|NAME|PID [-p MAPPING]... [--tap [--dhcp]] [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N] [--max-LIMIT N]..."
 
 // attachDoc is the text of berth help attach.
 const attachDoc = `Serves a network namespace that exists (as slirp4netns and pasta do): creates berth0

@@ -19,7 +19,7 @@ import (
 
 // runUsage is the synopsis of berth run (after "berth "); main.go's table lists the
 // command.
-const runUsage = "run [-p [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]]... [--tap [--dhcp]] [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N] [--userns] -- COMMAND [ARGS...]"
+const runUsage = "run [-p [HOSTIP:]HOSTPORT:NSPORT[/tcp|/udp]]... [--tap [--dhcp]] [--mtu N] [--no-ipv6] [--no-host-loopback] [--dns-upstream ADDR[:PORT]] [--control PATH|none] [--threads N] [--max-LIMIT N]... [--userns] -- COMMAND [ARGS...]"
 
 // runDoc is the text of berth help run.
 const runDoc = `Creates a network namespace, gives it a TUN device berth0 whose far side is berth,
@@ -53,6 +53,17 @@ first nameserver of /etc/resolv.conf, or --dns-upstream), and the namespace's
   --dhcp              with --tap: only bring berth0 up, and leave its addresses
                       to a DHCP client in the namespace (udhcpc, dhclient) and to
                       SLAAC from berth's router advertisements
+  --max-tcp-flows N, --max-udp-flows N, --max-connects N,
+  --max-connects-per-dest N, --max-connect-backlog N, --max-echo-sessions N,
+  --max-buffered BYTES
+                      the forwarder's limits (defaults 16384, 4096, 1024, 128,
+                      4096, 256, 268435456). At a flow or backlog limit a new
+                      SYN is dropped (the namespace retransmits, as with a full
+                      Linux SYN queue), a new UDP flow evicts an idle one, a new
+                      ping session the least recently used one; a SYN beyond
+                      the connect limits waits for its destination's turn; a copy
+                      that finds the buffer budget spent waits for room. What
+                      each refused is counted (berth stats, Forward*).
 
 Root gets a named network namespace (ip netns). Any other user gets the rootless
 mode, as slirp4netns and pasta do: a new user namespace (the caller's uid and gid
@@ -74,6 +85,7 @@ type fwdFlags struct {
 	control        string
 	threads        int
 	tap, dhcp      bool
+	limits         forward.Config // the Max* fields only; zero: forward's default
 }
 
 type stringList struct{ p *[]string }
@@ -96,6 +108,14 @@ func (ff *fwdFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&ff.threads, "threads", 1, "GOMAXPROCS for berth (0: every CPU)")
 	fs.BoolVar(&ff.tap, "tap", false, "a TAP device (Ethernet) instead of TUN")
 	fs.BoolVar(&ff.dhcp, "dhcp", false, "with --tap: addresses by DHCP and SLAAC, not configured")
+	l := &ff.limits
+	fs.IntVar(&l.MaxTCPFlows, "max-tcp-flows", forward.DefaultMaxTCPFlows, "TCP flows at once")
+	fs.IntVar(&l.MaxUDPFlows, "max-udp-flows", forward.DefaultMaxUDPFlows, "UDP flows at once")
+	fs.IntVar(&l.MaxConnects, "max-connects", forward.DefaultMaxConnects, "host connects under way")
+	fs.IntVar(&l.MaxConnectsPerDest, "max-connects-per-dest", forward.DefaultMaxConnectsPerDest, "host connects under way to one address and port")
+	fs.IntVar(&l.MaxConnectBacklog, "max-connect-backlog", forward.DefaultMaxConnectBacklog, "SYNs waiting for a connect to one destination")
+	fs.IntVar(&l.MaxEchoSessions, "max-echo-sessions", forward.DefaultMaxEchoSessions, "ping sessions at once")
+	fs.Int64Var(&l.MaxBuffered, "max-buffered", forward.DefaultMaxBuffered, "bytes of copy buffers in use at once")
 }
 
 // applyThreads sets GOMAXPROCS from --threads, after fs parsed the arguments: the value
@@ -125,6 +145,23 @@ func (ff *fwdFlags) config(nsPath string) (forward.SessionConfig, error) {
 	if ff.dhcp && !ff.tap {
 		return cfg, errors.New("--dhcp needs --tap (a TUN device has no DHCP)")
 	}
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{
+		{"max-tcp-flows", int64(ff.limits.MaxTCPFlows)}, {"max-udp-flows", int64(ff.limits.MaxUDPFlows)},
+		{"max-connects", int64(ff.limits.MaxConnects)}, {"max-connects-per-dest", int64(ff.limits.MaxConnectsPerDest)},
+		{"max-connect-backlog", int64(ff.limits.MaxConnectBacklog)}, {"max-echo-sessions", int64(ff.limits.MaxEchoSessions)},
+		{"max-buffered", ff.limits.MaxBuffered},
+	} {
+		if l.v <= 0 {
+			return cfg, fmt.Errorf("--%s %d: want 1 or more", l.name, l.v)
+		}
+	}
+	cfg.Forward.MaxTCPFlows, cfg.Forward.MaxUDPFlows = ff.limits.MaxTCPFlows, ff.limits.MaxUDPFlows
+	cfg.Forward.MaxConnects, cfg.Forward.MaxConnectsPerDest = ff.limits.MaxConnects, ff.limits.MaxConnectsPerDest
+	cfg.Forward.MaxConnectBacklog, cfg.Forward.MaxEchoSessions = ff.limits.MaxConnectBacklog, ff.limits.MaxEchoSessions
+	cfg.Forward.MaxBuffered = ff.limits.MaxBuffered
 	cfg.Forward.NoIPv6 = ff.noIPv6
 	cfg.Forward.NoHostLoopback = ff.noHostLoopback
 	for _, p := range ff.ports {

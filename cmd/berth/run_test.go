@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,7 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/berthnet/berth/forward"
 	"github.com/berthnet/berth/internal/testenv"
 	"github.com/berthnet/berth/services"
 )
@@ -263,5 +265,44 @@ func TestRun(t *testing.T) {
 
 	if after := runNamespaces(); after != before {
 		t.Errorf("namespaces: %d before, %d after: berth run left one behind", before, after)
+	}
+}
+
+// TestRunLimitFlags: the forwarder's limits reach the session's configuration, default to
+// forward's, and a limit below 1 is a usage error naming the flag.
+func TestRunLimitFlags(t *testing.T) {
+	parse := func(args ...string) (forward.SessionConfig, error) {
+		var ff fwdFlags
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		ff.register(fs)
+		if err := fs.Parse(args); err != nil {
+			return forward.SessionConfig{}, err
+		}
+		return ff.config("")
+	}
+	cfg, err := parse("--dns-upstream", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := cfg.Forward
+	if f.MaxTCPFlows != forward.DefaultMaxTCPFlows || f.MaxUDPFlows != forward.DefaultMaxUDPFlows ||
+		f.MaxConnects != forward.DefaultMaxConnects || f.MaxConnectsPerDest != forward.DefaultMaxConnectsPerDest ||
+		f.MaxConnectBacklog != forward.DefaultMaxConnectBacklog || f.MaxEchoSessions != forward.DefaultMaxEchoSessions ||
+		f.MaxBuffered != forward.DefaultMaxBuffered {
+		t.Errorf("defaults: %+v", f)
+	}
+	cfg, err = parse("--dns-upstream", "127.0.0.1", "--max-tcp-flows", "7", "--max-udp-flows", "8", "--max-connects", "9",
+		"--max-connects-per-dest", "10", "--max-connect-backlog", "11", "--max-echo-sessions", "12", "--max-buffered", "1048576")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f = cfg.Forward
+	if f.MaxTCPFlows != 7 || f.MaxUDPFlows != 8 || f.MaxConnects != 9 || f.MaxConnectsPerDest != 10 ||
+		f.MaxConnectBacklog != 11 || f.MaxEchoSessions != 12 || f.MaxBuffered != 1<<20 {
+		t.Errorf("given: %+v", f)
+	}
+	if _, err := parse("--dns-upstream", "127.0.0.1", "--max-connects-per-dest", "0"); err == nil || !strings.Contains(err.Error(), "--max-connects-per-dest 0") {
+		t.Errorf("--max-connects-per-dest 0: %v", err)
 	}
 }
