@@ -277,7 +277,13 @@ func (s Spec) String() string {
 	for _, r := range s.Exclude {
 		chunks = append(chunks, "~"+r.String())
 	}
-	b.WriteString(strings.Join(chunks, ","))
+	rest := strings.Join(chunks, ",")
+	if b.Len() == 0 && strings.Contains(rest, "/") {
+		// A target address before a '/' (22:4:1::/23) would read as the listening
+		// address: an empty one first ("/22:4:1::/23") says there is none.
+		b.WriteByte('/')
+	}
+	b.WriteString(rest)
 	return b.String()
 }
 
