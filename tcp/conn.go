@@ -752,9 +752,11 @@ func (c *Conn) write(b []byte, more bool) (int, error) {
 			c.sndBuf.n += k
 			n += k
 			b = b[k:]
+			c.chronoStart(chronoBusy)
 			c.output()
 			continue
 		}
+		c.sndbufWait()
 		c.cond.Wait()
 		waited = true
 	}
@@ -787,6 +789,7 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 		// reads and small transmissions.
 		space := c.sndBufMax - c.sndBuf.n
 		if space <= 0 || space < min(readFromChunk, c.sndBufMax/3) {
+			c.sndbufWait()
 			c.cond.Wait()
 			continue
 		}
@@ -815,6 +818,7 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 			}
 			c.sndBuf.n += m
 			total += int64(m)
+			c.chronoStart(chronoBusy)
 			c.output()
 		}
 		if rerr == io.EOF {

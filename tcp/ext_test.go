@@ -367,11 +367,17 @@ func TestScriptTLP(t *testing.T) {
 	if ep.p.Stats.TLPs.Load() != 1 {
 		t.Fatal("TLP not counted")
 	}
-	// Its ACK SACKs the tail: 0 and 1 are lost and resent by SACK recovery at once
-	// instead of waiting for the retransmission timeout.
+	// Its ACK SACKs the tail: 0 and 1 are lost and resent by SACK recovery instead of
+	// waiting for the retransmission timeout. A SACK of one segment lets one go (PRR,
+	// as Linux's tcp_cwnd_reduction: no extra segment for an ACK that leaves SND.UNA),
+	// the ACK of that one the next.
 	ep.clk.Advance(30 * time.Millisecond)
 	ep.sendTS(wire.TCPFlagACK, nil, blockOf(segs, 2, 3))
 	ep.expect(want{Seq: is(segs[0].Seq())}) // recovery after the probe
+	ep.none()
+	ep.clk.Advance(30 * time.Millisecond)
+	ep.sndNxt = segs[1].Seq()
+	ep.sendTS(wire.TCPFlagACK, nil, blockOf(segs, 2, 3))
 	ep.expect(want{Seq: is(segs[1].Seq())})
 	// A single segment in flight waits for a delayed ACK too: PTO + 200 ms.
 	ep2 := dialExt(t, Config{})

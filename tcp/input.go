@@ -97,6 +97,7 @@ func (c *Conn) inputSynSent(s *segment) {
 		return
 	}
 	c.sndUna = s.ack
+	c.delivered++ // our SYN (and what data it carried), as Linux counts it
 	if c.rttOn && seqGT(s.ack, c.rttSeq) {
 		c.rttOn = false
 		c.rttSample(c.now().Sub(c.rttStart))
@@ -116,6 +117,7 @@ func (c *Conn) inputSynSent(s *segment) {
 func (c *Conn) establish() {
 	c.setState(StateEstablished)
 	c.synced = true
+	c.statsEstablished()
 	c.retries = 0
 	c.rto = c.computedRTO()
 	if c.srtt == 0 && c.retrans > 0 {
@@ -291,6 +293,9 @@ func (c *Conn) inputSynchronized(s *segment) {
 			c.p.resetClosed(s)
 			c.finish(nil)
 			return
+		}
+		if len(s.payload) > 0 {
+			c.statsDataRecv(len(s.payload))
 		}
 		c.receive(s)
 	} else if s.flags&flagFIN != 0 || len(s.payload) > 0 {

@@ -112,13 +112,18 @@ func (c *Conn) writeNonblock(b []byte, more bool) (int, error) {
 	}
 	space := c.sndBufMax - c.sndBuf.n
 	if space <= 0 {
+		c.sndbufWait()
 		return 0, syscall.EAGAIN
 	}
 	k := min(space, len(b))
 	c.sndBuf.reserve(c.sndBuf.n+k, c.sndBufMax, c.sndBuf.n)
 	c.sndBuf.writeAt(b[:k], c.sndBuf.n)
 	c.sndBuf.n += k
+	c.chronoStart(chronoBusy)
 	c.output()
+	if k < len(b) {
+		c.sndbufWait()
+	}
 	return k, nil
 }
 

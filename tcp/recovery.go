@@ -2,6 +2,8 @@ package tcp
 
 import (
 	"time"
+
+	"github.com/berthnet/berth/wire"
 )
 
 // Loss recovery: which segments go again, and what cwnd is while they do. It is the
@@ -124,6 +126,7 @@ func (c *Conn) enterRecovery() {
 	// retransmission goes (RFC 6675 §5 step 4.3).
 	c.prrDelivered, c.prrOut, c.prrRecoverFS, c.prrLimit = 0, 0, int(c.sndMax-c.sndUna), 0
 	c.retransmitLost(true)
+	c.prrForced = c.prrOut
 }
 
 // prrUpdate is RFC 6937 §3.1 for an ACK during SACK recovery that delivered bytes (the
@@ -132,18 +135,36 @@ func (c *Conn) enterRecovery() {
 // what the peer receives, ssthresh/RecoverFS of it, so that cwnd comes down to ssthresh
 // by the end of recovery smoothly instead of in one step (RFC 6675 sends nothing until
 // pipe falls below ssthresh, then everything at once); below ssthresh, slow start
-// towards it, at most one segment more than delivered (PRR-SSRB), as Linux does.
-func (c *Conn) prrUpdate(delivered int) {
+// towards it (PRR-SSRB): as much as was delivered, and one segment more only when the
+// ACK advanced SND.UNA and declared no new loss (as Linux's tcp_cwnd_reduction, and
+// draft-ietf-tcpm-prr-rfc6937bis §5: a SACK alone, or an ACK that found new holes, is
+// no sign that the path has room for more). An ACK that delivered nothing leaves the
+// limit as it was. The ACK that entered recovery already sent its retransmission
+// (prrForced): it is one of the segments the ACK allows, not one more; and until
+// something was sent in recovery one segment always may go (RFC 6675 §5 step 4.3).
+func (c *Conn) prrUpdate(delivered int, advanced, newlyLost bool) {
+	forced := c.prrForced
+	c.prrForced = 0
+	if delivered <= 0 && forced == 0 {
+		return
+	}
 	c.prrDelivered += delivered
-	pipe := c.pipe()
+	pipe := c.pipe() - forced
+	out := c.prrOut - forced
 	ssthresh := max(c.cc.SSThresh(), c.mss)
 	var sndcnt int
 	if pipe > ssthresh {
 		fs := max(c.prrRecoverFS, 1)
-		sndcnt = (c.prrDelivered*ssthresh+fs-1)/fs - c.prrOut
+		sndcnt = (c.prrDelivered*ssthresh+fs-1)/fs - out
 	} else {
-		limit := max(c.prrDelivered-c.prrOut, delivered) + c.mss
-		sndcnt = min(ssthresh-pipe, limit)
+		sndcnt = max(c.prrDelivered-out, delivered)
+		if advanced && !newlyLost {
+			sndcnt += c.mss
+		}
+		sndcnt = min(ssthresh-pipe, sndcnt)
+	}
+	if out == 0 {
+		sndcnt = max(sndcnt, c.mss) // the retransmission that begins recovery
 	}
 	c.prrLimit = pipe + max(sndcnt, 0)
 }
@@ -169,22 +190,48 @@ func (c *Conn) retransmitLost(force bool) {
 		if !force && c.pipe() >= limit {
 			return
 		}
-		force = false
 		if now == 0 {
 			now = c.mono()
 		}
-		for seq := r.start; seqLT(seq, r.end); {
-			used := c.sendData(seq, min(int(r.end-seq), c.mss))
-			if used == 0 {
-				break
+		// Through a GSO link, the lost records that follow this one without a gap go in
+		// the same super-segment while pipe allows each (Linux retransmits a lost TSO
+		// skb whole, as far as cwnd lets it: one 4001:7001(3000) packet, not three).
+		j, end := i, r.end
+		if c.gsoMax > 0 && !force {
+			room := limit - c.pipe() - int(r.end-r.start)
+			most := c.gsoMax - (wire.TCPMinHeaderLen + tsOptLen + c.sackOptLen())
+			for ; j+1 < sb.n && room > 0; j++ {
+				q := sb.at(j + 1)
+				if q.start != end || q.flags&(segLost|segRexmitOut|segSACKed) != segLost || int(q.end-r.start) > most {
+					break
+				}
+				room -= int(q.end - q.start)
+				end = q.end
 			}
-			seq += uint32(used)
 		}
-		r.flags |= segRetrans | segRexmitOut
-		// Sent after every segment delivered so far, even on a coarse clock.
-		r.sent = max(now, c.rackXmit+1)
-		sb.rexmitOut += int(r.end - r.start)
-		sb.rxHint = r.end
+		force = false
+		if j > i {
+			c.rtxGSO = true
+			c.sendData(r.start, int(end-r.start))
+			c.rtxGSO = false
+		} else {
+			for seq := r.start; seqLT(seq, r.end); {
+				used := c.sendData(seq, min(int(r.end-seq), c.mss))
+				if used == 0 {
+					break
+				}
+				seq += uint32(used)
+			}
+		}
+		for ; i <= j; i++ {
+			q := sb.at(i)
+			q.flags |= segRetrans | segRexmitOut
+			// Sent after every segment delivered so far, even on a coarse clock.
+			q.sent = max(now, c.rackXmit+1)
+			sb.rexmitOut += int(q.end - q.start)
+			sb.rxHint = q.end
+		}
+		i = j
 	}
 }
 

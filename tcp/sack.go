@@ -192,9 +192,16 @@ func (s *sender) rackDeliver(r *txSeg, now time.Duration) {
 		s.rackFack = r.end
 	case seqLT(r.end, s.rackFack) && r.flags&segRetrans == 0:
 		s.rackReord = true
+		s.noteReordering(r.start, s.rackFack)
 	}
+	// Step 2, as Linux's tcp_rack_advance: RACK.rtt is the RTT of the last segment this
+	// ACK delivered (in sequence order), RACK.xmit_ts that of the most recently sent one
+	// delivered so far. An original that a retransmission overtook (a late, reordered
+	// segment) thus widens RACK.rtt, and segments sent with it are not declared lost at
+	// once (tcp/fast_recovery/prr-ss-ack-below-snd_una-cubic.pkt).
+	s.rackRTT = rtt
 	if !s.rackValid || rackSentAfter(r.sent, r.end, s.rackXmit, s.rackEnd) {
-		s.rackRTT, s.rackXmit, s.rackEnd, s.rackValid = rtt, r.sent, r.end, true
+		s.rackXmit, s.rackEnd, s.rackValid = r.sent, r.end, true
 	}
 }
 
@@ -247,6 +254,7 @@ func (s *sender) markLost(r *txSeg) {
 	if r.flags&segLost == 0 {
 		r.flags |= segLost
 		sb.lost += k
+		s.lostMarks++
 	}
 	if seqLT(r.start, sb.rxHint) {
 		sb.rxHint = r.start

@@ -29,6 +29,7 @@ type sender struct {
 	gsoMax                      int    // largest super-segment the route takes (transport.GSONetwork); 0: none
 	segPay                      int    // payload per segment of the super-segment being built
 	burstEnd                    bool   // the segment being built ends output's burst (PSH)
+	rtxGSO                      bool   // retransmitLost sends a run of lost segments as one super-segment
 	// cork.go: TCP_CORK, the last write's MSG_MORE, a one-time push through either
 	// (TCP_NODELAY set while corked).
 	cork, more, pushOnce bool
@@ -52,6 +53,11 @@ type sender struct {
 	// bytes delivered to the peer and sent by us since recovery began, the flight then,
 	// and the limit for pipe until the next ACK.
 	prrDelivered, prrOut, prrRecoverFS, prrLimit int
+	// prrForced: the bytes of the retransmission that entered recovery, sent before the
+	// ACK's prrUpdate (recovery.go). lostMarks counts records marked lost (markLost), so
+	// that prrUpdate knows whether an ACK declared new losses.
+	prrForced int
+	lostMarks uint32
 
 	// The scoreboard and RACK-TLP state (sack.go), used once SACK is negotiated.
 	sb                scoreboard
@@ -64,6 +70,9 @@ type sender struct {
 	rackMinRTT        time.Duration
 	reoAt             time.Duration // when the RACK reordering timer is due; 0: not needed
 	tlpOut            bool          // a tail loss probe is unanswered
+
+	connStats // statistics for Info (info.go)
+	cwndUsage // cwnd validation (cwnd_limited.go)
 }
 
 // emit builds one segment in a scratch buffer and hands it to the network: payload n
@@ -148,8 +157,9 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 	}
 	c.segPay = 0
 	if n > pay {
-		if c.gsoMax > 0 && seq == c.sndMax {
-			// New data as a super-segment of whole segments (and a last partial one).
+		if c.gsoMax > 0 && (seq == c.sndMax || c.rtxGSO) {
+			// New data as a super-segment of whole segments (and a last partial one);
+			// likewise a run of lost segments retransmitted together.
 			c.segPay = pay
 		} else {
 			n = pay
@@ -180,8 +190,12 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 	if seqLT(seq, c.sndMax) {
 		// A retransmission: Karn's rule, no RTT sample from it (RFC 6298 §3).
 		c.rttOn = false
-		c.retrans++
-		c.p.Stats.RetransSegs.Add(1)
+		segs := 1
+		if c.segPay > 0 {
+			segs = (n + c.segPay - 1) / c.segPay
+		}
+		c.retrans += uint64(segs)
+		c.p.Stats.RetransSegs.Add(uint64(segs))
 	} else {
 		if !c.rttOn {
 			c.rttOn, c.rttSeq, c.rttStart = true, seq, c.now()
@@ -200,6 +214,9 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 	}
 	c.emit(seq, flags, n, nil)
 	c.segPay = 0
+	if n > 0 {
+		c.lastDataSent = c.now()
+	}
 	if seqGT(end, c.sndMax) {
 		c.sndMax = end
 	}
@@ -215,6 +232,9 @@ func (c *Conn) output() {
 	if c.sackOK && c.sb.lost > 0 {
 		c.retransmitLost(false)
 	}
+	// What held new data back when the loop ends: the peer's window (for the rwnd
+	// chronograph, info.go) and cwnd (for cwnd validation, cwnd_limited.go).
+	queued, sent, rwndLimited, cwndRoom := false, false, false, 0
 	for {
 		bufEnd := c.sndUna + uint32(c.sndBuf.n)
 		pending := 0
@@ -222,18 +242,23 @@ func (c *Conn) output() {
 			pending = int(bufEnd - c.sndNxt)
 		}
 		finPending := c.finQueued && seqLEQ(c.sndNxt, c.finSeq)
-		if pending == 0 && !finPending {
-			break
-		}
 		inFlight := int(c.sndNxt - c.sndUna)
-		usable := int(c.sndWnd) - inFlight
 		if c.sackOK {
 			// RFC 6675 §5: the congestion window limits pipe, which leaves out what the
 			// peer SACKed and what is lost.
-			usable = min(usable, c.cwndLimit()-c.pipe())
+			cwndRoom = c.cwndLimit() - c.pipe()
 		} else {
-			usable = min(usable, c.cc.Window()-inFlight)
+			cwndRoom = c.cc.Window() - inFlight
 		}
+		if pending == 0 && !finPending {
+			rwndLimited = false
+			break
+		}
+		queued = true
+		usable := min(int(c.sndWnd)-inFlight, cwndRoom)
+		// Linux's tcp_write_xmit: with room in cwnd, the send window stops a segment
+		// that does not fit in it.
+		rwndLimited = pending > 0 && cwndRoom > 0 && int(c.sndWnd)-inFlight < min(pending, c.mss)
 		seg := c.mss
 		if c.gsoMax > 0 && c.sndNxt == c.sndMax {
 			// GSO: as many whole segments as the windows allow in one super-segment.
@@ -268,7 +293,18 @@ func (c *Conn) output() {
 		if used == 0 {
 			break
 		}
+		sent = true
 		c.sndNxt += uint32(used)
+	}
+	if queued {
+		if rwndLimited {
+			c.chronoStart(chronoRwnd)
+		} else {
+			c.chronoStop(chronoRwnd)
+		}
+	}
+	if limited := cwndRoom < c.mss; sent || limited {
+		c.cwndValidate(limited)
 	}
 	c.updateTimer()
 }
@@ -300,9 +336,11 @@ func (c *Conn) processAck(s *segment) bool {
 		return false
 	}
 	c.probes = 0
+	c.lastAckRecv = c.now()
 	wnd := s.window(c.sndWscale)
 	advanced := seqGT(ack, c.sndUna)
 	delivered := 0
+	lostMarks := c.lostMarks
 	if c.sackOK {
 		// Scoreboard first: RACK learns from what this ACK delivered (sack.go).
 		sacked := c.sb.sacked
@@ -312,6 +350,9 @@ func (c *Conn) processAck(s *segment) bool {
 			delivered += int(ack - c.sndUna)
 		}
 	}
+	if advanced || delivered > 0 {
+		c.statsDelivered(ack, delivered)
+	}
 	if advanced {
 		c.ackNew(ack, s)
 	} else if ack == c.sndUna && len(s.payload) == 0 && s.flags&(flagSYN|flagFIN) == 0 &&
@@ -319,7 +360,7 @@ func (c *Conn) processAck(s *segment) bool {
 		c.dupAck()
 	}
 	if c.sackOK && c.inRecovery && !c.rtoRecovery {
-		c.prrUpdate(delivered)
+		c.prrUpdate(delivered, advanced, c.lostMarks != lostMarks)
 	}
 	if seqLT(c.sndWl1, s.seq) || (c.sndWl1 == s.seq && seqLEQ(c.sndWl2, ack)) {
 		c.sndWnd, c.sndWl1, c.sndWl2 = wnd, s.seq, ack
@@ -369,17 +410,22 @@ func (c *Conn) ackNew(ack uint32, s *segment) {
 		c.recoveryAck(ack, acked, flight)
 	} else {
 		c.dupAcks = 0
-		// Grow cwnd only when it limits the sender (RFC 7661 §4.1's spirit).
-		if 2*flight >= c.cc.Window() {
+		// Grow cwnd only when it limits the sender (RFC 7661 §4.1's spirit; Linux's
+		// tcp_is_cwnd_limited, cwnd_limited.go).
+		if c.cwndLimited() {
 			c.cc.OnAck(acked, flight)
 		}
 	}
 	if c.sndUna == c.sndMax {
 		c.disarm()
+		c.chronoStop(chronoBusy)
 	} else {
 		c.armLoss() // RFC 6298 §5.3; RACK-TLP's timers when SACK is on
 	}
 	if c.sndWritable() || c.sndUna == c.sndMax {
+		if c.chronoKind == chronoSndbuf {
+			c.chronoStop(chronoSndbuf)
+		}
 		c.cond.Broadcast()
 	}
 }

@@ -36,6 +36,23 @@ type SocketInfo struct {
 	// SynData: the connection's SYN carried data the server took (Fast Open; Linux's
 	// TCPI_OPT_SYN_DATA).
 	SynData bool
+	// What Linux's TCP_INFO reports besides. LastDataSent, LastDataRecv and LastAckRecv
+	// are the times since data was last sent and received and since an ACK last came
+	// (counted from the handshake's completion before any). BusyTime is how long data
+	// was queued or in flight; RwndLimited and SndbufLimited the parts of it when the
+	// peer's window held new data back and when a writer waited for send-buffer space
+	// (Linux's chronographs, tcpi_busy_time and the rest).
+	LastDataSent, LastDataRecv, LastAckRecv time.Duration
+	BusyTime, RwndLimited, SndbufLimited    time.Duration
+	// Delivered counts the segments the peer received, our SYN included (tcpi_delivered).
+	Delivered uint64
+	// CAState is the sender's congestion-avoidance state (tcpi_ca_state).
+	CAState CAState
+	// ReorderingSegs is the reordering the sender has seen, in segments: how far a
+	// segment arrived behind data sent after it (3 until more is seen; tcpi_reordering).
+	ReorderingSegs int
+	// RcvMSS is the largest segment payload received, at most our MSS (tcpi_rcv_mss).
+	RcvMSS int
 }
 
 // Sockets returns a snapshot of every TCP socket.
@@ -83,6 +100,7 @@ func (c *Conn) info(now time.Time) SocketInfo {
 	if c.tkind != timerNone {
 		si.TimerLeft = max(c.tat.Sub(now), 0)
 	}
+	c.infoStats(&si, now)
 	if c.cc != nil {
 		si.CWnd, si.SSThresh = c.cc.Window(), c.cc.SSThresh()
 		si.CongestionControl = c.cc.Name()

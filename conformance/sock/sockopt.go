@@ -377,6 +377,7 @@ func tcpInfoBytes(c *tcp.Conn) []byte {
 	si := c.Info()
 	b := make([]byte, tcpInfoLen)
 	b[0] = linuxStates[si.State.String()]
+	b[1] = uint8(si.CAState)
 	b[4] = uint8(si.Backoff)
 	var opts uint8
 	if si.Timestamps {
@@ -394,13 +395,21 @@ func tcpInfoBytes(c *tcp.Conn) []byte {
 	}
 	b[5] = opts
 	u32 := func(off int, v int) { ne.PutUint32(b[off:], uint32(v)) }
+	u64 := func(off int, v uint64) { ne.PutUint64(b[off:], v) }
 	us := func(d time.Duration) int { return int(d / time.Microsecond) }
+	ms := func(d time.Duration) int { return int(d / time.Millisecond) }
 	mss := max(si.MSS, 1)
 	u32(8, us(si.RTO))
 	u32(16, si.MSS)
+	u32(20, si.RcvMSS)
 	u32(24, (si.SendQ+mss-1)/mss)
 	u32(28, (si.SACKed+mss-1)/mss)
 	u32(32, (si.Lost+mss-1)/mss)
+	// tcpi_last_data_sent, _last_ack_sent (Linux does not keep it either),
+	// _last_data_recv, _last_ack_recv: milliseconds.
+	u32(44, ms(si.LastDataSent))
+	u32(52, ms(si.LastDataRecv))
+	u32(56, ms(si.LastAckRecv))
 	u32(68, us(si.RTT))
 	u32(72, us(si.RTTVar))
 	ss := si.SSThresh / mss
@@ -410,9 +419,14 @@ func tcpInfoBytes(c *tcp.Conn) []byte {
 	u32(76, ss)
 	u32(80, si.CWnd/mss)
 	u32(84, si.MSS)
-	u32(88, 3)
+	u32(88, si.ReorderingSegs)
 	u32(100, int(si.Retrans))
 	u32(148, us(si.MinRTT))
+	// tcpi_busy_time, _rwnd_limited, _sndbuf_limited (microseconds), tcpi_delivered.
+	u64(168, uint64(us(si.BusyTime)))
+	u64(176, uint64(us(si.RwndLimited)))
+	u64(184, uint64(us(si.SndbufLimited)))
+	u32(192, int(si.Delivered))
 	u32(228, si.SndWnd)
 	u32(232, si.RcvWnd)
 	return b
