@@ -21,8 +21,8 @@ const procTCP6 = `  sl  local_address                         remote_address    
 
 func TestProcListeners(t *testing.T) {
 	got := map[uint16]bool{}
-	procListeners(strings.NewReader(procTCP), "0A", got)
-	procListeners(strings.NewReader(procTCP6), "0A", got)
+	procListeners(strings.NewReader(procTCP), "0A", false, got)
+	procListeners(strings.NewReader(procTCP6), "0A", false, got)
 	// 8080 on 0.0.0.0, 8081 on 10.0.2.100, 22 on ::; not 80 on 127.0.0.1, 23 on ::1,
 	// 24 on ::ffff:127.0.0.1, nor the connected 8082.
 	if want := map[uint16]bool{8080: true, 8081: true, 22: true}; !reflect.DeepEqual(got, want) {
@@ -35,6 +35,6 @@ func FuzzProcListeners(f *testing.F) {
 	f.Add(procTCP)
 	f.Add(procTCP6)
 	f.Fuzz(func(t *testing.T, s string) {
-		procListeners(strings.NewReader(s), "0A", map[uint16]bool{})
+		procListeners(strings.NewReader(s), "0A", false, map[uint16]bool{})
 	})
 }
