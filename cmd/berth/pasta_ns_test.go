@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -250,5 +251,55 @@ func TestPastaNSForwards(t *testing.T) {
 	}
 	if pids := berthProcs(bin); len(pids) > 0 {
 		t.Errorf("berth processes left: %v", pids)
+	}
+}
+
+// TestPastaNSRootless: as an ordinary user serving a namespace of that user's user
+// namespace, -T's helper enters the user namespace too (the owner's CAP_NET_BIND_SERVICE
+// lets it bind port 80 there), and curl in the namespace reaches the test's loopback
+// server; when the namespace's process ends, berth does, leaving no process.
+func TestPastaNSRootless(t *testing.T) {
+	e := newRootlessEnv(t)
+	needCommands(t, "nsenter", "setpriv", "curl")
+	p4 := hostHTTP(t, "127.0.0.1:0")
+	target := exec.Command("setpriv", "--reuid", strconv.Itoa(nobody), "--regid", strconv.Itoa(nobody), "--clear-groups",
+		"unshare", "--user", "--map-root-user", "--net", "sleep", "120")
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	targetDone := make(chan struct{})
+	go func() { target.Wait(); close(targetDone) }()
+	defer func() {
+		target.Process.Kill()
+		<-targetDone
+	}()
+	pid := target.Process.Pid
+	self, _ := os.Readlink("/proc/self/ns/net")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if ns != "" && ns != self && strings.TrimSpace(string(comm)) == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the target namespace did not appear")
+		}
+	}
+	pidFile := filepath.Join(e.tmp, "pasta.pid")
+	cmd := e.command(0, "pasta", "--config-net", "-t", "none", "-u", "none", "-T", fmt.Sprintf("80:%d", p4), "-U", "none",
+		"--pid", pidFile, strconv.Itoa(pid))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("pasta as nobody: %v: %s", err, out)
+	}
+	out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n", "curl", "-sS", "http://127.0.0.1:80/hello").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "hello 127.0.0.1:") {
+		t.Errorf("curl through -T 80: %v: %s", err, out)
+	}
+	target.Process.Signal(syscall.SIGTERM)
+	<-targetDone
+	for deadline := time.Now().Add(10 * time.Second); len(berthProcs(e.bin)) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("berth processes left: %v", berthProcs(e.bin))
+		}
 	}
 }
