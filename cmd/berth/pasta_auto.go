@@ -7,10 +7,12 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/hex"
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -181,11 +183,24 @@ func (a *autoForward) run(interval time.Duration, stop <-chan struct{}) {
 // on are left out, as pasta does (fwd.c), or a connection would loop back into the
 // namespace.
 type nsAutoForward struct {
-	fwd       *nsForwarder
+	fwd       nsPortTable
 	specs     map[string][]portspec.Spec // by protocol
 	hostPorts func() []forward.PortMapping
 	procNet   string // "/proc/self/net"; tests point it elsewhere
 	have      map[nsMapping]bool
+	// retry holds the forwards that could not start (a program in the namespace has
+	// the port), not tried again before the time: each try runs a helper process.
+	retry map[nsMapping]time.Time
+	now   func() time.Time // time.Now; tests set it
+}
+
+// nsAutoRetry is how long a -T/-U auto forward that failed waits for its next try.
+const nsAutoRetry = 10 * time.Second
+
+// nsPortTable is what nsAutoForward changes: nsForwarder.
+type nsPortTable interface {
+	Add([]nsMapping) []error
+	Remove(nsMapping) error
 }
 
 func (a *nsAutoForward) scan() {
@@ -221,16 +236,34 @@ func (a *nsAutoForward) scan() {
 			delete(a.have, m)
 		}
 	}
+	now := time.Now
+	if a.now != nil {
+		now = a.now
+	}
+	t := now()
+	for m, at := range a.retry {
+		if !want[m] || !t.Before(at) {
+			delete(a.retry, m)
+		}
+	}
 	var add []nsMapping
 	for m := range want {
-		if !a.have[m] {
+		if _, wait := a.retry[m]; !a.have[m] && !wait {
 			add = append(add, m)
 		}
 	}
-	// A namespace port that is taken (by a program there) is tried again next time.
+	if len(add) == 0 {
+		return
+	}
+	slices.SortFunc(add, func(x, y nsMapping) int { return cmp.Or(cmp.Compare(x.Proto, y.Proto), cmp.Compare(x.NSPort, y.NSPort)) })
 	for i, err := range a.fwd.Add(add) {
 		if err == nil {
 			a.have[add[i]] = true
+		} else {
+			if a.retry == nil {
+				a.retry = map[nsMapping]time.Time{}
+			}
+			a.retry[add[i]] = t.Add(nsAutoRetry)
 		}
 	}
 }
