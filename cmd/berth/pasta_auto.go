@@ -255,7 +255,9 @@ func (a *nsAutoForward) scan() {
 	if len(add) == 0 {
 		return
 	}
-	slices.SortFunc(add, func(x, y nsMapping) int { return cmp.Or(cmp.Compare(x.Proto, y.Proto), cmp.Compare(x.NSPort, y.NSPort)) })
+	slices.SortFunc(add, func(x, y nsMapping) int {
+		return cmp.Or(cmp.Compare(x.Proto, y.Proto), cmp.Compare(x.NSPort, y.NSPort))
+	})
 	for i, err := range a.fwd.Add(add) {
 		if err == nil {
 			a.have[add[i]] = true
