@@ -47,8 +47,12 @@ through berth. pasta's own mode of running a COMMAND in new namespaces is berth 
       default) forwards the ports the namespace listens on, checked every second
       (in /proc/PID/net of PID, or of a process in --netns's namespace that berth
       may look at); all is accepted and forwards nothing
-  -T, --tcp-ns SPEC      accepted; berth forwards nothing from the namespace's
-  -U, --udp-ns SPEC      loopback to the host's (only none and auto are taken)
+  -T, --tcp-ns SPEC      forward TCP ports of the namespace's loopback (127.0.0.1,
+                         ::1) to the host's loopback (repeatable)
+  -U, --udp-ns SPEC      forward UDP ports of the namespace's loopback likewise
+      SPEC: as -t's, without ADDR/ (the namespace's loopback listens) or
+      target addresses; auto (the default) forwards the ports the host listens
+      on, checked every second, less those of berth's -t and -u
   --config-net           configure the namespace's interface (addresses, routes,
                          MTU), as Podman and rootlesskit ask
   -a, --address ADDR     the namespace's IPv4 or IPv6 address (repeatable;
@@ -242,10 +246,11 @@ func parsePastaOpts(args []string) (*pastaOpts, error) {
 	if !o.v4only && o.mtu < 1280 {
 		return nil, fmt.Errorf("MTU %d is below IPv6's minimum 1280 (add --ipv4-only)", o.mtu)
 	}
-	for _, s := range append(append([]string{}, o.tcpNS...), o.udpNS...) {
-		if _, err := portspec.Parse(s); err != nil {
-			return nil, err
-		}
+	if _, _, _, err := pastaNSSpecs(o.tcpNS, "tcp"); err != nil {
+		return nil, err
+	}
+	if _, _, _, err := pastaNSSpecs(o.udpNS, "udp"); err != nil {
+		return nil, err
 	}
 	return o, nil
 }
@@ -449,6 +454,21 @@ func servePasta(o *pastaOpts, status *os.File) int {
 	if len(o.udp) == 0 {
 		o.udp = []string{"auto"}
 	}
+	// And so is -T's and -U's.
+	if len(o.tcpNS) == 0 {
+		o.tcpNS = []string{"auto"}
+	}
+	if len(o.udpNS) == 0 {
+		o.udpNS = []string{"auto"}
+	}
+	tcpNS, autoTCPNS, notesT, err := pastaNSSpecs(o.tcpNS, "tcp")
+	if err != nil {
+		return failed("%v", err)
+	}
+	udpNS, autoUDPNS, notesU, err := pastaNSSpecs(o.udpNS, "udp")
+	if err != nil {
+		return failed("%v", err)
+	}
 	auto := &autoForward{pid: 0, specs: map[string][]portspec.Spec{}, ipv4Only: o.v4only, have: map[forward.PortMapping]bool{}}
 	var notes []string
 	split := func(specs []string, proto string) []string {
@@ -470,7 +490,7 @@ func servePasta(o *pastaOpts, status *os.File) int {
 	if err != nil {
 		return failed("%v", err)
 	}
-	notes = append(notes, notes1...)
+	notes = append(append(append(notes, notes1...), notesT...), notesU...)
 	if o.v6only {
 		return failed("--ipv6-only: berth's forwarder needs IPv4 in the namespace")
 	}
@@ -501,12 +521,19 @@ func servePasta(o *pastaOpts, status *os.File) int {
 		return failed("%v", err)
 	}
 	defer sess.Close()
+	// -T and -U: the namespace's loopback to the host's, once the device has set lo up.
+	nsf := newNSForwarder(netnsPath, userns, o.v4only)
+	defer nsf.Close()
+	if errs := nsf.Add(slices.Concat(tcpNS, udpNS)); errors.Join(errs...) != nil {
+		return failed("%v", errors.Join(errs...))
+	}
 	if o.confPath != "" {
 		ln, err := listenAPI(o.confPath)
 		if err != nil {
 			return failed("control socket %s: %v", o.confPath, err)
 		}
-		ctl := &pastaControl{ports: sess.Forwarder, net: n, ipv4Only: o.v4only, have: slices.Concat(tcp, udp)}
+		ctl := &pastaControl{ports: sess.Forwarder, net: n, ipv4Only: o.v4only, have: slices.Concat(tcp, udp),
+			ns: nsf, haveNS: slices.Concat(tcpNS, udpNS)}
 		done := make(chan struct{})
 		go func() { ctl.serve(ln); close(done) }()
 		defer func() { ln.Close(); <-done }()
@@ -517,6 +544,19 @@ func servePasta(o *pastaOpts, status *os.File) int {
 		autoDone := make(chan struct{})
 		go func() { auto.run(time.Second, stopAuto); close(autoDone) }()
 		defer func() { close(stopAuto); <-autoDone }()
+	}
+	if len(autoTCPNS)+len(autoUDPNS) > 0 {
+		nsAuto := &nsAutoForward{fwd: nsf, specs: map[string][]portspec.Spec{}, procNet: "/proc/self/net",
+			hostPorts: sess.Forwarder.Ports, have: map[nsMapping]bool{}}
+		if len(autoTCPNS) > 0 {
+			nsAuto.specs["tcp"] = autoTCPNS
+		}
+		if len(autoUDPNS) > 0 {
+			nsAuto.specs["udp"] = autoUDPNS
+		}
+		stopNSAuto, nsAutoDone := make(chan struct{}), make(chan struct{})
+		go func() { nsAuto.run(time.Second, stopNSAuto); close(nsAutoDone) }()
+		defer func() { close(stopNSAuto); <-nsAutoDone }()
 	}
 	if o.pidFile != "" {
 		if err := os.WriteFile(o.pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
@@ -556,13 +596,16 @@ func servePasta(o *pastaOpts, status *os.File) int {
 // shutdown, one JSON reply.
 //
 //	{"op": "add"|"delete", "proto": "tcp"|"udp", "spec": "0.0.0.0/8080:80"}
+//	{"op": "add"|"delete", "proto": "tcp"|"udp", "ns": true, "spec": "8080:80"}
 //	{"op": "list"}
 //
-// and the reply {"forwards": ["8080:80/tcp", ...]} or {"error": "..."}.
+// ("ns": pasta's -T and -U, from the namespace's loopback to the host's) and the reply
+// {"forwards": ["8080:80/tcp", "ns 8080:80/tcp", ...]} or {"error": "..."}.
 
 type pastaRequest struct {
 	Op    string `json:"op"`
 	Proto string `json:"proto,omitempty"`
+	NS    bool   `json:"ns,omitempty"`
 	Spec  string `json:"spec,omitempty"`
 }
 
@@ -575,8 +618,10 @@ type pastaControl struct {
 	ports    portTable
 	net      pastaNet
 	ipv4Only bool
+	ns       *nsForwarder // -T and -U
 	mu       sync.Mutex
 	have     []forward.PortMapping
+	haveNS   []nsMapping
 }
 
 func (p *pastaControl) handle(req []byte) pastaReply {
@@ -591,6 +636,12 @@ func (p *pastaControl) handle(req []byte) pastaReply {
 	case "add", "delete":
 		if r.Proto != "tcp" && r.Proto != "udp" {
 			return pastaReply{Error: fmt.Sprintf("bad protocol %q", r.Proto)}
+		}
+		if r.NS {
+			if err := p.changeNS(r); err != nil {
+				return pastaReply{Error: err.Error()}
+			}
+			break
 		}
 		ms, notes, err := pastaForwards([]string{r.Spec}, r.Proto, p.net, p.ipv4Only)
 		if err != nil {
@@ -632,8 +683,51 @@ func (p *pastaControl) handle(req []byte) pastaReply {
 	for _, m := range p.have {
 		out = append(out, m.String())
 	}
+	for _, m := range p.haveNS {
+		out = append(out, m.String())
+	}
 	slices.Sort(out)
 	return pastaReply{Forwards: out}
+}
+
+// changeNS adds or deletes the -T or -U forwards of r, all or none; p.mu is held.
+func (p *pastaControl) changeNS(r pastaRequest) error {
+	flag := map[string]string{"tcp": "-T", "udp": "-U"}[r.Proto]
+	ms, auto, notes, err := pastaNSSpecs([]string{r.Spec}, r.Proto)
+	switch {
+	case err != nil:
+		return err
+	case len(auto) > 0:
+		return fmt.Errorf("%s %s: berth scans for auto's ports only from the command line", flag, r.Spec)
+	case len(notes) > 0:
+		return errors.New(notes[0])
+	case p.ns == nil:
+		return errors.New("no namespace forwarder")
+	}
+	if r.Op == "add" {
+		errs := p.ns.Add(ms)
+		if err := errors.Join(errs...); err != nil {
+			for i, e := range errs {
+				if e == nil {
+					p.ns.Remove(ms[i])
+				}
+			}
+			return err
+		}
+		p.haveNS = append(p.haveNS, ms...)
+		return nil
+	}
+	for _, m := range ms {
+		if !slices.Contains(p.haveNS, m) {
+			return fmt.Errorf("%s: not forwarded", m)
+		}
+	}
+	for _, m := range ms {
+		p.ns.Remove(m)
+		i := slices.Index(p.haveNS, m)
+		p.haveNS = slices.Delete(p.haveNS, i, i+1)
+	}
+	return nil
 }
 
 func (p *pastaControl) serve(ln *net.UnixListener) {

@@ -7,10 +7,12 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/hex"
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,9 +25,10 @@ import (
 
 // procListeners reads one /proc/net/{tcp,tcp6,udp,udp6} table: the ports with a socket
 // in state want (0A: TCP LISTEN; 07: an unconnected UDP socket) on a wildcard or
-// non-loopback address. Sockets bound to the namespace's loopback only are left out: a
-// forward reaches the namespace's own address.
-func procListeners(r io.Reader, want string, into map[uint16]bool) {
+// non-loopback address, and with loopback on a loopback address too. -t auto leaves
+// the namespace's loopback out (a forward reaches the namespace's own address, and
+// -T's listeners are there); -T auto counts the host's every listener, as pasta.
+func procListeners(r io.Reader, want string, loopback bool, into map[uint16]bool) {
 	sc := bufio.NewScanner(r)
 	sc.Scan() // the header
 	for sc.Scan() {
@@ -50,7 +53,7 @@ func procListeners(r io.Reader, want string, into map[uint16]bool) {
 			b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
 		}
 		a, _ := netip.AddrFromSlice(b)
-		if a.Unmap().IsLoopback() {
+		if !loopback && a.Unmap().IsLoopback() {
 			continue
 		}
 		into[uint16(port)] = true
@@ -112,25 +115,13 @@ func (a *autoForward) scan() {
 				break // no process in the namespace (yet): nothing listens
 			}
 			if f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/net/" + table); err == nil {
-				procListeners(f, state, bound)
+				procListeners(f, state, false, bound)
 				f.Close()
 			}
 		}
 		for _, sp := range specs {
-			excluded := func(p uint16) bool {
-				for _, r := range sp.Exclude {
-					if r.Contains(p) {
-						return true
-					}
-				}
-				return false
-			}
 			for p := range bound {
-				in := sp.All && !portspec.Ephemeral.Contains(p)
-				for _, r := range sp.Include {
-					in = in || (r.Listen.Contains(p) && r.Listen == r.Target)
-				}
-				if !in || excluded(p) {
+				if !autoIncludes(sp, p) {
 					continue
 				}
 				m := forward.PortMapping{Proto: proto, HostAddr: sp.Addr, HostPort: p, NSPort: p}
@@ -155,8 +146,132 @@ func (a *autoForward) scan() {
 	}
 }
 
+// autoIncludes reports whether the auto spec sp forwards the bound port p: with no
+// ranges every port outside the ephemeral range, else the ranges' (those that keep
+// the port number), less the exclusions.
+func autoIncludes(sp portspec.Spec, p uint16) bool {
+	in := sp.All && !portspec.Ephemeral.Contains(p)
+	for _, r := range sp.Include {
+		in = in || (r.Listen.Contains(p) && r.Listen == r.Target)
+	}
+	for _, r := range sp.Exclude {
+		if r.Contains(p) {
+			return false
+		}
+	}
+	return in
+}
+
 // run scans every interval until stop closes.
 func (a *autoForward) run(interval time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		a.scan()
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// nsAutoForward is -T auto and -U auto: every interval it reads the host's listening
+// sockets (berth's own /proc/self/net, the host's namespace) and forwards each port in
+// the specs' set from the namespace's loopback to the host's, removing the forward
+// once the host's socket is gone. The host ports berth's own -t and -u forwards listen
+// on are left out, as pasta does (fwd.c), or a connection would loop back into the
+// namespace.
+type nsAutoForward struct {
+	fwd       nsPortTable
+	specs     map[string][]portspec.Spec // by protocol
+	hostPorts func() []forward.PortMapping
+	procNet   string // "/proc/self/net"; tests point it elsewhere
+	have      map[nsMapping]bool
+	// retry holds the forwards that could not start (a program in the namespace has
+	// the port), not tried again before the time: each try runs a helper process.
+	retry map[nsMapping]time.Time
+	now   func() time.Time // time.Now; tests set it
+}
+
+// nsAutoRetry is how long a -T/-U auto forward that failed waits for its next try.
+const nsAutoRetry = 10 * time.Second
+
+// nsPortTable is what nsAutoForward changes: nsForwarder.
+type nsPortTable interface {
+	Add([]nsMapping) []error
+	Remove(nsMapping) error
+}
+
+func (a *nsAutoForward) scan() {
+	own := map[string]map[uint16]bool{"tcp": {}, "udp": {}}
+	if a.hostPorts != nil {
+		for _, m := range a.hostPorts() {
+			if own[m.Proto] != nil {
+				own[m.Proto][m.HostPort] = true
+			}
+		}
+	}
+	want := map[nsMapping]bool{}
+	for proto, specs := range a.specs {
+		bound := map[uint16]bool{}
+		state := map[string]string{"tcp": "0A", "udp": "07"}[proto]
+		for _, table := range []string{proto, proto + "6"} {
+			if f, err := os.Open(a.procNet + "/" + table); err == nil {
+				procListeners(f, state, true, bound)
+				f.Close()
+			}
+		}
+		for _, sp := range specs {
+			for p := range bound {
+				if !own[proto][p] && autoIncludes(sp, p) {
+					want[nsMapping{Proto: proto, NSPort: p, HostPort: p}] = true
+				}
+			}
+		}
+	}
+	for m := range a.have {
+		if !want[m] {
+			a.fwd.Remove(m)
+			delete(a.have, m)
+		}
+	}
+	now := time.Now
+	if a.now != nil {
+		now = a.now
+	}
+	t := now()
+	for m, at := range a.retry {
+		if !want[m] || !t.Before(at) {
+			delete(a.retry, m)
+		}
+	}
+	var add []nsMapping
+	for m := range want {
+		if _, wait := a.retry[m]; !a.have[m] && !wait {
+			add = append(add, m)
+		}
+	}
+	if len(add) == 0 {
+		return
+	}
+	slices.SortFunc(add, func(x, y nsMapping) int {
+		return cmp.Or(cmp.Compare(x.Proto, y.Proto), cmp.Compare(x.NSPort, y.NSPort))
+	})
+	for i, err := range a.fwd.Add(add) {
+		if err == nil {
+			a.have[add[i]] = true
+		} else {
+			if a.retry == nil {
+				a.retry = map[nsMapping]time.Time{}
+			}
+			a.retry[add[i]] = t.Add(nsAutoRetry)
+		}
+	}
+}
+
+// run scans every interval until stop closes.
+func (a *nsAutoForward) run(interval time.Duration, stop <-chan struct{}) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

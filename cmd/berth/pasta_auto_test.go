@@ -1,9 +1,16 @@
 package main
 
 import (
+	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/berthnet/berth/forward"
+	"github.com/berthnet/berth/forward/portspec"
 )
 
 // Lines as Linux prints /proc/net/tcp and tcp6 (little-endian words).
@@ -21,8 +28,8 @@ const procTCP6 = `  sl  local_address                         remote_address    
 
 func TestProcListeners(t *testing.T) {
 	got := map[uint16]bool{}
-	procListeners(strings.NewReader(procTCP), "0A", got)
-	procListeners(strings.NewReader(procTCP6), "0A", got)
+	procListeners(strings.NewReader(procTCP), "0A", false, got)
+	procListeners(strings.NewReader(procTCP6), "0A", false, got)
 	// 8080 on 0.0.0.0, 8081 on 10.0.2.100, 22 on ::; not 80 on 127.0.0.1, 23 on ::1,
 	// 24 on ::ffff:127.0.0.1, nor the connected 8082.
 	if want := map[uint16]bool{8080: true, 8081: true, 22: true}; !reflect.DeepEqual(got, want) {
@@ -35,6 +42,67 @@ func FuzzProcListeners(f *testing.F) {
 	f.Add(procTCP)
 	f.Add(procTCP6)
 	f.Fuzz(func(t *testing.T, s string) {
-		procListeners(strings.NewReader(s), "0A", map[uint16]bool{})
+		procListeners(strings.NewReader(s), "0A", false, map[uint16]bool{})
 	})
+}
+
+// fakeNSPorts records nsAutoForward's changes; fail's ports are refused.
+type fakeNSPorts struct {
+	added, removed []nsMapping
+	fail           map[uint16]bool
+}
+
+func (f *fakeNSPorts) Add(ms []nsMapping) []error {
+	errs := make([]error, len(ms))
+	for i, m := range ms {
+		f.added = append(f.added, m)
+		if f.fail[m.NSPort] {
+			errs[i] = errors.New("taken")
+		}
+	}
+	return errs
+}
+
+func (f *fakeNSPorts) Remove(m nsMapping) error { f.removed = append(f.removed, m); return nil }
+
+// TestNSAutoScan: -T auto forwards the host's listeners, loopback ones included, but
+// not ephemeral ports nor berth's own -t ports; a forward that fails waits
+// nsAutoRetry before the next try; a listener that goes takes its forward along.
+func TestNSAutoScan(t *testing.T) {
+	dir := t.TempDir()
+	write := func(tcp string) {
+		if err := os.WriteFile(filepath.Join(dir, "tcp"), []byte(tcp), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// procTCP: 8080 on 0.0.0.0, 80 on 127.0.0.1, 8081 on 10.0.2.100; tcp6 is absent.
+	// Add 40000 (ephemeral) on 127.0.0.1.
+	write(procTCP + "   4: 0100007F:9C40 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 8 1 0000000000000000 100 0 0 10 0\n")
+	auto, _ := portspec.Parse("auto")
+	fake := &fakeNSPorts{fail: map[uint16]bool{8081: true}}
+	clock := time.Unix(1000, 0)
+	a := &nsAutoForward{fwd: fake, specs: map[string][]portspec.Spec{"tcp": {auto}}, procNet: dir,
+		hostPorts: func() []forward.PortMapping { return []forward.PortMapping{{Proto: "tcp", HostPort: 8080, NSPort: 80}} },
+		have:      map[nsMapping]bool{}, now: func() time.Time { return clock }}
+	a.scan()
+	want := []nsMapping{{"tcp", 80, 80}, {"tcp", 8081, 8081}}
+	if !reflect.DeepEqual(fake.added, want) {
+		t.Errorf("first scan added %v, want %v", fake.added, want)
+	}
+	fake.added = nil
+	clock = clock.Add(time.Second)
+	a.scan()
+	if len(fake.added) != 0 {
+		t.Errorf("a scan 1 s later added %v (the failed 8081 waits %v)", fake.added, nsAutoRetry)
+	}
+	clock = clock.Add(nsAutoRetry)
+	a.scan()
+	if want := []nsMapping{{"tcp", 8081, 8081}}; !reflect.DeepEqual(fake.added, want) {
+		t.Errorf("after %v added %v, want %v", nsAutoRetry, fake.added, want)
+	}
+	write(strings.SplitAfterN(procTCP, "\n", 2)[0]) // the header only: nothing listens
+	a.scan()
+	if want := []nsMapping{{"tcp", 80, 80}}; !reflect.DeepEqual(fake.removed, want) {
+		t.Errorf("removed %v, want %v", fake.removed, want)
+	}
 }

@@ -44,7 +44,8 @@ func FuzzDropInArgs(f *testing.F) {
 // that is an error or the list of forwards, never a panic.
 func FuzzPastaControl(f *testing.F) {
 	for _, s := range []string{`{"op":"add","proto":"tcp","spec":"0.0.0.0/8080:80"}`, `{"op":"delete","proto":"udp","spec":"53"}`,
-		`{"op":"list"}`, `{"op":"add","proto":"tcp","spec":"1-65535"}`, `{}`} {
+		`{"op":"list"}`, `{"op":"add","proto":"tcp","spec":"1-65535"}`, `{}`,
+		`{"op":"add","proto":"tcp","ns":true,"spec":"8080"}`, `{"op":"delete","proto":"udp","ns":true,"spec":"127.0.0.1/53"}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, req string) {

@@ -15,7 +15,7 @@ import (
 	"fmt"
 )
 
-const pestoUsage = "pesto [-A|--add] [-D|--delete] [-t|-u SPEC]... [-s|--show] PATH"
+const pestoUsage = "pesto [-A|--add] [-D|--delete] [-t|-u|-T|-U SPEC]... [-s|--show] PATH"
 
 const pestoVersion = "pesto (berth) 2026_07_16.berth\n"
 
@@ -26,6 +26,9 @@ Shows and changes the port forwards of berth running as pasta with -c PATH.
   -D, --delete          delete the specifications that follow
   -t, --tcp-ports SPEC  TCP forwards, as pasta's -t
   -u, --udp-ports SPEC  UDP forwards, as pasta's -u
+  -T, --tcp-ns SPEC     TCP forwards from the namespace's loopback to the
+                        host's, as pasta's -T (no auto)
+  -U, --udp-ns SPEC     UDP forwards from the namespace's loopback, as -U
   -s, --show            show the forwards before and after the changes
   -d, --debug           accepted
   -h, --help            this help
@@ -34,6 +37,7 @@ Shows and changes the port forwards of berth running as pasta with -c PATH.
 
 type pestoOp struct {
 	op, proto, spec string
+	ns              bool // -T or -U
 }
 
 func runPesto(args []string) int {
@@ -41,14 +45,16 @@ func runPesto(args []string) int {
 	op := "add"
 	var show, help, version bool
 	flag := func(p *bool) func(string) error { return func(string) error { *p = true; return nil } }
-	spec := func(proto string) func(string) error {
-		return func(v string) error { ops = append(ops, pestoOp{op, proto, v}); return nil }
+	spec := func(proto string, ns bool) func(string) error {
+		return func(v string) error { ops = append(ops, pestoOp{op, proto, v, ns}); return nil }
 	}
 	opts := []gnuOpt{
 		{short: 'A', long: "add", set: func(string) error { op = "add"; return nil }},
 		{short: 'D', long: "delete", set: func(string) error { op = "delete"; return nil }},
-		{short: 't', long: "tcp-ports", hasArg: true, set: spec("tcp")},
-		{short: 'u', long: "udp-ports", hasArg: true, set: spec("udp")},
+		{short: 't', long: "tcp-ports", hasArg: true, set: spec("tcp", false)},
+		{short: 'u', long: "udp-ports", hasArg: true, set: spec("udp", false)},
+		{short: 'T', long: "tcp-ns", hasArg: true, set: spec("tcp", true)},
+		{short: 'U', long: "udp-ns", hasArg: true, set: spec("udp", true)},
 		{short: 's', long: "show", set: flag(&show)},
 		{short: 'd', long: "debug", set: func(string) error { return nil }},
 		{short: 'h', long: "help", set: flag(&help)},
@@ -91,12 +97,16 @@ func runPesto(args []string) int {
 	}
 	var last []string
 	for _, o := range ops {
-		r, err := pastaCall(path, pastaRequest{Op: o.op, Proto: o.proto, Spec: o.spec})
+		r, err := pastaCall(path, pastaRequest{Op: o.op, Proto: o.proto, NS: o.ns, Spec: o.spec})
 		if err == nil && r.Error != "" {
 			err = errors.New(r.Error)
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "pesto: %s %s %s: %v\n", o.op, o.proto, o.spec, err)
+			proto := o.proto
+			if o.ns {
+				proto += "-ns"
+			}
+			fmt.Fprintf(stderr, "pesto: %s %s %s: %v\n", o.op, proto, o.spec, err)
 			return exitFailure
 		}
 		last = r.Forwards

@@ -539,6 +539,9 @@ func dropInMain(argv []string) int {
 	if len(argv) > 1 && argv[1] == nsDeviceArg {
 		return nsDeviceChild(argv[2:])
 	}
+	if len(argv) > 1 && argv[1] == nsListenArg {
+		return nsListenChild(argv[2:])
+	}
 	switch dropInName(argv[0]) {
 	case "slirp4netns":
 		return runSlirp4netns(argv[1:])

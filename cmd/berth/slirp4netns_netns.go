@@ -52,38 +52,7 @@ func openNSDevice(d nsDevice) (*os.File, bool, error) {
 	defer unix.Close(sock)
 	childSock := os.NewFile(uintptr(fds[1]), "berth-nsdevice-sock")
 	defer childSock.Close()
-	self, err := os.Executable()
-	if err != nil {
-		return nil, false, err
-	}
-	netnsF, err := os.Open(d.netns)
-	if err != nil {
-		return nil, false, fmt.Errorf("network namespace: %w", err)
-	}
-	defer netnsF.Close()
-	extra := []*os.File{childSock, netnsF} // fds 3 and 4 in nsenter and the helper
-	nsArgs := []string{"--net=/proc/self/fd/4"}
-	if os.Geteuid() != 0 {
-		// Only the user namespace that owns the network namespace gives an ordinary
-		// user CAP_NET_ADMIN over it (user_namespaces(7)).
-		var usernsF *os.File
-		if d.userns != "" {
-			if usernsF, err = os.Open(d.userns); err != nil {
-				return nil, false, fmt.Errorf("user namespace: %w", err)
-			}
-		} else {
-			// NS_GET_USERNS (ioctl_ns(2)): the user namespace owning netns.
-			fd, err := unix.IoctlRetInt(int(netnsF.Fd()), unix.NS_GET_USERNS)
-			if err != nil {
-				return nil, false, fmt.Errorf("the owner of network namespace %s: %w", d.netns, err)
-			}
-			usernsF = os.NewFile(uintptr(fd), "userns")
-		}
-		defer usernsF.Close()
-		extra = append(extra, usernsF)
-		nsArgs = append([]string{"--user=/proc/self/fd/5", "--preserve-credentials"}, nsArgs...)
-	}
-	args := append(nsArgs, "--", self, nsDeviceArg, "-name", d.name)
+	args := []string{nsDeviceArg, "-name", d.name}
 	if d.tap {
 		args = append(args, "-tap")
 	}
@@ -93,10 +62,13 @@ func openNSDevice(d nsDevice) (*os.File, bool, error) {
 			args = append(args, "-mac", d.mac)
 		}
 	}
-	cmd := exec.Command(nsenterPath(), args...)
+	cmd, done, err := nsEnterCmd(d.netns, d.userns, childSock, args...)
+	if err != nil {
+		return nil, false, err
+	}
+	defer done()
 	var errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &errb, &errb
-	cmd.ExtraFiles = extra
 	if err := cmd.Start(); err != nil {
 		return nil, false, fmt.Errorf("nsenter: %w", err)
 	}
@@ -117,6 +89,51 @@ func openNSDevice(d nsDevice) (*os.File, bool, error) {
 		return nil, false, fmt.Errorf("opening %s in %s: %v: %s", d.name, d.netns, rerr, why)
 	}
 	return f, kind == "tap", nil
+}
+
+// nsEnterCmd is nsenter(1) running berth's hidden helper args in the network namespace
+// netns, and in its user namespace too (userns, or "" for the one owning netns) unless
+// berth is root: only the user namespace that owns the network namespace gives an
+// ordinary user CAP_NET_ADMIN over it (user_namespaces(7)). sock is the helper's fd 3.
+// done closes the namespace files once the command has started.
+func nsEnterCmd(netns, userns string, sock *os.File, args ...string) (cmd *exec.Cmd, done func(), err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	netnsF, err := os.Open(netns)
+	if err != nil {
+		return nil, nil, fmt.Errorf("network namespace: %w", err)
+	}
+	extra := []*os.File{sock, netnsF} // fds 3 and 4 in nsenter and the helper
+	done = func() {
+		for _, f := range extra[1:] {
+			f.Close()
+		}
+	}
+	nsArgs := []string{"--net=/proc/self/fd/4"}
+	if os.Geteuid() != 0 {
+		var usernsF *os.File
+		if userns != "" {
+			if usernsF, err = os.Open(userns); err != nil {
+				done()
+				return nil, nil, fmt.Errorf("user namespace: %w", err)
+			}
+		} else {
+			// NS_GET_USERNS (ioctl_ns(2)): the user namespace owning netns.
+			fd, err := unix.IoctlRetInt(int(netnsF.Fd()), unix.NS_GET_USERNS)
+			if err != nil {
+				done()
+				return nil, nil, fmt.Errorf("the owner of network namespace %s: %w", netns, err)
+			}
+			usernsF = os.NewFile(uintptr(fd), "userns")
+		}
+		extra = append(extra, usernsF)
+		nsArgs = append([]string{"--user=/proc/self/fd/5", "--preserve-credentials"}, nsArgs...)
+	}
+	cmd = exec.Command(nsenterPath(), append(append(nsArgs, "--", self), args...)...)
+	cmd.ExtraFiles = extra
+	return cmd, done, nil
 }
 
 // recvDevice receives the helper's descriptor and its kind ("tun" or "tap"); nil, "",
