@@ -244,7 +244,9 @@ func (c *Conn) inputSynchronized(s *segment) {
 			c.p.sendRST(c.local.Addr(), c.remote.Addr(), c.local.Port(), c.remote.Port(), s.ack, 0, false)
 			return
 		}
-		if l := c.listener; l != nil {
+		// A Fast Open child is in the accept queue since its SYN (fastopen.go): it must
+		// not be queued again, nor wait for room its own entry takes.
+		if l := c.listener; l != nil && !c.tfoChild {
 			switch l.ready(c) {
 			case readyFull:
 				return // accept queue full: stay in SYN-RECEIVED, the peer will retransmit
