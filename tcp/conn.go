@@ -534,6 +534,10 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 		}
 		return
 	}
+	if c.state == StateSynReceived {
+		c.icmpSynReceived(seq, errno) // icmp_synrecv.go
+		return
+	}
 	if !c.state.synchronized() || seqLT(seq, c.sndUna) || !seqLT(seq, c.sndMax) {
 		return
 	}
