@@ -81,6 +81,7 @@ type Conn struct {
 	softErr    syscall.Errno
 	userClosed bool
 	rdShut     bool
+	ecn        ecnState // Explicit Congestion Notification (ecn.go)
 	// Fast Open (fastopen.go): a passive connection whose SYN was taken as Fast Open, and
 	// whether it carried data; the option the SYN-ACK carries (kind, cookie).
 	tfoChild, synData bool
@@ -368,7 +369,7 @@ func (p *Protocol) passiveOpen(l *Listener, local, remote netip.AddrPort, mtu in
 func (c *Conn) sendSYN() {
 	var o wire.TCPOptions
 	o.HasMSS, o.MSS = true, uint16(min(c.advMSS, 0xffff))
-	flags := wire.TCPFlagSYN
+	flags := wire.TCPFlagSYN | c.ecnSYNFlags() // ecn.go
 	if c.state == StateSynReceived {
 		flags |= wire.TCPFlagACK
 		if c.wsPeer {

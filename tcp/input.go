@@ -86,6 +86,7 @@ func (c *Conn) inputSynSent(s *segment) {
 	}
 	c.initRecv(s.seq)
 	c.negotiate(&s.opts)
+	c.ecnSynSent(s)
 	// RFC 7323 §2.2: the window in a SYN is not scaled.
 	c.sndWnd, c.sndWl1, c.sndWl2 = s.wnd, s.seq, s.ack
 	c.maxSndWnd = s.wnd
@@ -293,6 +294,9 @@ func (c *Conn) inputSynchronized(s *segment) {
 			c.p.resetClosed(s)
 			c.finish(nil)
 			return
+		}
+		if c.ecn.ok && len(s.payload) > 0 {
+			c.ecnReceive(s) // RFC 3168 §6.1.3 (ecn.go)
 		}
 		c.receive(s)
 	} else if s.flags&flagFIN != 0 || len(s.payload) > 0 {

@@ -80,6 +80,10 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 		}
 		opts = &o
 	}
+	ecn := transport.NotECT
+	if c.ecn.ok && flags&wire.TCPFlagSYN == 0 {
+		ecn = c.ecnOut(seq, &flags, n) // ecn.go: ECE, CWR, ECT(0) on new data
+	}
 	f := wire.TCPFields{
 		SrcPort: c.local.Port(),
 		DstPort: c.remote.Port(),
@@ -119,7 +123,12 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 		if mss == 0 || n <= mss {
 			mss = n
 		}
-		err := c.p.net.(transport.GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], mss)
+		var err error
+		if ecn != transport.NotECT {
+			err = c.p.ecnNet.OutputGSOECN(c.local.Addr(), c.remote.Addr(), b[:total], mss, ecn)
+		} else {
+			err = c.p.net.(transport.GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], mss)
+		}
 		if err == nil || n > mss {
 			if err != nil {
 				c.gsoMax = 0 // the route changed under us: segment ourselves from now on
@@ -132,7 +141,11 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 		c.gsoMax = 0
 	}
 	wire.SetTCPChecksum(b[wire.NetworkHeadroom:total], c.local.Addr(), c.remote.Addr())
-	c.p.net.Output(c.local.Addr(), c.remote.Addr(), wire.ProtoTCP, b[:total])
+	if ecn != transport.NotECT {
+		c.p.ecnNet.OutputECN(c.local.Addr(), c.remote.Addr(), wire.ProtoTCP, b[:total], ecn)
+	} else {
+		c.p.net.Output(c.local.Addr(), c.remote.Addr(), wire.ProtoTCP, b[:total])
+	}
 	c.p.release(bp)
 	c.p.Stats.OutSegs.Add(1)
 }
@@ -312,6 +325,9 @@ func (c *Conn) processAck(s *segment) bool {
 			delivered += int(ack - c.sndUna)
 		}
 	}
+	if c.ecn.ok {
+		c.ecnAck(s) // RFC 3168 §6.1.2 (ecn.go): before the ACK's cwnd growth, on the flight it found
+	}
 	if advanced {
 		c.ackNew(ack, s)
 	} else if ack == c.sndUna && len(s.payload) == 0 && s.flags&(flagSYN|flagFIN) == 0 &&
@@ -370,7 +386,7 @@ func (c *Conn) ackNew(ack uint32, s *segment) {
 	} else {
 		c.dupAcks = 0
 		// Grow cwnd only when it limits the sender (RFC 7661 §4.1's spirit).
-		if 2*flight >= c.cc.Window() {
+		if 2*flight >= c.cc.Window() && !c.ecn.reducing {
 			c.cc.OnAck(acked, flight)
 		}
 	}
