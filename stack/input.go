@@ -164,7 +164,9 @@ func (s *Stack) deliver(ifc *Interface, ip []byte, src, dst netip.Addr, proto ui
 		return
 	}
 	var unreachable bool
-	if b, ok := h.(transport.BatchHandler); ok {
+	if e, ok := h.(transport.ECNHandler); ok {
+		unreachable = e.HandleBatchedECN(src, dst, payload, csumOK, ipECN(ip)) // DeliverPackets ends the batch
+	} else if b, ok := h.(transport.BatchHandler); ok {
 		unreachable = b.HandleBatched(src, dst, payload, csumOK) // DeliverPackets ends the batch
 	} else {
 		unreachable = h.HandlePacket(src, dst, payload)
@@ -226,7 +228,7 @@ func (s *Stack) forward4(in *Interface, h wire.IPv4, csumOK bool) {
 		c.FragFails.Add(1)
 		return
 	}
-	_ = s.fragment4(ifc, h.Src(), dst, h.Protocol(), h.ID(), h.TTL()-1, h.Payload())
+	_ = s.fragment4(ifc, h.Src(), dst, h.Protocol(), h.ID(), h.TTL()-1, h.TOS(), h.Payload())
 }
 
 // martian6 reports address pairs no IPv6 packet from a link may carry, as Linux's
@@ -454,4 +456,16 @@ func (s *Stack) forward6(in *Interface, h wire.IPv6, csumOK bool) {
 	wire.IPv6(out).SetHopLimit(h.HopLimit() - 1)
 	c.ForwDatagrams.Add(1)
 	_ = s.transmit(ifc, out)
+}
+
+// ipECN is the ECN field of the IP header ip (RFC 3168 §5): the low two bits of IPv4's
+// TOS byte, of IPv6's traffic class.
+func ipECN(ip []byte) transport.ECN {
+	if len(ip) < 2 {
+		return transport.NotECT
+	}
+	if ip[0]>>4 == 4 {
+		return transport.ECN(ip[1] & 3)
+	}
+	return transport.ECN(ip[1]>>4) & 3 // traffic class: the low nibble of byte 0, the high of byte 1
 }

@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/berthnet/berth/link"
+	"github.com/berthnet/berth/transport"
 	"github.com/berthnet/berth/wire"
 )
 
@@ -49,6 +50,12 @@ func putBuf(b *[]byte) {
 // pmtuLocks); other protocols are fragmented by the source as needed (RFC 791
 // §3.2, RFC 8200 §4.5).
 func (s *Stack) Output(src, dst netip.Addr, proto uint8, pkt []byte) error {
+	return s.OutputECN(src, dst, proto, pkt, transport.NotECT)
+}
+
+// OutputECN is Output with the IP header's ECN field set to ecn, on every fragment too
+// (RFC 3168 §5.3): TCP marks its data ECN-capable (transport.ECNNetwork).
+func (s *Stack) OutputECN(src, dst netip.Addr, proto uint8, pkt []byte, ecn transport.ECN) error {
 	if len(pkt) < wire.NetworkHeadroom {
 		return syscall.EINVAL
 	}
@@ -73,7 +80,7 @@ func (s *Stack) Output(src, dst netip.Addr, proto uint8, pkt []byte) error {
 	}
 	// DF unless the path's MTU is locked at min_pmtu (see pmtuLocks).
 	df := proto == wire.ProtoTCP && !(dst.Is4() && s.pmtu.locked(dst, s.clk))
-	return s.outputIP(ifc, src, dst, proto, pkt, df, s.opts.DefaultTTL)
+	return s.outputIPTOS(ifc, src, dst, proto, pkt, df, s.opts.DefaultTTL, uint8(ecn&3))
 }
 
 // GSOMax reports the largest TCP packet (TCP header and payload) that OutputGSO takes
@@ -101,6 +108,12 @@ func (s *Stack) GSOMax(dst netip.Addr) int {
 // the headroom) that the link cuts into segments of mss payload bytes, with DF set on
 // each (RFC 1191) as Output sets it. Without a GSO link it fails with EMSGSIZE.
 func (s *Stack) OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error {
+	return s.OutputGSOECN(src, dst, pkt, mss, transport.NotECT)
+}
+
+// OutputGSOECN is OutputGSO with the IP header's ECN field set to ecn, which the link
+// copies into every segment it cuts (transport.ECNNetwork).
+func (s *Stack) OutputGSOECN(src, dst netip.Addr, pkt []byte, mss int, ecn transport.ECN) error {
 	if len(pkt) < wire.NetworkHeadroom {
 		return syscall.EINVAL
 	}
@@ -129,7 +142,7 @@ func (s *Stack) OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error {
 		}
 		h = pkt[wire.NetworkHeadroom-wire.IPv4MinHeaderLen:]
 		f := wire.IPv4Fields{TotalLen: total, ID: uint16(s.ipID.Add(1)), TTL: s.opts.DefaultTTL,
-			Protocol: wire.ProtoTCP, Src: src, Dst: dst, Flags: wire.IPv4FlagDF}
+			Protocol: wire.ProtoTCP, Src: src, Dst: dst, Flags: wire.IPv4FlagDF, TOS: uint8(ecn & 3)}
 		if s.pmtu.locked(dst, s.clk) {
 			f.Flags = 0 // the path's MTU is locked at min_pmtu (see pmtuLocks)
 		}
@@ -140,7 +153,7 @@ func (s *Stack) OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error {
 			return syscall.EMSGSIZE
 		}
 		h = pkt[wire.NetworkHeadroom-wire.IPv6HeaderLen:]
-		f := wire.IPv6Fields{PayloadLen: payload, NextHeader: wire.ProtoTCP, HopLimit: s.opts.DefaultTTL, Src: src, Dst: dst}
+		f := wire.IPv6Fields{PayloadLen: payload, NextHeader: wire.ProtoTCP, HopLimit: s.opts.DefaultTTL, Src: src, Dst: dst, TrafficClass: uint8(ecn & 3)}
 		f.Encode(h)
 	}
 	if err := g.WriteGSO(h, mss); err != nil {
@@ -153,6 +166,12 @@ func (s *Stack) OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error {
 // outputIP writes the IP header into pkt's headroom and sends it on ifc, fragmenting when
 // allowed. pkt[:NetworkHeadroom] is headroom; the transport packet follows.
 func (s *Stack) outputIP(ifc *Interface, src, dst netip.Addr, proto uint8, pkt []byte, df bool, ttl uint8) error {
+	return s.outputIPTOS(ifc, src, dst, proto, pkt, df, ttl, 0)
+}
+
+// outputIPTOS is outputIP with tos as IPv4's TOS byte or IPv6's traffic class, on every
+// fragment too.
+func (s *Stack) outputIPTOS(ifc *Interface, src, dst netip.Addr, proto uint8, pkt []byte, df bool, ttl, tos uint8) error {
 	payload := len(pkt) - wire.NetworkHeadroom
 	if dst.Is4() {
 		s.ip4.OutRequests.Add(1)
@@ -167,10 +186,10 @@ func (s *Stack) outputIP(ifc *Interface, src, dst netip.Addr, proto uint8, pkt [
 				s.ip4.FragFails.Add(1)
 				return syscall.EMSGSIZE
 			}
-			return s.fragment4(ifc, src, dst, proto, id, ttl, pkt[wire.NetworkHeadroom:])
+			return s.fragment4(ifc, src, dst, proto, id, ttl, tos, pkt[wire.NetworkHeadroom:])
 		}
 		h := pkt[wire.NetworkHeadroom-wire.IPv4MinHeaderLen:]
-		f := wire.IPv4Fields{TotalLen: total, ID: id, TTL: ttl, Protocol: proto, Src: src, Dst: dst}
+		f := wire.IPv4Fields{TotalLen: total, ID: id, TTL: ttl, Protocol: proto, Src: src, Dst: dst, TOS: tos}
 		if df {
 			f.Flags = wire.IPv4FlagDF
 		}
@@ -187,10 +206,10 @@ func (s *Stack) outputIP(ifc *Interface, src, dst netip.Addr, proto uint8, pkt [
 			s.ip6.FragFails.Add(1)
 			return syscall.EMSGSIZE
 		}
-		return s.fragment6(ifc, src, dst, proto, ttl, pkt[wire.NetworkHeadroom:])
+		return s.fragment6(ifc, src, dst, proto, ttl, tos, pkt[wire.NetworkHeadroom:])
 	}
 	h := pkt[wire.NetworkHeadroom-wire.IPv6HeaderLen:]
-	f := wire.IPv6Fields{PayloadLen: payload, NextHeader: proto, HopLimit: ttl, Src: src, Dst: dst}
+	f := wire.IPv6Fields{PayloadLen: payload, NextHeader: proto, HopLimit: ttl, Src: src, Dst: dst, TrafficClass: tos}
 	f.Encode(h)
 	return s.transmit(ifc, h)
 }
@@ -220,7 +239,7 @@ func (s *Stack) transmit(ifc *Interface, p []byte) error {
 
 // fragment4 splits an IPv4 datagram's payload into fragments that fit ifc's MTU
 // (RFC 791 §3.2: fragment payloads are multiples of 8 bytes except the last).
-func (s *Stack) fragment4(ifc *Interface, src, dst netip.Addr, proto uint8, id uint16, ttl uint8, payload []byte) error {
+func (s *Stack) fragment4(ifc *Interface, src, dst netip.Addr, proto uint8, id uint16, ttl, tos uint8, payload []byte) error {
 	per := (ifc.mtu - wire.IPv4MinHeaderLen) &^ 7
 	if per < 8 {
 		s.ip4.FragFails.Add(1)
@@ -231,7 +250,7 @@ func (s *Stack) fragment4(ifc *Interface, src, dst netip.Addr, proto uint8, id u
 	for off := 0; off < len(payload); off += per {
 		end := min(off+per, len(payload))
 		f := wire.IPv4Fields{TotalLen: wire.IPv4MinHeaderLen + end - off, ID: id, TTL: ttl,
-			Protocol: proto, Src: src, Dst: dst, FragmentOffset: off}
+			Protocol: proto, Src: src, Dst: dst, FragmentOffset: off, TOS: tos}
 		if end < len(payload) {
 			f.Flags = wire.IPv4FlagMF
 		}
@@ -250,7 +269,7 @@ func (s *Stack) fragment4(ifc *Interface, src, dst netip.Addr, proto uint8, id u
 
 // fragment6 is source fragmentation for IPv6 (RFC 8200 §4.5): every fragment carries the
 // fixed header and a Fragment header; the offset counts 8-octet units.
-func (s *Stack) fragment6(ifc *Interface, src, dst netip.Addr, proto uint8, ttl uint8, payload []byte) error {
+func (s *Stack) fragment6(ifc *Interface, src, dst netip.Addr, proto uint8, ttl, tos uint8, payload []byte) error {
 	const hl = wire.IPv6HeaderLen + 8
 	per := (ifc.mtu - hl) &^ 7
 	if per < 8 {
@@ -263,7 +282,7 @@ func (s *Stack) fragment6(ifc *Interface, src, dst netip.Addr, proto uint8, ttl 
 	for off := 0; off < len(payload); off += per {
 		end := min(off+per, len(payload))
 		b := (*bp)[:hl+end-off]
-		f := wire.IPv6Fields{PayloadLen: 8 + end - off, NextHeader: wire.ProtoFragment, HopLimit: ttl, Src: src, Dst: dst}
+		f := wire.IPv6Fields{PayloadLen: 8 + end - off, NextHeader: wire.ProtoFragment, HopLimit: ttl, Src: src, Dst: dst, TrafficClass: tos}
 		f.Encode(b)
 		fh := b[wire.IPv6HeaderLen:hl]
 		fh[0], fh[1] = proto, 0

@@ -81,6 +81,7 @@ type Conn struct {
 	softErr    syscall.Errno
 	userClosed bool
 	rdShut     bool
+	ecn        ecnState // Explicit Congestion Notification (ecn.go)
 	// Fast Open (fastopen.go): a passive connection whose SYN was taken as Fast Open, and
 	// whether it carried data; the option the SYN-ACK carries (kind, cookie).
 	tfoChild, synData bool
@@ -368,7 +369,7 @@ func (p *Protocol) passiveOpen(l *Listener, local, remote netip.AddrPort, mtu in
 func (c *Conn) sendSYN() {
 	var o wire.TCPOptions
 	o.HasMSS, o.MSS = true, uint16(min(c.advMSS, 0xffff))
-	flags := wire.TCPFlagSYN
+	flags := wire.TCPFlagSYN | c.ecnSYNFlags() // ecn.go
 	if c.state == StateSynReceived {
 		flags |= wire.TCPFlagACK
 		if c.wsPeer {
@@ -532,6 +533,10 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 		if errno != syscall.EMSGSIZE {
 			c.fail(errno) // RFC 1122 §4.2.3.9: hard errors abort an opening connection
 		}
+		return
+	}
+	if c.state == StateSynReceived {
+		c.icmpSynReceived(seq, errno) // icmp_synrecv.go
 		return
 	}
 	if !c.state.synchronized() || seqLT(seq, c.sndUna) || !seqLT(seq, c.sndMax) {

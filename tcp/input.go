@@ -86,6 +86,7 @@ func (c *Conn) inputSynSent(s *segment) {
 	}
 	c.initRecv(s.seq)
 	c.negotiate(&s.opts)
+	c.ecnSynSent(s)
 	// RFC 7323 §2.2: the window in a SYN is not scaled.
 	c.sndWnd, c.sndWl1, c.sndWl2 = s.wnd, s.seq, s.ack
 	c.maxSndWnd = s.wnd
@@ -246,7 +247,9 @@ func (c *Conn) inputSynchronized(s *segment) {
 			c.p.sendRST(c.local.Addr(), c.remote.Addr(), c.local.Port(), c.remote.Port(), s.ack, 0, false)
 			return
 		}
-		if l := c.listener; l != nil {
+		// A Fast Open child is in the accept queue since its SYN (fastopen.go): it must
+		// not be queued again, nor wait for room its own entry takes.
+		if l := c.listener; l != nil && !c.tfoChild {
 			switch l.ready(c) {
 			case readyFull:
 				return // accept queue full: stay in SYN-RECEIVED, the peer will retransmit
@@ -296,6 +299,9 @@ func (c *Conn) inputSynchronized(s *segment) {
 		}
 		if len(s.payload) > 0 {
 			c.statsDataRecv(len(s.payload))
+		}
+		if c.ecn.ok && len(s.payload) > 0 {
+			c.ecnReceive(s) // RFC 3168 §6.1.3 (ecn.go)
 		}
 		c.receive(s)
 	} else if s.flags&flagFIN != 0 || len(s.payload) > 0 {

@@ -206,6 +206,7 @@ func (l *Listener) synRecv(s *segment) bool {
 	l.synQ[c] = struct{}{}
 	l.mu.Unlock()
 	tfo := l.fastOpenSYN(c, s)
+	c.ecnPassive(s) // ecn.go: the SYN-ACK's ECE
 	p.track(c)
 	p.Stats.PassiveOpens.Add(1)
 	c.sendSYN()

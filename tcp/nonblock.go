@@ -100,7 +100,10 @@ func (c *Conn) writeNonblock(b []byte, more bool) (int, error) {
 	c.nowOK = false
 	c.more = more
 	if wait, err := c.writable(); err != nil {
-		if c.state == StateClosed && !c.active && err == syscall.EPIPE {
+		// A socket that never had a connection is not connected; one that had (an
+		// accepted child, Fast Open's included) gets EPIPE as on Linux
+		// (sk_stream_wait_connect).
+		if c.state == StateClosed && !c.active && !c.synced && !c.tfoChild && err == syscall.EPIPE {
 			return 0, syscall.ENOTCONN
 		}
 		return 0, err

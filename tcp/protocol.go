@@ -115,6 +115,13 @@ type Config struct {
 	// FastOpenKey is tcp_fastopen_key, the secret of the server's cookies; zero means a
 	// random key.
 	FastOpenKey [16]byte
+	// ECN is tcp_ecn, Explicit Congestion Notification (RFC 3168): ECNRequest
+	// requests it on active opens and accepts it on passive ones, ECNAccept only accepts
+	// it. Zero means Linux's default, ECNAccept; negative turns ECN off. Protocol.SetECN
+	// changes it at run time. Connections that negotiated ECN send new data ECT(0), which
+	// takes a network that implements transport.ECNNetwork (*stack.Stack does); over one
+	// that does not, ECN is never requested or accepted.
+	ECN int
 	// Counter registers a named counter (the stack's Counters.Counter), as for UDP: TCP's
 	// Stats then live in the stack's registry under the kernel's names. nil keeps them
 	// private.
@@ -160,6 +167,10 @@ func (c *Config) setDefaults() {
 	defi(&c.MaxSynBacklog, defaultMaxSynBacklog) // listener.go
 	defi(&c.MaxTimeWait, 16384)
 	defi(&c.FastOpen, FastOpenClient)
+	defi(&c.ECN, ECNAccept)
+	if c.ECN < 0 {
+		c.ECN = 0
+	}
 	if c.FastOpen < 0 {
 		c.FastOpen = 0
 	}
@@ -268,6 +279,8 @@ type Protocol struct {
 	small sync.Pool // *[]byte scratch for segments up to smallScratch bytes
 
 	epoch    time.Time    // origin of mono(), for transmission times (sack.go)
+	ecnMode  atomic.Int32 // tcp_ecn: Config.ECN, SetECN (ecn.go)
+	ecnNet   transport.ECNNetwork
 	oooBytes atomic.Int64 // out-of-order bytes held by all connections (Config.MaxOutOfOrder)
 	twCount  atomic.Int64 // connections in TIME-WAIT (Config.MaxTimeWait)
 
@@ -288,6 +301,10 @@ func New(net transport.Network, cfg Config) *Protocol {
 	cfg.setDefaults()
 	p := &Protocol{net: net, clk: net.Clock(), cfg: cfg, secret: cfg.ISNSecret, socks: make(map[any]struct{})}
 	p.epoch = p.clk.Now()
+	if en, ok := net.(transport.ECNNetwork); ok {
+		p.ecnNet = en
+		p.ecnMode.Store(int32(cfg.ECN))
+	}
 	reg := cfg.Counter
 	if reg == nil {
 		reg = func(string) *atomic.Uint64 { return new(atomic.Uint64) }
@@ -302,7 +319,7 @@ func New(net transport.Network, cfg Config) *Protocol {
 	return p
 }
 
-var _ transport.BatchHandler = (*Protocol)(nil)
+var _ transport.ECNHandler = (*Protocol)(nil)
 
 // Ports returns the protocol's port Manager.
 func (p *Protocol) Ports() *ports.Manager { return p.mgr }
@@ -392,6 +409,13 @@ func (p *Protocol) HandleBatched(src, dst netip.Addr, b []byte, csumOK bool) (un
 	return false
 }
 
+// HandleBatchedECN is HandleBatched with the ECN field of the packet's IP header
+// (transport.ECNHandler), which ECN reads (RFC 3168 §6.1.3).
+func (p *Protocol) HandleBatchedECN(src, dst netip.Addr, b []byte, csumOK bool, ecn transport.ECN) (unreachable bool) {
+	p.handleECN(src, dst, b, true, false, csumOK, ecn)
+	return false
+}
+
 // EndBatch sends for the connections HandleBatched left pending.
 func (p *Protocol) EndBatch() {
 	p.pendMu.Lock()
@@ -419,10 +443,16 @@ func (p *Protocol) EndBatch() {
 // answered: handle reports reopened, and the caller treats it as a new flow. csumOK: the
 // link vouched for the checksum (link.VerifiedDispatcher), which is then not checked.
 func (p *Protocol) handle(src, dst netip.Addr, b []byte, batched, transparent, csumOK bool) (reopened bool) {
+	return p.handleECN(src, dst, b, batched, transparent, csumOK, transport.NotECT)
+}
+
+// handleECN is handle for a segment whose IP header had the ECN field ecn.
+func (p *Protocol) handleECN(src, dst netip.Addr, b []byte, batched, transparent, csumOK bool, ecn transport.ECN) (reopened bool) {
 	var seg segment
 	if !p.parse(&seg, src, dst, b, batched, csumOK) {
 		return false
 	}
+	seg.ecn = ecn
 	owner, ok := p.mgr.Lookup(seg.local(), seg.remote())
 	return p.dispatch(&seg, owner, ok, transparent)
 }
@@ -558,9 +588,10 @@ type segment struct {
 	flags    uint8
 	wnd      uint32
 	payload  []byte
-	len      int  // segment length in sequence space: payload + SYN + FIN
-	unscaled bool // the window field is not scaled (it came in a SYN)
-	batched  bool // part of a link batch: the connection may send at EndBatch
+	len      int           // segment length in sequence space: payload + SYN + FIN
+	unscaled bool          // the window field is not scaled (it came in a SYN)
+	batched  bool          // part of a link batch: the connection may send at EndBatch
+	ecn      transport.ECN // the IP header's ECN field (ecn.go)
 }
 
 // local and remote are the segment's 4-tuple as the receiving side names it.

@@ -135,7 +135,11 @@ func (c *Conn) windowUpdate() {
 		return
 	}
 	cur := int(c.rcvWnd())
-	free := c.rcvBufMax - c.rcvBuf.n
+	// The window can open only as far as the window field reaches (RFC 7323 §2.3: 65535
+	// shifted by our scale): without window scale a large buffer's free space would make
+	// every read look like a doubling, and an update would offer just the bytes read
+	// (tcp/ioctl/ioctl-siocinq-fin.pkt: no update after reading 1000 of a 64 KB window).
+	free := min(c.rcvBufMax-c.rcvBuf.n, 0xffff<<c.rcvWscale)
 	step := min(c.rcvBufMax/2, c.mss)
 	// Linux sends an update only when the window left is at most half of the one last
 	// advertised (tcp_cleanup_rbuf), which its slowly growing window (rcv_ssthresh)

@@ -89,6 +89,10 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 		}
 		opts = &o
 	}
+	ecn := transport.NotECT
+	if c.ecn.ok && flags&wire.TCPFlagSYN == 0 {
+		ecn = c.ecnOut(seq, &flags, n) // ecn.go: ECE, CWR, ECT(0) on new data
+	}
 	f := wire.TCPFields{
 		SrcPort: c.local.Port(),
 		DstPort: c.remote.Port(),
@@ -128,7 +132,12 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 		if mss == 0 || n <= mss {
 			mss = n
 		}
-		err := c.p.net.(transport.GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], mss)
+		var err error
+		if ecn != transport.NotECT {
+			err = c.p.ecnNet.OutputGSOECN(c.local.Addr(), c.remote.Addr(), b[:total], mss, ecn)
+		} else {
+			err = c.p.net.(transport.GSONetwork).OutputGSO(c.local.Addr(), c.remote.Addr(), b[:total], mss)
+		}
 		if err == nil || n > mss {
 			if err != nil {
 				c.gsoMax = 0 // the route changed under us: segment ourselves from now on
@@ -141,7 +150,11 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 		c.gsoMax = 0
 	}
 	wire.SetTCPChecksum(b[wire.NetworkHeadroom:total], c.local.Addr(), c.remote.Addr())
-	c.p.net.Output(c.local.Addr(), c.remote.Addr(), wire.ProtoTCP, b[:total])
+	if ecn != transport.NotECT {
+		c.p.ecnNet.OutputECN(c.local.Addr(), c.remote.Addr(), wire.ProtoTCP, b[:total], ecn)
+	} else {
+		c.p.net.Output(c.local.Addr(), c.remote.Addr(), wire.ProtoTCP, b[:total])
+	}
 	c.p.release(bp)
 	c.p.Stats.OutSegs.Add(1)
 }
@@ -353,6 +366,9 @@ func (c *Conn) processAck(s *segment) bool {
 	if advanced || delivered > 0 {
 		c.statsDelivered(ack, delivered)
 	}
+	if c.ecn.ok {
+		c.ecnAck(s) // RFC 3168 §6.1.2 (ecn.go): before the ACK's cwnd growth, on the flight it found
+	}
 	if advanced {
 		c.ackNew(ack, s)
 	} else if ack == c.sndUna && len(s.payload) == 0 && s.flags&(flagSYN|flagFIN) == 0 &&
@@ -412,7 +428,7 @@ func (c *Conn) ackNew(ack uint32, s *segment) {
 		c.dupAcks = 0
 		// Grow cwnd only when it limits the sender (RFC 7661 §4.1's spirit; Linux's
 		// tcp_is_cwnd_limited, cwnd_limited.go).
-		if c.cwndLimited() {
+		if c.cwndLimited() && !c.ecn.reducing {
 			c.cc.OnAck(acked, flight)
 		}
 	}

@@ -53,6 +53,9 @@ type SocketInfo struct {
 	ReorderingSegs int
 	// RcvMSS is the largest segment payload received, at most our MSS (tcpi_rcv_mss).
 	RcvMSS int
+	// ECN: the connection negotiated Explicit Congestion Notification (RFC 3168; Linux's
+	// TCPI_OPT_ECN).
+	ECN bool
 }
 
 // Sockets returns a snapshot of every TCP socket.
@@ -92,7 +95,7 @@ func (c *Conn) info(now time.Time) SocketInfo {
 		SndWScale: -1, RcvWScale: -1,
 		Timestamps: c.tsOK, SACK: c.sackOK, MinRTT: c.rackMinRTT,
 		SACKed: c.sb.sacked, Lost: c.sb.lost, Reordering: c.rackReord,
-		SynData: c.synData,
+		SynData: c.synData, ECN: c.ecn.ok,
 	}
 	if c.wsPeer && c.state != StateSynSent {
 		si.SndWScale, si.RcvWScale = int(c.sndWscale), int(c.rcvWscale)

@@ -114,3 +114,42 @@ type TransparentHandler interface {
 // segment's checksum, which may then hold only the pseudo-header sum. The handler runs on
 // the link's goroutine and may call the stack (Output) and the transports.
 type UnmatchedHandler func(proto uint8, src, dst netip.Addr, segment []byte, csumOK bool) (taken bool)
+
+// ECN is the ECN field of an IP header (RFC 3168 §5): the two low bits of IPv4's TOS byte
+// and of IPv6's traffic class. It is the per-packet information a transport that uses
+// Explicit Congestion Notification (TCP, RFC 3168 §6.1) exchanges with the network layer:
+// the codepoint a packet is to be sent with (ECNNetwork) and the one it arrived with,
+// which a router may have set to CE (ECNHandler).
+type ECN uint8
+
+// The ECN codepoints (RFC 3168 §5).
+const (
+	NotECT ECN = 0 // not ECN-capable transport
+	ECT1   ECN = 1 // ECN-capable transport, ECT(1)
+	ECT0   ECN = 2 // ECN-capable transport, ECT(0): what TCP sends (RFC 3168 §6.1.2)
+	CE     ECN = 3 // congestion experienced, set by a router instead of dropping
+)
+
+// ECNNetwork is an optional extension of Network (and of GSONetwork, when the network is
+// one) for transports that send ECN-capable packets: OutputECN and OutputGSOECN are
+// Output and OutputGSO with the IP header's ECN field set to ecn, on every segment the
+// link cuts a super-segment into, and on every fragment (RFC 3168 §5.3). The rules of
+// Output and OutputGSO apply. *stack.Stack implements it.
+type ECNNetwork interface {
+	// OutputECN is Network.Output with the IP header's ECN field set to ecn.
+	OutputECN(src, dst netip.Addr, proto uint8, pkt []byte, ecn ECN) error
+	// OutputGSOECN is GSONetwork.OutputGSO with every segment's ECN field set to ecn.
+	OutputGSOECN(src, dst netip.Addr, pkt []byte, mss int, ecn ECN) error
+}
+
+// ECNHandler is an optional extension of BatchHandler for transports that read the ECN
+// field of the packets they receive: the network layer then delivers each packet of a
+// link batch to HandleBatchedECN instead of HandleBatched, with the ECN field of its IP
+// header (of the first fragment's, for a reassembled datagram). The rules of
+// HandleBatched apply.
+type ECNHandler interface {
+	BatchHandler
+	// HandleBatchedECN is BatchHandler.HandleBatched for a packet whose IP header had the
+	// ECN field ecn.
+	HandleBatchedECN(src, dst netip.Addr, segment []byte, csumOK bool, ecn ECN) (unreachable bool)
+}

@@ -580,4 +580,10 @@ func TestParseIPv4Quote(t *testing.T) {
 	if q.TotalLen() != 1000 || len(q.Payload()) != 8 || binary.BigEndian.Uint16(q.Payload()[2:]) != 33434 {
 		t.Fatalf("quote % x", q)
 	}
+	// A quote with a stale header checksum (rewritten on the way) is still read, as Linux
+	// reads it.
+	orig[10] ^= 0xff
+	if _, err := wire.ParseIPv4Quote(orig[:28]); err != nil {
+		t.Fatalf("quote with a stale checksum: %v", err)
+	}
 }

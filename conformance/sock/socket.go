@@ -82,6 +82,9 @@ func (s *socket) close(h *Host) syscall.Errno {
 // Socket is socket(2): only TCP stream sockets of the Host's family.
 func (h *Host) Socket(domain, typ, proto int) (int, syscall.Errno) {
 	p := h.stack()
+	// tcp_ecn is read again for every socket: scripts change it between connections
+	// (tcp/fastopen/server/pure-syn-data.pkt), and Linux reads it at each handshake.
+	p.SetECN(ecnSysctl(h.cfg.Sysctl))
 	h.enter()
 	defer h.leave()
 	if domain != syscall.AF_INET && domain != syscall.AF_INET6 {

@@ -389,6 +389,9 @@ func tcpInfoBytes(c *tcp.Conn) []byte {
 	if si.SynData {
 		opts |= 32 // TCPI_OPT_SYN_DATA
 	}
+	if si.ECN {
+		opts |= 8 // TCPI_OPT_ECN
+	}
 	if si.SndWScale >= 0 {
 		opts |= 4
 		b[6] = uint8(si.SndWScale&0xf) | uint8(si.RcvWScale&0xf)<<4

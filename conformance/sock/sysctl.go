@@ -68,6 +68,7 @@ func tcpConfig(get func(string) (string, bool)) tcp.Config {
 		}
 		c.FastOpen = n
 	})
+	c.ECN = tcpECN(ecnSysctl(get))
 	if v, ok := get("ipv4/tcp_fastopen_key"); ok {
 		// "a1a1a1a1-b2b2b2b2-c3c3c3c3-d4d4d4d4[,backup]": four 32-bit words, kept
 		// little-endian as Linux keeps them.
@@ -86,6 +87,26 @@ func tcpConfig(get func(string) (string, bool)) tcp.Config {
 		c.CongestionControl = v
 	}
 	return c
+}
+
+// ecnSysctl is tcp_ecn (0 off, 1 request and accept, 2 accept only), 2 (Linux's
+// default) when unreadable.
+func ecnSysctl(get func(string) (string, bool)) int {
+	if v, ok := get("ipv4/tcp_ecn"); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return tcp.ECNAccept
+}
+
+// tcpECN maps tcp_ecn to tcp.Config.ECN, where zero means the default and off is
+// negative.
+func tcpECN(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // keepalive defaults (tcp_keepalive_time, _intvl, _probes), for SO_KEEPALIVE without the
