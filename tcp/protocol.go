@@ -115,6 +115,10 @@ type Config struct {
 	// FastOpenKey is tcp_fastopen_key, the secret of the server's cookies; zero means a
 	// random key.
 	FastOpenKey [16]byte
+	// NotSentLowat is tcp_notsent_lowat: the default of Conn.SetNotSentLowat for
+	// connections that set none (TCP_NOTSENT_LOWAT). Zero or negative means no limit (Linux's
+	// default, UINT_MAX).
+	NotSentLowat int
 	// Counter registers a named counter (the stack's Counters.Counter), as for UDP: TCP's
 	// Stats then live in the stack's registry under the kernel's names. nil keeps them
 	// private.
