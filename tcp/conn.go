@@ -468,6 +468,7 @@ func (c *Conn) finish(err error) {
 		l.remove(c)
 	}
 	c.sndBuf.free()
+	c.eor = nil
 	c.sb = scoreboard{}
 	c.releaseOOO()
 	if c.userClosed {
@@ -725,16 +726,18 @@ func (c *Conn) writable() (wait bool, err error) {
 }
 
 // Write queues b for sending, blocking while the send buffer is full.
-func (c *Conn) Write(b []byte) (int, error) { return c.write(b, false) }
+func (c *Conn) Write(b []byte) (int, error) { return c.writeMsg(b, false, false) }
 
-// write is Write, with MSG_MORE's cork for this write when more (cork.go).
-func (c *Conn) write(b []byte, more bool) (int, error) {
+// writeMsg is Write, with MSG_MORE's cork for this write when more (cork.go) and a record
+// end after b when eor (sendopts.go).
+func (c *Conn) writeMsg(b []byte, more, eor bool) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nowOK = false
-	c.more = more
+	c.more, c.moreNow = more, more
+	defer func() { c.moreNow = false }()
 	n := 0
 	waited := false
 	for {
@@ -745,21 +748,20 @@ func (c *Conn) write(b []byte, more bool) (int, error) {
 			continue
 		}
 		if len(b) == 0 {
+			if eor {
+				c.markEOR()
+			}
 			return n, nil
 		}
 		// After waiting for space, go on once ACKs woke us (sndWritable) or what is
 		// left fits; not for every few bytes freed.
 		if space := c.sndBufMax - c.sndBuf.n; space > 0 && (!waited || space >= len(b) || c.sndWritable()) {
 			c.nowOK = false // Write may have waited
-			k := min(space, len(b))
-			c.sndBuf.reserve(c.sndBuf.n+k, c.sndBufMax, c.sndBuf.n)
-			c.sndBuf.writeAt(b[:k], c.sndBuf.n)
-			c.sndBuf.n += k
-			n += k
-			b = b[k:]
-			c.chronoStart(chronoBusy)
-			c.output()
-			continue
+			if k := c.queue(b, space); k > 0 {
+				n += k
+				b = b[k:]
+				continue
+			}
 		}
 		c.sndbufWait()
 		c.cond.Wait()

@@ -90,15 +90,16 @@ func (c *Conn) ReadNonblock(b []byte, peek bool) (int, error) {
 
 // WriteNonblock is Write for a non-blocking socket: it queues what fits in the send buffer
 // now and returns syscall.EAGAIN if nothing does (or the handshake is still under way).
-func (c *Conn) WriteNonblock(b []byte) (int, error) { return c.writeNonblock(b, false) }
+func (c *Conn) WriteNonblock(b []byte) (int, error) { return c.writeNonblockMsg(b, false, false) }
 
-func (c *Conn) writeNonblock(b []byte, more bool) (int, error) {
+func (c *Conn) writeNonblockMsg(b []byte, more, eor bool) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nowOK = false
-	c.more = more
+	c.more, c.moreNow = more, more
+	defer func() { c.moreNow = false }()
 	if wait, err := c.writable(); err != nil {
 		// A socket that never had a connection is not connected; one that had (an
 		// accepted child, Fast Open's included) gets EPIPE as on Linux
@@ -118,14 +119,15 @@ func (c *Conn) writeNonblock(b []byte, more bool) (int, error) {
 		c.sndbufWait()
 		return 0, syscall.EAGAIN
 	}
-	k := min(space, len(b))
-	c.sndBuf.reserve(c.sndBuf.n+k, c.sndBufMax, c.sndBuf.n)
-	c.sndBuf.writeAt(b[:k], c.sndBuf.n)
-	c.sndBuf.n += k
-	c.chronoStart(chronoBusy)
-	c.output()
+	k := c.queue(b, space)
+	if k == 0 {
+		return 0, syscall.EAGAIN // TCP_NOTSENT_LOWAT (sendopts.go)
+	}
 	if k < len(b) {
 		c.sndbufWait()
+	}
+	if eor && k == len(b) {
+		c.markEOR()
 	}
 	return k, nil
 }
@@ -162,7 +164,7 @@ func (c *Conn) Readiness() Readiness {
 	// after our FIN was queued (a write then fails at once) or an error.
 	switch c.state {
 	case StateEstablished, StateCloseWait:
-		r.Writable = r.SendSpace > 0 || c.finQueued
+		r.Writable = (r.SendSpace > 0 && c.lowatWritable()) || c.finQueued
 	}
 	r.Writable = r.Writable || r.Err || closed || (c.finQueued && !r.Opening)
 	r.Hup = closed || (c.finRcvd && c.finQueued)

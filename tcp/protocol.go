@@ -122,6 +122,10 @@ type Config struct {
 	// takes a network that implements transport.ECNNetwork (*stack.Stack does); over one
 	// that does not, ECN is never requested or accepted.
 	ECN int
+	// NotSentLowat is tcp_notsent_lowat: the default of Conn.SetNotSentLowat for
+	// connections that set none (TCP_NOTSENT_LOWAT). Zero or negative means no limit (Linux's
+	// default, UINT_MAX).
+	NotSentLowat int
 	// Counter registers a named counter (the stack's Counters.Counter), as for UDP: TCP's
 	// Stats then live in the stack's registry under the kernel's names. nil keeps them
 	// private.

@@ -33,8 +33,20 @@ type sender struct {
 	// cork.go: TCP_CORK, the last write's MSG_MORE, a one-time push through either
 	// (TCP_NODELAY set while corked).
 	cork, more, pushOnce bool
-	probePush            bool // onPersist's send: PSH as Linux's tcp_write_wakeup
-	advMSS               int  // the MSS we announce: route MTU minus headers
+	// moreNow: the write under way has MSG_MORE. It corks only that write's output, as
+	// Linux's tcp_push passes MSG_MORE as TCP_NAGLE_CORK for the one call: what it left
+	// behind goes out on the next ACK by the socket's own Nagle and cork settings. more
+	// stays set until a write without MSG_MORE, so that such data carries no PSH.
+	moreNow bool
+	// sendopts.go: the TCP_NOTSENT_LOWAT set on the connection (0: Config's), and where
+	// the chunk of unsent data being filled began (the write queue's tail skb on Linux).
+	lowat    int
+	lowChunk uint32
+	// sendopts.go: MSG_EOR record ends, ascending sequence numbers after SND.UNA: no
+	// segment spans one (Linux's tcp_skb_can_collapse_to).
+	eor       []uint32
+	probePush bool // onPersist's send: PSH as Linux's tcp_write_wakeup
+	advMSS    int  // the MSS we announce: route MTU minus headers
 	// Path MTU discovery (conn.go's icmpError): the MSS as negotiated, and when an ICMP
 	// error last lowered mss below it (zero: not lowered).
 	mssNeg int
@@ -169,6 +181,14 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 		pay = max(c.mss-sl, 1) // SACK blocks share the segment's option space
 	}
 	c.segPay = 0
+	recEnd := false
+	if len(c.eor) > 0 {
+		// MSG_EOR (sendopts.go): a segment ends at a record's end, and is pushed there
+		// as Linux pushes each send(2)'s last byte.
+		if l := c.eorLimit(seq); l > 0 && l <= n {
+			n, recEnd = l, true
+		}
+	}
 	if n > pay {
 		if c.gsoMax > 0 && (seq == c.sndMax || c.rtxGSO) {
 			// New data as a super-segment of whole segments (and a last partial one);
@@ -189,7 +209,7 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 	// PSH (RFC 9293 §3.9.1 SEND): on the segment that empties the send queue, and, as
 	// Linux marks it, on the last segment of each burst of new data (its TSO burst: the
 	// skb split off the write queue keeps PSH on its tail, tso_fragment).
-	if n > 0 && ((c.probePush && off+n == c.sndBuf.n) || (!c.more && (off+n == c.sndBuf.n || (c.burstEnd && seq == c.sndMax)))) {
+	if n > 0 && (recEnd || (c.probePush && off+n == c.sndBuf.n) || (!c.more && (off+n == c.sndBuf.n || (c.burstEnd && seq == c.sndMax)))) {
 		flags |= wire.TCPFlagPSH
 	}
 	used := n
@@ -283,13 +303,22 @@ func (c *Conn) output() {
 			if n <= 0 {
 				break
 			}
-			if n < c.mss && n < pending && n < int(c.maxSndWnd/2) {
+			l := 0
+			if len(c.eor) > 0 {
+				l = c.eorLimit(c.sndNxt)
+			}
+			if l > 0 && l <= n && l < pending {
+				// A record ends within reach and more follows it: the record's tail goes as
+				// it is, as Linux tests Nagle and the cork only on the write queue's last
+				// skb (tcp_write_xmit).
+				n = l
+			} else if n < c.mss && n < pending && n < int(c.maxSndWnd/2) {
 				break // SWS avoidance: wait for a bigger window
 			}
 			if n < c.mss && n == pending && !c.nodelay && inFlight > 0 {
 				break // Nagle (RFC 9293 §3.7.4)
 			}
-			if (c.cork || c.more) && !c.pushOnce && !c.finQueued && n == pending {
+			if (c.cork || c.moreNow) && !c.pushOnce && !c.finQueued && n == pending {
 				if n < c.mss {
 					break // TCP_CORK / MSG_MORE (cork.go): only full segments until uncorked
 				}
@@ -318,6 +347,13 @@ func (c *Conn) output() {
 	}
 	if limited := cwndRoom < c.mss; sent || limited {
 		c.cwndValidate(limited)
+	}
+	if c.lowat > 0 || c.p.cfg.NotSentLowat > 0 {
+		// TCP_NOTSENT_LOWAT (sendopts.go): sending is what lowers the unsent data, so
+		// a writer held back by the mark is woken here, not by the ACK that freed space.
+		if c.lowatWritable() {
+			c.cond.Broadcast()
+		}
 	}
 	c.updateTimer()
 }
@@ -401,6 +437,9 @@ func (c *Conn) ackNew(ack uint32, s *segment) {
 	}
 	c.sndBuf.consume(min(max(data, 0), c.sndBuf.n))
 	c.sndUna = ack
+	if len(c.eor) > 0 {
+		c.eorAcked()
+	}
 	if !c.pmtuAt.IsZero() && c.now().Sub(c.pmtuAt) >= pmtuExpires {
 		c.pmtuRecover()
 	}

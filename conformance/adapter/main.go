@@ -153,13 +153,23 @@ func bytes(p unsafe.Pointer, n C.size_t) []byte {
 	return unsafe.Slice((*byte)(p), int(n))
 }
 
+// badBuf is a NULL buffer with a length: the kernel's copy to or from user memory fails
+// with EFAULT (tcp/syscall_bad_arg/syscall-invalid-buf-ptr.pkt).
+func badBuf(p unsafe.Pointer, n C.size_t) bool { return p == nil && n > 0 }
+
 //export pdRecv
 func pdRecv(fd C.int, p unsafe.Pointer, n C.size_t, flags C.int) C.long {
+	if badBuf(p, n) && host.IsSocket(int(fd)) {
+		return res(0, syscall.EFAULT)
+	}
 	return res(host.Read(int(fd), bytes(p, n), int(flags)))
 }
 
 //export pdSend
 func pdSend(fd C.int, p unsafe.Pointer, n C.size_t, flags C.int) C.long {
+	if badBuf(p, n) && host.IsSocket(int(fd)) {
+		return res(0, syscall.EFAULT)
+	}
 	return res(host.Write(int(fd), bytes(p, n), int(flags)))
 }
 
@@ -183,6 +193,9 @@ func pdSendIov(fd C.int, p unsafe.Pointer, cnt C.size_t, flags C.int) C.long {
 //export pdSendTo
 func pdSendTo(fd C.int, p unsafe.Pointer, n C.size_t, flags C.int, addr unsafe.Pointer, alen C.socklen_t) C.long {
 	var to netip.AddrPort
+	if badBuf(p, n) && host.IsSocket(int(fd)) {
+		return res(0, syscall.EFAULT)
+	}
 	if addr != nil && alen >= 2 && binary.NativeEndian.Uint16(unsafe.Slice((*byte)(addr), 2)) == syscall.AF_UNSPEC {
 		return res(0, syscall.EOPNOTSUPP)
 	}

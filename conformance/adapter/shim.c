@@ -14,6 +14,8 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 #include "packetdrill.h"
 
 #ifndef TCP_CM_INQ
@@ -159,6 +161,50 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len) {
 	if (!next)
 		next = (int (*)(int, int, int, void *, socklen_t *))dlsym(RTLD_NEXT, "getsockopt");
 	return next(fd, level, name, val, len);
+}
+
+// sendfile(2) is not in packetdrill's interface: it calls the C library's with the
+// socket's descriptor. The preload answers it for berth's sockets: the file's bytes (a
+// real descriptor) are read as the kernel would and written to the socket
+// (tcp/sendfile/sendfile-simple.pkt).
+static ssize_t berth_sendfile(int out, int in, off_t *off, size_t n) {
+	char *buf = malloc(n ? n : 1);
+	if (!buf) {
+		errno = ENOMEM;
+		return -1;
+	}
+	ssize_t r = off ? pread(in, buf, n, *off) : read(in, buf, n);
+	if (r < 0) {
+		free(buf);
+		return -1;
+	}
+	long w = pdSend(out, buf, (size_t)r, 0);
+	free(buf);
+	if (w < 0) {
+		errno = (int)-w;
+		return -1;
+	}
+	if (off)
+		*off += w;
+	else if (w < r)
+		lseek(in, (off_t)w - r, SEEK_CUR); // what the socket did not take stays unread
+	return w;
+}
+ssize_t sendfile(int out, int in, off_t *off, size_t n) {
+	static ssize_t (*next)(int, int, off_t *, size_t);
+	if (pdIsSocket(out))
+		return berth_sendfile(out, in, off, n);
+	if (!next)
+		next = (ssize_t (*)(int, int, off_t *, size_t))dlsym(RTLD_NEXT, "sendfile");
+	return next(out, in, off, n);
+}
+ssize_t sendfile64(int out, int in, off_t *off, size_t n) {
+	static ssize_t (*next)(int, int, off_t *, size_t);
+	if (pdIsSocket(out))
+		return berth_sendfile(out, in, off, n);
+	if (!next)
+		next = (ssize_t (*)(int, int, off_t *, size_t))dlsym(RTLD_NEXT, "sendfile64");
+	return next(out, in, off, n);
 }
 
 // The preload is for packetdrill alone, not for the commands its scripts run.

@@ -21,6 +21,7 @@ const (
 	msgPeek     = 0x2
 	msgDontwait = 0x40
 	msgWaitall  = 0x100
+	msgEOR      = 0x80
 	msgMore     = 0x8000
 	msgFastOpen = 0x20000000
 
@@ -64,6 +65,7 @@ type sockOpts struct {
 	userTimeout        time.Duration
 	maxSeg             int // TCP_MAXSEG
 	synCnt             int
+	notSentLowat       int // TCP_NOTSENT_LOWAT as set (0: the sysctl's)
 }
 
 func (s *socket) close(h *Host) syscall.Errno {
@@ -226,6 +228,9 @@ func (s *socket) apply() {
 	}
 	if s.o.userTimeout > 0 {
 		c.SetUserTimeout(s.o.userTimeout)
+	}
+	if s.o.notSentLowat > 0 {
+		c.SetNotSentLowat(s.o.notSentLowat)
 	}
 }
 
@@ -497,7 +502,14 @@ func (h *Host) Write(fd int, b []byte, flags int) (int, syscall.Errno) {
 		return -1, syscall.EPIPE
 	}
 	return h.transfer(nonblock, h.deadline(o.sndtimeo), func(total int) (int, bool, error) {
-		n, err := c.WriteNonblockMore(b[total:], flags&msgMore != 0)
+		var f tcp.MsgFlags
+		if flags&msgMore != 0 {
+			f |= tcp.MsgMore
+		}
+		if flags&msgEOR != 0 {
+			f |= tcp.MsgEOR // the record ends once the last byte is queued
+		}
+		n, err := c.WriteMsgNonblock(b[total:], f)
 		return n, err == nil && total+n == len(b), err
 	})
 }

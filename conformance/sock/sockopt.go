@@ -33,22 +33,23 @@ const (
 
 	ipFreebind = 15
 
-	tcpNodelay   = 1
-	tcpMaxseg    = 2
-	tcpCork      = 3
-	tcpKeepIdle  = 4
-	tcpKeepIntvl = 5
-	tcpKeepCnt   = 6
-	tcpSynCnt    = 7
-	tcpInfo      = 11
-	tcpQuickAck  = 12
-	tcpUserTmo   = 18
-	tcpCongest   = 13
-	tcpFastOpen  = 23
-	tcpCCInfo    = 26
-	tcpFOConnect = 30
-	tcpInq       = 36
-	soMeminfo    = 55
+	tcpNodelay      = 1
+	tcpMaxseg       = 2
+	tcpCork         = 3
+	tcpKeepIdle     = 4
+	tcpKeepIntvl    = 5
+	tcpKeepCnt      = 6
+	tcpSynCnt       = 7
+	tcpInfo         = 11
+	tcpQuickAck     = 12
+	tcpUserTmo      = 18
+	tcpCongest      = 13
+	tcpFastOpen     = 23
+	tcpNotSentLowat = 25
+	tcpCCInfo       = 26
+	tcpFOConnect    = 30
+	tcpInq          = 36
+	soMeminfo       = 55
 
 	ipv6V6Only = 26
 )
@@ -223,6 +224,14 @@ func (h *Host) SetSockopt(fd, level, name int, val []byte) syscall.Errno {
 				return syscall.EOPNOTSUPP
 			}
 			s.o.foConnect = v != 0
+		case tcpNotSentLowat:
+			// Linux keeps the value as a u32: a negative int is a very high mark.
+			s.o.notSentLowat = v
+			n := v
+			if n < 0 {
+				n = 1<<31 - 1
+			}
+			return s.setConn(func(c *tcp.Conn) error { return c.SetNotSentLowat(n) })
 		case tcpQuickAck:
 		default:
 			return syscall.ENOPROTOOPT
@@ -326,6 +335,8 @@ func (h *Host) GetSockopt(fd, level, name int, buf []byte) (int, syscall.Errno) 
 			return putInt(buf, int(o.userTimeout/time.Millisecond)), 0
 		case tcpCork:
 			return putInt(buf, b2i(o.cork)), 0
+		case tcpNotSentLowat:
+			return putInt(buf, o.notSentLowat), 0
 		case tcpKeepIdle:
 			return putInt(buf, int(o.keepIdle/time.Second)), 0
 		case tcpKeepIntvl:

@@ -61,6 +61,11 @@ func tcpConfig(get func(string) (string, bool)) tcp.Config {
 		}
 		c.MaxTimeWait = n
 	})
+	one("ipv4/tcp_notsent_lowat", func(n int) {
+		if n > 0 && n < 1<<31 { // the default, UINT_MAX, is no mark
+			c.NotSentLowat = n
+		}
+	})
 	one("ipv4/tcp_challenge_ack_limit", func(n int) { c.ChallengeACKLimit = max(n, 1) })
 	one("ipv4/tcp_fastopen", func(n int) {
 		if n == 0 {
