@@ -120,6 +120,10 @@ func (c *Conn) synAckFastOpen(s *segment) bool {
 		p.foCache[c.remote.Addr()] = e
 		p.mu.Unlock()
 	}
+	// The SYN's data counts as taken only when the SYN-ACK acknowledges all of it
+	// (Linux's syn_data_acked, TCPI_OPT_SYN_DATA); a partial acknowledgment is a Fast
+	// Open failure whose rest goes again (RFC 7413 §4.1.2).
+	c.synDataAcked = c.synData && c.sndUna == c.sndMax
 	if acked := int(c.sndUna - c.iss - 1); acked > 0 {
 		c.sndBuf.consume(min(acked, c.sndBuf.n))
 	} else {
