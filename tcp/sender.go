@@ -186,6 +186,9 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 		if !c.rttOn {
 			c.rttOn, c.rttSeq, c.rttStart = true, seq, c.now()
 		}
+		if n > 0 {
+			c.noteDataSent()
+		}
 		if c.sackOK {
 			now := c.mono()
 			for s := seq; seqLT(s, end); {
@@ -343,6 +346,7 @@ func (c *Conn) ackNew(ack uint32, s *segment) {
 		data-- // our FIN
 	}
 	c.sndBuf.consume(min(max(data, 0), c.sndBuf.n))
+	c.countDelivered(c.sndUna == c.iss, data)
 	c.sndUna = ack
 	if !c.pmtuAt.IsZero() && c.now().Sub(c.pmtuAt) >= pmtuExpires {
 		c.pmtuRecover()

@@ -38,6 +38,9 @@ type SocketInfo struct {
 	// Fast Open succeeded (RFC 7413; Linux's TCPI_OPT_SYN_DATA). False while the
 	// handshake is under way and when the SYN-ACK acknowledged only the SYN.
 	SynData bool
+	// Delivered counts the segments the peer has acknowledged, the SYN included (Linux's
+	// tcpi_delivered); data counts when the cumulative ACK covers it.
+	Delivered int
 }
 
 // Sockets returns a snapshot of every TCP socket.
@@ -77,7 +80,7 @@ func (c *Conn) info(now time.Time) SocketInfo {
 		SndWScale: -1, RcvWScale: -1,
 		Timestamps: c.tsOK, SACK: c.sackOK, MinRTT: c.rackMinRTT,
 		SACKed: c.sb.sacked, Lost: c.sb.lost, Reordering: c.rackReord,
-		SynData: c.synDataAcked,
+		SynData: c.synDataAcked, Delivered: int(c.delivered),
 	}
 	if c.wsPeer && c.state != StateSynSent {
 		si.SndWScale, si.RcvWScale = int(c.sndWscale), int(c.rcvWscale)

@@ -413,6 +413,7 @@ func tcpInfoBytes(c *tcp.Conn) []byte {
 	u32(88, 3)
 	u32(100, int(si.Retrans))
 	u32(148, us(si.MinRTT))
+	u32(192, si.Delivered)
 	u32(228, si.SndWnd)
 	u32(232, si.RcvWnd)
 	return b
