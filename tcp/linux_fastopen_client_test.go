@@ -62,3 +62,24 @@ func TestLinuxFastOpenSynDataAcked(t *testing.T) {
 		}
 	})
 }
+
+// A SYN-ACK's cookie is cached only when it is 4 to 16 bytes of even length (RFC 7413
+// §4.1.1); an invalid one leaves the cached cookie in place but updates the server's MSS,
+// which sizes the next SYN's data (tcp/fastopen/client/valid-cookie-format.pkt:
+// "< S. ... <mss 940,...,FO 1122>", then "sendto(5, ..., 1000, MSG_FASTOPEN) = 900" with
+// "FO 00000000").
+func TestLinuxFastOpenInvalidCookie(t *testing.T) {
+	s := newScript(t, Config{FastOpen: FastOpenClient, NoTimestamps: true})
+	c, syn := fastOpenSYN(t, s, "hello")
+	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Ack: syn.Seq() + 6,
+		Flags: wire.TCPFlagSYN | wire.TCPFlagACK, Window: 65535, Options: &wire.TCPOptions{HasMSS: true, MSS: 940,
+			FastOpen: wire.TCPOptFastOpen, FastOpenLen: 2, FastOpenCookie: [16]byte{0x11, 0x22}}}, nil)
+	s.expect(want{Flags: is(wire.TCPFlagACK)})
+	c.Abort()
+	s.p.mu.Lock()
+	e := s.p.foCache[scriptRemote]
+	s.p.mu.Unlock()
+	if e.n != 4 || e.cookie[0] != 0xab || e.mss != 940 {
+		t.Fatalf("cache %+v: want the old 4-byte cookie with MSS 940", e)
+	}
+}
