@@ -83,3 +83,30 @@ func TestLinuxFastOpenInvalidCookie(t *testing.T) {
 		t.Fatalf("cache %+v: want the old 4-byte cookie with MSS 940", e)
 	}
 }
+
+// With FastOpenClientNoCookie the SYN carries data and no option; the SYN-ACK's MSS is
+// cached (sizing the next SYN's data) but a cookie it carries unasked is not
+// (tcp/fastopen/client/cookie-less-sendto.pkt: "Unsolicited cookies is not cached", and
+// "940 - 40 (max tcp hdr) = 900").
+func TestLinuxFastOpenNoCookieMSS(t *testing.T) {
+	s := newScript(t, Config{FastOpen: FastOpenClient | FastOpenClientNoCookie, NoTimestamps: true})
+	remote := netip.AddrPortFrom(scriptRemote, 80)
+	c := s.p.Socket()
+	if n, err := c.ConnectData(context.Background(), netip.AddrPort{}, remote, DialOptions{}, []byte("hello"), false); n != 5 || err != nil {
+		t.Fatalf("ConnectData: %d %v, want 5 bytes in the SYN", n, err)
+	}
+	syn := s.expect(want{Flags: is(wire.TCPFlagSYN), Payload: is("hello")})
+	s.inject(wire.TCPFields{SrcPort: 80, DstPort: syn.SrcPort(), Seq: remoteISS, Ack: syn.Seq() + 6,
+		Flags: wire.TCPFlagSYN | wire.TCPFlagACK, Window: 65535, Options: &wire.TCPOptions{HasMSS: true, MSS: 940,
+			FastOpen: wire.TCPOptFastOpen, FastOpenLen: 4, FastOpenCookie: [16]byte{0xab, 0xcd, 0x12, 0x34}}}, nil)
+	s.expect(want{Flags: is(wire.TCPFlagACK)})
+	if s.p.HasFastOpenCookie(scriptRemote) {
+		t.Fatal("an unsolicited cookie was cached")
+	}
+	c2 := s.p.Socket()
+	if n, err := c2.ConnectData(context.Background(), netip.AddrPort{}, remote, DialOptions{}, make([]byte, 2000), false); n != 900 || err != nil {
+		t.Fatalf("second ConnectData: %d %v, want 900 (the cached MSS 940 less 40 bytes of options)", n, err)
+	}
+	c.Abort()
+	c2.Abort()
+}
