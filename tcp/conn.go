@@ -83,8 +83,10 @@ type Conn struct {
 	rdShut     bool
 	ecn        ecnState // Explicit Congestion Notification (ecn.go)
 	// Fast Open (fastopen.go): a passive connection whose SYN was taken as Fast Open, and
-	// whether it carried data; the option the SYN-ACK carries (kind, cookie).
+	// whether it carried data; the option the SYN-ACK carries (kind, cookie). On either
+	// side synDataAcked is Linux's syn_data_acked: the SYN's data was all taken.
 	tfoChild, synData bool
+	synDataAcked      bool
 	foReply           uint8
 	foCookie          [8]byte
 	// Fast Open client (fastopen_client.go): the SYN carries the option (foSend), with

@@ -94,6 +94,7 @@ func (l *Listener) fastOpenSYN(c *Conn, s *segment) bool {
 		c.rcvBuf.n = n
 		c.rcvNxt += uint32(n)
 		c.synData = true
+		c.synDataAcked = true
 	}
 	// The SYN's sequence number is consumed by the SYN-ACK's acknowledgment; our own SYN
 	// stays unacknowledged until the client's ACK, but data may go out before it

@@ -25,7 +25,7 @@ func (p *Protocol) fastOpenCached(a netip.Addr) (foEntry, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e, ok := p.foCache[a]
-	return e, ok
+	return e, ok && e.n > 0 // an entry without a cookie keeps the server's MSS alone
 }
 
 // ConnectData opens c, made by Socket, as Connect does, with Fast Open (RFC 7413) when
@@ -108,18 +108,32 @@ func (c *Conn) synAckFastOpen(s *segment) bool {
 		return false
 	}
 	p := c.p
-	if s.opts.FastOpen != 0 && s.opts.FastOpenLen > 0 {
-		p.mu.Lock()
-		if p.foCache == nil {
-			p.foCache = make(map[netip.Addr]foEntry)
-		}
-		e := foEntry{cookie: s.opts.FastOpenCookie, n: s.opts.FastOpenLen, kind: s.opts.FastOpen}
+	// RFC 7413 §4.1.1: a cookie is 4 to 16 bytes, of even length; the SYN-ACK's MSS is
+	// cached with it. A SYN-ACK with an invalid cookie (or none) updates the MSS of what
+	// is cached and keeps its cookie (Linux's tcp_fastopen_cache_set).
+	// A cookie our SYN did not ask for (a SYN sent without the option,
+	// FastOpenClientNoCookie) is not cached either; the MSS is, on an entry of its own.
+	asked := !c.foHave || c.foEntry.n > 0
+	valid := asked && s.opts.FastOpen != 0 && s.opts.FastOpenLen >= 4 && s.opts.FastOpenLen <= 16 && s.opts.FastOpenLen%2 == 0
+	p.mu.Lock()
+	e, ok := p.foCache[c.remote.Addr()]
+	if valid {
+		e, ok = foEntry{cookie: s.opts.FastOpenCookie, n: s.opts.FastOpenLen, kind: s.opts.FastOpen}, true
+	}
+	if ok || s.opts.HasMSS {
 		if s.opts.HasMSS {
 			e.mss = int(s.opts.MSS)
 		}
+		if p.foCache == nil {
+			p.foCache = make(map[netip.Addr]foEntry)
+		}
 		p.foCache[c.remote.Addr()] = e
-		p.mu.Unlock()
 	}
+	p.mu.Unlock()
+	// The SYN's data counts as taken only when the SYN-ACK acknowledges all of it
+	// (Linux's syn_data_acked, TCPI_OPT_SYN_DATA); a partial acknowledgment is a Fast
+	// Open failure whose rest goes again (RFC 7413 §4.1.2).
+	c.synDataAcked = c.synData && c.sndUna == c.sndMax
 	if acked := int(c.sndUna - c.iss - 1); acked > 0 {
 		c.sndBuf.consume(min(acked, c.sndBuf.n))
 	} else {

@@ -98,18 +98,28 @@ func (c *Conn) inputSynSent(s *segment) {
 		return
 	}
 	c.sndUna = s.ack
-	c.delivered++ // our SYN (and what data it carried), as Linux counts it
+	// The SYN and the data it carried count as one delivered segment, as Linux's
+	// tcp_rcv_fastopen_synack counts them.
+	c.delivered++
 	if c.rttOn && seqGT(s.ack, c.rttSeq) {
 		c.rttOn = false
 		c.rttSample(c.now().Sub(c.rttStart))
 	}
 	pending := c.synAckFastOpen(s)
+	// Linux's tcp_finish_connect: the SYN-ACK counts as received data (pingpong.go).
+	c.noteDataRcvd(c.writePending)
 	c.establish()
 	c.disarm()
 	if pending {
 		c.output() // the data of a Fast Open SYN the server did not take, with our ACK
 	}
-	if !pending || c.ackPending > 0 || c.lastAckSent != c.rcvNxt {
+	switch {
+	case !pending && c.writePending && c.p.cfg.DelayedACK >= 0:
+		// A writer waits with data: it carries the ACK (SetWritePending), or the
+		// delayed-ACK timer sends it.
+		c.ackPending = 1
+		c.finishInput()
+	case !pending || c.ackPending > 0 || c.lastAckSent != c.rcvNxt:
 		c.sendAck()
 	}
 	c.cond.Broadcast()

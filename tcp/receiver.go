@@ -44,10 +44,15 @@ type receiver struct {
 	ackNow     bool // an ACK must go out when the current input is done
 	dack       clock.Timer
 	dackOn     bool
-	quickAcks  int  // in-order segments still acknowledged at once (as Linux's quickack)
-	dsack      span // a D-SACK block owed to the peer (RFC 2883)
-	dsackOn    bool
-	oowLast    time.Time // last ACK sent for an out-of-window segment without data
+	quickAcks  int       // in-order segments still acknowledged at once (as Linux's quickack)
+	pingpong   bool      // interactive: no quick ACKs (pingpong.go)
+	lastRcvd   time.Time // when data last arrived, for pingpong
+	atoOn      bool      // data arrived (or a writer waited): sends may count as replies
+	// writePending: SetWritePending's writer waits for the connection.
+	writePending bool
+	dsack        span // a D-SACK block owed to the peer (RFC 2883)
+	dsackOn      bool
+	oowLast      time.Time // last ACK sent for an out-of-window segment without data
 }
 
 // windowField computes the window to advertise and remembers its right edge. Receiver SWS
@@ -184,6 +189,7 @@ func (c *Conn) onDelayedAck() {
 	}
 	c.dackOn = false
 	if c.ackPending > 0 && c.state != StateClosed && c.state != StateTimeWait {
+		c.pingpong = false // the reply missed the delayed ACK (pingpong.go)
 		c.sendAck()
 	}
 }
@@ -258,7 +264,8 @@ func (c *Conn) receive(s *segment) {
 			if c.ackPending >= 2 {
 				c.ackNow = true // RFC 5681 §4.2: at least every second full segment
 			}
-			if c.quickAcks > 0 {
+			c.noteDataRcvd(true)
+			if c.quickAcks > 0 && !c.pingpong {
 				// Quick-ack at the start (as Linux's quickack mode): a sender in slow
 				// start grows cwnd per ACK, so delaying ACKs would slow it down.
 				c.quickAcks--

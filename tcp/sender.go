@@ -233,6 +233,9 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 		if !c.rttOn {
 			c.rttOn, c.rttSeq, c.rttStart = true, seq, c.now()
 		}
+		if n > 0 {
+			c.noteDataSent()
+		}
 		if c.sackOK {
 			now := c.mono()
 			for s := seq; seqLT(s, end); {

@@ -33,8 +33,10 @@ type SocketInfo struct {
 	MinRTT               time.Duration
 	SACKed, Lost         int
 	Reordering           bool
-	// SynData: the connection's SYN carried data the server took (Fast Open; Linux's
-	// TCPI_OPT_SYN_DATA).
+	// SynData: the connection's SYN carried data the server took, all of it, as its
+	// SYN-ACK acknowledged (a client) or as accepted with a valid cookie (a server):
+	// Fast Open succeeded (RFC 7413; Linux's TCPI_OPT_SYN_DATA). False while the
+	// handshake is under way and when the SYN-ACK acknowledged only the SYN.
 	SynData bool
 	// What Linux's TCP_INFO reports besides. LastDataSent, LastDataRecv and LastAckRecv
 	// are the times since data was last sent and received and since an ACK last came
@@ -95,7 +97,7 @@ func (c *Conn) info(now time.Time) SocketInfo {
 		SndWScale: -1, RcvWScale: -1,
 		Timestamps: c.tsOK, SACK: c.sackOK, MinRTT: c.rackMinRTT,
 		SACKed: c.sb.sacked, Lost: c.sb.lost, Reordering: c.rackReord,
-		SynData: c.synData, ECN: c.ecn.ok,
+		SynData: c.synDataAcked, ECN: c.ecn.ok,
 	}
 	if c.wsPeer && c.state != StateSynSent {
 		si.SndWScale, si.RcvWScale = int(c.sndWscale), int(c.rcvWscale)

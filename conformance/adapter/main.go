@@ -48,6 +48,13 @@ func parseFlags(s string) sock.Config {
 	if !cfg.Local.IsValid() {
 		cfg.Local = netip.MustParsePrefix("192.168.0.1/16")
 	}
+	// Each berth descriptor holds a real one of the same number (/dev/null, closed on
+	// exec), so that packetdrill's own files never share a number with berth's sockets:
+	// the shim's close and getsockopt answer for berth's and pass the rest on.
+	cfg.Reserve = func() (int, error) {
+		return syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	}
+	cfg.Release = func(fd int) { syscall.Close(fd) }
 	return cfg
 }
 
@@ -69,6 +76,14 @@ func pdFree() {
 		host.Close()
 		host = nil
 	}
+}
+
+//export pdIsFile
+func pdIsFile(fd C.int) C.int {
+	if host != nil && host.IsFile(int(fd)) {
+		return 1
+	}
+	return 0
 }
 
 //export pdIsSocket

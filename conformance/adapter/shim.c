@@ -207,6 +207,18 @@ ssize_t sendfile64(int out, int in, off_t *off, size_t n) {
 	return next(out, in, off, n);
 }
 
+// packetdrill closes the sockets a script left open with the C library's close
+// (socket_close, at the end of a run): berth's descriptors go to berth (which gives back
+// the real descriptor reserved under the same number), the rest to the C library.
+int close(int fd) {
+	static int (*next)(int);
+	if (pdIsFile(fd))
+		return w_close(NULL, fd);
+	if (!next)
+		next = (int (*)(int))dlsym(RTLD_NEXT, "close");
+	return next(fd);
+}
+
 // The preload is for packetdrill alone, not for the commands its scripts run.
 __attribute__((constructor)) static void unpreload(void) { unsetenv("LD_PRELOAD"); }
 

@@ -32,6 +32,13 @@ type Config struct {
 	// nil reads /proc/sys: each packetdrill script runs in its own network namespace, so
 	// the sysctls its commands set are the namespace's own.
 	Sysctl func(name string) (string, bool)
+	// Reserve, if set, returns a descriptor number the process holds open (and Release
+	// gives it back) for each new socket or epoll instance, so that the Host's numbers
+	// are never those of the process's real files: the harness calls the C library's
+	// close and getsockopt on them too (packetdrill's socket cleanup, code events), and
+	// the adapter must tell its descriptors from real ones. Nil numbers them from 3 up.
+	Reserve func() (int, error)
+	Release func(fd int)
 }
 
 // Start is the virtual time a Host starts at.
@@ -63,6 +70,12 @@ type Host struct {
 	// packetdrill syscall thread) still has to record the result: settle gives it a
 	// moment of real time.
 	woken bool
+	// unrecorded: the same, since the last Sleep. packetdrill holds its own lock while it
+	// injects a packet, so the syscall thread can record a call that the packet woke only
+	// once the main thread sleeps (wait_for_event unlocks around usleep): Sleep gives it
+	// the moment of real time then, so that an event after the sleep (a code event
+	// reading the accepted socket's TCP_INFO) sees the call's result.
+	unrecorded bool
 }
 
 // file is an entry of the descriptor table.
@@ -164,6 +177,7 @@ func (h *Host) wait(gen uint64) {
 			h.cond.Wait()
 		}
 		h.woken = true
+		h.unrecorded = true
 	}
 	h.mu.Unlock()
 }
@@ -211,6 +225,13 @@ func (h *Host) Now() time.Time {
 // Sleep is usleep: virtual time moves on by d, timers firing on the way.
 func (h *Host) Sleep(d time.Duration) {
 	h.settle()
+	h.mu.Lock()
+	unrecorded := h.unrecorded
+	h.unrecorded = false
+	h.mu.Unlock()
+	if unrecorded {
+		time.Sleep(2 * time.Millisecond)
+	}
 	h.advance(h.clk.Now().Add(d))
 	h.settle()
 }
@@ -273,8 +294,17 @@ func errno(err error) syscall.Errno {
 	return syscall.EIO
 }
 
-// add installs f at the lowest free descriptor from 3 (0-2 are stdio), as the kernel does.
+// add installs f at the lowest free descriptor from 3 (0-2 are stdio), as the kernel does,
+// or at the one Config.Reserve hands out.
 func (h *Host) add(f file) int {
+	if h.cfg.Reserve != nil {
+		if fd, err := h.cfg.Reserve(); err == nil {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.files[fd] = f
+			return fd
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	fd := 3
@@ -307,6 +337,13 @@ func (h *Host) sock(fd int) (*socket, syscall.Errno) {
 	return s, 0
 }
 
+// IsFile reports whether fd is one of the Host's descriptors (a socket or an epoll
+// instance).
+func (h *Host) IsFile(fd int) bool {
+	_, e := h.lookup(fd)
+	return e == 0
+}
+
 // IsSocket reports whether fd is one of the Host's sockets.
 func (h *Host) IsSocket(fd int) bool {
 	_, e := h.sock(fd)
@@ -323,6 +360,9 @@ func (h *Host) Close_(fd int) syscall.Errno {
 	h.mu.Unlock()
 	if f == nil {
 		return syscall.EBADF
+	}
+	if h.cfg.Release != nil {
+		defer h.cfg.Release(fd)
 	}
 	return f.close(h)
 }

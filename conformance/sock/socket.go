@@ -447,6 +447,9 @@ func (h *Host) fastOpen(s *socket, to netip.AddrPort, b []byte, flags int) (int,
 		return n, 0
 	}
 	deadline := h.deadline(o.sndtimeo)
+	// Linux's sk_write_pending while the rest of b waits for the connection.
+	c.SetWritePending(n < len(b))
+	defer c.SetWritePending(false)
 	for {
 		gen := h.generation()
 		r := c.Readiness()
