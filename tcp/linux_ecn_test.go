@@ -88,6 +88,7 @@ func TestLinuxECNUsesECT0(t *testing.T) {
 	sc, n := ecnDial(t, Config{ECN: ECNRequest})
 	go sc.c.Write(make([]byte, 1000))
 	n.expectECN(want{Flags: is(wire.TCPFlagACK), Seq: is(sc.iss + 1), Len: is(1000)}, transport.ECT0)
+	sc.waitTimer() // the writer sends before it arms the timer
 	sc.clk.Advance(3 * time.Second)
 	n.expectECN(want{Flags: is(wire.TCPFlagACK), Seq: is(sc.iss + 1), Len: is(1000)}, transport.NotECT)
 }
@@ -112,6 +113,7 @@ func TestLinuxECNNotRequested(t *testing.T) {
 	s2, n2 := newECNScript(t, Config{ECN: ECNRequest})
 	s2.dialAsync()
 	n2.expectECN(want{Flags: is(wire.TCPFlagSYN | ecnSetup)}, transport.NotECT)
+	s2.waitTimer() // Dial sends the SYN before it arms the timer
 	s2.clk.Advance(time.Second)
 	n2.expectECN(want{Flags: is(wire.TCPFlagSYN)}, transport.NotECT)
 }
