@@ -542,7 +542,7 @@ func servePasta(o *pastaOpts, status *os.File) int {
 	if len(auto.specs) > 0 {
 		auto.ports, auto.pid, auto.netns = sess.Forwarder, pid, netnsPath
 		autoDone := make(chan struct{})
-		go func() { auto.run(time.Second, stopAuto); close(autoDone) }()
+		go func() { scanEvery(time.Second, stopAuto, auto.scan); close(autoDone) }()
 		defer func() { close(stopAuto); <-autoDone }()
 	}
 	if len(autoTCPNS)+len(autoUDPNS) > 0 {
@@ -555,7 +555,7 @@ func servePasta(o *pastaOpts, status *os.File) int {
 			nsAuto.specs["udp"] = autoUDPNS
 		}
 		stopNSAuto, nsAutoDone := make(chan struct{}), make(chan struct{})
-		go func() { nsAuto.run(time.Second, stopNSAuto); close(nsAutoDone) }()
+		go func() { scanEvery(time.Second, stopNSAuto, nsAuto.scan); close(nsAutoDone) }()
 		defer func() { close(stopNSAuto); <-nsAutoDone }()
 	}
 	if o.pidFile != "" {

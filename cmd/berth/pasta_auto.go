@@ -162,12 +162,13 @@ func autoIncludes(sp portspec.Spec, p uint16) bool {
 	return in
 }
 
-// run scans every interval until stop closes.
-func (a *autoForward) run(interval time.Duration, stop <-chan struct{}) {
+// scanEvery calls scan at once and then every interval until stop closes (pasta's auto
+// forwards, -t/-u and -T/-U alike, rescan once a second).
+func scanEvery(interval time.Duration, stop <-chan struct{}, scan func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		a.scan()
+		scan()
 		select {
 		case <-stop:
 			return
@@ -266,20 +267,6 @@ func (a *nsAutoForward) scan() {
 				a.retry = map[nsMapping]time.Time{}
 			}
 			a.retry[add[i]] = t.Add(nsAutoRetry)
-		}
-	}
-}
-
-// run scans every interval until stop closes.
-func (a *nsAutoForward) run(interval time.Duration, stop <-chan struct{}) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		a.scan()
-		select {
-		case <-stop:
-			return
-		case <-t.C:
 		}
 	}
 }
