@@ -60,6 +60,30 @@ func procListeners(r io.Reader, want string, loopback bool, into map[uint16]bool
 	}
 }
 
+// boundPorts adds to into the ports an auto spec of proto sees in the /proc/net
+// directory dir (procListeners' loopback rule): TCP's listeners for "tcp"; for "udp" the
+// bound UDP sockets and, as pasta does (passt(1), -u), the TCP listeners' port numbers
+// too, for the protocols (iperf3's among them) that pair a TCP control port with a UDP
+// one of the same number.
+func boundPorts(dir, proto string, loopback bool, into map[uint16]bool) {
+	read := func(table, state string) {
+		if f, err := os.Open(dir + "/" + table); err == nil {
+			procListeners(f, state, loopback, into)
+			f.Close()
+		}
+	}
+	switch proto {
+	case "tcp":
+		read("tcp", "0A")
+		read("tcp6", "0A")
+	case "udp":
+		read("udp", "07")
+		read("udp6", "07")
+		read("tcp", "0A")
+		read("tcp6", "0A")
+	}
+}
+
 // netnsPID finds a process in the network namespace at path (a namespace file such as
 // /run/netns/NAME), whose /proc/PID/net then shows that namespace's sockets: the one
 // whose ns/net link names the file's inode (namespaces(7)). prev is tried first.
@@ -109,15 +133,8 @@ func (a *autoForward) scan() {
 	want := map[forward.PortMapping]bool{}
 	for proto, specs := range a.specs {
 		bound := map[uint16]bool{}
-		state := map[string]string{"tcp": "0A", "udp": "07"}[proto]
-		for _, table := range []string{proto, proto + "6"} {
-			if pid == 0 {
-				break // no process in the namespace (yet): nothing listens
-			}
-			if f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/net/" + table); err == nil {
-				procListeners(f, state, false, bound)
-				f.Close()
-			}
+		if pid != 0 { // else no process in the namespace (yet): nothing listens
+			boundPorts("/proc/"+strconv.Itoa(pid)+"/net", proto, false, bound)
 		}
 		for _, sp := range specs {
 			for p := range bound {
@@ -216,13 +233,7 @@ func (a *nsAutoForward) scan() {
 	want := map[nsMapping]bool{}
 	for proto, specs := range a.specs {
 		bound := map[uint16]bool{}
-		state := map[string]string{"tcp": "0A", "udp": "07"}[proto]
-		for _, table := range []string{proto, proto + "6"} {
-			if f, err := os.Open(a.procNet + "/" + table); err == nil {
-				procListeners(f, state, true, bound)
-				f.Close()
-			}
-		}
+		boundPorts(a.procNet, proto, true, bound)
 		for _, sp := range specs {
 			for p := range bound {
 				if !own[proto][p] && autoIncludes(sp, p) {

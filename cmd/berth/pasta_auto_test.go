@@ -106,3 +106,29 @@ func TestNSAutoScan(t *testing.T) {
 		t.Errorf("removed %v, want %v", fake.removed, want)
 	}
 }
+
+// TestBoundPortsUDPMirrorsTCP: -u auto and -U auto see the bound UDP sockets and, as
+// pasta's, the TCP listeners' numbers too (iperf3's control port and its UDP stream);
+// -t auto sees TCP's listeners only.
+func TestBoundPortsUDPMirrorsTCP(t *testing.T) {
+	dir := t.TempDir()
+	// 5353 bound on 0.0.0.0 (07: unconnected), 5354 connected (01): only the first counts.
+	udp := strings.SplitAfterN(procTCP, "\n", 2)[0] +
+		"   0: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 9 2 0000000000000000 0\n" +
+		"   1: 00000000:14EA 0202000A:0035 01 00000000:00000000 00:00000000 00000000     0        0 10 2 0000000000000000 0\n"
+	for name, text := range map[string]string{"tcp": procTCP, "tcp6": procTCP6, "udp": udp} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[uint16]bool{}
+	boundPorts(dir, "udp", false, got)
+	if want := map[uint16]bool{5353: true, 8080: true, 8081: true, 22: true}; !reflect.DeepEqual(got, want) {
+		t.Errorf("udp auto sees %v, want %v", got, want)
+	}
+	got = map[uint16]bool{}
+	boundPorts(dir, "tcp", false, got)
+	if want := map[uint16]bool{8080: true, 8081: true, 22: true}; !reflect.DeepEqual(got, want) {
+		t.Errorf("tcp auto sees %v, want %v", got, want)
+	}
+}
