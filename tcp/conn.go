@@ -61,6 +61,7 @@ type Conn struct {
 	tsRecent     uint32
 	tsRecentAt   time.Time
 	lastAckSent  uint32
+	synTSVal     uint32 // TSval of our first SYN
 
 	// RFC 2018 SACK: negotiated (sackOK), the peer's SYN offered it (sackPeer). The
 	// sender keeps the scoreboard, the receiver the blocks it reports.
@@ -158,7 +159,7 @@ func (c *Conn) negotiate(o *wire.TCPOptions) {
 	c.mss = max(min(peer, c.advMSS), 64)
 	// RFC 7323 §3.2 and RFC 2018 §2: timestamps and SACK are used when both SYNs carry
 	// them (we offer both in our SYN unless disabled, and answer in kind).
-	c.tsPeer, c.sackPeer = o.HasTimestamps && !c.p.cfg.NoTimestamps, o.SACKPermitted && !c.p.cfg.NoSACK
+	c.tsPeer, c.sackPeer = o.HasTimestamps && c.p.timestamps(), o.SACKPermitted && !c.p.cfg.NoSACK
 	c.tsOK, c.sackOK = c.tsPeer, c.sackPeer
 	if c.tsOK {
 		c.tsRecent, c.tsRecentAt = o.TSVal, c.now()
@@ -384,8 +385,11 @@ func (c *Conn) sendSYN() {
 		c.fastOpenOption(&o)
 	} else {
 		o.HasWindowScale, o.WindowScale = true, c.rcvWscale
-		if !c.p.cfg.NoTimestamps {
+		if c.p.timestamps() {
 			o.HasTimestamps, o.TSVal = true, c.tsNow()
+			if c.retries == 0 {
+				c.synTSVal = o.TSVal // the oldest TSval a SYN-ACK may echo (inputSynSent)
+			}
 		}
 		o.SACKPermitted = !c.p.cfg.NoSACK
 	}

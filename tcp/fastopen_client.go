@@ -18,6 +18,11 @@ type foEntry struct {
 	n      uint8
 	kind   uint8 // the option kind the server answered with (34 or the experimental one)
 	mss    int   // the server's MSS option, 0 if unknown
+	// tryExp is Linux's try_exp, for a server that has not given a cookie: 1 after a
+	// cookie request in RFC 7413's option went unanswered (the next request uses the
+	// experimental option, RFC 6994's form, which older servers know), 2 after one in the
+	// experimental option went unanswered too (back to RFC 7413's for good).
+	tryExp uint8
 }
 
 // fastOpenCached returns the cookie cached for server a.
@@ -47,6 +52,8 @@ func (c *Conn) ConnectData(ctx context.Context, local, remote netip.AddrPort, op
 			if ok {
 				c.foKind = e.kind
 			}
+		} else if e.tryExp == 1 {
+			c.foKind = wire.TCPOptExperimental // the cookie request in the older form
 		}
 		if c.foHave && len(data) > 0 && !c.userClosed {
 			// The SYN carries as much as fits a segment of the path's MTU (and of the
@@ -115,10 +122,22 @@ func (c *Conn) synAckFastOpen(s *segment) bool {
 	// FastOpenClientNoCookie) is not cached either; the MSS is, on an entry of its own.
 	asked := !c.foHave || c.foEntry.n > 0
 	valid := asked && s.opts.FastOpen != 0 && s.opts.FastOpenLen >= 4 && s.opts.FastOpenLen <= 16 && s.opts.FastOpenLen%2 == 0
+	// A cookie request (no data) answered without any Fast Open option, on the first SYN:
+	// perhaps a server that knows only the experimental option. The next request tries
+	// that once (Linux's try_exp; a retransmitted SYN carried no option, so proves nothing).
+	var tryExp uint8
+	if asked && !c.synData && s.opts.FastOpen == 0 && c.retrans == 0 {
+		tryExp = 1
+		if c.foKind == wire.TCPOptExperimental {
+			tryExp = 2
+		}
+	}
 	p.mu.Lock()
 	e, ok := p.foCache[c.remote.Addr()]
 	if valid {
 		e, ok = foEntry{cookie: s.opts.FastOpenCookie, n: s.opts.FastOpenLen, kind: s.opts.FastOpen}, true
+	} else if tryExp > e.tryExp && e.n == 0 {
+		e.tryExp, ok = tryExp, true
 	}
 	if ok || s.opts.HasMSS {
 		if s.opts.HasMSS {
@@ -143,6 +162,14 @@ func (c *Conn) synAckFastOpen(s *segment) bool {
 		c.sndNxt = c.sndUna // what the SYN carried and was not acknowledged goes again
 	}
 	return c.sndBuf.n > 0
+}
+
+// FlushFastOpenCache forgets every cached Fast Open cookie, with the servers' MSS and
+// which option they answered (`ip tcp_metrics flush`, where Linux keeps them).
+func (p *Protocol) FlushFastOpenCache() {
+	p.mu.Lock()
+	clear(p.foCache)
+	p.mu.Unlock()
 }
 
 // HasFastOpenCookie reports whether a Fast Open cookie is cached for server (Linux's

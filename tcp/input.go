@@ -21,6 +21,9 @@ func (c *Conn) input(s *segment) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nowOK = false
+	if c.state != StateSynSent && c.state != StateClosed && c.p.synFinDropped(s) {
+		return true // SYN+FIN+ACK: only a SYN-ACK in SYN-SENT may carry FIN (parse)
+	}
 	switch c.state {
 	case StateClosed:
 		return false
@@ -73,6 +76,16 @@ func (c *Conn) inputSynSent(s *segment) {
 			return
 		}
 		ackOK = true
+		// A TSecr that echoes no TSval of our SYNs (older than the first, or from the
+		// future) marks an old or forged segment: answered as an unacceptable ACK, the
+		// connection staying in SYN-SENT, as Linux's tcp_rcv_synsent_state_process
+		// (PAWSActiveRejected; RFC 7323 §5's PAWS, before TS.Recent exists).
+		if e := s.opts.TSEcr; c.p.timestamps() && s.opts.HasTimestamps && e != 0 && (seqLT(e, c.synTSVal) || seqGT(e, c.tsNow())) {
+			if s.flags&flagRST == 0 {
+				c.p.sendRST(c.local.Addr(), c.remote.Addr(), c.local.Port(), c.remote.Port(), s.ack, 0, false)
+			}
+			return
+		}
 	}
 	if s.flags&flagRST != 0 {
 		// RFC 5961 §3.2: in SYN-SENT a RST is acceptable if it acknowledges our SYN.
@@ -105,24 +118,46 @@ func (c *Conn) inputSynSent(s *segment) {
 		c.rttOn = false
 		c.rttSample(c.now().Sub(c.rttStart))
 	}
+	// The SYN-ACK's own text and FIN are taken when it answers a Fast Open SYN whose
+	// data it acknowledged (or that had none), as Linux's tcp_rcv_fastopen_synack: RFC
+	// 9293 §3.10.7.3 goes on to the text in SYN-SENT, and a Fast Open server may send
+	// data in its SYN-ACK (RFC 7413 §4.2.2). Otherwise (not Fast Open, or our SYN's data
+	// must go again) it is dropped, the ACK asking for it again.
+	takeText := c.foSend && (!c.synData || c.sndUna == c.sndMax) && (len(s.payload) > 0 || s.flags&flagFIN != 0)
 	pending := c.synAckFastOpen(s)
 	// Linux's tcp_finish_connect: the SYN-ACK counts as received data (pingpong.go).
 	c.noteDataRcvd(c.writePending)
 	c.establish()
 	c.disarm()
+	if takeText {
+		c.synAckText(s)
+	}
 	if pending {
 		c.output() // the data of a Fast Open SYN the server did not take, with our ACK
 	}
 	switch {
 	case !pending && c.writePending && c.p.cfg.DelayedACK >= 0:
 		// A writer waits with data: it carries the ACK (SetWritePending), or the
-		// delayed-ACK timer sends it.
-		c.ackPending = 1
+		// delayed-ACK timer sends it, the SYN-ACK's text acknowledged with it.
+		c.ackPending, c.ackNow = 1, false
 		c.finishInput()
 	case !pending || c.ackPending > 0 || c.lastAckSent != c.rcvNxt:
 		c.sendAck()
 	}
 	c.cond.Broadcast()
+}
+
+// synAckText takes a SYN-ACK's text and FIN (inputSynSent), within the window our SYN
+// offered: that window was not scaled (RFC 7323 §2.2) and nothing was advertised since.
+func (c *Conn) synAckText(s *segment) {
+	c.rcvAdv = c.rcvNxt + uint32(min(max(c.rcvBufMax-c.rcvBuf.n, 0), 0xffff))
+	s.seq++ // past the SYN, which initRecv took
+	s.len--
+	s.flags &^= flagSYN
+	if len(s.payload) > 0 {
+		c.statsDataRecv(len(s.payload))
+	}
+	c.receive(s)
 }
 
 func (c *Conn) establish() {
@@ -191,10 +226,14 @@ func (c *Conn) inputSynchronized(s *segment) {
 		s.seq+1 == c.rcvNxt && s.ack == c.sndNxt {
 		// Simultaneous open (RFC 9293 Figure 7): the peer's SYN-ACK acknowledges our SYN;
 		// its SYN we already have. Take it as the ACK (as Linux does), not as a new SYN.
+		// The SYN is a duplicate all the same: Linux's tcp_data_queue acknowledges it at
+		// once, in a D-SACK block (RFC 2883 §4) when SACK is on.
 		s.seq++
 		s.len--
 		s.flags &^= flagSYN
 		s.unscaled = true // RFC 7323 §2.2: a SYN's window is never scaled
+		c.dsack, c.dsackOn = span{c.irs, c.irs + 1}, c.sackOK
+		c.ackNow = true
 	}
 	// RFC 7323 §5.3 R1 (PAWS): a segment whose TSval is older than TS.Recent is a duplicate
 	// from an earlier wrap of the sequence space: acknowledge and drop it. TS.Recent older

@@ -284,6 +284,7 @@ type Protocol struct {
 
 	epoch    time.Time    // origin of mono(), for transmission times (sack.go)
 	ecnMode  atomic.Int32 // tcp_ecn: Config.ECN, SetECN (ecn.go)
+	noTS     atomic.Bool  // tcp_timestamps=0: Config.NoTimestamps, SetTimestamps
 	ecnNet   transport.ECNNetwork
 	oooBytes atomic.Int64 // out-of-order bytes held by all connections (Config.MaxOutOfOrder)
 	twCount  atomic.Int64 // connections in TIME-WAIT (Config.MaxTimeWait)
@@ -305,6 +306,7 @@ func New(net transport.Network, cfg Config) *Protocol {
 	cfg.setDefaults()
 	p := &Protocol{net: net, clk: net.Clock(), cfg: cfg, secret: cfg.ISNSecret, socks: make(map[any]struct{})}
 	p.epoch = p.clk.Now()
+	p.noTS.Store(cfg.NoTimestamps)
 	if en, ok := net.(transport.ECNNetwork); ok {
 		p.ecnNet = en
 		p.ecnMode.Store(int32(cfg.ECN))
@@ -325,11 +327,23 @@ func New(net transport.Network, cfg Config) *Protocol {
 
 var _ transport.ECNHandler = (*Protocol)(nil)
 
+// SetTimestamps turns offering and accepting RFC 7323 timestamps on or off for the
+// handshakes that follow (tcp_timestamps written while the stack runs); connections
+// keep what their handshake negotiated.
+func (p *Protocol) SetTimestamps(on bool) { p.noTS.Store(!on) }
+
+// timestamps reports whether new handshakes offer and accept timestamps.
+func (p *Protocol) timestamps() bool { return !p.noTS.Load() }
+
 // Ports returns the protocol's port Manager.
 func (p *Protocol) Ports() *ports.Manager { return p.mgr }
 
 // Config returns the protocol's settings (with defaults filled in).
-func (p *Protocol) Config() Config { return p.cfg }
+func (p *Protocol) Config() Config {
+	c := p.cfg
+	c.NoTimestamps = !p.timestamps()
+	return c
+}
 
 func (p *Protocol) track(s any) {
 	p.mu.Lock()
@@ -473,11 +487,13 @@ func (p *Protocol) parse(seg *segment, src, dst netip.Addr, b []byte, batched, c
 	if src.IsMulticast() || src.IsUnspecified() || dst.IsMulticast() || src == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return false // RFC 9293 §3.10.7.2, RFC 1122 §4.2.3.10: not from or to a broadcast or multicast address
 	}
-	if h.Flags()&(wire.TCPFlagSYN|wire.TCPFlagFIN) == wire.TCPFlagSYN|wire.TCPFlagFIN {
-		// SYN+FIN is no legitimate segment in any state, only a scanner's probe (and a
+	if h.Flags()&(wire.TCPFlagSYN|wire.TCPFlagFIN|wire.TCPFlagACK) == wire.TCPFlagSYN|wire.TCPFlagFIN {
+		// SYN+FIN is no legitimate segment but in one place, only a scanner's probe (and a
 		// way past filters that look at one flag): Linux drops it in LISTEN
 		// (tcp_rcv_state_process) without an answer; berth drops it everywhere, before
-		// any connection or listener sees it.
+		// any connection or listener sees it. The one place is a SYN-ACK that also
+		// closes, in SYN-SENT (a Fast Open server's whole answer, RFC 7413 §4.2.2;
+		// Linux takes it): with ACK it goes on, for synFinDropped to judge.
 		p.Stats.SynFinDrops.Add(1)
 		return false
 	}
@@ -502,7 +518,9 @@ func (p *Protocol) dispatch(seg *segment, owner any, ok, transparent bool) (reop
 			// A TIME-WAIT connection gave way to a new SYN: look again for a listener.
 			if owner, ok = p.mgr.Lookup(seg.local(), seg.remote()); ok {
 				if l, isL := owner.(*Listener); isL {
-					l.input(seg)
+					if !p.synFinDropped(seg) {
+						l.input(seg)
+					}
 					return false
 				}
 			}
@@ -510,12 +528,25 @@ func (p *Protocol) dispatch(seg *segment, owner any, ok, transparent bool) (reop
 				return true
 			}
 		case *Listener:
-			o.input(seg)
+			if !p.synFinDropped(seg) {
+				o.input(seg)
+			}
 			return false
 		}
 	}
-	p.resetClosed(seg)
+	if !p.synFinDropped(seg) {
+		p.resetClosed(seg)
+	}
 	return false
+}
+
+// synFinDropped drops (and counts) a SYN+FIN+ACK anywhere but in SYN-SENT (parse).
+func (p *Protocol) synFinDropped(s *segment) bool {
+	if s.flags&(flagSYN|flagFIN) != flagSYN|flagFIN {
+		return false
+	}
+	p.Stats.SynFinDrops.Add(1)
+	return true
 }
 
 // resetClosed answers a segment for which no connection exists (RFC 9293 §3.10.7.1).

@@ -211,7 +211,7 @@ func (l *Listener) sendCookieSynAck(s *segment) bool {
 
 	var o wire.TCPOptions
 	o.HasMSS, o.MSS = true, uint16(min(advMSS(s.src, mtu), 0xffff))
-	if s.opts.HasTimestamps && !p.cfg.NoTimestamps {
+	if s.opts.HasTimestamps && p.timestamps() {
 		sack := s.opts.SACKPermitted && !p.cfg.NoSACK
 		ws := min(s.opts.WindowScale, 14)
 		o.HasTimestamps = true
@@ -298,7 +298,7 @@ func (l *Listener) cookieACK(s *segment) bool {
 	remote := netip.AddrPortFrom(s.src, s.hdr.SrcPort())
 	// The SYN-ACK had timestamps if the SYN offered them and we use them; the ACK then
 	// echoes its TSval, which the cookie covers.
-	ts := s.opts.HasTimestamps && s.opts.TSEcr != 0 && !p.cfg.NoTimestamps
+	ts := s.opts.HasTimestamps && s.opts.TSEcr != 0 && p.timestamps()
 	var tsecr uint32
 	if ts {
 		tsecr = s.opts.TSEcr

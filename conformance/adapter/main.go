@@ -70,6 +70,13 @@ func pdInit(flags *C.char) {
 	host = sock.New(parseFlags(C.GoString(flags)))
 }
 
+//export pdCommand
+func pdCommand(cmd *C.char) {
+	if host != nil {
+		host.Command(C.GoString(cmd))
+	}
+}
+
 //export pdFree
 func pdFree() {
 	if host != nil {

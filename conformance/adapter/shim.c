@@ -219,6 +219,20 @@ int close(int fd) {
 	return next(fd);
 }
 
+// packetdrill runs a script's shell commands (`sysctl ...`, `ip tcp_metrics flush`) with
+// the C library's system(3): after each one the host applies what it changed to the
+// berth stack (sock.Host.Command).
+int system(const char *cmd) {
+	static int (*next)(const char *);
+	if (!next)
+		next = (int (*)(const char *))dlsym(RTLD_NEXT, "system");
+	int r = next(cmd), e = errno;
+	if (cmd)
+		pdCommand((char *)cmd);
+	errno = e;
+	return r;
+}
+
 // The preload is for packetdrill alone, not for the commands its scripts run.
 __attribute__((constructor)) static void unpreload(void) { unsetenv("LD_PRELOAD"); }
 

@@ -13,7 +13,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,9 +57,10 @@ type Host struct {
 	clk *VClock
 	ep  *endpoint
 
-	once sync.Once
-	st   *berth.Stack
-	tcp  *tcp.Protocol
+	once  sync.Once
+	st    *berth.Stack
+	tcp   *tcp.Protocol
+	built atomic.Pointer[tcp.Protocol] // tcp, once the stack is built (Command)
 
 	mu      sync.Mutex
 	cond    sync.Cond
@@ -122,8 +125,28 @@ func (h *Host) stack() *tcp.Protocol {
 			panic(err)
 		}
 		h.tcp = h.st.TCP()
+		h.built.Store(h.tcp)
 	})
 	return h.tcp
+}
+
+// Command tells the host that the script ran a shell command: what it changed that
+// berth keeps in its own stack, once built, is applied. Sysctls berth reads while it
+// runs (tcp_timestamps: synack-data.pkt turns timestamps on midway) are read again, and
+// `ip tcp_metrics flush` forgets the Fast Open cookies, which Linux keeps in tcp_metrics
+// (fastopen/client/fallback-exp-opt.pkt). Before the first socket there is no stack yet:
+// it reads the sysctls when it is built.
+func (h *Host) Command(cmd string) {
+	p := h.built.Load()
+	if p == nil {
+		return
+	}
+	if v, ok := h.cfg.Sysctl("ipv4/tcp_timestamps"); ok {
+		p.SetTimestamps(v != "0")
+	}
+	if strings.Contains(cmd, "tcp_metrics flush") {
+		p.FlushFastOpenCache()
+	}
 }
 
 // Close closes the stack and every descriptor.

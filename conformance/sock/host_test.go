@@ -95,3 +95,30 @@ func TestHostPassiveOpen(t *testing.T) {
 		t.Fatalf("second close: %v, want EBADF", e)
 	}
 }
+
+// A shell command the script runs after its first socket applies to the stack: a
+// tcp_timestamps it wrote is read again (synack-data.pkt turns timestamps on midway),
+// and `ip tcp_metrics flush` forgets the Fast Open cookies (fallback-exp-opt.pkt).
+// Before the first socket there is no stack to apply them to.
+func TestHostCommand(t *testing.T) {
+	sc := map[string]string{"ipv4/tcp_timestamps": "0"}
+	h := New(Config{Local: netip.PrefixFrom(local, 16), Sysctl: sysctls(sc)})
+	defer h.Close()
+	h.Command("sysctl -q net.ipv4.tcp_timestamps=0") // no stack yet: nothing to do
+	if _, e := h.Socket(syscall.AF_INET, syscall.SOCK_STREAM|sockNonblock, 0); e != 0 {
+		t.Fatal(e)
+	}
+	p := h.stack()
+	if !p.Config().NoTimestamps {
+		t.Fatal("timestamps on with tcp_timestamps=0")
+	}
+	sc["ipv4/tcp_timestamps"] = "1"
+	h.Command("sysctl -q net.ipv4.tcp_timestamps=1")
+	if p.Config().NoTimestamps {
+		t.Fatal("timestamps still off after the script set tcp_timestamps=1")
+	}
+	h.Command("ip tcp_metrics flush all > /dev/null 2>&1") // must not fail on an empty cache
+	if p.HasFastOpenCookie(remote) {
+		t.Fatal("a cookie after the flush")
+	}
+}
