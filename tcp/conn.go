@@ -653,6 +653,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 			n := min(len(b), c.rcvBuf.n)
 			c.rcvBuf.readAt(b[:n], 0)
 			c.rcvBuf.consume(n)
+			c.urgentRead()
 			c.nowOK = false // Read may have waited
 			c.rcvAutotune(n)
 			c.windowUpdate()

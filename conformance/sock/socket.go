@@ -377,7 +377,7 @@ func (h *Host) Read(fd int, b []byte, flags int) (int, syscall.Errno) {
 		return -1, syscall.ENOTCONN
 	}
 	return h.transfer(nonblock, h.deadline(o.rcvtimeo), func(total int) (int, bool, error) {
-		n, err := c.ReadNonblock(b[total:], flags&msgPeek != 0)
+		n, err := readMarked(c, b[total:], flags&msgPeek != 0, total) // urgent.go
 		return n, err == nil && (n == 0 || flags&msgWaitall == 0 || total+n == len(b) || flags&msgPeek != 0), err
 	})
 }
