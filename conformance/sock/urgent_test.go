@@ -56,12 +56,18 @@ func TestHostSpliceUrgent(t *testing.T) {
 	if n, e := h.Splice(nfd, 1, maxSplice, pipe); n != 0 || e != 0 || len(piped) != 99 {
 		t.Fatalf("splice at the mark: %d %v, want 0", n, e)
 	}
+	if n, e := h.Ioctl(nfd, siocAtmark); n != 1 || e != 0 {
+		t.Fatalf("SIOCATMARK: %d %v, want 1", n, e)
+	}
 	if n, e := h.Splice(nfd, 1, 0, pipe); n != -1 || e != syscall.EAGAIN {
 		t.Fatalf("splice into a full pipe: %d %v, want EAGAIN", n, e)
 	}
 	buf := make([]byte, 16)
 	if n, e := h.Read(nfd, buf, 0); n != -1 || e != syscall.EAGAIN {
 		t.Fatalf("recv of the urgent byte alone: %d %q %v, want it skipped and EAGAIN", n, buf[:max(n, 0)], e)
+	}
+	if n, e := h.Ioctl(nfd, siocAtmark); n != 0 || e != 0 {
+		t.Fatalf("SIOCATMARK after the urgent byte was skipped: %d %v, want 0", n, e)
 	}
 	urg("xyz", 2) // 'y' is urgent
 	if n, e := h.Read(nfd, buf, 0); e != 0 || string(buf[:n]) != "x" {
