@@ -537,9 +537,11 @@ func (c *Conn) icmpError(seq uint32, errno syscall.Errno, mtu int) {
 		if seq != c.iss {
 			return
 		}
-		if errno != syscall.EMSGSIZE {
-			c.fail(errno) // RFC 1122 §4.2.3.9: hard errors abort an opening connection
+		if errno == syscall.EMSGSIZE {
+			c.icmpSynSentMTU(mtu) // icmp_synsent.go
+			return
 		}
+		c.fail(errno) // RFC 1122 §4.2.3.9: hard errors abort an opening connection
 		return
 	}
 	if c.state == StateSynReceived {
@@ -655,6 +657,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 			n := min(len(b), c.rcvBuf.n)
 			c.rcvBuf.readAt(b[:n], 0)
 			c.rcvBuf.consume(n)
+			c.urgentRead()
 			c.nowOK = false // Read may have waited
 			c.rcvAutotune(n)
 			c.windowUpdate()

@@ -352,6 +352,7 @@ func (c *Conn) inputSynchronized(s *segment) {
 		if c.ecn.ok && len(s.payload) > 0 {
 			c.ecnReceive(s) // RFC 3168 §6.1.3 (ecn.go)
 		}
+		c.urgentInput(s) // RFC 9293 §3.10.7.4, sixth (urgent.go)
 		c.receive(s)
 	} else if s.flags&flagFIN != 0 || len(s.payload) > 0 {
 		c.ackNow = true // a retransmission of what we already have

@@ -70,6 +70,7 @@ func (c *Conn) ReadNonblock(b []byte, peek bool) (int, error) {
 			return n, nil
 		}
 		c.rcvBuf.consume(n)
+		c.urgentRead()
 		c.rcvAutotune(n)
 		c.windowUpdate()
 		return n, nil

@@ -53,6 +53,10 @@ type receiver struct {
 	dsack        span // a D-SACK block owed to the peer (RFC 2883)
 	dsackOn      bool
 	oowLast      time.Time // last ACK sent for an out-of-window segment without data
+	// The urgent byte's sequence number while urgOn, until the reader passes it
+	// (urgent.go).
+	urgSeq uint32
+	urgOn  bool
 }
 
 // windowField computes the window to advertise and remembers its right edge. Receiver SWS

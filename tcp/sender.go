@@ -318,8 +318,8 @@ func (c *Conn) output() {
 			} else if n < c.mss && n < pending && n < int(c.maxSndWnd/2) {
 				break // SWS avoidance: wait for a bigger window
 			}
-			if n < c.mss && n == pending && !c.nodelay && inFlight > 0 {
-				break // Nagle (RFC 9293 §3.7.4)
+			if n < c.mss && n == pending && !c.nodelay && inFlight > 0 && seqGT(c.sndNxt+uint32(n), c.sndMax) {
+				break // Nagle (RFC 9293 §3.7.4), for new data only: what was sent once goes again as it fits
 			}
 			if (c.cork || c.moreNow) && !c.pushOnce && !c.finQueued && n == pending {
 				if n < c.mss {

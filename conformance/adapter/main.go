@@ -378,3 +378,62 @@ func pdEpollWait(epfd C.int, ev *C.uint32_t, data *C.uint64_t, max, timeout C.in
 	}
 	return res(len(out), 0)
 }
+
+// pdSplice is splice(2). Its one use in the suite is from a berth socket to a pipe made
+// by pipe(2) (a real one: the shim calls the C library's), which sock.Host.Splice does,
+// writing to the pipe here. packetdrill's shared-object mode passes the offsets as
+// pointers to the script's values, so a NULL offset arrives as a pointer to 0; any other
+// is refused as Linux refuses an offset for a socket (EINVAL) or a pipe (ESPIPE). Between
+// two descriptors that are not berth's it is the kernel's splice.
+//
+//export pdSplice
+func pdSplice(in C.int, offIn unsafe.Pointer, out C.int, offOut unsafe.Pointer, n C.size_t, flags C.uint) C.long {
+	off := func(p unsafe.Pointer) *int64 {
+		if p == nil || *(*int64)(p) == 0 {
+			return nil
+		}
+		return (*int64)(p)
+	}
+	fin, fout := int(in), int(out)
+	if !host.IsFile(fin) && !host.IsFile(fout) {
+		r, err := syscall.Splice(fin, off(offIn), fout, off(offOut), int(n), int(flags))
+		if err != nil {
+			return res(0, err.(syscall.Errno))
+		}
+		return C.long(r)
+	}
+	if !host.IsSocket(fin) || host.IsFile(fout) {
+		return res(0, syscall.EINVAL) // neither end a pipe, or a pipe into a berth socket (not emulated)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fout, &st); err != nil {
+		return res(0, err.(syscall.Errno))
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
+		return res(0, syscall.EINVAL)
+	}
+	if off(offIn) != nil {
+		return res(0, syscall.EINVAL)
+	}
+	if off(offOut) != nil {
+		return res(0, syscall.ESPIPE)
+	}
+	return res(host.Splice(fin, int(min(n, 1<<30)), pipeRoom(fout), func(b []byte) (int, error) {
+		return syscall.Write(fout, b)
+	}))
+}
+
+// pipeRoom is how many bytes pipe fd takes before it is full: its capacity
+// (F_GETPIPE_SZ) less what is queued in it (FIONREAD).
+func pipeRoom(fd int) int {
+	const fGetPipeSz, fionread = 1032, 0x541b
+	size, _, e := syscall.Syscall(syscall.SYS_FCNTL, uintptr(fd), fGetPipeSz, 0)
+	if e != 0 {
+		return 0
+	}
+	var queued int32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), fionread, uintptr(unsafe.Pointer(&queued))); e != 0 {
+		return 0
+	}
+	return int(size) - int(queued)
+}

@@ -140,8 +140,13 @@ static int w_epoll_wait(void *u, int epfd, struct epoll_event *evs, int max, int
 	}
 	return (int)r;
 }
-static int w_pipe(void *u, int fds[2]) { errno = ENOSYS; return -1; }
-static int w_splice(void *u, int a, loff_t *b, int c, loff_t *d, size_t e, unsigned int f) { errno = ENOSYS; return -1; }
+// pipe(2) is the C library's: a real pipe, whose descriptors are not berth's (packetdrill
+// never closes a pipe; the shim's close passes such descriptors on). splice(2) from a
+// berth socket writes into it (pdSplice).
+static int w_pipe(void *u, int fds[2]) { return pipe(fds); }
+static int w_splice(void *u, int in, loff_t *off_in, int out, loff_t *off_out, size_t n, unsigned int f) {
+	return (int)ret(pdSplice(in, off_in, out, off_out, n, f));
+}
 
 // packetdrill's code events (%{ python }%) read TCP_INFO (and TCP_CC_INFO, SO_MEMINFO)
 // with the C library's getsockopt on the socket under test, not through the interface.

@@ -25,8 +25,9 @@ const (
 	msgMore     = 0x8000
 	msgFastOpen = 0x20000000
 
-	siocInq  = 0x541b // SIOCINQ, FIONREAD
-	siocOutq = 0x5411 // SIOCOUTQ, TIOCOUTQ
+	siocInq    = 0x541b // SIOCINQ, FIONREAD
+	siocOutq   = 0x5411 // SIOCOUTQ, TIOCOUTQ
+	siocAtmark = 0x8905 // SIOCATMARK
 )
 
 // socket is a TCP socket: unopened (conn made by tcp.Socket, options collect on it),
@@ -377,7 +378,7 @@ func (h *Host) Read(fd int, b []byte, flags int) (int, syscall.Errno) {
 		return -1, syscall.ENOTCONN
 	}
 	return h.transfer(nonblock, h.deadline(o.rcvtimeo), func(total int) (int, bool, error) {
-		n, err := c.ReadNonblock(b[total:], flags&msgPeek != 0)
+		n, err := readMarked(c, b[total:], flags&msgPeek != 0, total) // urgent.go
 		return n, err == nil && (n == 0 || flags&msgWaitall == 0 || total+n == len(b) || flags&msgPeek != 0), err
 	})
 }
@@ -599,7 +600,8 @@ func (h *Host) Nonblock(fd int) (bool, syscall.Errno) {
 	return s.nonblock, 0
 }
 
-// Ioctl answers FIONREAD/SIOCINQ and SIOCOUTQ.
+// Ioctl answers FIONREAD/SIOCINQ, SIOCOUTQ and SIOCATMARK (1 when the next byte to read is
+// the urgent one, as Linux's tcp_ioctl).
 func (h *Host) Ioctl(fd int, req uint) (int, syscall.Errno) {
 	s, e := h.sock(fd)
 	if e != 0 {
@@ -617,6 +619,12 @@ func (h *Host) Ioctl(fd int, req uint) (int, syscall.Errno) {
 		return r.RecvQueued, 0
 	case siocOutq:
 		return r.SendQueued, 0
+	case siocAtmark:
+		n, ok := c.UrgentMark()
+		if ok && n == 0 {
+			return 1, 0
+		}
+		return 0, 0
 	}
 	return -1, syscall.ENOTTY
 }
