@@ -31,7 +31,7 @@ func (l *Listener) SetFastOpen(qlen int) {
 
 // fastOpenOn reports whether the listener takes Fast Open SYNs.
 func (l *Listener) fastOpenOn() bool {
-	f := l.p.cfg.FastOpen
+	f := l.p.fastOpen()
 	if f&FastOpenServer == 0 {
 		return false
 	}
@@ -72,7 +72,7 @@ func (l *Listener) fastOpenSYN(c *Conn, s *segment) bool {
 	if (len(s.payload) == 0 && o.FastOpen == 0) || !l.fastOpenOn() {
 		return false
 	}
-	child := p.cfg.FastOpen&FastOpenServerNoCookie != 0
+	child := p.fastOpen()&FastOpenServerNoCookie != 0
 	valid := p.fastOpenCookie(s.src, s.dst)
 	if !child && o.FastOpenLen == 8 && [8]byte(o.FastOpenCookie[:8]) == valid {
 		child = true

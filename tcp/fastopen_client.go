@@ -41,7 +41,7 @@ func (p *Protocol) fastOpenCached(a netip.Addr) (foEntry, bool) {
 // EINPROGRESS). With wait it returns once the connection is established or failed.
 func (c *Conn) ConnectData(ctx context.Context, local, remote netip.AddrPort, opts DialOptions, data []byte, wait bool) (n int, err error) {
 	p := c.p
-	f := p.cfg.FastOpen
+	f := p.fastOpen()
 	c.mu.Lock()
 	if f&FastOpenClient != 0 {
 		c.foSend = true
@@ -57,7 +57,7 @@ func (c *Conn) ConnectData(ctx context.Context, local, remote netip.AddrPort, op
 		}
 		if c.foHave && len(data) > 0 && !c.userClosed {
 			// The SYN carries as much as fits a segment of the path's MTU (and of the
-			// server's MSS, when known) with a full option space, as Linux's
+			// server's MSS, when known, and TCP_MAXSEG) with a full option space, as Linux's
 			// tcp_send_syn_data: that much is queued, the rest is the caller's.
 			room := 0
 			if _, mtu, err := p.net.Route(remote.Addr().Unmap()); err == nil {
@@ -68,6 +68,9 @@ func (c *Conn) ConnectData(ctx context.Context, local, remote netip.AddrPort, op
 				mss := mtu - hdr - wire.TCPMinHeaderLen
 				if e.mss > 0 {
 					mss = min(mss, e.mss)
+				}
+				if c.maxSeg > 0 {
+					mss = min(mss, c.maxSeg) // TCP_MAXSEG bounds the SYN's data too
 				}
 				room = max(mss-(wire.TCPMaxHeaderLen-wire.TCPMinHeaderLen), 0)
 			}
@@ -170,6 +173,45 @@ func (p *Protocol) FlushFastOpenCache() {
 	p.mu.Lock()
 	clear(p.foCache)
 	p.mu.Unlock()
+}
+
+// synDataResend sends again, at once and whole, what the SYN carried and the SYN-ACK did
+// not acknowledge (RFC 7413 §4.1.2): as Linux's tcp_rcv_fastopen_synack, which marks it
+// lost and retransmits it (one super-segment through a GSO link), not as new data that
+// Nagle could hold back for want of a full segment. c.mu is held; the connection is
+// established and sndNxt is back at sndUna.
+func (c *Conn) synDataResend() {
+	// The SYN's data stays a segment of its own, pushed, as Linux's SYN-data skb: what
+	// the caller writes next is not appended to it, and its retransmissions carry PSH
+	// (a record end, sendopts.go).
+	if end := c.sndUna + uint32(c.sndBuf.n); seqGT(end, c.sndNxt) && (len(c.eor) == 0 || seqLT(c.eor[len(c.eor)-1], end)) {
+		c.eor = append(c.eor, end)
+	}
+	if c.sackOK {
+		// The scoreboard gets the data's segments as Linux's rtx queue has the SYN's skb
+		// after tcp_mark_skb_lost and its retransmission: lost, retransmitted, out (the
+		// retransmission counts in tcpi_retrans, and RACK may find it lost again).
+		now := c.mono()
+		end := min(c.sndMax, c.sndUna+uint32(c.sndBuf.n))
+		for s := c.sndNxt; seqLT(s, end); {
+			e := s + uint32(min(int(end-s), c.mss))
+			c.sb.push(s, e, now, c.mss)
+			r := c.sb.at(c.sb.n - 1)
+			r.flags |= segLost | segRetrans | segRexmitOut
+			c.sb.lost += int(e - s)
+			c.sb.rexmitOut += int(e - s)
+			s = e
+		}
+	}
+	for seqLT(c.sndNxt, c.sndMax) {
+		c.rtxGSO = c.gsoMax > 0
+		used := c.sendData(c.sndNxt, int(c.sndMax-c.sndNxt))
+		c.rtxGSO = false
+		if used == 0 {
+			return
+		}
+		c.sndNxt += uint32(used)
+	}
 }
 
 // HasFastOpenCookie reports whether a Fast Open cookie is cached for server (Linux's

@@ -124,6 +124,7 @@ func (c *Conn) inputSynSent(s *segment) {
 	// data in its SYN-ACK (RFC 7413 §4.2.2). Otherwise (not Fast Open, or our SYN's data
 	// must go again) it is dropped, the ACK asking for it again.
 	takeText := c.foSend && (!c.synData || c.sndUna == c.sndMax) && (len(s.payload) > 0 || s.flags&flagFIN != 0)
+	c.tsoUpdate() // Linux's tcp_ack of the SYN-ACK sets the first pacing rate (autosize.go)
 	pending := c.synAckFastOpen(s)
 	// Linux's tcp_finish_connect: the SYN-ACK counts as received data (pingpong.go).
 	c.noteDataRcvd(c.writePending)
@@ -133,6 +134,7 @@ func (c *Conn) inputSynSent(s *segment) {
 		c.synAckText(s)
 	}
 	if pending {
+		c.synDataResend()
 		c.output() // the data of a Fast Open SYN the server did not take, with our ACK
 	}
 	switch {

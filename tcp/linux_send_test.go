@@ -26,10 +26,12 @@ func (sc *scriptConn) drain() int {
 // "> P. 10801:20801(10000)"; no-coalesce-retrans.pkt for retransmissions).
 func TestLinuxEOR(t *testing.T) {
 	sc := dialScript(t, Config{}, nil, 65535)
-	sc.c.SetNoDelay(false) // Nagle holds partial segments while data is in flight
-	mss := sc.c.Info().MSS
-	sc.c.Write(make([]byte, mss))
-	sc.expect(want{Len: is(mss)})
+	// Nagle, in Minshall's variant as Linux's, holds partial segments while a partial
+	// segment is in flight.
+	sc.c.SetNoDelay(false)
+	const head = 50
+	sc.c.Write(make([]byte, head))
+	sc.expect(want{Len: is(head)})
 	if n, err := sc.c.WriteMsg(make([]byte, 100), MsgEOR); n != 100 || err != nil {
 		t.Fatal(n, err)
 	}
@@ -37,10 +39,10 @@ func TestLinuxEOR(t *testing.T) {
 	sc.c.Write(make([]byte, 100))
 	// Not the last any more: the record goes alone, not coalesced with the new data,
 	// which Nagle holds.
-	rec := sc.expect(want{Seq: is(sc.iss + 1 + uint32(mss)), Len: is(100), PSH: is(true)})
+	rec := sc.expect(want{Seq: is(sc.iss + 1 + head), Len: is(100), PSH: is(true)})
 	sc.none()
 	// The retransmission timeout resends the record alone, not an MSS's worth.
-	sc.sndNxt += uint32(mss)
+	sc.sndNxt += head
 	sc.send(wire.TCPFlagACK, nil)
 	sc.none()
 	sc.clk.Advance(sc.c.Info().RTO)

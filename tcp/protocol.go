@@ -285,6 +285,7 @@ type Protocol struct {
 	epoch    time.Time    // origin of mono(), for transmission times (sack.go)
 	ecnMode  atomic.Int32 // tcp_ecn: Config.ECN, SetECN (ecn.go)
 	noTS     atomic.Bool  // tcp_timestamps=0: Config.NoTimestamps, SetTimestamps
+	foMode   atomic.Int32 // tcp_fastopen: Config.FastOpen, SetFastOpen (sysctl.go)
 	ecnNet   transport.ECNNetwork
 	oooBytes atomic.Int64 // out-of-order bytes held by all connections (Config.MaxOutOfOrder)
 	twCount  atomic.Int64 // connections in TIME-WAIT (Config.MaxTimeWait)
@@ -307,6 +308,7 @@ func New(net transport.Network, cfg Config) *Protocol {
 	p := &Protocol{net: net, clk: net.Clock(), cfg: cfg, secret: cfg.ISNSecret, socks: make(map[any]struct{})}
 	p.epoch = p.clk.Now()
 	p.noTS.Store(cfg.NoTimestamps)
+	p.foMode.Store(int32(cfg.FastOpen))
 	if en, ok := net.(transport.ECNNetwork); ok {
 		p.ecnNet = en
 		p.ecnMode.Store(int32(cfg.ECN))

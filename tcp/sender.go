@@ -30,6 +30,9 @@ type sender struct {
 	segPay                      int    // payload per segment of the super-segment being built
 	burstEnd                    bool   // the segment being built ends output's burst (PSH)
 	rtxGSO                      bool   // retransmitLost sends a run of lost segments as one super-segment
+	tsoSegs                     int    // autosize.go: segments per super-segment of new data (0: no limit)
+	minRTT                      time.Duration
+	sndSml                      uint32 // end of the last new segment shorter than MSS (Minshall's Nagle)
 	// cork.go: TCP_CORK, the last write's MSG_MORE, a one-time push through either
 	// (TCP_NODELAY set while corked).
 	cork, more, pushOnce bool
@@ -235,6 +238,9 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 		}
 		if n > 0 {
 			c.noteDataSent()
+			if n%c.mss != 0 {
+				c.sndSml = seq + uint32(n) // Minshall's Nagle (output)
+			}
 		}
 		if c.sackOK {
 			now := c.mono()
@@ -295,11 +301,16 @@ func (c *Conn) output() {
 		// Linux's tcp_write_xmit: with room in cwnd, the send window stops a segment
 		// that does not fit in it.
 		rwndLimited = pending > 0 && cwndRoom > 0 && int(c.sndWnd)-inFlight < min(pending, c.mss)
-		seg := c.mss
+		seg, tsoCut := c.mss, false
 		if c.gsoMax > 0 && c.sndNxt == c.sndMax {
-			// GSO: as many whole segments as the windows allow in one super-segment.
+			// GSO: as many whole segments as the windows allow in one super-segment, and
+			// the autosized number at most (autosize.go).
 			hdr := wire.TCPMinHeaderLen + tsOptLen + c.sackOptLen()
-			seg = max(c.mss, min(usable/c.mss, (c.gsoMax-hdr)/c.mss)*c.mss)
+			segs := min(usable/c.mss, (c.gsoMax-hdr)/c.mss)
+			if c.tsoSegs > 0 && c.tsoSegs < segs {
+				segs, tsoCut = c.tsoSegs, true
+			}
+			seg = max(c.mss, segs*c.mss)
 		}
 		n := min(pending, usable, seg)
 		if pending > 0 {
@@ -318,8 +329,13 @@ func (c *Conn) output() {
 			} else if n < c.mss && n < pending && n < int(c.maxSndWnd/2) {
 				break // SWS avoidance: wait for a bigger window
 			}
-			if n < c.mss && n == pending && !c.nodelay && inFlight > 0 && seqGT(c.sndNxt+uint32(n), c.sndMax) {
-				break // Nagle (RFC 9293 §3.7.4), for new data only: what was sent once goes again as it fits
+			if n < c.mss && n == pending && !c.nodelay && inFlight > 0 && seqGT(c.sndNxt+uint32(n), c.sndMax) &&
+				seqGT(c.sndSml, c.sndUna) && seqLEQ(c.sndSml, c.sndNxt) {
+				// Nagle (RFC 9293 §3.7.4), for new data only (what was sent once goes again
+				// as it fits), in Minshall's variant as Linux's tcp_nagle_check: a short
+				// segment waits while an earlier short one is unacknowledged, not whenever
+				// data is (the tail of a burst the autosizing cut, autosize.go, goes with it).
+				break
 			}
 			if (c.cork || c.moreNow) && !c.pushOnce && !c.finQueued && n == pending {
 				if n < c.mss {
@@ -332,7 +348,8 @@ func (c *Conn) output() {
 		// what is queued. In loss recovery new data goes out a segment at a time as the
 		// ACKs allow, and Linux marks none of those (the write's skb is split from its
 		// head).
-		c.burstEnd = !c.inRecovery && (n >= pending || usable-n < c.mss)
+		// An autosized super-segment ends a burst of its own: Linux sends each with PSH.
+		c.burstEnd = !c.inRecovery && (n >= pending || usable-n < c.mss || (tsoCut && n == seg))
 		used := c.sendData(c.sndNxt, max(n, 0))
 		c.burstEnd = false
 		if used == 0 {
@@ -389,6 +406,7 @@ func (c *Conn) processAck(s *segment) bool {
 	}
 	c.probes = 0
 	c.lastAckRecv = c.now()
+	flight, synAck := c.sndMax-c.sndUna, c.sndUna == c.iss
 	wnd := s.window(c.sndWscale)
 	advanced := seqGT(ack, c.sndUna)
 	delivered := 0
@@ -423,6 +441,12 @@ func (c *Conn) processAck(s *segment) bool {
 		if wnd > 0 {
 			c.pbackoff = 0
 		}
+	}
+	if flight > 0 && !synAck {
+		// Linux's tcp_ack updates the pacing rate only with something outstanding, and
+		// not on a passive open's handshake ACK (its SYN-ACK is the request's, not the
+		// socket's): the first burst after accept goes at full size.
+		c.tsoUpdate()
 	}
 	return true
 }
@@ -499,4 +523,5 @@ func (s *sender) sndWritable() bool { return s.sndBufMax-s.sndBuf.n >= s.sndBufM
 func (s *sender) initSend(iss uint32) {
 	s.iss = iss
 	s.sndUna, s.sndNxt, s.sndMax, s.recover = iss, iss+1, iss+1, iss
+	s.sndSml = iss
 }

@@ -27,12 +27,14 @@ type SocketInfo struct {
 	CongestionControl string
 	// What ss -i shows besides: the window-scale shifts (RFC 7323 §2; -1 when not
 	// negotiated), whether timestamps and SACK are on, the minimum RTT, and the
-	// scoreboard's SACKed and lost bytes and whether reordering was seen (RACK).
-	SndWScale, RcvWScale int
-	Timestamps, SACK     bool
-	MinRTT               time.Duration
-	SACKed, Lost         int
-	Reordering           bool
+	// scoreboard's SACKed and lost bytes, the bytes retransmitted and not yet acknowledged
+	// nor lost again (Linux's retrans_out, tcpi_retrans), and whether reordering was seen
+	// (RACK).
+	SndWScale, RcvWScale     int
+	Timestamps, SACK         bool
+	MinRTT                   time.Duration
+	SACKed, Lost, RetransOut int
+	Reordering               bool
 	// SynData: the connection's SYN carried data the server took, all of it, as its
 	// SYN-ACK acknowledged (a client) or as accepted with a valid cookie (a server):
 	// Fast Open succeeded (RFC 7413; Linux's TCPI_OPT_SYN_DATA). False while the
@@ -96,7 +98,7 @@ func (c *Conn) info(now time.Time) SocketInfo {
 		SndWnd: int(c.sndWnd), RcvWnd: int(c.rcvWnd()),
 		SndWScale: -1, RcvWScale: -1,
 		Timestamps: c.tsOK, SACK: c.sackOK, MinRTT: c.rackMinRTT,
-		SACKed: c.sb.sacked, Lost: c.sb.lost, Reordering: c.rackReord,
+		SACKed: c.sb.sacked, Lost: c.sb.lost, RetransOut: c.sb.rexmitOut, Reordering: c.rackReord,
 		SynData: c.synDataAcked, ECN: c.ecn.ok,
 	}
 	if c.wsPeer && c.state != StateSynSent {

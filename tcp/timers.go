@@ -281,6 +281,9 @@ func (c *Conn) onKeepalive() {
 // rttSample updates SRTT, RTTVAR and RTO (RFC 6298 §2), with the RTO floored at MinRTO.
 func (c *Conn) rttSample(r time.Duration) {
 	r = max(r, time.Microsecond)
+	if c.minRTT == 0 || r < c.minRTT {
+		c.minRTT = r // TSO autosizing (autosize.go)
+	}
 	if c.srtt == 0 {
 		c.srtt, c.rttvar = r, r/2
 	} else {

@@ -132,8 +132,8 @@ func (h *Host) stack() *tcp.Protocol {
 
 // Command tells the host that the script ran a shell command: what it changed that
 // berth keeps in its own stack, once built, is applied. Sysctls berth reads while it
-// runs (tcp_timestamps: synack-data.pkt turns timestamps on midway) are read again, and
-// `ip tcp_metrics flush` forgets the Fast Open cookies, which Linux keeps in tcp_metrics
+// runs (tcp_timestamps: synack-data.pkt turns timestamps on midway; tcp_fastopen) are
+// read again, and `ip tcp_metrics flush` forgets the Fast Open cookies, which Linux keeps in tcp_metrics
 // (fastopen/client/fallback-exp-opt.pkt). Before the first socket there is no stack yet:
 // it reads the sysctls when it is built.
 func (h *Host) Command(cmd string) {
@@ -143,6 +143,11 @@ func (h *Host) Command(cmd string) {
 	}
 	if v, ok := h.cfg.Sysctl("ipv4/tcp_timestamps"); ok {
 		p.SetTimestamps(v != "0")
+	}
+	if c := tcpConfig(h.cfg.Sysctl); c.FastOpen != 0 {
+		// tcp_fastopen: cookie-less-sendto.pkt drops the no-cookie bit midway
+		// ("sysctl -q net.ipv4.tcp_fastopen=1"); -1 is tcp_fastopen=0.
+		p.SetFastOpen(c.FastOpen)
 	}
 	if strings.Contains(cmd, "tcp_metrics flush") {
 		p.FlushFastOpenCache()

@@ -419,6 +419,7 @@ func tcpInfoBytes(c *tcp.Conn) []byte {
 	u32(24, (si.SendQ+mss-1)/mss)
 	u32(28, (si.SACKed+mss-1)/mss)
 	u32(32, (si.Lost+mss-1)/mss)
+	u32(36, (si.RetransOut+mss-1)/mss) // tcpi_retrans: retransmitted, not yet acknowledged
 	// tcpi_last_data_sent, _last_ack_sent (Linux does not keep it either),
 	// _last_data_recv, _last_ack_recv: milliseconds.
 	u32(44, ms(si.LastDataSent))
