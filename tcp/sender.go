@@ -198,7 +198,7 @@ func (c *Conn) sendData(seq uint32, limit int) int {
 			// likewise a run of lost segments retransmitted together.
 			c.segPay = pay
 		} else {
-			n = pay
+			n, recEnd = pay, false // a record's head: its end is in a later segment
 		}
 	}
 	flags := wire.TCPFlagACK
