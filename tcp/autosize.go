@@ -22,6 +22,9 @@ const (
 // tsoUpdate recomputes the autosized super-segment after an ACK (c.mu held): tsoSegs
 // segments, 0 for no limit.
 func (c *Conn) tsoUpdate() {
+	if c.gsoMax == 0 {
+		return // no super-segments: nothing to size (and no cost per ACK)
+	}
 	if c.srtt <= 0 || c.cc == nil || c.mss <= 0 {
 		c.tsoSegs = 0
 		return
