@@ -2,7 +2,8 @@
 # Writes the markdown tables of docs/conformance.md from run.sh results:
 #   table.sh BERTH_IPV4 KERNEL_IPV4 BERTH_IPV6 KERNEL_IPV6
 # For each variant: "berth X / kernel Y", and every script that fails on berth but
-# passes on the kernel with its first failing line and a category.
+# passes on the kernel with its first failing line and a category; then the scripts that
+# fail on both, each with berth's first error and the kernel's.
 set -euo pipefail
 net="${PD_BUILD:-/tmp/berth-pdrill}/packetdrill-2c4001c/gtests/net"
 
@@ -54,6 +55,24 @@ variant() { # variant NAME BERTH KERNEL
 		local detail
 		detail=$(printf '%s' "$why" | sed 's/^[^ ]*\.pkt:[0-9]*: //' | tr '|`' "/'" | cut -c1-110)
 		echo "| $s | ${n:+$n: \`$text\`} | $(category "$s" "$why"): $detail |"
+	done
+	echo
+	# The scripts that fail on berth and on this machine's kernel alike: no target counts
+	# them, but each failure still says where and why, the kernel's beside berth's.
+	local nboth
+	nboth=$(grep '^FAIL' "$k" | awk '{print $3}' | grep -cxF -f <(grep '^FAIL' "$b" | awk '{print $3}') || true)
+	echo "Failing on this machine's kernel too ($nboth scripts; the kernel's first error beside berth's):"
+	echo
+	echo "| script | berth | kernel |"
+	echo "| --- | --- | --- |"
+	grep '^FAIL' "$k" | awk '{print $3}' | while read -r s; do
+		local bl kl
+		bl=$(grep -m1 "^FAIL $v $s " "$b" || true)
+		[ -n "$bl" ] || continue
+		kl=$(grep -m1 "^FAIL $v $s " "$k" || true)
+		bl=$(printf '%s' "${bl#"FAIL $v $s "}" | sed 's/^[^ ]*\.pkt:\([0-9]*\): /\1: /' | tr '|`' "/'" | cut -c1-100)
+		kl=$(printf '%s' "${kl#"FAIL $v $s "}" | sed 's/^[^ ]*\.pkt:\([0-9]*\): /\1: /' | tr '|`' "/'" | cut -c1-100)
+		echo "| $s | $bl | $kl |"
 	done
 	echo
 }
