@@ -493,7 +493,11 @@ func (e *Endpoint) writev(iov [][]byte, n int) error {
 		e.wmu.RUnlock()
 		return net.ErrClosed
 	}
-	_, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(e.fd), uintptr(unsafe.Pointer(&vec[0])), uintptr(len(iov)))
+	// A raw system call (no entersyscall/exitsyscall): the descriptor is non-blocking,
+	// so the call never waits, and the runtime's monitor (sysmon), which otherwise sees a
+	// P in a system call on every tick of a bulk transfer, retakes it and wakes every
+	// 20 µs, stays asleep; that was ~9 % of the drop-ins' CPU at MTU 65520.
+	_, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(e.fd), uintptr(unsafe.Pointer(&vec[0])), uintptr(len(iov)))
 	e.wmu.RUnlock()
 	var werr error
 	if errno != 0 {
@@ -540,7 +544,7 @@ func (e *Endpoint) reader() {
 	var rerr error
 	readBatch := func(fd uintptr) bool {
 		for n < batchSize {
-			m, err := unix.Read(int(fd), bufs[n])
+			m, err := rawRead(int(fd), bufs[n])
 			if err == unix.EAGAIN {
 				return n > 0 // nothing yet: wait in the poller
 			}
@@ -608,6 +612,16 @@ func (e *Endpoint) reader() {
 			return
 		}
 	}
+}
+
+// rawRead is read(2) on the non-blocking descriptor fd as a raw system call: it never
+// blocks, so it need not tell the scheduler (see writev).
+func rawRead(fd int, p []byte) (int, error) {
+	n, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }
 
 // tcpVouched reports whether b (virtio-net header and packet or frame) is not TCP, or is
