@@ -115,5 +115,8 @@ for run in $(seq 1 "$runs"); do
 		e=$(date +%s%N); b=$(helper_ticks "$hp") # the child keeps the helper 1 s longer
 		printf '%s-portfwd\t65520\tp2c\t%s\t%s\t%s\n' "$c" "$run" "$(mbps "$work/out/fwd")" "$(( (b-a)*1000000000/(e-s) ))"
 		wait "$rkp" 2>/dev/null || true
+		# A helper that forked (pasta) outlives rootlesskit until it sees the namespace
+		# gone: the next one could not listen on the port until it has.
+		for _ in $(seq 50); do ss -Hltn 'sport = :15201' | grep -q . || break; sleep 0.1; done
 	done
 done
