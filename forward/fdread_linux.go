@@ -46,9 +46,22 @@ func newFDReader(c any, stream bool) (*fdReader, error) {
 	return r, nil
 }
 
+// rawRead is read(2) as a raw system call, without telling the scheduler: the host
+// sockets are non-blocking (the runtime's poller waits for them), so it never blocks,
+// and a bulk copy that enters the scheduler's system-call state thousands of times a
+// second keeps the runtime's monitor (sysmon) waking every 20 µs to retake the P (see
+// link/tun's writev). The peek and SIOCINQ below are raw for the same reason.
+func rawRead(fd uintptr, p []byte) (int, error) {
+	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
 func (r *fdReader) read(fd uintptr) bool {
 	for {
-		n, err := syscall.Read(int(fd), r.p)
+		n, err := rawRead(fd, r.p)
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -75,7 +88,7 @@ func (r *fdReader) read(fd uintptr) bool {
 // pending error, consumed by it: wait returns it.
 func (r *fdReader) poll(fd uintptr) bool {
 	for {
-		_, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.peek[0])), 1,
+		_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.peek[0])), 1,
 			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case syscall.EINTR:
@@ -114,7 +127,7 @@ const bulkBytes = 1 << 20
 
 func (r *fdReader) ioctlInq(fd uintptr) {
 	r.inq = 0
-	syscall.Syscall(syscall.SYS_IOCTL, fd, unix.SIOCINQ, uintptr(unsafe.Pointer(&r.inq)))
+	syscall.RawSyscall(syscall.SYS_IOCTL, fd, unix.SIOCINQ, uintptr(unsafe.Pointer(&r.inq)))
 }
 
 // Len is how many bytes the socket has to read now (SIOCINQ): tcp.Conn.ReadFrom sizes
@@ -136,4 +149,58 @@ func (r *fdReader) wait() error {
 		return err
 	}
 	return r.err
+}
+
+// fdWriter writes a host socket with raw system calls (see rawRead), waiting in the
+// runtime's poller when the socket's buffer is full, as net.Conn's Write does.
+type fdWriter struct {
+	rc      syscall.RawConn
+	p       []byte
+	n       int
+	err     error
+	writeFn func(fd uintptr) bool // made once: a closure per call would allocate
+}
+
+// newFDWriter returns a writer of c's socket.
+func newFDWriter(c any) (*fdWriter, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	w := &fdWriter{rc: rc}
+	w.writeFn = w.write
+	return w, nil
+}
+
+func (w *fdWriter) write(fd uintptr) bool {
+	for len(w.p) > 0 {
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(w.p))), uintptr(len(w.p)))
+		switch e {
+		case 0:
+			w.n += int(n)
+			w.p = w.p[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false // the socket's buffer is full: wait in the poller
+		default:
+			w.err = e
+			return true
+		}
+	}
+	return true
+}
+
+// Write writes all of p, blocking while the socket's buffer is full.
+func (w *fdWriter) Write(p []byte) (int, error) {
+	w.p, w.n, w.err = p, 0, nil
+	err := w.rc.Write(w.writeFn)
+	w.p = nil
+	if err == nil {
+		err = w.err
+	}
+	return w.n, err
 }

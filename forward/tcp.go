@@ -180,7 +180,11 @@ func (sp *spliced) closeWrite(w any) {
 // the connection has nothing more, so an idle flow holds none; a flow whose reads keep
 // filling the buffer (a bulk transfer) takes the larger one where MaxBuffered has room.
 func (f *Forwarder) toHost(sp *spliced) {
-	c, w := sp.ns, sp.host
+	c := sp.ns
+	var w io.Writer = sp.host
+	if fw, err := newFDWriter(sp.host); err == nil {
+		w = fw // a kernel socket: raw writes (fdread_linux.go)
+	}
 	fills := 0
 	for {
 		if err := c.WaitRead(); err != nil {
@@ -217,7 +221,7 @@ func (f *Forwarder) toHost(sp *spliced) {
 		pool.Put(bp)
 		f.buf.give(size)
 		if err == io.EOF {
-			sp.closeWrite(w)
+			sp.closeWrite(sp.host)
 			return
 		}
 		if err != nil {

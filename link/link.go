@@ -87,6 +87,21 @@ type GSOFrameWriter interface {
 	WriteGSOFrame(hdr, pkt []byte, mss int) error
 }
 
+// GSOGatherWriter is an optional extension of a GSOEndpoint that takes the super-segment
+// in pieces: head (the IP and TCP headers) and the payload p1 then p2 (either may be
+// empty: a TCP send buffer's ring wraps at most once), written as WriteGSO writes
+// head+p1+p2 but without joining them, so the payload is never copied on its way from
+// the send buffer to the device. It retains no slice.
+type GSOGatherWriter interface {
+	WriteGSOGather(head, p1, p2 []byte, mss int) error
+}
+
+// GSOFrameGatherWriter is the WriteGSOGather of a frame device (a GSOFrameWriter): the
+// frame is the Ethernet header hdr, then head, p1 and p2.
+type GSOFrameGatherWriter interface {
+	WriteGSOFrameGather(hdr, head, p1, p2 []byte, mss int) error
+}
+
 // GSOEndpoint is an Endpoint that also takes TCP super-segments and cuts them into
 // MSS-sized segments itself (generic segmentation offload: the Linux kernel behind a TUN
 // device with a virtio-net header). It is optional: check with a type assertion, and

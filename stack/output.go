@@ -114,31 +114,70 @@ func (s *Stack) OutputGSO(src, dst netip.Addr, pkt []byte, mss int) error {
 // OutputGSOECN is OutputGSO with the IP header's ECN field set to ecn, which the link
 // copies into every segment it cuts (transport.ECNNetwork).
 func (s *Stack) OutputGSOECN(src, dst netip.Addr, pkt []byte, mss int, ecn transport.ECN) error {
+	g, h, err := s.gsoHeader(src, dst, pkt, 0, ecn, false)
+	if err != nil {
+		return err
+	}
+	if err := g.WriteGSO(h, mss); err != nil {
+		s.linkTxErrs.Add(1)
+		return err
+	}
+	return nil
+}
+
+var _ transport.GSOGatherNetwork = (*Stack)(nil)
+
+// OutputGSOGather implements transport.GSOGatherNetwork: OutputGSOECN of the packet
+// head+p1+p2 (head: the headroom, then the TCP header), handed to a link that gathers
+// (link.GSOGatherWriter) in its pieces; EOPNOTSUPP, with nothing sent or counted, when
+// the route's link does not.
+func (s *Stack) OutputGSOGather(src, dst netip.Addr, head, p1, p2 []byte, mss int, ecn transport.ECN) error {
+	g, h, err := s.gsoHeader(src, dst, head, len(p1)+len(p2), ecn, true)
+	if err != nil {
+		return err
+	}
+	if err := g.(link.GSOGatherWriter).WriteGSOGather(h, p1, p2, mss); err != nil {
+		s.linkTxErrs.Add(1)
+		return err
+	}
+	return nil
+}
+
+// gsoHeader routes a super-segment and writes its IP header into pkt's headroom: the
+// packet is pkt[NetworkHeadroom:] and then extra bytes more (gather: the payload the link
+// takes in pieces, which the route's link must then be able to take). It returns the
+// link and the IP packet's start.
+func (s *Stack) gsoHeader(src, dst netip.Addr, pkt []byte, extra int, ecn transport.ECN, gather bool) (link.GSOEndpoint, []byte, error) {
 	if len(pkt) < wire.NetworkHeadroom {
-		return syscall.EINVAL
+		return nil, nil, syscall.EINVAL
 	}
 	if s.closed.Load() {
-		return syscall.ENETDOWN
+		return nil, nil, syscall.ENETDOWN
 	}
 	src, dst = src.Unmap(), dst.Unmap()
 	ifc, rsrc, err := s.resolveFrom(src, dst)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	g, ok := ifc.ep.(link.GSOEndpoint)
 	if ifc.loopback || !ok {
-		return syscall.EMSGSIZE
+		return nil, nil, syscall.EMSGSIZE
+	}
+	if gather {
+		if _, ok := ifc.ep.(link.GSOGatherWriter); !ok {
+			return nil, nil, syscall.EOPNOTSUPP
+		}
 	}
 	if !src.IsValid() {
 		src = rsrc
 	}
-	payload := len(pkt) - wire.NetworkHeadroom
+	payload := len(pkt) - wire.NetworkHeadroom + extra
 	var h []byte
 	if dst.Is4() {
 		s.ip4.OutRequests.Add(1)
 		total := wire.IPv4MinHeaderLen + payload
 		if total > 0xffff {
-			return syscall.EMSGSIZE
+			return nil, nil, syscall.EMSGSIZE
 		}
 		h = pkt[wire.NetworkHeadroom-wire.IPv4MinHeaderLen:]
 		f := wire.IPv4Fields{TotalLen: total, ID: uint16(s.ipID.Add(1)), TTL: s.opts.DefaultTTL,
@@ -150,17 +189,13 @@ func (s *Stack) OutputGSOECN(src, dst netip.Addr, pkt []byte, mss int, ecn trans
 	} else {
 		s.ip6.OutRequests.Add(1)
 		if payload > 0xffff {
-			return syscall.EMSGSIZE
+			return nil, nil, syscall.EMSGSIZE
 		}
 		h = pkt[wire.NetworkHeadroom-wire.IPv6HeaderLen:]
 		f := wire.IPv6Fields{PayloadLen: payload, NextHeader: wire.ProtoTCP, HopLimit: s.opts.DefaultTTL, Src: src, Dst: dst, TrafficClass: uint8(ecn & 3)}
 		f.Encode(h)
 	}
-	if err := g.WriteGSO(h, mss); err != nil {
-		s.linkTxErrs.Add(1)
-		return err
-	}
-	return nil
+	return g, h, nil
 }
 
 // outputIP writes the IP header into pkt's headroom and sends it on ifc, fragmenting when

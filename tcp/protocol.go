@@ -282,13 +282,16 @@ type Protocol struct {
 	bufs  sync.Pool // *[]byte scratch for building segments, room for the largest
 	small sync.Pool // *[]byte scratch for segments up to smallScratch bytes
 
-	epoch    time.Time    // origin of mono(), for transmission times (sack.go)
-	ecnMode  atomic.Int32 // tcp_ecn: Config.ECN, SetECN (ecn.go)
-	noTS     atomic.Bool  // tcp_timestamps=0: Config.NoTimestamps, SetTimestamps
-	foMode   atomic.Int32 // tcp_fastopen: Config.FastOpen, SetFastOpen (sysctl.go)
-	ecnNet   transport.ECNNetwork
-	oooBytes atomic.Int64 // out-of-order bytes held by all connections (Config.MaxOutOfOrder)
-	twCount  atomic.Int64 // connections in TIME-WAIT (Config.MaxTimeWait)
+	epoch   time.Time    // origin of mono(), for transmission times (sack.go)
+	ecnMode atomic.Int32 // tcp_ecn: Config.ECN, SetECN (ecn.go)
+	noTS    atomic.Bool  // tcp_timestamps=0: Config.NoTimestamps, SetTimestamps
+	foMode  atomic.Int32 // tcp_fastopen: Config.FastOpen, SetFastOpen (sysctl.go)
+	ecnNet  transport.ECNNetwork
+	// gatherNet: net takes super-segments in pieces (transport.GSOGatherNetwork), so
+	// the payload goes from the send buffer to the link without a copy (sender.go's emit).
+	gatherNet transport.GSOGatherNetwork
+	oooBytes  atomic.Int64 // out-of-order bytes held by all connections (Config.MaxOutOfOrder)
+	twCount   atomic.Int64 // connections in TIME-WAIT (Config.MaxTimeWait)
 
 	// Connections whose transmissions wait for the end of the link batch (EndBatch);
 	// pendSpare is the other buffer, reused so that batches allocate nothing.
@@ -313,6 +316,7 @@ func New(net transport.Network, cfg Config) *Protocol {
 		p.ecnNet = en
 		p.ecnMode.Store(int32(cfg.ECN))
 	}
+	p.gatherNet, _ = net.(transport.GSOGatherNetwork)
 	reg := cfg.Counter
 	if reg == nil {
 		reg = func(string) *atomic.Uint64 { return new(atomic.Uint64) }

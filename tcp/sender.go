@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"syscall"
 	"time"
 
 	"github.com/berthnet/berth/transport"
@@ -33,6 +34,7 @@ type sender struct {
 	tsoSegs                     int    // autosize.go: segments per super-segment of new data (0: no limit)
 	minRTT                      time.Duration
 	sndSml                      uint32 // end of the last new segment shorter than MSS (Minshall's Nagle)
+	noGather                    bool   // the route's link does not take super-segments in pieces (EOPNOTSUPP)
 	// cork.go: TCP_CORK, the last write's MSG_MORE, a one-time push through either
 	// (TCP_NODELAY set while corked).
 	cork, more, pushOnce bool
@@ -131,6 +133,34 @@ func (c *Conn) emit(seq uint32, flags uint8, n int, opts *wire.TCPOptions) {
 		f.Window = uint16(min(max(c.rcvBufMax-c.rcvBuf.n, 0), 0xffff))
 	}
 	hl := f.HeaderLen()
+	if c.gsoMax > 0 && n > 0 && c.p.gatherNet != nil && !c.noGather {
+		// The payload goes from the send buffer to the link as it lies in the ring (one
+		// piece, or two where it wraps), behind a header built here: no copy of it into a
+		// packet (transport.GSOGatherNetwork). The rest is as below.
+		mss := c.segPay
+		if mss == 0 || n <= mss {
+			mss = n
+		}
+		bp := c.p.scratch(wire.NetworkHeadroom + hl)
+		b := *bp
+		f.Encode(b[wire.NetworkHeadroom:])
+		p1, p2 := c.sndBuf.slices(int(seq-c.sndUna), n)
+		err := c.p.gatherNet.OutputGSOGather(c.local.Addr(), c.remote.Addr(), b[:wire.NetworkHeadroom+hl], p1, p2, mss, ecn)
+		c.p.release(bp)
+		switch {
+		case err == syscall.EOPNOTSUPP:
+			c.noGather = true // a link that does not gather: the joined packet from now on
+		case err == nil || n > mss:
+			if err != nil {
+				c.gsoMax = 0 // the route changed under us: segment ourselves from now on
+			}
+			c.p.Stats.OutSegs.Add(uint64((n + mss - 1) / mss))
+			return
+		default:
+			// One segment the route would not take whole: send it the ordinary way.
+			c.gsoMax = 0
+		}
+	}
 	total := wire.NetworkHeadroom + hl + n
 	bp := c.p.scratch(total)
 	b := *bp

@@ -142,6 +142,18 @@ type ECNNetwork interface {
 	OutputGSOECN(src, dst netip.Addr, pkt []byte, mss int, ecn ECN) error
 }
 
+// GSOGatherNetwork is an optional extension of ECNNetwork for a GSO network whose links
+// may take a super-segment in pieces (link.GSOGatherWriter): TCP then sends the payload
+// from its send buffer as it lies there, with no copy into a packet. *stack.Stack
+// implements it.
+type GSOGatherNetwork interface {
+	// OutputGSOGather is OutputGSOECN of the packet head+p1+p2: head is the headroom and
+	// the TCP header, p1 and p2 the payload (either may be empty). When the route's link
+	// cannot gather it returns syscall.EOPNOTSUPP having sent and counted nothing, and
+	// the caller sends the joined packet with OutputGSOECN. It retains no slice.
+	OutputGSOGather(src, dst netip.Addr, head, p1, p2 []byte, mss int, ecn ECN) error
+}
+
 // ECNHandler is an optional extension of BatchHandler for transports that read the ECN
 // field of the packets they receive: the network layer then delivers each packet of a
 // link batch to HandleBatchedECN instead of HandleBatched, with the ECN field of its IP

@@ -429,7 +429,7 @@ func forkPasta() int {
 // servePasta serves the namespace until it goes away or berth is signalled; status,
 // when not nil, is the pipe to the parent of a fork: "ready\n" or the error goes there.
 func servePasta(o *pastaOpts, status *os.File) int {
-	dropInThreads()
+	defer dropInThreads()()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)

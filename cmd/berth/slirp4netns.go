@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -286,10 +287,30 @@ func dropPrivileges() error {
 // (fwdFlags.applyThreads: the forwarder's work is mostly system calls, and a second
 // thread spun on the CPU the namespace's programs need), unless GOMAXPROCS is set; the
 // engines pass no berth flags, so the environment is the only knob.
-func dropInThreads() {
+//
+// BERTH_CPUPROFILE, when set, is a file to write a CPU profile of the serving process to
+// (runtime/pprof), for measuring the drop-ins where an engine starts them: the returned
+// function, deferred by the caller, ends the profile. A profile that cannot be started
+// is said on stderr and serving goes on.
+func dropInThreads() (stop func()) {
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
+	path := os.Getenv("BERTH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "berth: BERTH_CPUPROFILE: %v\n", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 // runSlirp4netns is berth invoked as slirp4netns; args follow the program name.
@@ -308,7 +329,7 @@ func runSlirp4netns(args []string) int {
 		fmt.Fprint(stdout, slirp4netnsVersion)
 		return exitOK
 	}
-	dropInThreads()
+	defer dropInThreads()()
 	sn, err := o.network()
 	if err != nil {
 		fmt.Fprintf(stderr, "slirp4netns: %v\n", err)

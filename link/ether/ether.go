@@ -87,13 +87,15 @@ type Config struct {
 }
 
 // Endpoint is the Ethernet layer over a frame device. It implements link.Endpoint,
-// link.GSOEndpoint (GSOMaxSize is 0 unless the device is a GSOEndpoint) and, towards the
+// link.GSOEndpoint (GSOMaxSize is 0 unless the device is a GSOEndpoint),
+// link.GSOGatherWriter and, towards the
 // device, link.VerifiedDispatcher. It is safe for concurrent use.
 type Endpoint struct {
 	dev link.Endpoint
-	gso link.GSOEndpoint    // dev, when it segments
-	fw  link.FrameWriter    // dev, when it gathers header and packet itself
-	gfw link.GSOFrameWriter // likewise for super-segments (only with gso)
+	gso link.GSOEndpoint          // dev, when it segments
+	fw  link.FrameWriter          // dev, when it gathers header and packet itself
+	gfw link.GSOFrameWriter       // likewise for super-segments (only with gso)
+	ggw link.GSOFrameGatherWriter // and for super-segments in pieces (only with gfw)
 	cfg Config
 	clk clock.Clock
 	mac wire.MAC
@@ -182,6 +184,9 @@ func New(dev link.Endpoint, cfg Config) (*Endpoint, error) {
 	if g, ok := dev.(link.GSOEndpoint); ok {
 		e.gso = g
 		e.gfw, _ = dev.(link.GSOFrameWriter)
+		if e.gfw != nil {
+			e.ggw, _ = dev.(link.GSOFrameGatherWriter)
+		}
 	}
 	e.fw, _ = dev.(link.FrameWriter)
 	var r [8]byte

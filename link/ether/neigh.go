@@ -136,23 +136,26 @@ func (e *Endpoint) removeLocked(n *neighbor) {
 	delete(e.neigh, n.addr)
 }
 
-// enqueueLocked keeps a copy of pkt (an IP packet) on n until it resolves. Over
+// enqueueLocked keeps a copy of pkt+p1+p2 (an IP packet) on n until it resolves. Over
 // QueueBytes the oldest packets are dropped first, as Linux's __neigh_event_send does.
-func (e *Endpoint) enqueueLocked(n *neighbor, pkt []byte, gso int) {
-	if len(pkt) > e.cfg.QueueBytes {
+func (e *Endpoint) enqueueLocked(n *neighbor, pkt, p1, p2 []byte, gso int) {
+	size := len(pkt) + len(p1) + len(p2)
+	if size > e.cfg.QueueBytes {
 		e.ctr.NeighUnresolvedDiscards.Add(1)
 		return
 	}
-	for n.qbytes+len(pkt) > e.cfg.QueueBytes && len(n.queue) > 0 {
+	for n.qbytes+size > e.cfg.QueueBytes && len(n.queue) > 0 {
 		n.qbytes -= len(n.queue[0].frame) - wire.EthernetHeaderLen
 		n.queue[0] = queued{}
 		n.queue = n.queue[1:]
 		e.ctr.NeighUnresolvedDiscards.Add(1)
 	}
-	f := make([]byte, wire.EthernetHeaderLen+len(pkt))
-	copy(f[wire.EthernetHeaderLen:], pkt)
+	f := make([]byte, wire.EthernetHeaderLen+size)
+	k := wire.EthernetHeaderLen + copy(f[wire.EthernetHeaderLen:], pkt)
+	k += copy(f[k:], p1)
+	copy(f[k:], p2)
 	n.queue = append(n.queue, queued{frame: f, gso: gso})
-	n.qbytes += len(pkt)
+	n.qbytes += size
 }
 
 // how an address was learnt, which decides what it may do to the cache (RFC 4861 §7.2.5

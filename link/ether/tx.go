@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"syscall"
 
+	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/wire"
 )
 
@@ -101,6 +102,12 @@ type lastHop struct {
 // resolve returns the destination MAC for pkt, or queues a copy of it on its next hop's
 // INCOMPLETE entry (ok false, and a solicitation goes out), or drops it (counted).
 func (e *Endpoint) resolve(pkt []byte, gso int, last *lastHop) (wire.MAC, bool) {
+	return e.resolveGather(pkt, nil, nil, gso, last)
+}
+
+// resolveGather is resolve of the packet pkt+p1+p2 (its IP header in pkt): a packet that
+// waits for resolution is queued joined.
+func (e *Endpoint) resolveGather(pkt, p1, p2 []byte, gso int, last *lastHop) (wire.MAC, bool) {
 	var d []byte
 	switch {
 	case len(pkt) >= wire.IPv4MinHeaderLen && pkt[0]>>4 == 4:
@@ -126,7 +133,7 @@ func (e *Endpoint) resolve(pkt []byte, gso int, last *lastHop) (wire.MAC, bool) 
 		var sol bool
 		mac, ok, n, sol = e.lookupLocked(nh)
 		if !ok && n != nil {
-			e.enqueueLocked(n, pkt, gso)
+			e.enqueueLocked(n, pkt, p1, p2, gso)
 		} else if !ok {
 			e.ctr.NeighUnresolvedDiscards.Add(1)
 		}
@@ -237,6 +244,54 @@ func (e *Endpoint) WriteGSO(pkt []byte, mss int) error {
 		hdr.Encode(f)
 		copy(f[wire.EthernetHeaderLen:], pkt)
 		err = e.gso.WriteGSO(f, mss)
+	}
+	if err != nil {
+		e.ctr.EtherOutErrors.Add(1)
+	} else {
+		e.ctr.EtherOutFrames.Add(1)
+	}
+	return err
+}
+
+var _ link.GSOGatherWriter = (*Endpoint)(nil)
+
+// WriteGSOGather implements link.GSOGatherWriter: WriteGSO of the super-segment
+// head+p1+p2 (its IP and TCP headers in head), which a device that gathers
+// (link.GSOFrameGatherWriter) writes behind the Ethernet header without a copy; for any
+// other device the frame is joined here.
+func (e *Endpoint) WriteGSOGather(head, p1, p2 []byte, mss int) error {
+	if e.closed.Load() {
+		return net.ErrClosed
+	}
+	if e.gso == nil {
+		return syscall.EOPNOTSUPP
+	}
+	var last lastHop
+	mac, ok := e.resolveGather(head, p1, p2, mss, &last)
+	if !ok {
+		return nil
+	}
+	sc := e.tx.get()
+	defer e.tx.put(sc)
+	hdr := wire.EthernetFields{Dst: mac, Src: e.mac, EtherType: etherTypeOf(head)}
+	var err error
+	switch {
+	case e.ggw != nil:
+		h := sc.header(0, 1)
+		hdr.Encode(h)
+		err = e.ggw.WriteGSOFrameGather(h, head, p1, p2, mss)
+	default:
+		n := len(head) + len(p1) + len(p2)
+		f := sc.frame(0, wire.EthernetHeaderLen+n)
+		hdr.Encode(f)
+		k := wire.EthernetHeaderLen + copy(f[wire.EthernetHeaderLen:], head)
+		k += copy(f[k:], p1)
+		copy(f[k:], p2)
+		if e.gfw != nil {
+			err = e.gfw.WriteGSOFrame(f[:wire.EthernetHeaderLen], f[wire.EthernetHeaderLen:], mss)
+		} else {
+			err = e.gso.WriteGSO(f, mss)
+		}
 	}
 	if err != nil {
 		e.ctr.EtherOutErrors.Add(1)

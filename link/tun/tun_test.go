@@ -392,7 +392,15 @@ func TestOpenErrors(t *testing.T) {
 // namespace and sends one 20000-byte super-segment with WriteGSO; the kernel must cut it,
 // accept every byte (so headers, partial checksum and segmentation were right), and
 // acknowledge it all.
-func TestWriteGSO(t *testing.T) {
+func TestWriteGSO(t *testing.T) { testWriteGSO(t, false) }
+
+// TestWriteGSOGather is TestWriteGSO with the super-segment handed over in three pieces
+// (WriteGSOGather: the headers, then the payload in two), as TCP sends from a send
+// buffer whose ring wraps; a header whose total length does not count the pieces is
+// refused.
+func TestWriteGSOGather(t *testing.T) { testWriteGSO(t, true) }
+
+func testWriteGSO(t *testing.T, gather bool) {
 	e, ns := setupNS(t, Options{VnetHdr: true})
 	if e.GSOMaxSize() < 20100 {
 		t.Fatalf("GSOMaxSize %d", e.GSOMaxSize())
@@ -440,9 +448,20 @@ func TestWriteGSO(t *testing.T) {
 		ipf := wire.IPv4Fields{TotalLen: len(b), TTL: 64, Protocol: wire.ProtoTCP, Src: berthAddr, Dst: kernelAddr, Flags: wire.IPv4FlagDF}
 		ipf.Encode(b)
 		var err error
-		if mss > 0 {
+		switch hl := 20 + f.HeaderLen(); {
+		case mss > 0 && gather:
+			err = e.WriteGSOGather(b[:hl], b[hl:hl+7000], b[hl+7000:], mss)
+			if err == nil {
+				binary.BigEndian.PutUint16(b[2:], uint16(len(b)-1))
+				b[10], b[11] = 0, 0
+				binary.BigEndian.PutUint16(b[10:], ^wire.Checksum(b[:20], 0))
+				if bad := e.WriteGSOGather(b[:hl], b[hl:hl+7000], b[hl+7000:], mss); !errors.Is(bad, unix.EINVAL) {
+					t.Errorf("WriteGSOGather with a total length short of the pieces: %v", bad)
+				}
+			}
+		case mss > 0:
 			err = e.WriteGSO(b, mss)
-		} else {
+		default:
 			_, err = e.WritePackets([][]byte{b})
 		}
 		if err != nil {
