@@ -29,13 +29,19 @@ type fdReader struct {
 	lenFn  func(fd uintptr)
 }
 
-// newFDReader returns a reader of c's socket; stream for TCP.
-func newFDReader(c any, stream bool) (*fdReader, error) {
+// rawConn is c's descriptor for raw reads and writes: ErrUnsupported unless c is a
+// syscall.Conn (a *net.TCPConn or *net.UDPConn of the host's).
+func rawConn(c any) (syscall.RawConn, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil, errors.ErrUnsupported
 	}
-	rc, err := sc.SyscallConn()
+	return sc.SyscallConn()
+}
+
+// newFDReader returns a reader of c's socket; stream for TCP.
+func newFDReader(c any, stream bool) (*fdReader, error) {
+	rc, err := rawConn(c)
 	if err != nil {
 		return nil, err
 	}
@@ -163,11 +169,7 @@ type fdWriter struct {
 
 // newFDWriter returns a writer of c's socket.
 func newFDWriter(c any) (*fdWriter, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil, errors.ErrUnsupported
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := rawConn(c)
 	if err != nil {
 		return nil, err
 	}
