@@ -93,12 +93,17 @@ type GSOFrameWriter interface {
 // head+p1+p2 but without joining them, so the payload is never copied on its way from
 // the send buffer to the device. It retains no slice.
 type GSOGatherWriter interface {
+	// WriteGSOGather writes the super-segment head+p1+p2, cut into segments of mss
+	// payload bytes as WriteGSO cuts it, or returns syscall.EOPNOTSUPP having written
+	// nothing when the device cannot take it in pieces now.
 	WriteGSOGather(head, p1, p2 []byte, mss int) error
 }
 
 // GSOFrameGatherWriter is the WriteGSOGather of a frame device (a GSOFrameWriter): the
 // frame is the Ethernet header hdr, then head, p1 and p2.
 type GSOFrameGatherWriter interface {
+	// WriteGSOFrameGather writes the frame hdr+head+p1+p2 as WriteGSOFrame writes the
+	// joined frame, or returns syscall.EOPNOTSUPP having written nothing.
 	WriteGSOFrameGather(hdr, head, p1, p2 []byte, mss int) error
 }
 
