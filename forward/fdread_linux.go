@@ -27,6 +27,10 @@ type fdReader struct {
 	readFn func(fd uintptr) bool           // made once: a closure per call would allocate
 	waitFn func(fd uintptr) bool
 	lenFn  func(fd uintptr)
+	// idle, if set, runs once per wait when the socket turns out to have nothing, before
+	// the wait parks in the poller: the copy to the namespace releases its cork there.
+	idle  func()
+	idled bool
 }
 
 // rawConn is c's descriptor for raw reads and writes: ErrUnsupported unless c is a
@@ -100,6 +104,13 @@ func (r *fdReader) poll(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			if r.idle != nil && !r.idled {
+				// Nothing now: what the caller held back goes before we sleep, and
+				// a second look follows, as data may have come meanwhile.
+				r.idled = true
+				r.idle()
+				continue
+			}
 			return false
 		case 0:
 			r.err = nil
@@ -150,7 +161,7 @@ func (r *fdReader) Len() int {
 
 // wait blocks until the socket is readable (or has an error, returned).
 func (r *fdReader) wait() error {
-	r.err = nil
+	r.err, r.idled = nil, false
 	if err := r.rc.Read(r.waitFn); err != nil {
 		return err
 	}

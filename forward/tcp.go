@@ -249,10 +249,28 @@ func (f *Forwarder) toNS(sp *spliced) {
 		return
 	}
 	r.count = &f.c.toNS
+	// Corked while the host socket has more to read: a read ends where the host's
+	// segment did (64 KiB on loopback), not on our MSS, and each read's tail sent on its
+	// own would be a small segment, a TAP write and a pass through the namespace's TCP
+	// for a few bytes (MTU 65520: 1.55 segments per read). With TCP_CORK only full
+	// segments go out; the tail joins the next read's data, and the cork comes off before
+	// the copy waits for the host (fdReader.idle), so nothing is held while nothing more
+	// is coming.
+	corked := false
+	r.idle = func() {
+		if corked {
+			corked = false
+			c.SetCork(false)
+		}
+	}
 	for {
 		if err := r.wait(); err != nil {
 			sp.abort()
 			return
+		}
+		if !corked {
+			corked = true
+			c.SetCork(true)
 		}
 		_, err := c.ReadFrom(r)
 		switch {
