@@ -22,14 +22,18 @@ import (
 // nsListenArg is the hidden subcommand of the helper that opens the sockets.
 const nsListenArg = "__berth-nslisten"
 
-// nsSock is one socket to open on the namespace's loopback.
+// nsSock is one socket to open on the namespace's loopback, or the namespace's
+// NETLINK_SOCK_DIAG socket (proto nsDiagProto: the auto forwards' scan, sockDiag).
 type nsSock struct {
-	proto string // "tcp" or "udp"
+	proto string // "tcp", "udp" or nsDiagProto
 	v6    bool   // on ::1, else on 127.0.0.1
 	port  uint16
 }
 
 func (s nsSock) arg() string {
+	if s.proto == nsDiagProto {
+		return nsDiagProto
+	}
 	fam := "4"
 	if s.v6 {
 		fam = "6"
@@ -165,10 +169,13 @@ func recvNSSock(sock int) (nsReply, error) {
 // argument (nsSock.arg) gets one reply, in order.
 func nsListenChild(args []string) int {
 	for _, a := range args {
-		s, err := parseNSSock(a)
+		var s nsSock
+		var err error
 		var msg string
 		fd := -1
-		if err == nil {
+		if a == nsDiagProto {
+			fd, err = sockDiagSocket()
+		} else if s, err = parseNSSock(a); err == nil {
 			fd, err = openNSSock(s)
 		}
 		switch {
