@@ -7,7 +7,10 @@ package main
 // socket pair (SCM_RIGHTS). A socket stays in the namespace it was made in (socket(7),
 // network_namespaces(7)), so berth accepts and receives on them from outside. The
 // helper exits once it has passed them on: nothing of berth's is left running in the
-// namespace, and closing a descriptor in berth removes the listener there.
+// namespace, and closing a descriptor in berth removes the listener there. The same
+// helper makes the auto forwards' sock_diag socket when berth may not setns into the
+// namespace (openSockDiagIn): a netlink socket, too, answers for the namespace it was
+// made in.
 
 import (
 	"errors"
