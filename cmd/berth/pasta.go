@@ -540,14 +540,24 @@ func servePasta(o *pastaOpts, status *os.File) int {
 	}
 	stopAuto := make(chan struct{})
 	if len(auto.specs) > 0 {
-		auto.ports, auto.pid, auto.netns = sess.Forwarder, pid, netnsPath
+		auto.ports, auto.pid, auto.netns, auto.userns = sess.Forwarder, pid, netnsPath, userns
 		autoDone := make(chan struct{})
-		go func() { scanEvery(time.Second, stopAuto, auto.scan); close(autoDone) }()
+		go func() {
+			scanEvery(time.Second, stopAuto, auto.scan)
+			if auto.diag != nil {
+				auto.diag.Close()
+			}
+			close(autoDone)
+		}()
 		defer func() { close(stopAuto); <-autoDone }()
 	}
 	if len(autoTCPNS)+len(autoUDPNS) > 0 {
 		nsAuto := &nsAutoForward{fwd: nsf, specs: map[string][]portspec.Spec{}, procNet: "/proc/self/net",
 			hostPorts: sess.Forwarder.Ports, have: map[nsMapping]bool{}}
+		if d, err := openSockDiag(); err == nil { // else /proc/self/net
+			nsAuto.diag = d
+			defer d.Close()
+		}
 		if len(autoTCPNS) > 0 {
 			nsAuto.specs["tcp"] = autoTCPNS
 		}

@@ -1,9 +1,10 @@
 package main
 
 // pasta's "auto" port forwarding (-t auto, -u auto: rootlesskit's implicit port driver):
-// every second berth reads the namespace's listening sockets from /proc/PID/net/tcp,
-// tcp6, udp and udp6 (proc(5)) and forwards the host's port of the same number to each
-// one in the spec's set, removing the forward once the socket is gone.
+// every second berth lists the namespace's listening sockets (a sock_diag dump,
+// sockDiag, or else /proc/PID/net/tcp, tcp6, udp and udp6, proc(5)) and forwards the
+// host's port of the same number to each one in the spec's set, removing the forward
+// once the socket is gone.
 
 import (
 	"bufio"
@@ -66,10 +67,22 @@ func procListeners(r io.Reader, want string, loopback bool, into map[uint16]bool
 // too, for the protocols (iperf3's among them) that pair a TCP control port with a UDP
 // one of the same number.
 func boundPorts(dir, proto string, loopback bool, into map[uint16]bool) {
+	scanPorts(nil, func() string { return dir }, proto, loopback, into)
+}
+
+// scanPorts is boundPorts with the sock_diag socket d (nil: none): each table's dump,
+// or where that fails, the table in the /proc/net directory dir returns (called only
+// then; "" for none).
+func scanPorts(d *sockDiag, dir func() string, proto string, loopback bool, into map[uint16]bool) {
 	read := func(table, state string) {
-		if f, err := os.Open(dir + "/" + table); err == nil {
-			procListeners(f, state, loopback, into)
-			f.Close()
+		if d != nil && d.listeners(diagTables[table], loopback, into) == nil {
+			return
+		}
+		if dir := dir(); dir != "" {
+			if f, err := os.Open(dir + "/" + table); err == nil {
+				procListeners(f, state, loopback, into)
+				f.Close()
+			}
 		}
 	}
 	switch proto {
@@ -118,24 +131,45 @@ type autoForward struct {
 	ports    portTable
 	pid      int
 	netns    string
+	userns   string                     // netns's user namespace (nsEnterCmd's)
 	found    int                        // netns's process last scan
+	diag     *sockDiag                  // netns's, once opened; nil: /proc only
+	diagDone bool                       // the first scan tried to open diag
 	specs    map[string][]portspec.Spec // by protocol
 	ipv4Only bool
 	have     map[forward.PortMapping]bool
 }
 
 func (a *autoForward) scan() {
-	pid := a.pid
-	if pid == 0 {
-		a.found = netnsPID(a.netns, a.found)
-		pid = a.found
+	if !a.diagDone {
+		// Once: a namespace where sock_diag cannot be had keeps to /proc (the
+		// helper, when setns is not allowed, is a process to run).
+		a.diagDone = true
+		if a.netns != "" {
+			a.diag, _ = openSockDiagIn(a.netns, a.userns)
+		}
+	}
+	// /proc/PID/net of a process in the namespace, looked for only when a dump
+	// fails; with none (yet), nothing listens.
+	dir, looked := "", false
+	procDir := func() string {
+		if !looked {
+			looked = true
+			pid := a.pid
+			if pid == 0 {
+				a.found = netnsPID(a.netns, a.found)
+				pid = a.found
+			}
+			if pid != 0 {
+				dir = "/proc/" + strconv.Itoa(pid) + "/net"
+			}
+		}
+		return dir
 	}
 	want := map[forward.PortMapping]bool{}
 	for proto, specs := range a.specs {
 		bound := map[uint16]bool{}
-		if pid != 0 { // else no process in the namespace (yet): nothing listens
-			boundPorts("/proc/"+strconv.Itoa(pid)+"/net", proto, false, bound)
-		}
+		scanPorts(a.diag, procDir, proto, false, bound)
 		for _, sp := range specs {
 			for p := range bound {
 				if !autoIncludes(sp, p) {
@@ -194,8 +228,9 @@ func scanEvery(interval time.Duration, stop <-chan struct{}, scan func()) {
 	}
 }
 
-// nsAutoForward is -T auto and -U auto: every interval it reads the host's listening
-// sockets (berth's own /proc/self/net, the host's namespace) and forwards each port in
+// nsAutoForward is -T auto and -U auto: every interval it lists the host's listening
+// sockets (those of berth's own namespace, the host's: diag's dump, or /proc/self/net)
+// and forwards each port in
 // the specs' set from the namespace's loopback to the host's, removing the forward
 // once the host's socket is gone. The host ports berth's own -t and -u forwards listen
 // on are left out, as pasta does (fwd.c), or a connection would loop back into the
@@ -204,7 +239,8 @@ type nsAutoForward struct {
 	fwd       nsPortTable
 	specs     map[string][]portspec.Spec // by protocol
 	hostPorts func() []forward.PortMapping
-	procNet   string // "/proc/self/net"; tests point it elsewhere
+	diag      *sockDiag // berth's namespace's; nil: procNet only
+	procNet   string    // "/proc/self/net"; tests point it elsewhere
 	have      map[nsMapping]bool
 	// retry holds the forwards that could not start (a program in the namespace has
 	// the port), not tried again before the time: each try runs a helper process.
@@ -233,7 +269,7 @@ func (a *nsAutoForward) scan() {
 	want := map[nsMapping]bool{}
 	for proto, specs := range a.specs {
 		bound := map[uint16]bool{}
-		boundPorts(a.procNet, proto, true, bound)
+		scanPorts(a.diag, func() string { return a.procNet }, proto, true, bound)
 		for _, sp := range specs {
 			for p := range bound {
 				if !own[proto][p] && autoIncludes(sp, p) {

@@ -262,29 +262,8 @@ func TestPastaNSRootless(t *testing.T) {
 	e := newRootlessEnv(t)
 	needCommands(t, "nsenter", "setpriv", "curl")
 	p4 := hostHTTP(t, "127.0.0.1:0")
-	target := exec.Command("setpriv", "--reuid", strconv.Itoa(nobody), "--regid", strconv.Itoa(nobody), "--clear-groups",
-		"unshare", "--user", "--map-root-user", "--net", "sleep", "120")
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	targetDone := make(chan struct{})
-	go func() { target.Wait(); close(targetDone) }()
-	defer func() {
-		target.Process.Kill()
-		<-targetDone
-	}()
+	target, targetDone := nobodyNetns(t)
 	pid := target.Process.Pid
-	self, _ := os.Readlink("/proc/self/ns/net")
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-		if ns != "" && ns != self && strings.TrimSpace(string(comm)) == "sleep" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the target namespace did not appear")
-		}
-	}
 	pidFile := filepath.Join(e.tmp, "pasta.pid")
 	cmd := e.command(0, "pasta", "--config-net", "-t", "none", "-u", "none", "-T", fmt.Sprintf("80:%d", p4), "-U", "none",
 		"--pid", pidFile, strconv.Itoa(pid))
@@ -302,4 +281,35 @@ func TestPastaNSRootless(t *testing.T) {
 			t.Fatalf("berth processes left: %v", berthProcs(e.bin))
 		}
 	}
+}
+
+// nobodyNetns starts, as nobody, a process (sleep) in a user and network namespace of
+// its own, as rootlesskit's child; done closes once it has ended (the test kills it at
+// the latest when it ends).
+func nobodyNetns(t *testing.T) (target *exec.Cmd, done <-chan struct{}) {
+	t.Helper()
+	target = exec.Command("setpriv", "--reuid", strconv.Itoa(nobody), "--regid", strconv.Itoa(nobody), "--clear-groups",
+		"unshare", "--user", "--map-root-user", "--net", "sleep", "120")
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	targetDone := make(chan struct{})
+	go func() { target.Wait(); close(targetDone) }()
+	t.Cleanup(func() {
+		target.Process.Kill()
+		<-targetDone
+	})
+	pid := target.Process.Pid
+	self, _ := os.Readlink("/proc/self/ns/net")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if ns != "" && ns != self && strings.TrimSpace(string(comm)) == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the target namespace did not appear")
+		}
+	}
+	return target, targetDone
 }

@@ -7,7 +7,10 @@ package main
 // socket pair (SCM_RIGHTS). A socket stays in the namespace it was made in (socket(7),
 // network_namespaces(7)), so berth accepts and receives on them from outside. The
 // helper exits once it has passed them on: nothing of berth's is left running in the
-// namespace, and closing a descriptor in berth removes the listener there.
+// namespace, and closing a descriptor in berth removes the listener there. The same
+// helper makes the auto forwards' sock_diag socket when berth may not setns into the
+// namespace (openSockDiagIn): a netlink socket, too, answers for the namespace it was
+// made in.
 
 import (
 	"errors"
@@ -22,14 +25,18 @@ import (
 // nsListenArg is the hidden subcommand of the helper that opens the sockets.
 const nsListenArg = "__berth-nslisten"
 
-// nsSock is one socket to open on the namespace's loopback.
+// nsSock is one socket to open on the namespace's loopback, or the namespace's
+// NETLINK_SOCK_DIAG socket (proto nsDiagProto: the auto forwards' scan, sockDiag).
 type nsSock struct {
-	proto string // "tcp" or "udp"
+	proto string // "tcp", "udp" or nsDiagProto
 	v6    bool   // on ::1, else on 127.0.0.1
 	port  uint16
 }
 
 func (s nsSock) arg() string {
+	if s.proto == nsDiagProto {
+		return nsDiagProto
+	}
 	fam := "4"
 	if s.v6 {
 		fam = "6"
@@ -165,10 +172,13 @@ func recvNSSock(sock int) (nsReply, error) {
 // argument (nsSock.arg) gets one reply, in order.
 func nsListenChild(args []string) int {
 	for _, a := range args {
-		s, err := parseNSSock(a)
+		var s nsSock
+		var err error
 		var msg string
 		fd := -1
-		if err == nil {
+		if a == nsDiagProto {
+			fd, err = sockDiagSocket()
+		} else if s, err = parseNSSock(a); err == nil {
 			fd, err = openNSSock(s)
 		}
 		switch {
