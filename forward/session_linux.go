@@ -4,19 +4,16 @@ package forward
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/berthnet/berth"
+	"github.com/berthnet/berth/internal/nsthread"
 	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/link/ether"
 	"github.com/berthnet/berth/link/tun"
@@ -66,41 +63,13 @@ type Session struct {
 	dev   *tun.Endpoint
 }
 
-// inNS runs f on a thread switched into the namespace at path. Sockets and devices f
-// creates, and processes it starts (os/exec forks from the calling thread), belong to the
-// namespace. If the thread cannot switch back it is not reused.
+// inNS runs f on a thread switched into the namespace at path (nsthread.Run). Sockets
+// and devices f creates, and processes it starts, belong to the namespace.
 func inNS(path string, f func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(path)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("netns: %w", err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("netns: setns %s: %w", path, err)
-			return
-		}
-		err = f()
-		if e := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); e != nil {
-			done <- errors.Join(err, fmt.Errorf("netns: switching back: %w", e))
-			return // the thread stays locked and ends with the goroutine
-		}
-		runtime.UnlockOSThread()
-		done <- err
-	}()
-	return <-done
+	if err := nsthread.Run(path, f); err != nil {
+		return fmt.Errorf("netns: %w", err)
+	}
+	return nil
 }
 
 // ipCmd runs ip(8) with args; errors carry its stderr.

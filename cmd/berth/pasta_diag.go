@@ -16,10 +16,11 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berthnet/berth/internal/nsthread"
 )
 
 // The kernel's socket states (include/net/tcp_states.h): LISTEN for TCP, and CLOSE,
@@ -123,44 +124,19 @@ func openSockDiagIn(netns, userns string) (*sockDiag, error) {
 	return newSockDiag(files[0])
 }
 
-// sockDiagSocketIn makes the socket on a locked thread that setns(2) moves into the
-// namespace netns and back; a thread that cannot be moved back stays locked and ends
-// with its goroutine (runtime.LockOSThread), so no goroutine runs in the namespace.
+// sockDiagSocketIn makes the socket on a thread that setns(2) moves into the namespace
+// netns and back (nsthread.Run: no goroutine of berth's ever runs in the namespace).
 func sockDiagSocketIn(netns string) (int, error) {
-	target, err := os.Open(netns)
-	if err != nil {
-		return -1, err
+	fd := -1
+	err := nsthread.Run(netns, func() (err error) {
+		fd, err = sockDiagSocket()
+		return err
+	})
+	if err != nil && fd >= 0 {
+		unix.Close(fd) // made, but the thread could not go back: an error all the same
+		fd = -1
 	}
-	defer target.Close()
-	type result struct {
-		fd  int
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- result{-1, err}
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- result{-1, fmt.Errorf("setns: %w", err)}
-			return
-		}
-		fd, err := sockDiagSocket()
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) != nil {
-			done <- result{fd, err} // the socket is made; the thread goes
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- result{fd, err}
-	}()
-	r := <-done
-	return r.fd, r.err
+	return fd, err
 }
 
 // Close closes the socket.

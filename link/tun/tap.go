@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berthnet/berth/internal/nsthread"
 	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/wire"
 )
@@ -91,46 +91,15 @@ func (e *Endpoint) frameFits(p []byte, gso bool) bool {
 	return false
 }
 
-// inNetNS runs f with the calling goroutine's thread in the network namespace at path
-// (f runs at once when path is empty). Descriptors and sockets f opens stay bound to
-// that namespace after the thread has gone back: a TUN descriptor belongs to the
-// namespace it was opened in (the device is created there), a socket to the one it was
-// made in.
+// inNetNS runs f with a thread in the network namespace at path (f runs at once when
+// path is empty). Descriptors and sockets f opens stay bound to that namespace after the
+// thread has gone back: a TUN descriptor belongs to the namespace it was opened in (the
+// device is created there), a socket to the one it was made in.
 func inNetNS(path string, f func() error) error {
-	if path == "" {
-		return f()
+	if err := nsthread.Run(path, f); err != nil {
+		return fmt.Errorf("tun: network namespace %s: %w", path, err)
 	}
-	target, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("tun: network namespace: %w", &os.PathError{Op: "open", Path: path, Err: err})
-	}
-	defer unix.Close(target)
-	done := make(chan error, 1)
-	// A goroutine of its own, so that a thread that cannot go back is never handed to
-	// other goroutines: it stays locked and ends with this goroutine.
-	go func() {
-		runtime.LockOSThread()
-		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("tun: this thread's network namespace: %w", err)
-			return
-		}
-		defer unix.Close(orig)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("tun: enter network namespace %s: %w", path, err)
-			return
-		}
-		ferr := f()
-		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
-			done <- fmt.Errorf("tun: return from network namespace %s: %w", path, err)
-			return // the thread stays locked and exits with the goroutine
-		}
-		runtime.UnlockOSThread()
-		done <- ferr
-	}()
-	return <-done
+	return nil
 }
 
 // Constants of linux/if_tun.h and linux/virtio_net.h that x/sys/unix does not have.
