@@ -63,15 +63,6 @@ type Session struct {
 	dev   *tun.Endpoint
 }
 
-// inNS runs f on a thread switched into the namespace at path (nsthread.Run). Sockets
-// and devices f creates, and processes it starts, belong to the namespace.
-func inNS(path string, f func() error) error {
-	if err := nsthread.Run(path, f); err != nil {
-		return fmt.Errorf("netns: %w", err)
-	}
-	return nil
-}
-
 // ipCmd runs ip(8) with args; errors carry its stderr.
 func ipCmd(args ...string) error {
 	cmd := exec.Command("ip", args...)
@@ -111,7 +102,7 @@ func Start(cfg SessionConfig) (*Session, error) {
 	fc := cfg.Forward
 	fc.setDefaults()
 	var dev *tun.Endpoint
-	setup := inNS
+	setup := nsthread.Run
 	if cfg.Device != nil || cfg.Frames != nil { // the device is ready (SessionConfig.Device, Frames)
 		dev, setup = cfg.Device, func(string, func() error) error { return nil }
 	}

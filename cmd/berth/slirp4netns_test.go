@@ -11,50 +11,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/berthnet/berth/internal/nsthread"
 	"github.com/berthnet/berth/internal/testenv"
 )
 
-// inNetNS runs f on a thread in the network namespace at path: sockets f opens belong
-// to it.
+// inNetNS runs f on a thread in the network namespace at path (nsthread.Run): sockets
+// f opens belong to it.
 func inNetNS(t *testing.T, path string, f func()) {
 	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			done <- err
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(path)
-		if err != nil {
-			done <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- err
-			return
-		}
-		f()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- err // the thread stays locked and goes with the goroutine
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- nil
-	}()
-	if err := <-done; err != nil {
+	if err := nsthread.Run(path, func() error { f(); return nil }); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berthnet/berth/internal/nsthread"
 	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/wire"
 )
@@ -89,17 +88,6 @@ func (e *Endpoint) frameFits(p []byte, gso bool) bool {
 	}
 	e.rxDropped.Add(1)
 	return false
-}
-
-// inNetNS runs f with a thread in the network namespace at path (f runs at once when
-// path is empty). Descriptors and sockets f opens stay bound to that namespace after the
-// thread has gone back: a TUN descriptor belongs to the namespace it was opened in (the
-// device is created there), a socket to the one it was made in.
-func inNetNS(path string, f func() error) error {
-	if err := nsthread.Run(path, f); err != nil {
-		return fmt.Errorf("tun: network namespace %s: %w", path, err)
-	}
-	return nil
 }
 
 // Constants of linux/if_tun.h and linux/virtio_net.h that x/sys/unix does not have.

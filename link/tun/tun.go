@@ -25,6 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berthnet/berth/internal/nsthread"
 	"github.com/berthnet/berth/link"
 	"github.com/berthnet/berth/wire"
 )
@@ -129,7 +130,8 @@ func Open(name string, opts Options) (*Endpoint, error) { return open(name, opts
 func open(name string, opts Options, tap bool) (*Endpoint, error) {
 	var e *Endpoint
 	fd := -1
-	err := inNetNS(opts.NetNS, func() error {
+	// In opts.NetNS: the device is created in the namespace its descriptor is opened in.
+	err := nsthread.Run(opts.NetNS, func() error {
 		var err error
 		fd, err = unix.Open(devPath, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
